@@ -1,0 +1,208 @@
+"""``python -m harness.client``: a client that coordinates transactions (the seed's cliente.py).
+
+It connects to every participant, then for each transaction sends PREPARE to
+all of them, and COMMIT everywhere if all voted ok, ABORT everywhere otherwise.
+It prints one line per transaction and exits 0 if all committed, 1 if any
+aborted or ended unknown, 2 on a usage or connection error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.eventlog import EventLog
+from harness.nodes import (
+    CLIENT_CRASH_POINTS,
+    ClientNode,
+    ConnectError,
+    CrashPlan,
+    TxResult,
+    default_servers,
+    parse_address,
+)
+from harness.protocol import coordinator as co
+
+# Backoff after an abort (--retry backoff): full jitter over an exponential
+# window (AWS architecture blog, "Exponential Backoff and Jitter"). 2 ms is a
+# few transaction times on loopback; 200 ms caps the wait far below a timeout.
+BACKOFF_BASE = 0.002
+BACKOFF_CAP = 0.2
+
+
+@dataclass
+class ClientConfig:
+    name: str
+    servers: list[tuple[str, int]]
+    log: Path | None
+    values: Callable[[int], int]  # operation number (1-based) -> value to write
+    count: int = 1
+    timeout: float = 2.0
+    delay: float = 0.0
+    retry: str = "none"  # none | backoff
+    max_retries: int = 20
+    seed: int | None = None
+    crash: str | None = None
+
+
+async def run(
+    config: ClientConfig,
+    on_result: Callable[[int, int, TxResult], None],
+    go: Callable[[], Awaitable[None]] | None = None,
+    connected: Callable[[], None] | None = None,
+) -> list[TxResult]:
+    """Connect, wait for ``go`` (if given), then run ``config.count`` operations.
+
+    ``on_result(op, attempt, result)`` is called after every attempt. Raises
+    ConnectError if a participant cannot be reached at start-up."""
+    crash = CrashPlan.parse(config.crash, CLIENT_CRASH_POINTS) if config.crash else None
+    log = EventLog(config.log, config.name)
+    client = ClientNode(config.name, config.servers, log, timeout=config.timeout, delay=config.delay, crash=crash)
+    rng = random.Random(config.seed)
+    results: list[TxResult] = []
+    try:
+        await client.connect()
+        if connected is not None:
+            connected()
+        if go is not None:
+            await go()
+        for op in range(1, config.count + 1):
+            value = config.values(op)
+            attempt = 0
+            while True:
+                attempt += 1
+                result = await client.transact(value)
+                log.event(
+                    "outcome",
+                    ("txid", result.txid),
+                    ("result", result.result.value),
+                    ("op", op),
+                    ("attempt", attempt),
+                    ("value", value),
+                    ("latency_ms", f"{result.latency * 1000:.3f}"),
+                    ("reason", result.reason or None),
+                )
+                results.append(result)
+                on_result(op, attempt, result)
+                if result.result is not co.Result.ABORTED or config.retry != "backoff" or attempt > config.max_retries:
+                    break
+                window = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
+                await asyncio.sleep(rng.uniform(0, window))
+    finally:
+        await client.close()
+        log.event("stopped")
+        log.close()
+    return results
+
+
+def print_result(op: int, attempt: int, r: TxResult) -> None:
+    """One line per transaction, as a person reads it."""
+    line = f"{r.result.value} txid={r.txid} value={r.value} latency_ms={r.latency * 1000:.1f}"
+    if attempt > 1:
+        line += f" attempt={attempt}"
+    if r.result is not co.Result.COMMITTED:
+        line += f" reason={r.reason!r}"
+    print(line, flush=True)
+
+
+def servers_arg(text: str) -> list[tuple[str, int]]:
+    try:
+        servers = [parse_address(part) for part in text.split(",") if part.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not servers:
+        raise argparse.ArgumentTypeError("give at least one host:port")
+    return servers
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m harness.client",
+        description="Coordinate 2PC transactions: PREPARE everywhere, then COMMIT everywhere or ABORT everywhere.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--servers",
+        type=servers_arg,
+        default=default_servers(),
+        help="participants as host:port,host:port,... (default the seed's 127.0.0.1:8886-8888)",
+    )
+    p.add_argument("--value", type=int, default=1, help="the value to write into storage_server")
+    p.add_argument("--count", type=int, default=1, help="transactions to run, one after the other")
+    p.add_argument("--name", default=None, help="this client's name in logs and txids (default client<pid>)")
+    p.add_argument("--log", type=Path, default=None, help="event log file (default logs/<name>.log)")
+    p.add_argument(
+        "--delay",
+        type=float,
+        default=0.0,
+        help="seconds between messages, to watch the protocol by eye (the seed used 1)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for votes, and then for a silent participant's state, before "
+        "giving up (default 2 + 4 x delay)",
+    )
+    p.add_argument(
+        "--retry",
+        choices=("none", "backoff"),
+        default="none",
+        help="after an abort: give up, or retry with exponential backoff and jitter",
+    )
+    p.add_argument("--max-retries", type=int, default=20, help="with --retry backoff: retries per transaction")
+    p.add_argument("--seed", type=int, default=None, help="seed for the backoff jitter")
+    p.add_argument(
+        "--crash",
+        metavar="POINT[:N]",
+        default=None,
+        help=f"kill this process with SIGKILL at POINT in its Nth transaction: {', '.join(CLIENT_CRASH_POINTS)}",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.count < 1:
+        parser.error("--count must be 1 or more")
+    if args.delay < 0 or (args.timeout is not None and args.timeout <= 0):
+        parser.error("--delay must be >= 0 and --timeout > 0")
+    if args.crash:
+        try:
+            CrashPlan.parse(args.crash, CLIENT_CRASH_POINTS)
+        except ValueError as e:
+            parser.error(str(e))
+    name = args.name or f"client{os.getpid()}"
+    value = args.value
+    config = ClientConfig(
+        name=name,
+        servers=args.servers,
+        log=args.log or Path("logs") / f"{name}.log",
+        values=lambda op: value,
+        count=args.count,
+        timeout=args.timeout if args.timeout is not None else 2.0 + 4 * args.delay,
+        delay=args.delay,
+        retry=args.retry,
+        max_retries=args.max_retries,
+        seed=args.seed,
+        crash=args.crash,
+    )
+    try:
+        results = asyncio.run(run(config, print_result))
+    except ConnectError as e:
+        print(f"client: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0 if all(r.result is co.Result.COMMITTED for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

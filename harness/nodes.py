@@ -1,0 +1,748 @@
+"""asyncio TCP nodes that run the pure protocol core on real sockets.
+
+Theory of operation. A node feeds each input (a decoded line, a timeout) to
+its core and performs the returned actions in order. The one rule that makes
+the participant crash-safe lives here: *a Persist is durable before any later
+reply or send leaves the node*. Persists go to a group-commit writer (one
+SQLite transaction and one fsync for every record queued meanwhile, in a
+worker thread); every outgoing message carries the number of persists issued
+before it and waits until that many are durable. The core updates its memory
+at once, so a STATUS or RESOLVE answered meanwhile may describe a record not
+yet on disk, but the answer itself is held until it is.
+
+Bad input from the network (their fault) is logged, answered with ERROR and
+the connection closed; it never reaches the core, so it never changes state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.eventlog import EventLog
+from harness.protocol import coordinator as co
+from harness.protocol.messages import (
+    DecodeError,
+    Error,
+    LineBuffer,
+    Message,
+    State,
+    Status,
+    TxState,
+    Vote,
+    decode,
+    encode,
+)
+from harness.protocol.participant import (
+    Action,
+    CancelTimer,
+    Close,
+    ParticipantCore,
+    Persist,
+    Reply,
+    SendPeer,
+    StartTimer,
+)
+from harness.storage import Storage
+
+logger = logging.getLogger("harness.nodes")
+
+DEFAULT_HOST = "127.0.0.1"
+BASE_PORT = 8886  # the seed's first server; participant ID n listens on 8885 + n
+READ_CHUNK = 65536
+
+# How long a connect may take before the participant counts as unreachable.
+# Loopback connects take microseconds; a full second only passes when the
+# listener is stopped (SIGSTOP) and its backlog is full.
+CONNECT_TIMEOUT = 1.0
+
+PARTICIPANT_CRASH_POINTS = ("before-vote", "after-vote", "after-commit")
+CLIENT_CRASH_POINTS = ("after-prepare", "after-first-commit")
+
+
+def default_address(participant_id: int) -> tuple[str, int]:
+    """The seed's addresses: participant 1 on 127.0.0.1:8886, 2 on 8887, ..."""
+    return DEFAULT_HOST, BASE_PORT - 1 + participant_id
+
+
+def default_servers(count: int = 3) -> list[tuple[str, int]]:
+    return [default_address(i) for i in range(1, count + 1)]
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``host:port`` -> (host, port); ValueError with a readable message otherwise."""
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not host:port")
+    return host, int(port)
+
+
+@dataclass
+class CrashPlan:
+    """Kill this process with SIGKILL at a protocol point, on its nth passage.
+
+    Used by tests and the nemesis to crash a node exactly where it hurts."""
+
+    point: str
+    nth: int = 1
+    seen: int = 0
+
+    @classmethod
+    def parse(cls, text: str, allowed: tuple[str, ...]) -> CrashPlan:
+        point, _, nth = text.partition(":")
+        if point not in allowed:
+            raise ValueError(f"crash point must be one of {', '.join(allowed)}, got {point!r}")
+        if nth and (not nth.isdigit() or int(nth) < 1):
+            raise ValueError(f"crash count must be a positive integer, got {nth!r}")
+        return cls(point=point, nth=int(nth or 1))
+
+    def reached(self, point: str, log: EventLog) -> None:
+        if point != self.point:
+            return
+        self.seen += 1
+        if self.seen == self.nth:
+            log.event("crash", ("point", point), ("signal", "SIGKILL"))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _peername(writer: asyncio.StreamWriter) -> str:
+    info = writer.get_extra_info("peername")
+    return f"{info[0]}:{info[1]}" if info else "?"
+
+
+# ====================================================================== participant
+
+
+class GroupCommit:
+    """Makes Persist actions durable in order, batching those that queue up.
+
+    ``submit`` returns a sequence number; ``wait(n)`` returns once the first n
+    persists are durable. One worker thread owns the SQLite connection."""
+
+    def __init__(self, storage: Storage, log: EventLog, on_durable: Callable[[list[Persist]], None]) -> None:
+        self._storage = storage
+        self._log = log
+        self._on_durable = on_durable
+        self._pending: list[Persist] = []
+        self.issued = 0
+        self.durable = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+
+    def submit(self, persist: Persist) -> int:
+        self._pending.append(persist)
+        self.issued += 1
+        self._wake.set()
+        return self.issued
+
+    async def wait(self, seq: int) -> None:
+        if self.durable >= seq:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((seq, future))
+        await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            await loop.run_in_executor(self._executor, self._storage.write, [p.record for p in batch])
+            for p in batch:
+                r = p.record
+                self._log.event(
+                    "durable",
+                    ("txid", r.txid),
+                    ("state", r.state.value),
+                    ("value", r.value),
+                    ("version", r.version),
+                    ("participants", ",".join(r.participants)),
+                    ("why", p.why),
+                )
+            self.durable += len(batch)
+            self._on_durable(batch)
+            still = []
+            for seq, future in self._waiters:
+                if seq <= self.durable:
+                    if not future.done():
+                        future.set_result(None)
+                else:
+                    still.append((seq, future))
+            self._waiters = still
+
+    async def close(self) -> None:
+        """Write what is queued, then stop the writer."""
+        await self.wait(self.issued)
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._executor.shutdown(wait=True)
+
+
+class ParticipantNode:
+    """A participant: a TCP server around a ParticipantCore and its Storage."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        log: EventLog,
+        *,
+        resolve_after: float = 5.0,
+        delay: float = 0.0,
+        crash: CrashPlan | None = None,
+    ) -> None:
+        self.storage = storage
+        self.log = log
+        self.resolve_after = resolve_after
+        self.delay = delay
+        self.crash = crash
+        self.core: ParticipantCore | None = None
+        self.address: tuple[str, int] | None = None
+        self._server: asyncio.Server | None = None
+        self._gc: GroupCommit | None = None
+        self._conns: dict[int, asyncio.StreamWriter] = {}
+        self._next_conn = 0
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._peers: dict[str, _PeerLink] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    @property
+    def name(self) -> str:
+        assert self.address is not None
+        return f"{self.address[0]}:{self.address[1]}"
+
+    async def start(self, host: str, port: int, advertise: str | None = None) -> tuple[str, int]:
+        """Bind, recover from storage, then accept connections. Returns the
+        bound address (useful with port 0). OSError if the port is taken."""
+        self._server = await asyncio.start_server(self._handle, host, port, start_serving=False, limit=READ_CHUNK)
+        bound = self._server.sockets[0].getsockname()
+        self.address = (bound[0], bound[1])
+        name = advertise or self.name
+        records = self.storage.load()
+        self.core = ParticipantCore.restore(name, records)
+        self._gc = GroupCommit(self.storage, self.log, self._durable)
+        c = self.core
+        self.log.event(
+            "listening",
+            ("addr", self.name),
+            ("name", name),
+            ("storage_server", c.storage_server),
+            ("version", c.version),
+            ("lock", c.lock or "-"),
+            ("records", len(records)),
+            ("data", self.storage.path),
+        )
+        if records:
+            prepared = [r.txid for r in records if r.state is TxState.PREPARED]
+            self.log.event(
+                "recovered",
+                ("records", len(records)),
+                ("prepared", ",".join(prepared) or "-"),
+                ("storage_server", c.storage_server),
+                ("version", c.version),
+            )
+        self._perform(self.core.recover(), conn=None)
+        await self._server.start_serving()
+        return self.address
+
+    async def stop(self) -> None:
+        """Stop accepting, finish durable writes, close everything."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for handle in self._timers.values():
+            handle.cancel()
+        for writer in list(self._conns.values()):
+            writer.close()
+        for link in self._peers.values():
+            link.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._gc is not None:
+            await self._gc.close()
+        self.log.event("stopped")
+
+    # ------------------------------------------------------------ inputs
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._closing:
+            writer.close()
+            return
+        conn = self._next_conn = self._next_conn + 1
+        self._conns[conn] = writer
+        peer = _peername(writer)
+        buffer = LineBuffer()
+        try:
+            while True:
+                data = await reader.read(READ_CHUNK)
+                if not data:
+                    break
+                try:
+                    lines = buffer.feed(data)
+                except DecodeError as e:
+                    await self._refuse(writer, peer, e)
+                    break
+                closed = False
+                for line in lines:
+                    try:
+                        msg = decode(line)
+                    except DecodeError as e:
+                        await self._refuse(writer, peer, e)
+                        closed = True
+                        break
+                    self.log.message("recv", peer, msg)
+                    assert self.core is not None
+                    outputs = self._perform(self.core.on_request(conn, msg), conn=conn)
+                    if await self._deliver(outputs, writer, peer):
+                        closed = True
+                        break
+                if closed:
+                    break
+        except (ConnectionError, TimeoutError) as e:
+            self.log.event("disconnect", ("peer", peer), ("error", type(e).__name__))
+        finally:
+            self._conns.pop(conn, None)
+            writer.close()
+
+    async def _refuse(self, writer: asyncio.StreamWriter, peer: str, e: DecodeError) -> None:
+        """Their fault: say why, close, change nothing."""
+        reply = Error(code=e.code, detail=e.detail)
+        self.log.event("bad-input", ("peer", peer), ("code", e.code), ("detail", e.detail))
+        self.log.message("send", peer, reply)
+        writer.write(encode(reply))
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+
+    def _timeout(self, txid: str) -> None:
+        self._timers.pop(txid, None)
+        if self._closing or self.core is None:
+            return
+        self.log.event("timeout", ("txid", txid), ("after_s", self.resolve_after))
+        self._perform(self.core.on_timeout(txid), conn=None)
+
+    def _peer_reply(self, peer: str, msg: Message) -> None:
+        if self._closing or self.core is None:
+            return
+        self._perform(self.core.on_peer_reply(peer, msg), conn=None)
+
+    # ------------------------------------------------------------ actions
+
+    def _perform(self, actions: list[Action], conn: int | None) -> list[tuple[Reply | Close, int]]:
+        """Run the core's actions; return the replies and closes for ``conn``,
+        each with the persist count it must wait for. Synchronous, so that the
+        barrier of each output is exactly the persists issued before it."""
+        assert self._gc is not None
+        outputs: list[tuple[Reply | Close, int]] = []
+        for action in actions:
+            match action:
+                case Persist():
+                    self._gc.submit(action)
+                case Reply() | Close():
+                    if action.conn != conn:
+                        raise AssertionError(f"core replied on connection {action.conn}, input came on {conn}")
+                    outputs.append((action, self._gc.issued))
+                case SendPeer():
+                    link = self._peers.get(action.peer)
+                    if link is None:
+                        link = self._peers[action.peer] = _PeerLink(self, action.peer)
+                    self._spawn(link.send(action.msg, self._gc.issued))
+                case StartTimer():
+                    if (old := self._timers.pop(action.txid, None)) is not None:
+                        old.cancel()
+                    loop = asyncio.get_running_loop()
+                    self._timers[action.txid] = loop.call_later(self.resolve_after, self._timeout, action.txid)
+                case CancelTimer():
+                    if (old := self._timers.pop(action.txid, None)) is not None:
+                        old.cancel()
+        return outputs
+
+    async def _deliver(self, outputs: list[tuple[Reply | Close, int]], writer: asyncio.StreamWriter, peer: str) -> bool:
+        """Send replies once their persists are durable. True if closed."""
+        assert self._gc is not None
+        for output, barrier in outputs:
+            await self._gc.wait(barrier)
+            if isinstance(output, Close):
+                return True
+            msg = output.msg
+            if self.delay:
+                await asyncio.sleep(self.delay)  # the seed's slow pace, for people watching
+            yes_vote = isinstance(msg, Vote) and msg.yes
+            if yes_vote and self.crash:
+                self.crash.reached("before-vote", self.log)
+            self.log.message("send", peer, msg)
+            writer.write(encode(msg))
+            await writer.drain()
+            if yes_vote and self.crash:
+                self.crash.reached("after-vote", self.log)
+        return False
+
+    def _durable(self, batch: list[Persist]) -> None:
+        if self.crash and any(p.record.state is TxState.COMMITTED for p in batch):
+            self.crash.reached("after-commit", self.log)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class _PeerLink:
+    """An outgoing connection to a peer participant, for RESOLVE and its replies.
+
+    Any failure just drops the message: the resolve timer asks again."""
+
+    def __init__(self, node: ParticipantNode, peer: str) -> None:
+        self.node = node
+        self.peer = peer
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+        self._reader_task: asyncio.Task[None] | None = None
+
+    async def send(self, msg: Message, barrier: int) -> None:
+        node = self.node
+        assert node._gc is not None
+        await node._gc.wait(barrier)
+        async with self._lock:
+            if self._writer is None or self._writer.is_closing():
+                try:
+                    host, port = parse_address(self.peer)
+                    reader, writer = await asyncio.wait_for(
+                        asyncio.open_connection(host, port, limit=READ_CHUNK), CONNECT_TIMEOUT
+                    )
+                except (OSError, TimeoutError, ValueError) as e:
+                    node.log.event("unreachable", ("peer", self.peer), ("error", str(e) or type(e).__name__))
+                    return
+                self._writer = writer
+                self._reader_task = asyncio.get_running_loop().create_task(self._read(reader))
+            node.log.message("send", self.peer, msg)
+            self._writer.write(encode(msg))
+            try:
+                await self._writer.drain()
+            except ConnectionError:
+                self._writer.close()
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        buffer = LineBuffer()
+        try:
+            while data := await reader.read(READ_CHUNK):
+                for line in buffer.feed(data):
+                    msg = decode(line)
+                    self.node.log.message("recv", self.peer, msg)
+                    self.node._peer_reply(self.peer, msg)
+        except (ConnectionError, DecodeError) as e:
+            self.node.log.event("disconnect", ("peer", self.peer), ("error", str(e) or type(e).__name__))
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader_task is not None:
+            self._reader_task.cancel()
+
+
+# ====================================================================== client
+
+
+class ConnectError(Exception):
+    """A participant could not be reached at start-up (the environment's problem)."""
+
+
+@dataclass
+class TxResult:
+    """What one transaction came to, as the client reports it."""
+
+    txid: str
+    value: int
+    result: co.Result
+    reason: str
+    latency: float  # seconds from the first PREPARE to the last acknowledgement
+
+
+@dataclass
+class _Txn:
+    core: co.CoordinatorCore
+    done: asyncio.Future[None]
+    timers: dict[co.Timer, asyncio.TimerHandle] = field(default_factory=dict)
+    report: co.Report | None = None
+    sends: asyncio.Queue[co.Send] | None = None  # only with --delay: sends go one by one
+    sent: dict[str, int] = field(default_factory=dict)  # messages written, by verb (crash points)
+
+
+class _ServerLink:
+    """The client's connection to one participant, reused across transactions."""
+
+    def __init__(self, client: ClientNode, host: str, port: int) -> None:
+        self.client = client
+        self.host, self.port = host, port
+        self.address = f"{host}:{port}"
+        self.name = self.address  # replaced by the participant's own name at handshake
+        self.writer: asyncio.StreamWriter | None = None
+        self.reader_task: asyncio.Task[None] | None = None
+        self.lock = asyncio.Lock()
+        self.status: asyncio.Future[State] | None = None
+
+    async def ensure(self) -> bool:
+        """Connected, or False if the connection could not be opened."""
+        async with self.lock:
+            if self.writer is not None and not self.writer.is_closing():
+                return True
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.host, self.port, limit=READ_CHUNK), CONNECT_TIMEOUT
+                )
+            except (OSError, TimeoutError) as e:
+                self.client.log.event("unreachable", ("peer", self.name), ("error", str(e) or type(e).__name__))
+                return False
+            self.writer = writer
+            self.reader_task = asyncio.get_running_loop().create_task(self._read(reader, writer))
+            return True
+
+    def write(self, msg: Message) -> None:
+        assert self.writer is not None
+        self.client.log.message("send", self.name, msg)
+        self.writer.write(encode(msg))
+
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buffer = LineBuffer()
+        try:
+            while data := await reader.read(READ_CHUNK):
+                for line in buffer.feed(data):
+                    msg = decode(line)
+                    self.client.log.message("recv", self.name, msg)
+                    self.client._received(self, msg)
+        except (ConnectionError, DecodeError) as e:
+            self.client.log.event("disconnect", ("peer", self.name), ("error", str(e) or type(e).__name__))
+        finally:
+            writer.close()
+            if self.writer is writer:
+                self.writer = None
+            self.client._lost(self)
+
+
+class ClientNode:
+    """A client: coordinates transactions over persistent connections."""
+
+    def __init__(
+        self,
+        name: str,
+        servers: list[tuple[str, int]],
+        log: EventLog,
+        *,
+        timeout: float = 2.0,
+        delay: float = 0.0,
+        crash: CrashPlan | None = None,
+        retry_interval: float = 0.05,
+    ) -> None:
+        self.name = name
+        self.log = log
+        self.timeout = timeout
+        self.delay = delay
+        self.crash = crash
+        self.retry_interval = retry_interval
+        self.links = [_ServerLink(self, h, p) for h, p in servers]
+        self._by_name: dict[str, _ServerLink] = {}
+        self._txns: dict[str, _Txn] = {}
+        # Unique across clients and restarts: random per process, then a counter.
+        self._txid_prefix = f"{name}-{secrets.token_hex(6)}"
+        self._seq = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def participants(self) -> tuple[str, ...]:
+        return tuple(link.name for link in self.links)
+
+    async def connect(self) -> None:
+        """Open every connection and learn each participant's name (STATUS).
+        Raises ConnectError naming the first participant that cannot be reached."""
+
+        async def hello(link: _ServerLink) -> None:
+            if not await link.ensure():
+                raise ConnectError(f"cannot connect to participant {link.address}")
+            link.status = asyncio.get_running_loop().create_future()
+            link.write(Status())
+            try:
+                state = await asyncio.wait_for(link.status, self.timeout)
+            except TimeoutError:
+                raise ConnectError(f"participant {link.address} did not answer STATUS in {self.timeout}s") from None
+            link.name = state.node
+
+        await asyncio.gather(*(hello(link) for link in self.links))
+        self._by_name = {link.name: link for link in self.links}
+        if len(self._by_name) != len(self.links):
+            raise ConnectError("two --servers entries reach the same participant")
+        self.log.event("connected", ("participants", ",".join(self.participants)))
+
+    def new_txid(self) -> str:
+        self._seq += 1
+        return f"{self._txid_prefix}-{self._seq}"
+
+    async def transact(self, value: int) -> TxResult:
+        """Run one transaction writing ``value``; returns once it is finished."""
+        loop = asyncio.get_running_loop()
+        txid = self.new_txid()
+        txn = _Txn(
+            core=co.CoordinatorCore(txid=txid, value=value, participants=self.participants), done=loop.create_future()
+        )
+        self._txns[txid] = txn
+        started = time.perf_counter()
+        self.log.event("begin", ("txid", txid), ("value", value), ("participants", ",".join(self.participants)))
+        if self.delay:
+            txn.sends = asyncio.Queue()
+            sender = loop.create_task(self._paced_sender(txn))
+        try:
+            self._feed(txn, txn.core.start())
+            await txn.done
+        finally:
+            for handle in txn.timers.values():
+                handle.cancel()
+            self._txns.pop(txid, None)
+            if self.delay:
+                sender.cancel()
+        latency = time.perf_counter() - started
+        assert txn.report is not None
+        result = TxResult(txid=txid, value=value, result=txn.report.result, reason=txn.report.reason, latency=latency)
+        return result
+
+    async def close(self) -> None:
+        for link in self.links:
+            if link.writer is not None:
+                link.writer.close()
+            if link.reader_task is not None:
+                link.reader_task.cancel()
+        await asyncio.gather(*(link.reader_task for link in self.links if link.reader_task), return_exceptions=True)
+
+    # ------------------------------------------------------------ core glue
+
+    def _feed(self, txn: _Txn, actions: list[co.CoordinatorAction]) -> None:
+        loop = asyncio.get_running_loop()
+        for action in actions:
+            match action:
+                case co.Send():
+                    if txn.sends is not None:
+                        txn.sends.put_nowait(action)
+                    else:
+                        task = loop.create_task(self._send(txn, action))
+                        self._tasks.add(task)
+                        task.add_done_callback(self._tasks.discard)
+                case co.SetTimer():
+                    if (old := txn.timers.pop(action.timer, None)) is not None:
+                        old.cancel()
+                    delay = self.timeout if action.timer is co.Timer.PHASE else self.retry_interval
+                    txn.timers[action.timer] = loop.call_later(delay, self._timeout, txn, action.timer)
+                case co.Report():
+                    txn.report = action
+                    self.log.event(
+                        "decide", ("txid", txn.core.txid), ("result", action.result.value), ("reason", action.reason)
+                    )
+                case co.Finished():
+                    if not txn.done.done():
+                        txn.done.set_result(None)
+
+    async def _paced_sender(self, txn: _Txn) -> None:
+        assert txn.sends is not None
+        while True:
+            action = await txn.sends.get()
+            await asyncio.sleep(self.delay)  # the seed's 1 s between servers, for people watching
+            await self._send(txn, action)
+
+    async def _send(self, txn: _Txn, action: co.Send) -> None:
+        link = self._by_name[action.to]
+        if not await link.ensure():
+            if txn.core.phase is not co.Phase.DONE:
+                self._feed(txn, txn.core.on_unreachable(action.to))
+            return
+        link.write(action.msg)
+        if self.crash is None:
+            return
+        kind = action.msg.kind.value
+        txn.sent[kind] = txn.sent.get(kind, 0) + 1
+        point = {("PREPARE", len(self.links)): "after-prepare", ("COMMIT", 1): "after-first-commit"}.get(
+            (kind, txn.sent[kind])
+        )
+        if point is not None and link.writer is not None:
+            with contextlib.suppress(ConnectionError):
+                await link.writer.drain()
+            self.crash.reached(point, self.log)
+
+    def _timeout(self, txn: _Txn, timer: co.Timer) -> None:
+        txn.timers.pop(timer, None)
+        if txn.core.phase is not co.Phase.DONE:
+            self.log.event("timeout", ("txid", txn.core.txid), ("timer", timer.value), ("phase", txn.core.phase.value))
+            self._feed(txn, txn.core.on_timeout(timer))
+
+    def _received(self, link: _ServerLink, msg: Message) -> None:
+        if isinstance(msg, State):
+            if link.status is not None and not link.status.done():
+                link.status.set_result(msg)
+            return
+        txid = getattr(msg, "txid", None)
+        txn = self._txns.get(txid) if txid else None
+        if txn is None:
+            if isinstance(msg, Error):
+                self.log.event("error-reply", ("peer", link.name), ("code", msg.code), ("detail", msg.detail))
+            return  # a late reply to a finished transaction
+        self._feed(txn, txn.core.on_reply(link.name, msg))
+
+    def _lost(self, link: _ServerLink) -> None:
+        for txn in list(self._txns.values()):
+            if txn.core.phase is not co.Phase.DONE:
+                self._feed(txn, txn.core.on_connection_lost(link.name))
+
+
+# ====================================================================== status
+
+
+async def query_status(address: tuple[str, int], timeout: float = 2.0) -> State:
+    """Ask one participant for its STATE. Raises OSError or TimeoutError if it
+    cannot be reached or does not answer, ValueError if it answers nonsense."""
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(*address, limit=READ_CHUNK)
+        try:
+            writer.write(encode(Status()))
+            await writer.drain()
+            line = await reader.readline()
+        finally:
+            writer.close()
+    if not line:
+        raise ConnectionError("closed the connection without answering")
+    try:
+        msg = decode(line)
+    except DecodeError as e:
+        raise ValueError(f"bad STATE reply: {e}") from None
+    if not isinstance(msg, State):
+        raise ValueError(f"answered {msg.kind.value} to STATUS")
+    return msg
+
+
+async def query_all(addresses: list[tuple[str, int]], timeout: float = 2.0) -> list[State | str]:
+    """STATE of every participant, or the error (as text) for those that failed."""
+
+    async def one(address: tuple[str, int]) -> State | str:
+        try:
+            return await query_status(address, timeout)
+        except TimeoutError:
+            return f"no answer in {timeout}s"
+        except (OSError, ValueError) as e:
+            return str(e) or type(e).__name__
+
+    return list(await asyncio.gather(*(one(a) for a in addresses)))

@@ -1,0 +1,425 @@
+"""Messages of the 2PC wire protocol and their codec.
+
+Theory of operation: every message is one line of text, ``VERB key=value ...``
+terminated by ``\\n`` (a trailing ``\\r`` is tolerated so that ``nc -C`` and
+telnet work). Values are bare tokens, or double-quoted with ``\\"``, ``\\\\``
+and ``\\n`` escapes when they hold anything else. The format is the same
+logfmt-like shape as the event logs, so a person can read and type it.
+
+The rule this module keeps: it knows bytes and fields but no connection state
+(wsproto's layering). Bad input from a peer raises :class:`DecodeError` with a
+code naming what was wrong; it never raises anything else.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+# One line may not exceed this many bytes, terminator included. A PREPARE for
+# 16 participants with a 64-character txid is well under 2 KiB; 4 KiB leaves
+# room for quoted reasons while bounding what a garbage peer can make us buffer.
+MAX_LINE = 4096
+
+# Participant lists are small by design (the product runs three); the bound
+# keeps a hostile PREPARE from costing more than one line's worth of work.
+MAX_PARTICIPANTS = 16
+
+# storage_server is stored in SQLite's signed 64-bit INTEGER.
+VALUE_MIN = -(2**63)
+VALUE_MAX = 2**63 - 1
+
+TXID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+ADDRESS_RE = re.compile(r"[A-Za-z0-9._-]+:[0-9]{1,5}")
+_BARE_RE = re.compile(r"[A-Za-z0-9._:,+/@*-]+")
+
+
+class DecodeError(ValueError):
+    """The peer sent something that is not a valid message (their fault).
+
+    ``code`` is a short machine-readable token sent back in the ERROR reply.
+    """
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+class Kind(enum.Enum):
+    """Message kinds; the value is the verb on the wire."""
+
+    PREPARE = "PREPARE"  # coordinator -> participant: phase 1 (seed: "commit")
+    VOTE = "VOTE"  # participant -> coordinator: "ok" or "NOK"
+    COMMIT = "COMMIT"  # coordinator -> participant: phase 2 (seed: "alterar")
+    ABORT = "ABORT"  # coordinator -> participant: the transaction is aborted
+    RESOLVE = "RESOLVE"  # anyone -> participant: your state for txid; abort it if you have not voted
+    OUTCOME = "OUTCOME"  # participant -> anyone: reply to COMMIT, ABORT and RESOLVE
+    STATUS = "STATUS"  # anyone -> participant: describe yourself
+    STATE = "STATE"  # participant -> anyone: reply to STATUS
+    ERROR = "ERROR"  # participant -> anyone: the request was refused
+
+
+class TxState(enum.Enum):
+    """What a participant durably knows of one transaction."""
+
+    PREPARED = "prepared"  # voted yes; holds the lock; cannot decide alone
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Prepare:
+    """Phase 1. The value travels with the request so that a participant knows
+    what it promises to write and can finish the transaction without the client."""
+
+    txid: str
+    value: int
+    participants: tuple[str, ...]
+    kind: Kind = field(default=Kind.PREPARE, init=False, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Vote:
+    """A participant's vote: ``yes`` (wire ``ok``) or no (wire ``NOK``) with a reason."""
+
+    txid: str
+    yes: bool
+    reason: str = ""
+    kind: Kind = field(default=Kind.VOTE, init=False, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Commit:
+    """Phase 2, sent only when every participant voted yes."""
+
+    txid: str
+    kind: Kind = field(default=Kind.COMMIT, init=False, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Abort:
+    """Phase 2, sent only when the sender knows the transaction cannot commit."""
+
+    txid: str
+    kind: Kind = field(default=Kind.ABORT, init=False, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Resolve:
+    """Asks a participant for its state of ``txid``. A participant that has not
+    voted durably records abort first, so it can never vote yes afterwards."""
+
+    txid: str
+    kind: Kind = field(default=Kind.RESOLVE, init=False, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Outcome:
+    """A participant's durable state of ``txid``."""
+
+    txid: str
+    state: TxState
+    kind: Kind = field(default=Kind.OUTCOME, init=False, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Status:
+    """Asks a participant to describe itself."""
+
+    kind: Kind = field(default=Kind.STATUS, init=False, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class State:
+    """A participant's durable state: the replicated variable and its lock."""
+
+    node: str
+    storage_server: int
+    version: int
+    lock: str | None  # txid holding the lock, None when free
+    committed: int  # transactions committed here
+    aborted: int  # transactions aborted here
+    kind: Kind = field(default=Kind.STATE, init=False, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Error:
+    """A refused request. ``code`` is a token; ``detail`` is for people."""
+
+    code: str
+    detail: str
+    txid: str | None = None
+    kind: Kind = field(default=Kind.ERROR, init=False, repr=False)
+
+
+Message = Prepare | Vote | Commit | Abort | Resolve | Outcome | Status | State | Error
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def quote(value: str) -> str:
+    """Return ``value`` as a bare token when possible, else double-quoted."""
+    if value and _BARE_RE.fullmatch(value):
+        return value
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def format_fields(fields: Iterable[tuple[str, object]]) -> str:
+    """``key=value`` pairs joined by spaces; None values are left out."""
+    parts = []
+    for key, value in fields:
+        if value is None:
+            continue
+        parts.append(f"{key}={quote(str(value))}")
+    return " ".join(parts)
+
+
+def message_fields(msg: Message) -> list[tuple[str, object]]:
+    """The message's fields in wire order, as (key, printable value)."""
+    match msg:
+        case Prepare():
+            return [("txid", msg.txid), ("value", msg.value), ("participants", ",".join(msg.participants))]
+        case Vote():
+            return [("txid", msg.txid), ("vote", "ok" if msg.yes else "NOK"), ("reason", msg.reason or None)]
+        case Commit() | Abort() | Resolve():
+            return [("txid", msg.txid)]
+        case Outcome():
+            return [("txid", msg.txid), ("state", msg.state.value)]
+        case Status():
+            return []
+        case State():
+            return [
+                ("node", msg.node),
+                ("storage_server", msg.storage_server),
+                ("version", msg.version),
+                ("lock", msg.lock or "-"),
+                ("committed", msg.committed),
+                ("aborted", msg.aborted),
+            ]
+        case Error():
+            return [("code", msg.code), ("txid", msg.txid), ("detail", msg.detail)]
+
+
+def encode(msg: Message) -> bytes:
+    """One message as one wire line, terminator included."""
+    rest = format_fields(message_fields(msg))
+    line = f"{msg.kind.value} {rest}\n" if rest else f"{msg.kind.value}\n"
+    return line.encode()
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def split_fields(text: str) -> Iterator[tuple[str, str]]:
+    """Parse ``key=value`` pairs (values bare or double-quoted).
+
+    Raises DecodeError on anything else. The fast path, for lines without
+    quotes, is a plain split: the checker parses millions of log lines with it.
+    """
+    if '"' not in text and "\\" not in text:
+        for token in text.split():
+            key, eq, value = token.partition("=")
+            if not eq or not key:
+                raise DecodeError("bad-field", f"expected key=value, got {token[:40]!r}")
+            yield key, value
+        return
+    i, n = 0, len(text)
+    while i < n:
+        while i < n and text[i] in " \t":
+            i += 1
+        if i >= n:
+            return
+        eq_at = text.find("=", i)
+        key = text[i:eq_at] if eq_at >= 0 else ""
+        if eq_at < 0 or not key or any(c in key for c in ' \t"'):
+            raise DecodeError("bad-field", f"expected key=value at {text[i : i + 40]!r}")
+        i = eq_at + 1
+        if i < n and text[i] == '"':
+            i += 1
+            out: list[str] = []
+            while True:
+                if i >= n:
+                    raise DecodeError("bad-field", f"unterminated quoted value for {key!r}")
+                c = text[i]
+                if c == '"':
+                    i += 1
+                    break
+                if c == "\\":
+                    if i + 1 >= n:
+                        raise DecodeError("bad-field", f"dangling escape in {key!r}")
+                    esc = text[i + 1]
+                    out.append({"n": "\n", '"': '"', "\\": "\\"}.get(esc, "\\" + esc))
+                    i += 2
+                    continue
+                out.append(c)
+                i += 1
+            if i < n and text[i] not in " \t":
+                raise DecodeError("bad-field", f"junk after quoted value for {key!r}")
+            yield key, "".join(out)
+        else:
+            j = i
+            while j < n and text[j] not in " \t":
+                j += 1
+            value = text[i:j]
+            if '"' in value:
+                raise DecodeError("bad-field", f"stray quote in value for {key!r}")
+            yield key, value
+            i = j
+
+
+def _txid(fields: dict[str, str]) -> str:
+    txid = _require(fields, "txid")
+    if not TXID_RE.fullmatch(txid):
+        raise DecodeError("bad-txid", "txid must be 1-64 of [A-Za-z0-9._:-], starting alphanumeric")
+    return txid
+
+
+def _require(fields: dict[str, str], key: str) -> str:
+    try:
+        return fields[key]
+    except KeyError:
+        raise DecodeError("missing-field", f"field {key!r} is required") from None
+
+
+def _int(fields: dict[str, str], key: str, lo: int = VALUE_MIN, hi: int = VALUE_MAX) -> int:
+    raw = _require(fields, key)
+    try:
+        value = int(raw, 10)
+    except ValueError:
+        raise DecodeError("bad-value", f"{key} must be an integer, got {raw[:40]!r}") from None
+    if not lo <= value <= hi:
+        raise DecodeError("bad-value", f"{key} must be within [{lo}, {hi}]")
+    return value
+
+
+def parse_participants(raw: str) -> tuple[str, ...]:
+    """A comma-separated list of distinct ``host:port`` names."""
+    names = tuple(raw.split(",")) if raw else ()
+    if not names:
+        raise DecodeError("bad-participants", "participants must list at least one host:port")
+    if len(names) > MAX_PARTICIPANTS:
+        raise DecodeError("bad-participants", f"at most {MAX_PARTICIPANTS} participants")
+    for name in names:
+        if not ADDRESS_RE.fullmatch(name):
+            raise DecodeError("bad-participants", f"{name[:40]!r} is not host:port")
+    if len(set(names)) != len(names):
+        raise DecodeError("bad-participants", "participants must be distinct")
+    return names
+
+
+def decode(line: bytes) -> Message:
+    """Decode one wire line (with or without its terminator).
+
+    Raises DecodeError for anything that is not exactly one valid message;
+    unknown fields are refused too, so a typo is an error and not a silent default.
+    """
+    if len(line) > MAX_LINE:
+        raise DecodeError("too-long", f"a line may hold at most {MAX_LINE} bytes")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError("bad-encoding", "lines must be UTF-8") from None
+    text = text.rstrip("\r\n")
+    if "\n" in text or "\r" in text:
+        raise DecodeError("bad-line", "one message per line")
+    verb, _, rest = text.strip(" \t").partition(" ")
+    try:
+        kind = Kind(verb)
+    except ValueError:
+        raise DecodeError("unknown-verb", f"unknown verb {verb[:20]!r}") from None
+    fields: dict[str, str] = {}
+    for key, value in split_fields(rest):
+        if key in fields:
+            raise DecodeError("bad-field", f"field {key!r} given twice")
+        fields[key] = value
+    msg = _build(kind, fields)
+    allowed = {key for key, _ in message_fields(msg)} | _OPTIONAL[kind]
+    extra = sorted(set(fields) - allowed)
+    if extra:
+        raise DecodeError("unknown-field", f"{kind.value} has no field {extra[0]!r}")
+    return msg
+
+
+# Fields a sender may leave out (they are then absent from message_fields too).
+_OPTIONAL: dict[Kind, set[str]] = {k: set() for k in Kind}
+_OPTIONAL[Kind.VOTE] = {"reason"}
+_OPTIONAL[Kind.ERROR] = {"txid"}
+
+
+def _build(kind: Kind, f: dict[str, str]) -> Message:
+    match kind:
+        case Kind.PREPARE:
+            return Prepare(
+                txid=_txid(f), value=_int(f, "value"), participants=parse_participants(_require(f, "participants"))
+            )
+        case Kind.VOTE:
+            vote = _require(f, "vote")
+            if vote not in ("ok", "NOK"):
+                raise DecodeError("bad-value", "vote must be ok or NOK")
+            return Vote(txid=_txid(f), yes=vote == "ok", reason=f.get("reason", ""))
+        case Kind.COMMIT:
+            return Commit(txid=_txid(f))
+        case Kind.ABORT:
+            return Abort(txid=_txid(f))
+        case Kind.RESOLVE:
+            return Resolve(txid=_txid(f))
+        case Kind.OUTCOME:
+            try:
+                state = TxState(_require(f, "state"))
+            except ValueError:
+                raise DecodeError("bad-value", "state must be prepared, committed or aborted") from None
+            return Outcome(txid=_txid(f), state=state)
+        case Kind.STATUS:
+            return Status()
+        case Kind.STATE:
+            lock = _require(f, "lock")
+            return State(
+                node=_require(f, "node"),
+                storage_server=_int(f, "storage_server"),
+                version=_int(f, "version", 0),
+                lock=None if lock == "-" else lock,
+                committed=_int(f, "committed", 0),
+                aborted=_int(f, "aborted", 0),
+            )
+        case Kind.ERROR:
+            txid = f.get("txid")
+            return Error(code=_require(f, "code"), detail=f.get("detail", ""), txid=txid)
+
+
+class LineBuffer:
+    """Splits a byte stream into lines, enforcing MAX_LINE.
+
+    ``feed`` accepts any chunking, down to one byte at a time; ``lines`` yields
+    complete lines (terminator stripped). An over-long line raises DecodeError
+    as soon as it is known to be too long, without buffering the rest.
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        out: list[bytes] = []
+        start = 0
+        while True:
+            end = self._buf.find(b"\n", start)
+            if end < 0:
+                break
+            if end + 1 - start > MAX_LINE:
+                raise DecodeError("too-long", f"a line may hold at most {MAX_LINE} bytes")
+            out.append(bytes(self._buf[start:end]))
+            start = end + 1
+        del self._buf[:start]
+        if len(self._buf) > MAX_LINE:
+            raise DecodeError("too-long", f"a line may hold at most {MAX_LINE} bytes")
+        return out
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete line held back."""
+        return len(self._buf)

@@ -1,0 +1,368 @@
+"""The participant's state machine: pure, one instance per participant.
+
+Theory of operation. A participant holds the replicated variable
+``storage_server`` and one lock. For every transaction it knows of, it keeps
+one durable record whose state only moves forward::
+
+    (none) --PREPARE, lock free--------> PREPARED --COMMIT / all peers yes--> COMMITTED
+    (none) --PREPARE while locked,------------------------------------------> ABORTED
+            ABORT or RESOLVE
+    PREPARED --ABORT / a peer aborted--> ABORTED
+
+The value, version and lock are derived from the records: the lock is the one
+PREPARED record, the version counts COMMITTED records, and storage_server is
+the value of the last one committed. That is why a participant restarted from
+its storage has exactly the state it had acknowledged.
+
+Commit point (as in Cornus): a transaction is committed exactly when every
+participant in its list has durably voted yes. A participant that has not
+voted and is asked about the transaction (RESOLVE) durably records abort, so
+it can never vote yes afterwards. Hence a prepared participant whose client
+went silent can finish on its own: it asks its peers and commits when all say
+prepared or committed, aborts when one says aborted. It never aborts on a
+timeout alone.
+
+The rule this module keeps: no I/O, no clock, no randomness. Inputs are a
+message (with the connection it came on) or a timeout; outputs are a list of
+actions the driver (nodes.py, or the simulator) must perform *in order*, with
+one guarantee on its side: a Persist is durable before any later Reply or Send
+leaves the node. Every state change is a Persist, so nothing a peer sees can be
+lost by a crash.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from harness.protocol.messages import (
+    Abort,
+    Commit,
+    Error,
+    Message,
+    Outcome,
+    Prepare,
+    Resolve,
+    State,
+    Status,
+    TxState,
+    Vote,
+)
+
+ConnId = int  # an inbound connection, chosen by the driver
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TxRecord:
+    """One durable row: what this participant knows of one transaction."""
+
+    txid: str
+    state: TxState
+    value: int  # the value PREPARE promised to write (0 for an abort before any PREPARE)
+    participants: tuple[str, ...]  # empty for an abort before any PREPARE
+    version: int = 0  # for COMMITTED: the version this commit produced
+
+
+# ---------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Persist:
+    """Make ``record`` durable; ``why`` says which rule wrote it (for the log)."""
+
+    record: TxRecord
+    why: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Reply:
+    """Send ``msg`` on inbound connection ``conn`` (after earlier Persists are durable)."""
+
+    conn: ConnId
+    msg: Message
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Close:
+    """Close inbound connection ``conn`` after the replies before it."""
+
+    conn: ConnId
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SendPeer:
+    """Send ``msg`` to the participant named ``peer``; its reply comes back
+    through :meth:`ParticipantCore.on_peer_reply`. Losing it is harmless."""
+
+    peer: str
+    msg: Message
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StartTimer:
+    """Call :meth:`ParticipantCore.on_timeout` with ``txid`` after the
+    configured resolve delay, replacing any timer for that txid."""
+
+    txid: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CancelTimer:
+    txid: str
+
+
+Action = Persist | Reply | Close | SendPeer | StartTimer | CancelTimer
+
+
+# ---------------------------------------------------------------- transitions as data
+
+
+class Event(enum.Enum):
+    """A request as the transition table sees it."""
+
+    PREPARE_LOCK_FREE = "prepare (lock free)"
+    PREPARE_LOCK_HELD = "prepare (locked by another)"
+    COMMIT = "commit"
+    ABORT = "abort"
+    RESOLVE = "resolve"
+
+
+class Answer(enum.Enum):
+    """What the reply to a request says."""
+
+    VOTE = "vote"  # VOTE ok when the resulting state is PREPARED or COMMITTED, else NOK
+    OUTCOME = "outcome"  # OUTCOME with the resulting state
+    NOT_PREPARED = "not-prepared"  # ERROR: COMMIT for a transaction never prepared here
+
+
+NONE = None  # no record of the transaction
+
+# (state before, event) -> (state after, answer). Absent pairs cannot happen:
+# the table is total over states x events (tests/test_participant.py checks).
+TRANSITIONS: dict[tuple[TxState | None, Event], tuple[TxState | None, Answer]] = {
+    (NONE, Event.PREPARE_LOCK_FREE): (TxState.PREPARED, Answer.VOTE),
+    (NONE, Event.PREPARE_LOCK_HELD): (TxState.ABORTED, Answer.VOTE),  # no vote, remembered
+    (NONE, Event.COMMIT): (NONE, Answer.NOT_PREPARED),  # never voted: cannot commit
+    (NONE, Event.ABORT): (TxState.ABORTED, Answer.OUTCOME),  # a late PREPARE will get NOK
+    (NONE, Event.RESOLVE): (TxState.ABORTED, Answer.OUTCOME),  # Cornus: no vote -> abort
+    (TxState.PREPARED, Event.PREPARE_LOCK_FREE): (TxState.PREPARED, Answer.VOTE),  # duplicate
+    (TxState.PREPARED, Event.PREPARE_LOCK_HELD): (TxState.PREPARED, Answer.VOTE),  # we hold it
+    (TxState.PREPARED, Event.COMMIT): (TxState.COMMITTED, Answer.OUTCOME),
+    (TxState.PREPARED, Event.ABORT): (TxState.ABORTED, Answer.OUTCOME),
+    (TxState.PREPARED, Event.RESOLVE): (TxState.PREPARED, Answer.OUTCOME),
+    (TxState.COMMITTED, Event.PREPARE_LOCK_FREE): (TxState.COMMITTED, Answer.VOTE),
+    (TxState.COMMITTED, Event.PREPARE_LOCK_HELD): (TxState.COMMITTED, Answer.VOTE),
+    (TxState.COMMITTED, Event.COMMIT): (TxState.COMMITTED, Answer.OUTCOME),
+    (TxState.COMMITTED, Event.ABORT): (TxState.COMMITTED, Answer.OUTCOME),  # too late: says so
+    (TxState.COMMITTED, Event.RESOLVE): (TxState.COMMITTED, Answer.OUTCOME),
+    (TxState.ABORTED, Event.PREPARE_LOCK_FREE): (TxState.ABORTED, Answer.VOTE),
+    (TxState.ABORTED, Event.PREPARE_LOCK_HELD): (TxState.ABORTED, Answer.VOTE),
+    (TxState.ABORTED, Event.COMMIT): (TxState.ABORTED, Answer.OUTCOME),  # too late: says so
+    (TxState.ABORTED, Event.ABORT): (TxState.ABORTED, Answer.OUTCOME),
+    (TxState.ABORTED, Event.RESOLVE): (TxState.ABORTED, Answer.OUTCOME),
+}
+
+
+@dataclass
+class ParticipantCore:
+    """One participant's protocol state. Build it from the stored records with
+    :meth:`restore`, then feed it inputs; it returns the actions to perform."""
+
+    name: str  # this participant's address as it appears in participant lists
+    records: dict[str, TxRecord] = field(default_factory=dict)
+    storage_server: int = 0  # 0 = never changed
+    version: int = 0
+    lock: str | None = None
+    committed_count: int = 0
+    aborted_count: int = 0
+    # Volatile: peers that answered "prepared" to our RESOLVE, per txid. Lost on
+    # a crash, which only means asking again.
+    _peer_yes: dict[str, set[str]] = field(default_factory=dict)
+
+    @classmethod
+    def restore(cls, name: str, records: Iterable[TxRecord]) -> ParticipantCore:
+        """Rebuild the state from durable records (a fresh node passes none)."""
+        core = cls(name=name)
+        for record in records:
+            core._apply(record)
+        return core
+
+    def recover(self) -> list[Action]:
+        """After a restart: resolve every transaction left prepared, at once.
+        Its client may be gone; if it is not, asking costs one round trip."""
+        actions: list[Action] = []
+        for record in self.records.values():
+            if record.state is TxState.PREPARED:
+                actions += self._resolve_with_peers(record)
+        return actions
+
+    # ------------------------------------------------------------ inputs
+
+    def on_request(self, conn: ConnId, msg: Message) -> list[Action]:
+        """A request from a client or a peer on inbound connection ``conn``."""
+        match msg:
+            case Prepare():
+                if self.name not in msg.participants:
+                    return [
+                        Reply(
+                            conn=conn,
+                            msg=Error(
+                                code="not-participant",
+                                txid=msg.txid,
+                                detail=f"this participant is {self.name}, not in the list",
+                            ),
+                        )
+                    ]
+                held = self.lock is not None and self.lock != msg.txid
+                event = Event.PREPARE_LOCK_HELD if held else Event.PREPARE_LOCK_FREE
+                return self._transition(conn, msg.txid, event, msg)
+            case Commit():
+                return self._transition(conn, msg.txid, Event.COMMIT, None)
+            case Abort():
+                return self._transition(conn, msg.txid, Event.ABORT, None)
+            case Resolve():
+                return self._transition(conn, msg.txid, Event.RESOLVE, None)
+            case Status():
+                return [Reply(conn=conn, msg=self.status())]
+            case _:
+                return [
+                    Reply(
+                        conn=conn, msg=Error(code="not-a-request", detail=f"{msg.kind.value} is a reply, not a request")
+                    ),
+                    Close(conn=conn),
+                ]
+
+    def on_peer_reply(self, peer: str, msg: Message) -> list[Action]:
+        """A peer's reply to our RESOLVE (cooperative termination)."""
+        if not isinstance(msg, Outcome):
+            return []  # an ERROR or stray reply: the timer will ask again
+        record = self.records.get(msg.txid)
+        if record is None or record.state is not TxState.PREPARED or peer not in record.participants:
+            return []  # decided meanwhile, or not ours to hear about
+        if msg.state is TxState.COMMITTED:
+            return self._decide(record, TxState.COMMITTED, f"peer {peer} committed")
+        if msg.state is TxState.ABORTED:
+            return self._decide(record, TxState.ABORTED, f"peer {peer} aborted")
+        yes = self._peer_yes.setdefault(msg.txid, set())
+        yes.add(peer)
+        if yes >= self._peers(record):
+            return self._decide(record, TxState.COMMITTED, "every participant voted yes")
+        return []
+
+    def on_timeout(self, txid: str) -> list[Action]:
+        """No decision arrived in time for a prepared transaction: ask the peers."""
+        record = self.records.get(txid)
+        if record is None or record.state is not TxState.PREPARED:
+            return []
+        return self._resolve_with_peers(record)
+
+    # ------------------------------------------------------------ views
+
+    def status(self) -> State:
+        return State(
+            node=self.name,
+            storage_server=self.storage_server,
+            version=self.version,
+            lock=self.lock,
+            committed=self.committed_count,
+            aborted=self.aborted_count,
+        )
+
+    # ------------------------------------------------------------ internals
+
+    def _peers(self, record: TxRecord) -> set[str]:
+        return set(record.participants) - {self.name}
+
+    def _transition(self, conn: ConnId, txid: str, event: Event, prepare: Prepare | None) -> list[Action]:
+        record = self.records.get(txid)
+        before = record.state if record else NONE
+        after, answer = TRANSITIONS[(before, event)]
+        actions: list[Action] = []
+        if after is not before:
+            assert after is not None  # the table never forgets a record
+            actions += self._write(txid, after, prepare, event)
+            record = self.records[txid]
+        if answer is Answer.NOT_PREPARED:
+            actions.append(
+                Reply(
+                    conn=conn,
+                    msg=Error(code="not-prepared", txid=txid, detail="this participant never voted yes on it"),
+                )
+            )
+        elif answer is Answer.VOTE:
+            assert record is not None
+            yes = record.state is not TxState.ABORTED
+            reason = "" if yes else self._no_reason(before, event)
+            actions.append(Reply(conn=conn, msg=Vote(txid=txid, yes=yes, reason=reason)))
+        else:
+            assert record is not None
+            actions.append(Reply(conn=conn, msg=Outcome(txid=txid, state=record.state)))
+        return actions
+
+    def _no_reason(self, before: TxState | None, event: Event) -> str:
+        if before is NONE and event is Event.PREPARE_LOCK_HELD:
+            return f"locked by {self.lock}"
+        return "already aborted"
+
+    def _write(self, txid: str, state: TxState, prepare: Prepare | None, event: Event) -> list[Action]:
+        old = self.records.get(txid)
+        if old is not None:
+            value, participants = old.value, old.participants
+        elif prepare is not None:
+            value, participants = prepare.value, prepare.participants
+        else:
+            value, participants = 0, ()
+        if state is TxState.COMMITTED:
+            record = TxRecord(txid=txid, state=state, value=value, participants=participants, version=self.version + 1)
+        else:
+            record = TxRecord(txid=txid, state=state, value=value, participants=participants)
+        why = {
+            Event.PREPARE_LOCK_FREE: "vote yes",
+            Event.PREPARE_LOCK_HELD: f"vote no: locked by {self.lock}",
+            Event.COMMIT: "COMMIT received",
+            Event.ABORT: "ABORT received",
+            Event.RESOLVE: "RESOLVE before any vote",
+        }[event]
+        return self._record(record, why)
+
+    def _decide(self, record: TxRecord, state: TxState, why: str) -> list[Action]:
+        version = self.version + 1 if state is TxState.COMMITTED else 0
+        new = TxRecord(
+            txid=record.txid, state=state, value=record.value, participants=record.participants, version=version
+        )
+        return self._record(new, why)
+
+    def _record(self, record: TxRecord, why: str) -> list[Action]:
+        """Apply a new record in memory and emit its Persist and timer changes."""
+        was_prepared = (old := self.records.get(record.txid)) is not None and old.state is TxState.PREPARED
+        self._apply(record)
+        actions: list[Action] = [Persist(record=record, why=why)]
+        if record.state is TxState.PREPARED:
+            actions.append(StartTimer(txid=record.txid))
+        elif was_prepared:
+            self._peer_yes.pop(record.txid, None)
+            actions.append(CancelTimer(txid=record.txid))
+        return actions
+
+    def _apply(self, record: TxRecord) -> None:
+        old = self.records.get(record.txid)
+        self.records[record.txid] = record
+        if old is not None and old.state is TxState.PREPARED and self.lock == record.txid:
+            self.lock = None
+        if record.state is TxState.PREPARED:
+            self.lock = record.txid
+        elif record.state is TxState.COMMITTED:
+            self.committed_count += 1
+            if record.version > self.version:
+                self.version = record.version
+                self.storage_server = record.value
+        else:
+            self.aborted_count += 1
+
+    def _resolve_with_peers(self, record: TxRecord) -> list[Action]:
+        actions: list[Action] = [SendPeer(peer=p, msg=Resolve(txid=record.txid)) for p in sorted(self._peers(record))]
+        if not self._peers(record):  # a participant alone in its transaction decides alone
+            return self._decide(record, TxState.COMMITTED, "every participant voted yes")
+        actions.append(StartTimer(txid=record.txid))
+        return actions

@@ -1,0 +1,59 @@
+"""``python -m harness.status``: a table of every participant's state.
+
+Exit status 0 when every participant answers and all hold the same
+storage_server and version; 1 otherwise; 2 on a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from tabulate import tabulate
+
+from harness.client import servers_arg
+from harness.nodes import default_servers, query_all
+from harness.protocol.messages import State
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m harness.status",
+        description="Show each participant's storage_server, version and lock.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--servers",
+        type=servers_arg,
+        default=default_servers(),
+        help="participants as host:port,... (default the seed's 127.0.0.1:8886-8888)",
+    )
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each answer")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    states = asyncio.run(query_all(args.servers, args.timeout))
+    rows = []
+    for (host, port), s in zip(args.servers, states, strict=True):
+        if isinstance(s, State):
+            rows.append([f"{host}:{port}", s.storage_server, s.version, s.lock or "-", s.committed, s.aborted])
+        else:
+            rows.append([f"{host}:{port}", "unreachable", "", "", "", s])
+    print(tabulate(rows, headers=["participant", "storage_server", "version", "lock", "committed", "aborted"]))
+    answered = [s for s in states if isinstance(s, State)]
+    same = len({(s.storage_server, s.version) for s in answered}) == 1
+    if len(answered) == len(states) and same:
+        print(f"\nconsistent: storage_server={answered[0].storage_server} version={answered[0].version}")
+        return 0
+    print(
+        "\nNOT consistent: "
+        + ("some participants did not answer" if len(answered) < len(states) else "participants hold different values")
+    )
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
