@@ -86,6 +86,7 @@ async def run(
                     ("attempt", attempt),
                     ("value", value),
                     ("latency_ms", f"{result.latency * 1000:.3f}"),
+                    ("cause", result.cause.value),
                     ("reason", result.reason or None),
                 )
                 results.append(result)

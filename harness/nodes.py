@@ -248,6 +248,18 @@ class ParticipantNode:
             ("data", self.storage.path),
         )
         if records:
+            # Every durable record, once per restart: a record made durable just
+            # before a SIGKILL may have missed its "durable" line, and the
+            # checker must see every record the participant ever acted on.
+            for r in sorted(records, key=lambda r: (r.version, r.txid)):
+                self.log.event(
+                    "restored",
+                    ("txid", r.txid),
+                    ("state", r.state.value),
+                    ("value", r.value),
+                    ("version", r.version),
+                    ("participants", ",".join(r.participants)),
+                )
             prepared = [r.txid for r in records if r.state is TxState.PREPARED]
             self.log.event(
                 "recovered",
@@ -475,6 +487,7 @@ class TxResult:
     value: int
     result: co.Result
     reason: str
+    cause: co.Cause
     latency: float  # seconds from the first PREPARE to the last acknowledgement
 
 
@@ -620,8 +633,14 @@ class ClientNode:
                 sender.cancel()
         latency = time.perf_counter() - started
         assert txn.report is not None
-        result = TxResult(txid=txid, value=value, result=txn.report.result, reason=txn.report.reason, latency=latency)
-        return result
+        return TxResult(
+            txid=txid,
+            value=value,
+            result=txn.report.result,
+            reason=txn.report.reason,
+            cause=txn.report.cause,
+            latency=latency,
+        )
 
     async def close(self) -> None:
         for link in self.links:

@@ -69,12 +69,23 @@ class SetTimer:
     timer: Timer
 
 
+class Cause(enum.Enum):
+    """Why the transaction ended as it did, as a token for tables."""
+
+    ALL_YES = "all-yes"  # every participant voted yes
+    NO_VOTE = "no-vote"  # a participant voted NOK
+    UNREACHABLE = "unreachable"  # PREPARE could not be delivered to a participant
+    TIMEOUT = "timeout"  # a participant stayed silent, then aborted when asked
+    NO_ANSWER = "no-answer"  # silent participants never answered: outcome unknown
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Report:
     """The outcome to tell the user. Emitted exactly once."""
 
     result: Result
     reason: str
+    cause: Cause = Cause.ALL_YES
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -118,20 +129,24 @@ class CoordinatorCore:
             case Phase.VOTING, Vote(yes=True):
                 self.silent.discard(src)
                 self.yes.add(src)
-                return self._commit("every participant voted yes") if self._all_yes() else []
+                return self._commit("every participant voted yes", Cause.ALL_YES) if self._all_yes() else []
             case Phase.VOTING, Vote(yes=False):
-                return self._abort(f"{src} voted NOK: {msg.reason or 'no reason given'}")
+                return self._abort(f"{src} voted NOK: {msg.reason or 'no reason given'}", Cause.NO_VOTE)
             case Phase.RESOLVING, Outcome(state=TxState.ABORTED):
-                return self._abort(f"{src} did not answer in time, then aborted")
+                return self._abort(f"{src} did not answer in time, then aborted", Cause.TIMEOUT)
             case Phase.RESOLVING, Outcome(state=TxState.COMMITTED):
-                return self._commit(f"{src} did not answer in time, then reported committed")
+                return self._commit(f"{src} did not answer in time, then reported committed", Cause.ALL_YES)
             case Phase.RESOLVING, Outcome(state=TxState.PREPARED) | Vote(yes=True):
                 self.silent.discard(src)
                 self.unreachable.discard(src)
                 self.yes.add(src)
-                return self._commit(f"late yes votes from {self._names(self.participants)}") if self._all_yes() else []
+                return (
+                    self._commit(f"late yes votes from {self._names(self.participants)}", Cause.ALL_YES)
+                    if self._all_yes()
+                    else []
+                )
             case Phase.RESOLVING, Vote(yes=False):
-                return self._abort(f"{src} voted NOK late: {msg.reason or 'no reason given'}")
+                return self._abort(f"{src} voted NOK late: {msg.reason or 'no reason given'}", Cause.NO_VOTE)
             case Phase.FINISHING, Outcome():
                 self.acked.add(src)
                 if self.acked >= self._to_acknowledge():
@@ -151,7 +166,7 @@ class CoordinatorCore:
         if self.phase is Phase.VOTING:
             # PREPARE never reached dst, and we never send it again: dst can
             # never vote yes, so the transaction can never commit.
-            return self._abort(f"{dst} unreachable")
+            return self._abort(f"{dst} unreachable", Cause.UNREACHABLE)
         if self.phase is Phase.RESOLVING and dst in self.silent:
             self.unreachable.add(dst)
             return [SetTimer(timer=Timer.RETRY)]
@@ -208,17 +223,17 @@ class CoordinatorCore:
         actions.append(SetTimer(timer=Timer.PHASE))
         return actions
 
-    def _commit(self, reason: str) -> list[CoordinatorAction]:
-        return self._decide(Result.COMMITTED, reason, Commit(txid=self.txid))
+    def _commit(self, reason: str, cause: Cause) -> list[CoordinatorAction]:
+        return self._decide(Result.COMMITTED, reason, cause, Commit(txid=self.txid))
 
-    def _abort(self, reason: str) -> list[CoordinatorAction]:
-        return self._decide(Result.ABORTED, reason, Abort(txid=self.txid))
+    def _abort(self, reason: str, cause: Cause) -> list[CoordinatorAction]:
+        return self._decide(Result.ABORTED, reason, cause, Abort(txid=self.txid))
 
-    def _decide(self, result: Result, reason: str, msg: Commit | Abort) -> list[CoordinatorAction]:
+    def _decide(self, result: Result, reason: str, cause: Cause, msg: Commit | Abort) -> list[CoordinatorAction]:
         self.phase = Phase.FINISHING
         self.result, self.reason = result, reason
         self.acked = set()
-        actions: list[CoordinatorAction] = [Report(result=result, reason=reason)]
+        actions: list[CoordinatorAction] = [Report(result=result, reason=reason, cause=cause)]
         actions += [Send(to=p, msg=msg) for p in sorted(self._to_acknowledge())]
         if not self._to_acknowledge():
             return actions + self._finish()
@@ -235,7 +250,7 @@ class CoordinatorCore:
     def _report_unknown(self) -> list[CoordinatorAction]:
         self.result = Result.UNKNOWN
         self.reason = f"no answer from {self._names(self.silent)}; the participants will decide"
-        return [Report(result=self.result, reason=self.reason), *self._finish()]
+        return [Report(result=self.result, reason=self.reason, cause=Cause.NO_ANSWER), *self._finish()]
 
     def _finish(self) -> list[CoordinatorAction]:
         if self.phase is Phase.DONE:

@@ -1,0 +1,500 @@
+"""Checks a run folder: do the replicas agree, and was every client told the truth?
+
+Theory of operation. The checker reads only the run folder: ``run.json`` (who
+took part), every node's event log, and ``final_states.json`` (each
+participant's STATUS answer and the records read from its storage after it
+stopped). From the participants' ``durable`` and ``restored`` lines it rebuilds,
+per participant and transaction, the sequence of durable states; from the
+clients' ``begin`` and ``outcome`` lines, what each client proposed and was told.
+It then checks design section 4:
+
+* stability (AC2): each participant's record moves only forward:
+  none -> prepared -> committed | aborted, or none -> aborted;
+* agreement (AC1): no transaction committed at one participant and aborted at another;
+* validity (AC3): a commit only where every listed participant durably voted
+  yes, with the value its client proposed;
+* replicas: the same storage_server, version and sequence of committed txids
+  everywhere, versions 1..n without gaps, the value that of the last commit,
+  logs and storage telling the same story;
+* clients told the truth: COMMITTED means committed everywhere, ABORTED
+  committed nowhere, UNKNOWN either, atomically;
+* termination (AC5): nothing left prepared and no lock held at the end.
+
+Every violation names its transaction and the log lines that prove it.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.protocol.messages import DecodeError, split_fields
+
+# States a participant's record may move through, as the logs spell them.
+_NEXT: dict[str | None, set[str]] = {
+    None: {"prepared", "aborted"},
+    "prepared": {"committed", "aborted"},
+    "committed": set(),
+    "aborted": set(),
+}
+_EVIDENCE_WIDTH = 240  # characters of a log line quoted in a violation
+
+
+class CheckError(Exception):
+    """The folder is not a run folder (missing or unreadable files)."""
+
+
+@dataclass(frozen=True)
+class Violation:
+    kind: str
+    txid: str | None
+    message: str
+    evidence: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "txid": self.txid, "message": self.message, "evidence": list(self.evidence)}
+
+
+@dataclass
+class ClientStats:
+    name: str
+    attempted: int = 0
+    committed: int = 0
+    aborted: dict[str, int] = field(default_factory=dict)  # by cause
+    unknown: int = 0
+    retries: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def aborted_total(self) -> int:
+        return sum(self.aborted.values())
+
+    def latency(self, q: float) -> float | None:
+        if not self.latencies_ms:
+            return None
+        if len(self.latencies_ms) == 1:
+            return self.latencies_ms[0]
+        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[int(q * 100) - 1]
+
+
+@dataclass
+class ReplicaStats:
+    node: str
+    address: str
+    storage_server: int | None = None
+    version: int | None = None
+    lock: str | None = None
+    commits: int = 0
+    aborts: int = 0
+    yes_votes: int = 0
+    no_votes: int = 0
+    restarts: int = 0
+
+
+@dataclass
+class CheckReport:
+    folder: Path
+    violations: list[Violation]
+    clients: list[ClientStats]
+    replicas: list[ReplicaStats]
+    lines: int  # event lines read
+    run: dict[str, Any]
+
+    @property
+    def consistent(self) -> bool:
+        return not self.violations
+
+    @property
+    def verdict(self) -> str:
+        return "consistent" if self.consistent else "violation"
+
+
+@dataclass(slots=True)
+class _Obs:
+    """One observation of a participant's durable record."""
+
+    state: str
+    value: int
+    version: int
+    participants: tuple[str, ...]
+    where: str
+    text: str
+
+
+def _cite(where: str, text: str) -> str:
+    return f"{where}: {text[:_EVIDENCE_WIDTH]}"
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckError(f"{path} is missing: is {path.parent} a run folder?") from None
+    except (OSError, ValueError) as e:
+        raise CheckError(f"{path} cannot be read: {e}") from None
+
+
+def check_run(folder: Path) -> CheckReport:
+    """Check a run folder. Raises CheckError if it is not one."""
+    run = _load_json(folder / "run.json")
+    final = _load_json(folder / "final_states.json")
+    try:
+        participants = [(p["node"], p["address"]) for p in run["participants"]]
+        client_names = list(run["clients"])
+    except (KeyError, TypeError):
+        raise CheckError(f"{folder / 'run.json'} lacks participants or clients") from None
+    checker = _Checker(folder, participants, client_names, final)
+    return checker.check(run)
+
+
+class _Checker:
+    def __init__(
+        self, folder: Path, participants: list[tuple[str, str]], clients: list[str], final: dict[str, Any]
+    ) -> None:
+        self.folder = folder
+        self.participants = participants
+        self.node_of = {address: node for node, address in participants}
+        self.client_names = clients
+        self.final = final
+        self.violations: list[Violation] = []
+        self.lines = 0
+        # participant node -> txid -> observations in log order
+        self.obs: dict[str, dict[str, list[_Obs]]] = {node: defaultdict(list) for node, _ in participants}
+        self.replicas = {node: ReplicaStats(node=node, address=address) for node, address in participants}
+        self.begins: dict[str, tuple[int, str, str]] = {}  # txid -> (value, where, text)
+        self.outcomes: list[tuple[str, str, str, str]] = []  # (txid, result, where, text)
+        self.clients = {name: ClientStats(name=name) for name in clients}
+
+    def flag(self, kind: str, txid: str | None, message: str, *evidence: str) -> None:
+        self.violations.append(Violation(kind, txid, message, tuple(evidence)))
+
+    # ------------------------------------------------------------ reading
+
+    def _lines(self, node: str, wanted: frozenset[str]) -> Any:
+        """(event, fields, where, text) for the wanted events of a node's log."""
+        path = self.folder / f"{node}.log"
+        if not path.exists():
+            self.flag("missing-log", None, f"{path.name} is missing")
+            return
+        name = path.name
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for number, raw in enumerate(f, 1):
+                self.lines += 1
+                parts = raw.rstrip("\n").split(" ", 3)
+                if len(parts) < 3:
+                    if raw.strip():
+                        self.flag("bad-log-line", None, f"{name}:{number} is not an event line", raw.strip()[:80])
+                    continue
+                if parts[2] not in wanted:
+                    continue
+                text = raw.rstrip("\n")
+                if parts[1] != node:
+                    self.flag(
+                        "bad-log-line",
+                        None,
+                        f"{name}:{number} is written by {parts[1]!r}, not {node}",
+                        _cite(f"{name}:{number}", text),
+                    )
+                    continue
+                try:
+                    fields = dict(split_fields(parts[3])) if len(parts) == 4 else {}
+                except DecodeError as e:
+                    self.flag("bad-log-line", None, f"{name}:{number}: {e.detail}", _cite(f"{name}:{number}", text))
+                    continue
+                yield parts[2], fields, f"{name}:{number}", text
+
+    def read(self) -> None:
+        wanted = frozenset({"durable", "restored", "send", "listening"})
+        for node, _ in self.participants:
+            stats = self.replicas[node]
+            per_txid = self.obs[node]
+            for event, f, where, text in self._lines(node, wanted):
+                try:
+                    if event == "send":
+                        if f.get("msg") == "VOTE":
+                            if f.get("vote") == "ok":
+                                stats.yes_votes += 1
+                            else:
+                                stats.no_votes += 1
+                        continue
+                    if event == "listening":
+                        stats.restarts += 1
+                        continue
+                    parts = f.get("participants", "")
+                    per_txid[f["txid"]].append(
+                        _Obs(
+                            f["state"],
+                            int(f["value"]),
+                            int(f["version"]),
+                            tuple(parts.split(",")) if parts else (),
+                            where,
+                            text,
+                        )
+                    )
+                except (KeyError, ValueError):
+                    self.flag("bad-log-line", f.get("txid"), f"{where}: {event} line lacks a field", _cite(where, text))
+            stats.restarts = max(0, stats.restarts - 1)
+        for name in self.client_names:
+            cstats = self.clients[name]
+            for event, f, where, text in self._lines(name, frozenset({"begin", "outcome"})):
+                try:
+                    txid = f["txid"]
+                    if event == "begin":
+                        if txid in self.begins:
+                            self.flag(
+                                "txid-reused",
+                                txid,
+                                f"txid {txid} was begun twice",
+                                _cite(self.begins[txid][1], self.begins[txid][2]),
+                                _cite(where, text),
+                            )
+                        self.begins[txid] = (int(f["value"]), where, text)
+                        continue
+                    result = f["result"]
+                    self.outcomes.append((txid, result, where, text))
+                    cstats.attempted += 1
+                    if int(f.get("attempt", "1")) > 1:
+                        cstats.retries += 1
+                    if "latency_ms" in f:
+                        cstats.latencies_ms.append(float(f["latency_ms"]))
+                    if result == "committed":
+                        cstats.committed += 1
+                    elif result == "unknown":
+                        cstats.unknown += 1
+                    else:
+                        cause = f.get("cause", "other")
+                        if cause == "no-vote":
+                            cause = "no vote: locked" if "locked by" in f.get("reason", "") else "no vote: other"
+                        cstats.aborted[cause] = cstats.aborted.get(cause, 0) + 1
+                except (KeyError, ValueError):
+                    self.flag("bad-log-line", f.get("txid"), f"{where}: {event} line lacks a field", _cite(where, text))
+
+    # ------------------------------------------------------------ checks
+
+    def check(self, run: dict[str, Any]) -> CheckReport:
+        self.read()
+        final_state = self.check_records()
+        self.check_replicas()
+        self.check_clients(final_state)
+        return CheckReport(
+            self.folder, self.violations, list(self.clients.values()), list(self.replicas.values()), self.lines, run
+        )
+
+    def check_records(self) -> dict[str, dict[str, _Obs]]:
+        """Stability per participant, then agreement and validity per txid.
+        Returns txid -> node -> its last observation."""
+        last: dict[str, dict[str, _Obs]] = defaultdict(dict)
+        prepared_at: dict[str, dict[str, _Obs]] = defaultdict(dict)
+        for node, per_txid in self.obs.items():
+            stats = self.replicas[node]
+            for txid, observations in per_txid.items():
+                state: str | None = None
+                previous: _Obs | None = None
+                for o in observations:
+                    if o.state == "prepared":
+                        prepared_at[txid].setdefault(node, o)
+                    if o.state == state:
+                        continue
+                    if o.state not in _NEXT.get(state, set()):
+                        evidence = [_cite(previous.where, previous.text)] if previous else []
+                        self.flag(
+                            "stability",
+                            txid,
+                            f"{node} moved {txid} from {state or 'no record'} to {o.state}",
+                            *evidence,
+                            _cite(o.where, o.text),
+                        )
+                    state, previous = o.state, o
+                assert previous is not None
+                last[txid][node] = previous
+                if previous.state == "committed":
+                    stats.commits += 1
+                elif previous.state == "aborted":
+                    stats.aborts += 1
+
+        for txid, by_node in last.items():
+            committed = {n: o for n, o in by_node.items() if o.state == "committed"}
+            aborted = {n: o for n, o in by_node.items() if o.state == "aborted"}
+            if committed and aborted:
+                c_node, c = next(iter(committed.items()))
+                a_node, a = next(iter(aborted.items()))
+                self.flag(
+                    "agreement",
+                    txid,
+                    f"{txid} committed at {c_node} but aborted at {a_node}",
+                    _cite(c.where, c.text),
+                    _cite(a.where, a.text),
+                )
+            for node, o in committed.items():
+                self._check_validity(txid, node, o, prepared_at.get(txid, {}))
+        return last
+
+    def _check_validity(self, txid: str, node: str, commit: _Obs, prepared: dict[str, _Obs]) -> None:
+        listed = commit.participants
+        unknown = [a for a in listed if a not in self.node_of]
+        if unknown or not listed:
+            self.flag(
+                "validity",
+                txid,
+                f"{node} committed {txid} for participants {','.join(listed) or '(none)'}, not the run's participants",
+                _cite(commit.where, commit.text),
+            )
+        missing = [self.node_of[a] for a in listed if a in self.node_of and self.node_of[a] not in prepared]
+        if missing:
+            self.flag(
+                "validity",
+                txid,
+                f"{node} committed {txid} but {', '.join(missing)} never voted yes on it",
+                _cite(commit.where, commit.text),
+            )
+        begin = self.begins.get(txid)
+        if begin is not None and begin[0] != commit.value:
+            self.flag(
+                "validity",
+                txid,
+                f"{node} committed {txid} with value {commit.value}, but its client proposed {begin[0]}",
+                _cite(begin[1], begin[2]),
+                _cite(commit.where, commit.text),
+            )
+
+    def _storage(self, node: str) -> dict[str, Any] | None:
+        entry = self.final.get(node)
+        storage = entry.get("storage") if isinstance(entry, dict) else None
+        if not isinstance(storage, dict) or "committed" not in storage:
+            self.flag("missing-final-state", None, f"final_states.json has no storage records for {node}")
+            return None
+        return storage
+
+    def check_replicas(self) -> None:
+        sequences: dict[str, list[tuple[str, int, int]]] = {}
+        for node, _ in self.participants:
+            storage = self._storage(node)
+            entry = self.final.get(node) or {}
+            status = entry.get("status") if isinstance(entry, dict) else None
+            stats = self.replicas[node]
+            if storage is None:
+                continue
+            try:
+                seq = [(str(t), int(v), int(val)) for t, v, val in storage["committed"]]
+            except (TypeError, ValueError):
+                self.flag("missing-final-state", None, f"final_states.json: {node}'s committed list is malformed")
+                continue
+            sequences[node] = seq
+            versions = [v for _, v, _ in seq]
+            if versions != list(range(1, len(seq) + 1)):
+                self.flag("replicas", None, f"{node}'s committed versions are not 1..{len(seq)}: {versions[:10]}")
+            value = seq[-1][2] if seq else 0
+            version = len(seq)
+            stats.storage_server, stats.version = value, version
+            if not isinstance(status, dict):
+                self.flag(
+                    "lock-held",
+                    None,
+                    f"{node} did not answer STATUS at the end: "
+                    f"{entry.get('status_error', 'no status') if isinstance(entry, dict) else 'no entry'}",
+                )
+            else:
+                stats.lock = status.get("lock")
+                if (status.get("storage_server"), status.get("version")) != (value, version):
+                    self.flag(
+                        "replicas",
+                        seq[-1][0] if seq else None,
+                        f"{node} answered storage_server={status.get('storage_server')} "
+                        f"version={status.get('version')} but its storage holds {value} (version {version})",
+                    )
+                if status.get("lock"):
+                    self.flag("lock-held", status["lock"], f"{node} still holds its lock for {status['lock']}")
+            for txid in storage.get("prepared", []):
+                self.flag("undecided", txid, f"{txid} is still prepared at {node} at the end")
+            # the logs and the storage must tell the same story
+            logged = {txid: o for txid, obs in self.obs[node].items() if (o := obs[-1]).state == "committed"}
+            stored = {t: (v, val) for t, v, val in seq}
+            for txid in sorted(set(logged) ^ set(stored)):
+                if txid in logged:
+                    o = logged[txid]
+                    self.flag(
+                        "log-storage",
+                        txid,
+                        f"{node}'s log says {txid} committed, its storage does not",
+                        _cite(o.where, o.text),
+                    )
+                else:
+                    self.flag(
+                        "log-storage",
+                        txid,
+                        f"{node}'s storage holds {txid} committed at version {stored[txid][0]}, its log never says so",
+                    )
+            for txid in set(logged) & set(stored):
+                o = logged[txid]
+                if (o.version, o.value) != stored[txid]:
+                    self.flag(
+                        "log-storage",
+                        txid,
+                        f"{node} logged {txid} at version {o.version} value {o.value}, "
+                        f"storage says version {stored[txid][0]} value {stored[txid][1]}",
+                        _cite(o.where, o.text),
+                    )
+        if sequences:
+            reference_node, reference = next(iter(sequences.items()))
+            for node, seq in sequences.items():
+                if seq == reference:
+                    continue
+                at = next(
+                    (i for i, (a, b) in enumerate(zip(seq, reference, strict=False)) if a != b),
+                    min(len(seq), len(reference)),
+                )
+                mine = seq[at][0] if at < len(seq) else None
+                theirs = reference[at][0] if at < len(reference) else None
+                self.flag(
+                    "replicas",
+                    mine or theirs,
+                    f"{node} and {reference_node} differ at version {at + 1}: "
+                    f"{mine or 'nothing'} vs {theirs or 'nothing'} "
+                    f"(they hold {len(seq)} and {len(reference)} commits)",
+                )
+
+    def check_clients(self, last: dict[str, dict[str, _Obs]]) -> None:
+        committed_at: dict[str, set[str]] = defaultdict(set)
+        for node, _ in self.participants:
+            storage = self.final.get(node, {}).get("storage") if isinstance(self.final.get(node), dict) else None
+            if isinstance(storage, dict):
+                for item in storage.get("committed", []):
+                    committed_at[str(item[0])].add(node)
+        everyone = {node for node, _ in self.participants}
+        for txid, result, where, text in self.outcomes:
+            here = committed_at.get(txid, set())
+            if result == "committed" and here != everyone:
+                missing = ", ".join(sorted(everyone - here))
+                self.flag(
+                    "client-truth",
+                    txid,
+                    f"client was told {txid} committed, but it is not committed at {missing}",
+                    _cite(where, text),
+                    *self._evidence(last, txid),
+                )
+            elif result == "aborted" and here:
+                self.flag(
+                    "client-truth",
+                    txid,
+                    f"client was told {txid} aborted, but it is committed at {', '.join(sorted(here))}",
+                    _cite(where, text),
+                    *self._evidence(last, txid),
+                )
+            elif result == "unknown" and here and here != everyone:
+                self.flag(
+                    "client-truth",
+                    txid,
+                    f"{txid} (outcome unknown to its client) is committed at {', '.join(sorted(here))} only",
+                    _cite(where, text),
+                    *self._evidence(last, txid),
+                )
+            elif result not in ("committed", "aborted", "unknown"):
+                self.flag("bad-log-line", txid, f"{where}: unknown result {result!r}", _cite(where, text))
+
+    @staticmethod
+    def _evidence(last: dict[str, dict[str, _Obs]], txid: str) -> list[str]:
+        return [_cite(o.where, o.text) for o in last.get(txid, {}).values()]

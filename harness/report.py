@@ -1,0 +1,156 @@
+"""Tables and summaries of a checked run: the terminal, summary.md, summary.json.
+
+One function builds each table's rows; the terminal and the markdown file
+print the same rows in two tabulate formats, so they cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from harness.checker import CheckReport
+
+ABORT_CAUSES = ("no vote: locked", "no vote: other", "timeout", "unreachable")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def client_rows(report: CheckReport) -> tuple[list[str], list[list[Any]]]:
+    headers = [
+        "client",
+        "attempted",
+        "committed",
+        *(f"aborted: {c}" for c in ABORT_CAUSES),
+        "unknown",
+        "retries",
+        "p50 ms",
+        "p99 ms",
+    ]
+    rows: list[list[Any]] = []
+    for c in report.clients:
+        other = c.aborted_total - sum(c.aborted.get(k, 0) for k in ABORT_CAUSES)
+        aborted = [c.aborted.get(k, 0) + (other if k == "no vote: other" else 0) for k in ABORT_CAUSES]
+        rows.append(
+            [
+                c.name,
+                c.attempted,
+                c.committed,
+                *aborted,
+                c.unknown,
+                c.retries,
+                _ms(c.latency(0.5)),
+                _ms(c.latency(0.99)),
+            ]
+        )
+    if len(rows) > 1:
+        totals = [sum(r[i] for r in rows) for i in range(1, 3 + len(ABORT_CAUSES) + 2)]
+        all_latencies = sorted(x for c in report.clients for x in c.latencies_ms)
+        p50 = all_latencies[len(all_latencies) // 2] if all_latencies else None
+        p99 = all_latencies[min(len(all_latencies) - 1, int(len(all_latencies) * 0.99))] if all_latencies else None
+        rows.append(["all", *totals, _ms(p50), _ms(p99)])
+    return headers, rows
+
+
+def replica_rows(report: CheckReport) -> tuple[list[str], list[list[Any]]]:
+    headers = [
+        "replica",
+        "address",
+        "storage_server",
+        "version",
+        "commits",
+        "aborts",
+        "yes votes",
+        "no votes",
+        "restarts",
+    ]
+    rows = [
+        [r.node, r.address, r.storage_server, r.version, r.commits, r.aborts, r.yes_votes, r.no_votes, r.restarts]
+        for r in report.replicas
+    ]
+    return headers, rows
+
+
+def verdict_line(report: CheckReport) -> str:
+    if report.consistent:
+        values = {(r.storage_server, r.version) for r in report.replicas}
+        ((value, version),) = values if len(values) == 1 else {(None, None)}
+        return f"CONSISTENT: {len(report.replicas)} replicas hold storage_server={value} (version {version})"
+    return f"VIOLATION: {len(report.violations)} violation{'s' if len(report.violations) != 1 else ''} found"
+
+
+def violation_lines(report: CheckReport, limit: int = 50) -> list[str]:
+    lines = []
+    for v in report.violations[:limit]:
+        lines.append(f"- [{v.kind}] {v.message}")
+        lines += [f"    {e}" for e in v.evidence]
+    if len(report.violations) > limit:
+        lines.append(f"- ... and {len(report.violations) - limit} more (summary.json lists them all)")
+    return lines
+
+
+def render(report: CheckReport, fmt: str = "simple", extra: list[str] | None = None) -> str:
+    """The whole report as text: client table, replica table, verdict."""
+    headers, rows = client_rows(report)
+    out = [tabulate(rows, headers=headers, tablefmt=fmt), ""]
+    headers, rows = replica_rows(report)
+    out += [tabulate(rows, headers=headers, tablefmt=fmt), ""]
+    out.append(verdict_line(report))
+    out += violation_lines(report)
+    out += extra or []
+    return "\n".join(out)
+
+
+def summary(report: CheckReport, **extra: Any) -> dict[str, Any]:
+    """The machine-readable summary (summary.json)."""
+    run = report.run
+    return {
+        "verdict": report.verdict,
+        "seed": run.get("seed"),
+        "command": run.get("command"),
+        "replicas": [
+            {
+                "node": r.node,
+                "address": r.address,
+                "storage_server": r.storage_server,
+                "version": r.version,
+                "lock": r.lock,
+                "commits": r.commits,
+                "aborts": r.aborts,
+                "yes_votes": r.yes_votes,
+                "no_votes": r.no_votes,
+                "restarts": r.restarts,
+            }
+            for r in report.replicas
+        ],
+        "clients": [
+            {
+                "name": c.name,
+                "attempted": c.attempted,
+                "committed": c.committed,
+                "aborted": c.aborted_total,
+                "aborted_by_cause": dict(sorted(c.aborted.items())),
+                "unknown": c.unknown,
+                "retries": c.retries,
+                "latency_p50_ms": c.latency(0.5),
+                "latency_p99_ms": c.latency(0.99),
+            }
+            for c in report.clients
+        ],
+        "violations": [v.as_dict() for v in report.violations],
+        "log_lines_checked": report.lines,
+        **extra,
+    }
+
+
+def write(report: CheckReport, folder: Path, **extra: Any) -> None:
+    """summary.json and summary.md in the run folder."""
+    (folder / "summary.json").write_text(json.dumps(summary(report, **extra), indent=2) + "\n")
+    run = report.run
+    md = [f"# Run {folder.name}", "", "```", str(run.get("command", "")), "```", "", render(report, fmt="github"), ""]
+    (folder / "summary.md").write_text("\n".join(md))

@@ -1,0 +1,154 @@
+"""``python -m harness.run``: the main job. Argument parsing only; see harness.runner.
+
+Exit status: 0 consistent, 1 a violation, 2 a usage or infrastructure error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from harness import report
+from harness.checker import CheckError, check_run
+from harness.runner import RunConfig, RunError, run
+
+EPILOG = """\
+examples:
+  python -m harness.run --clients 5
+  python -m harness.run --clients 20 --transactions 50 --retry backoff
+  python -m harness.run --clients 3 --transactions 2 --delay 1     # the seed's pace, to watch
+  python -m harness.run --base-port 0                               # any free ports
+exit status: 0 consistent, 1 a violation was found, 2 usage or infrastructure error.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = RunConfig()
+    p = argparse.ArgumentParser(
+        prog="python -m harness.run",
+        description="Start participants and clients as processes, run a contention experiment, "
+        "check that every replica agrees and every client was told the truth, and print tables.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--clients", type=int, default=d.clients, help=f"client processes (default {d.clients})")
+    p.add_argument(
+        "--participants", type=int, default=d.participants, help=f"participant processes (default {d.participants})"
+    )
+    p.add_argument(
+        "--transactions", type=int, default=d.transactions, help=f"transactions per client (default {d.transactions})"
+    )
+    p.add_argument(
+        "--base-port",
+        type=int,
+        default=d.base_port,
+        help=f"participant i listens on BASE_PORT+i-1 (default {d.base_port}); 0 = any free ports",
+    )
+    p.add_argument(
+        "--delay",
+        type=float,
+        default=d.delay,
+        help="seconds nodes wait before each message, the seed's slow pace for watching (default 0)",
+    )
+    p.add_argument(
+        "--retry",
+        choices=("none", "backoff"),
+        default=d.retry,
+        help=f"after an abort a client gives up, or retries with exponential backoff and jitter (default {d.retry})",
+    )
+    p.add_argument(
+        "--value",
+        type=int,
+        default=None,
+        help="the value every transaction writes (default: a distinct value per transaction, "
+        "client*1000000+n, so the final value names its transaction)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed for every random choice of the run (default: drawn, and printed to repeat it)",
+    )
+    p.add_argument(
+        "--out", type=Path, default=None, help="run folder to create (default reports/<UTC time>-<short id>/)"
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds a client waits for votes before asking the silent participants "
+        f"(default {d.timeout} + 4 x delay)",
+    )
+    p.add_argument(
+        "--resolve-after",
+        type=float,
+        default=None,
+        help="seconds a prepared participant waits for the decision before asking its peers "
+        f"(default {d.resolve_after} + 10 x delay)",
+    )
+    p.add_argument(
+        "--no-durable",
+        dest="durable",
+        action="store_false",
+        help="do not fsync votes and commits (faster; survives kill -9, not a power cut)",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name, low in (("clients", 1), ("participants", 1), ("transactions", 1)):
+        if getattr(args, name) < low:
+            parser.error(f"--{name} must be {low} or more")
+    if not (args.base_port == 0 or 1024 <= args.base_port <= 65535 - args.participants):
+        parser.error("--base-port must be 0 or a port from 1024 that leaves room for every participant")
+    if args.delay < 0:
+        parser.error("--delay must be >= 0")
+    if (args.timeout is not None and args.timeout <= 0) or (args.resolve_after is not None and args.resolve_after <= 0):
+        parser.error("--timeout and --resolve-after must be > 0")
+    d = RunConfig()
+    config = RunConfig(
+        clients=args.clients,
+        participants=args.participants,
+        transactions=args.transactions,
+        base_port=args.base_port,
+        delay=args.delay,
+        retry=args.retry,
+        value=args.value,
+        seed=args.seed,
+        out=args.out,
+        timeout=args.timeout if args.timeout is not None else d.timeout + 4 * args.delay,
+        resolve_after=args.resolve_after if args.resolve_after is not None else d.resolve_after + 10 * args.delay,
+        durable=args.durable,
+    )
+    try:
+        result = run(config)
+    except RunError as e:
+        print(f"harness.run: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness.run: interrupted; every process was stopped", file=sys.stderr)
+        return 130
+    try:
+        checked = check_run(result.folder)
+    except CheckError as e:
+        print(f"harness.run: {e}", file=sys.stderr)
+        return 2
+    report.write(checked, result.folder, elapsed_s=round(result.elapsed, 3))
+    print(
+        report.render(
+            checked,
+            extra=[
+                "",
+                f"run folder: {result.folder}  ({result.elapsed:.2f}s, {checked.lines} log lines checked)",
+                f"repeat it:  {result.command}",
+            ],
+        )
+    )
+    return 0 if checked.consistent else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
