@@ -59,7 +59,8 @@ async def run(
 ) -> list[TxResult]:
     """Connect, wait for ``go`` (if given), then run ``config.count`` operations.
 
-    ``on_result(op, attempt, result)`` is called after every attempt. Raises
+    ``on_result(op, attempt, result)`` is called after every attempt; the
+    list returned holds each operation's last attempt. Raises
     ConnectError if a participant cannot be reached at start-up."""
     crash = CrashPlan.parse(config.crash, CLIENT_CRASH_POINTS) if config.crash else None
     log = EventLog(config.log, config.name)
@@ -89,9 +90,9 @@ async def run(
                     ("cause", result.cause.value),
                     ("reason", result.reason or None),
                 )
-                results.append(result)
                 on_result(op, attempt, result)
                 if result.result is not co.Result.ABORTED or config.retry != "backoff" or attempt > config.max_retries:
+                    results.append(result)
                     break
                 window = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1))
                 await asyncio.sleep(rng.uniform(0, window))

@@ -237,16 +237,6 @@ class ParticipantNode:
         self.core = ParticipantCore.restore(name, records)
         self._gc = GroupCommit(self.storage, self.log, self._durable)
         c = self.core
-        self.log.event(
-            "listening",
-            ("addr", self.name),
-            ("name", name),
-            ("storage_server", c.storage_server),
-            ("version", c.version),
-            ("lock", c.lock or "-"),
-            ("records", len(records)),
-            ("data", self.storage.path),
-        )
         if records:
             # Every durable record, once per restart: a record made durable just
             # before a SIGKILL may have missed its "durable" line, and the
@@ -270,6 +260,17 @@ class ParticipantNode:
             )
         self._perform(self.core.recover(), conn=None)
         await self._server.start_serving()
+        # Only now: a reader of this line may connect at once (readiness signal).
+        self.log.event(
+            "listening",
+            ("addr", self.name),
+            ("name", name),
+            ("storage_server", c.storage_server),
+            ("version", c.version),
+            ("lock", c.lock or "-"),
+            ("records", len(records)),
+            ("data", self.storage.path),
+        )
         return self.address
 
     async def stop(self) -> None:

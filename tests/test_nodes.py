@@ -1,0 +1,134 @@
+"""Participants and clients as real processes on ephemeral ports, as a person runs them."""
+
+from __future__ import annotations
+
+import re
+
+from conftest import Cluster, LineClient
+
+
+def _status_rows(out: str) -> dict[str, tuple[str, str, str]]:
+    rows = {}
+    for line in out.splitlines():
+        m = re.match(r"(127\.0\.0\.1:\d+)\s+(\S+)\s+(\S+)\s+(\S+)", line)
+        if m:
+            rows[m.group(1)] = (m.group(2), m.group(3), m.group(4))
+    return rows
+
+
+def test_client_commits_on_three_participants(cluster: Cluster) -> None:
+    for n in (1, 2, 3):
+        cluster.start_participant(n)
+    done = cluster.client("--value", "42", "--name", "c1")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("committed txid=c1-")
+    status = cluster.status()
+    assert status.returncode == 0, status.stdout
+    assert set(_status_rows(status.stdout).values()) == {("42", "1", "-")}
+
+
+def test_client_aborts_when_a_participant_promised_another_transaction(cluster: Cluster) -> None:
+    for n in (1, 2, 3):
+        cluster.start_participant(n)
+    names = cluster.servers
+    # A coordinator by hand takes every participant's promise for txid hand-1 ...
+    hand = [LineClient(cluster.ports[n]) for n in (1, 2, 3)]
+    try:
+        for c in hand:
+            assert c.ask(f"PREPARE txid=hand-1 value=7 participants={names}") == "VOTE txid=hand-1 vote=ok"
+        # ... so the client gets NOK ("already promised") and aborts everywhere.
+        contender = cluster.client("--value", "99", "--name", "c2")
+        assert contender.returncode == 1
+        assert contender.stdout.startswith("aborted txid=c2-")
+        assert "voted NOK: locked by hand-1" in contender.stdout
+        for c in hand:
+            assert c.ask("COMMIT txid=hand-1") == "OUTCOME txid=hand-1 state=committed"
+    finally:
+        for c in hand:
+            c.close()
+    status = cluster.status()
+    assert status.returncode == 0
+    assert set(_status_rows(status.stdout).values()) == {("7", "1", "-")}
+
+
+def test_concurrent_clients_leave_every_replica_equal(cluster: Cluster) -> None:
+    for n in (1, 2, 3):
+        cluster.start_participant(n)
+    clients = [
+        cluster.start_client(
+            "--value", str(v), "--count", "5", "--name", f"c{v}", "--retry", "backoff", "--seed", str(v)
+        )
+        for v in (1, 2, 3)
+    ]
+    codes = [c.wait_exit() for c in clients]
+    assert codes == [0, 0, 0]  # with retries every transaction commits in the end
+    rows = _status_rows(cluster.status().stdout)
+    assert len(set(rows.values())) == 1
+    value, version, lock = next(iter(rows.values()))
+    assert version == "15" and lock == "-"
+    assert value in {"1", "2", "3"}
+
+
+def test_participant_killed_after_its_yes_vote_recovers_the_commit(cluster: Cluster) -> None:
+    cluster.start_participant(1)
+    cluster.start_participant(2)
+    p3 = cluster.start_participant(3, "--crash", "after-vote")
+    done = cluster.client("--value", "42", "--name", "c1")
+    p3.wait_for(r" crash point=after-vote signal=SIGKILL")
+    assert p3.wait_exit() == -9
+    assert done.returncode == 0, done.stdout  # every vote was yes: the decision is commit
+    p3 = cluster.start_participant(3)  # same port, same data directory
+    p3.wait_for(r" durable txid=c1-\S+ state=committed value=42 version=1 ")
+    status = cluster.status()
+    assert status.returncode == 0, status.stdout
+    assert set(_status_rows(status.stdout).values()) == {("42", "1", "-")}
+
+
+def test_participant_killed_before_its_vote_leaves_an_unknown_that_the_participants_resolve(
+    cluster: Cluster,
+) -> None:
+    cluster.start_participant(1, "--resolve-after", "0.2")
+    cluster.start_participant(2, "--resolve-after", "0.2")
+    p3 = cluster.start_participant(3, "--crash", "before-vote")
+    done = cluster.client("--value", "5", "--name", "c1", "--timeout", "0.5")
+    assert p3.wait_exit() == -9
+    # p3's yes vote was durable but never sent: the client cannot know.
+    assert done.returncode == 1 and done.stdout.startswith("unknown txid=c1-"), done.stdout
+    p3 = cluster.start_participant(3)
+    # Restarted, p3 asks its peers; everyone voted yes, so all commit.
+    p3.wait_for(r" durable txid=c1-\S+ state=committed value=5 version=1 ")
+    status = cluster.status()
+    for _ in range(2):  # the peers commit when their own resolve timer fires
+        if status.returncode == 0:
+            break
+        cluster.procs[0].wait_for(r" durable txid=c1-\S+ state=committed ")
+        cluster.procs[1].wait_for(r" durable txid=c1-\S+ state=committed ")
+        status = cluster.status()
+    assert set(_status_rows(status.stdout).values()) == {("5", "1", "-")}, status.stdout
+
+
+def test_garbage_gets_an_error_reply_and_a_closed_connection(cluster: Cluster) -> None:
+    cluster.start_participant(1)
+    port = cluster.ports[1]
+    for garbage in (
+        b"hello\n",
+        b"PREPARE txid=x value=notanumber participants=127.0.0.1:1\n",
+        b"\xff\xfe\n",
+        b"A" * 5000,
+        b"COMMIT txid=t1 extra=1\n",
+    ):
+        c = LineClient(port)
+        try:
+            c.send(garbage)
+            reply = c.readline()
+            assert reply.startswith("ERROR code="), (garbage[:20], reply)
+            assert c.readline() == ""  # then the participant closes the connection
+        finally:
+            c.close()
+    c = LineClient(port)
+    try:
+        assert re.match(
+            r"STATE node=127\.0\.0\.1:\d+ storage_server=0 version=0 lock=- committed=0 aborted=0$", c.ask("STATUS")
+        )
+    finally:
+        c.close()
