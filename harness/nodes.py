@@ -264,6 +264,7 @@ class ParticipantNode:
         self.log.event(
             "listening",
             ("addr", self.name),
+            ("pid", os.getpid()),
             ("name", name),
             ("storage_server", c.storage_server),
             ("version", c.version),
@@ -604,7 +605,7 @@ class ClientNode:
         self._by_name = {link.name: link for link in self.links}
         if len(self._by_name) != len(self.links):
             raise ConnectError("two --servers entries reach the same participant")
-        self.log.event("connected", ("participants", ",".join(self.participants)))
+        self.log.event("connected", ("pid", os.getpid()), ("participants", ",".join(self.participants)))
 
     def new_txid(self) -> str:
         self._seq += 1
