@@ -23,6 +23,7 @@ import logging
 import os
 import secrets
 import signal
+import socket
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -204,12 +205,16 @@ class ParticipantNode:
         resolve_after: float = 5.0,
         delay: float = 0.0,
         crash: CrashPlan | None = None,
+        routes: dict[str, tuple[str, int]] | None = None,
     ) -> None:
         self.storage = storage
         self.log = log
         self.resolve_after = resolve_after
         self.delay = delay
         self.crash = crash
+        # Where to connect to reach a peer, by its name; the name itself by
+        # default. The runner routes peers through its fault proxy this way.
+        self.routes = routes or {}
         self.core: ParticipantCore | None = None
         self.address: tuple[str, int] | None = None
         self._server: asyncio.Server | None = None
@@ -226,10 +231,17 @@ class ParticipantNode:
         assert self.address is not None
         return f"{self.address[0]}:{self.address[1]}"
 
-    async def start(self, host: str, port: int, advertise: str | None = None) -> tuple[str, int]:
-        """Bind, recover from storage, then accept connections. Returns the
-        bound address (useful with port 0). OSError if the port is taken."""
-        self._server = await asyncio.start_server(self._handle, host, port, start_serving=False, limit=READ_CHUNK)
+    async def start(
+        self, host: str, port: int, advertise: str | None = None, sock: socket.socket | None = None
+    ) -> tuple[str, int]:
+        """Bind (or take the already bound ``sock``), recover from storage, then
+        accept connections. Returns the bound address (useful with port 0).
+        OSError if the port is taken."""
+        if sock is not None:
+            server = asyncio.start_server(self._handle, sock=sock, start_serving=False, limit=READ_CHUNK)
+        else:
+            server = asyncio.start_server(self._handle, host, port, start_serving=False, limit=READ_CHUNK)
+        self._server = await server
         bound = self._server.sockets[0].getsockname()
         self.address = (bound[0], bound[1])
         name = advertise or self.name
@@ -329,6 +341,9 @@ class ParticipantNode:
                         closed = True
                         break
                 if closed:
+                    break
+                if buffer.error is not None:  # the lines before it were answered
+                    await self._refuse(writer, peer, buffer.error)
                     break
         except (ConnectionError, TimeoutError) as e:
             self.log.event("disconnect", ("peer", peer), ("error", type(e).__name__))
@@ -437,7 +452,7 @@ class _PeerLink:
         async with self._lock:
             if self._writer is None or self._writer.is_closing():
                 try:
-                    host, port = parse_address(self.peer)
+                    host, port = self.node.routes.get(self.peer) or parse_address(self.peer)
                     reader, writer = await asyncio.wait_for(
                         asyncio.open_connection(host, port, limit=READ_CHUNK), CONNECT_TIMEOUT
                     )
@@ -461,6 +476,8 @@ class _PeerLink:
                     msg = decode(line)
                     self.node.log.message("recv", self.peer, msg)
                     self.node._peer_reply(self.peer, msg)
+                if buffer.error is not None:
+                    raise buffer.error
         except (ConnectionError, DecodeError) as e:
             self.node.log.event("disconnect", ("peer", self.peer), ("error", str(e) or type(e).__name__))
         finally:
@@ -545,6 +562,8 @@ class _ServerLink:
                     msg = decode(line)
                     self.client.log.message("recv", self.name, msg)
                     self.client._received(self, msg)
+                if buffer.error is not None:
+                    raise buffer.error
         except (ConnectionError, DecodeError) as e:
             self.client.log.event("disconnect", ("peer", self.name), ("error", str(e) or type(e).__name__))
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +35,8 @@ class ParticipantConfig:
     crash: str | None = None
     advertise: str | None = None
     echo: bool = False  # also print events on stdout, for people watching
+    routes: dict[str, tuple[str, int]] | None = None  # peer name -> address to connect to
+    sock: socket.socket | None = None  # a listening socket bound by the caller (the runner)
 
 
 class StartError(Exception):
@@ -52,14 +55,16 @@ async def serve(
     except StorageError as e:
         log.close()
         raise StartError(str(e)) from None
-    node = ParticipantNode(storage, log, resolve_after=config.resolve_after, delay=config.delay, crash=crash)
+    node = ParticipantNode(
+        storage, log, resolve_after=config.resolve_after, delay=config.delay, crash=crash, routes=config.routes
+    )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
         try:
-            address = await node.start(config.host, config.port, config.advertise)
+            address = await node.start(config.host, config.port, config.advertise, config.sock)
         except OSError as e:
             log.event("error", ("error", f"cannot listen on {config.host}:{config.port}: {e.strerror or e}"))
             raise StartError(

@@ -129,10 +129,15 @@ class CoordinatorCore:
             case Phase.VOTING, Vote(yes=True):
                 self.silent.discard(src)
                 self.yes.add(src)
-                return self._commit("every participant voted yes", Cause.ALL_YES) if self._all_yes() else []
+                if self._all_yes():
+                    return self._commit("every participant voted yes", Cause.ALL_YES)
+                # The rest are silent on dead connections: no vote will come from them.
+                return self._start_resolving() if self.silent <= self.lost else []
             case Phase.VOTING, Vote(yes=False):
+                self.silent.discard(src)  # it released its promise: it needs no ABORT
                 return self._abort(f"{src} voted NOK: {msg.reason or 'no reason given'}", Cause.NO_VOTE)
             case Phase.RESOLVING, Outcome(state=TxState.ABORTED):
+                self.silent.discard(src)
                 return self._abort(f"{src} did not answer in time, then aborted", Cause.TIMEOUT)
             case Phase.RESOLVING, Outcome(state=TxState.COMMITTED):
                 return self._commit(f"{src} did not answer in time, then reported committed", Cause.ALL_YES)
@@ -146,8 +151,13 @@ class CoordinatorCore:
                     else []
                 )
             case Phase.RESOLVING, Vote(yes=False):
+                self.silent.discard(src)
                 return self._abort(f"{src} voted NOK late: {msg.reason or 'no reason given'}", Cause.NO_VOTE)
+            case Phase.FINISHING, Outcome(state=TxState.PREPARED):
+                return []  # a late answer to RESOLVE, not an acknowledgement of the decision
             case Phase.FINISHING, Outcome():
+                # The decision applied (or, against the protocol, the opposite one:
+                # the participants' logs show it and the checker reports it).
                 self.acked.add(src)
                 if self.acked >= self._to_acknowledge():
                     return self._finish()

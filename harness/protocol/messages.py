@@ -33,6 +33,7 @@ VALUE_MAX = 2**63 - 1
 
 TXID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 ADDRESS_RE = re.compile(r"[A-Za-z0-9._-]+:[0-9]{1,5}")
+_INT_RE = re.compile(r"-?[0-9]{1,20}")  # plain ASCII decimal: no "+", "_" or other scripts' digits
 _BARE_RE = re.compile(r"[A-Za-z0-9._:,+/@*-]+")
 
 
@@ -165,7 +166,7 @@ def quote(value: str) -> str:
     """Return ``value`` as a bare token when possible, else double-quoted."""
     if value and _BARE_RE.fullmatch(value):
         return value
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
     return f'"{escaped}"'
 
 
@@ -253,7 +254,7 @@ def split_fields(text: str) -> Iterator[tuple[str, str]]:
                     if i + 1 >= n:
                         raise DecodeError("bad-field", f"dangling escape in {key!r}")
                     esc = text[i + 1]
-                    out.append({"n": "\n", '"': '"', "\\": "\\"}.get(esc, "\\" + esc))
+                    out.append({"n": "\n", "r": "\r", '"': '"', "\\": "\\"}.get(esc, "\\" + esc))
                     i += 2
                     continue
                 out.append(c)
@@ -288,10 +289,9 @@ def _require(fields: dict[str, str], key: str) -> str:
 
 def _int(fields: dict[str, str], key: str, lo: int = VALUE_MIN, hi: int = VALUE_MAX) -> int:
     raw = _require(fields, key)
-    try:
-        value = int(raw, 10)
-    except ValueError:
-        raise DecodeError("bad-value", f"{key} must be an integer, got {raw[:40]!r}") from None
+    if not _INT_RE.fullmatch(raw):
+        raise DecodeError("bad-value", f"{key} must be a decimal integer, got {raw[:40]!r}")
+    value = int(raw)
     if not lo <= value <= hi:
         raise DecodeError("bad-value", f"{key} must be within [{lo}, {hi}]")
     return value
@@ -305,7 +305,7 @@ def parse_participants(raw: str) -> tuple[str, ...]:
     if len(names) > MAX_PARTICIPANTS:
         raise DecodeError("bad-participants", f"at most {MAX_PARTICIPANTS} participants")
     for name in names:
-        if not ADDRESS_RE.fullmatch(name):
+        if not ADDRESS_RE.fullmatch(name) or int(name.rpartition(":")[2]) > 65535:
             raise DecodeError("bad-participants", f"{name[:40]!r} is not host:port")
     if len(set(names)) != len(names):
         raise DecodeError("bad-participants", "participants must be distinct")
@@ -369,8 +369,9 @@ def _build(kind: Kind, f: dict[str, str]) -> Message:
         case Kind.RESOLVE:
             return Resolve(txid=_txid(f))
         case Kind.OUTCOME:
+            raw_state = _require(f, "state")
             try:
-                state = TxState(_require(f, "state"))
+                state = TxState(raw_state)
             except ValueError:
                 raise DecodeError("bad-value", "state must be prepared, committed or aborted") from None
             return Outcome(txid=_txid(f), state=state)
@@ -394,29 +395,41 @@ def _build(kind: Kind, f: dict[str, str]) -> Message:
 class LineBuffer:
     """Splits a byte stream into lines, enforcing MAX_LINE.
 
-    ``feed`` accepts any chunking, down to one byte at a time; ``lines`` yields
-    complete lines (terminator stripped). An over-long line raises DecodeError
-    as soon as it is known to be too long, without buffering the rest.
+    ``feed`` accepts any chunking, down to one byte at a time, and returns the
+    complete lines (terminator stripped). An over-long line (complete, or a
+    partial one already MAX_LINE bytes long) ends the stream: the lines before
+    it are still returned, whatever the chunking, and ``error`` is set; a
+    ``feed`` that has no line to return raises it. The caller answers the
+    lines, then refuses the connection with ``error``.
     """
 
     def __init__(self) -> None:
         self._buf = bytearray()
+        self.error: DecodeError | None = None
 
     def feed(self, data: bytes) -> list[bytes]:
+        if self.error is not None:
+            raise self.error
         self._buf += data
         out: list[bytes] = []
         start = 0
         while True:
             end = self._buf.find(b"\n", start)
             if end < 0:
+                over = len(self._buf) - start >= MAX_LINE
                 break
             if end + 1 - start > MAX_LINE:
-                raise DecodeError("too-long", f"a line may hold at most {MAX_LINE} bytes")
+                over = True
+                break
             out.append(bytes(self._buf[start:end]))
             start = end + 1
+        if over:
+            self._buf.clear()
+            self.error = DecodeError("too-long", f"a line may hold at most {MAX_LINE} bytes")
+            if not out:
+                raise self.error
+            return out
         del self._buf[:start]
-        if len(self._buf) > MAX_LINE:
-            raise DecodeError("too-long", f"a line may hold at most {MAX_LINE} bytes")
         return out
 
     @property
