@@ -11,7 +11,9 @@ from pathlib import Path
 
 from harness import report
 from harness.checker import CheckError, check_run
-from harness.runner import RunConfig, RunError, run
+from harness.nemesis import NEMESIS_KINDS, parse_crashes
+from harness.processes import RunError
+from harness.runner import FAULT_RESOLVE_AFTER, FAULT_TIMEOUT, RunConfig, run
 
 EPILOG = """\
 examples:
@@ -78,14 +80,36 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="seconds a client waits for votes before asking the silent participants "
-        f"(default {d.timeout} + 4 x delay)",
+        f"(default {d.timeout}; {FAULT_TIMEOUT} with faults; + 4 x delay)",
     )
     p.add_argument(
         "--resolve-after",
         type=float,
         default=None,
         help="seconds a prepared participant waits for the decision before asking its peers "
-        f"(default {d.resolve_after} + 10 x delay)",
+        f"(default {d.resolve_after}; {FAULT_RESOLVE_AFTER} with faults; + 10 x delay)",
+    )
+    p.add_argument(
+        "--nemesis",
+        default="",
+        help="faults to inject, comma-separated: " + ",".join(NEMESIS_KINDS) + " (kill = SIGKILL, then a restart "
+        "for participants; pause = SIGSTOP/SIGCONT; partition = links cut through a fault proxy; default none)",
+    )
+    p.add_argument(
+        "--nemesis-interval",
+        type=float,
+        default=d.nemesis_interval,
+        help=f"seconds between faults, roughly; each lasts a fraction of it (default {d.nemesis_interval})",
+    )
+    p.add_argument(
+        "--crash",
+        action="append",
+        default=[],
+        metavar="TARGET:POINT[:N]",
+        help="kill a node at a protocol point, at its Nth passage (repeatable): participant:before-vote|"
+        "after-vote|after-commit, client:after-prepare|after-first-commit (participant means server1 and "
+        "client client1; serverN or clientN name another), partition:between-phases (cut client1 from "
+        "server2 right after server2's yes vote)",
     )
     p.add_argument(
         "--no-durable",
@@ -109,6 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     if (args.timeout is not None and args.timeout <= 0) or (args.resolve_after is not None and args.resolve_after <= 0):
         parser.error("--timeout and --resolve-after must be > 0")
     d = RunConfig()
+    nemesis = tuple(k for k in args.nemesis.split(",") if k)
+    for kind in nemesis:
+        if kind not in NEMESIS_KINDS:
+            parser.error(f"--nemesis: {kind!r} is not one of {', '.join(NEMESIS_KINDS)}")
+    try:
+        parse_crashes(tuple(args.crash), args.participants, args.clients)
+    except ValueError as e:
+        parser.error(str(e))
+    if args.nemesis_interval <= 0:
+        parser.error("--nemesis-interval must be > 0")
+    faulty = bool(nemesis or args.crash)
+    timeout = FAULT_TIMEOUT if faulty else d.timeout
+    resolve_after = FAULT_RESOLVE_AFTER if faulty else d.resolve_after
     config = RunConfig(
         clients=args.clients,
         participants=args.participants,
@@ -119,9 +156,12 @@ def main(argv: list[str] | None = None) -> int:
         value=args.value,
         seed=args.seed,
         out=args.out,
-        timeout=args.timeout if args.timeout is not None else d.timeout + 4 * args.delay,
-        resolve_after=args.resolve_after if args.resolve_after is not None else d.resolve_after + 10 * args.delay,
+        timeout=args.timeout if args.timeout is not None else timeout + 4 * args.delay,
+        resolve_after=args.resolve_after if args.resolve_after is not None else resolve_after + 10 * args.delay,
         durable=args.durable,
+        nemesis=nemesis,
+        nemesis_interval=args.nemesis_interval,
+        crash=tuple(args.crash),
     )
     try:
         result = run(config)

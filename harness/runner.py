@@ -19,43 +19,38 @@ runner itself die (PR_SET_PDEATHSIG).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
+import errno
 import json
 import logging
 import multiprocessing
 import multiprocessing.connection
-import os
 import secrets
 import shlex
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 from harness import client as client_mod
 from harness import participant as participant_mod
+from harness.nemesis import Nemesis, ProxyHandle, parse_crashes
 from harness.nodes import ConnectError, query_all
+from harness.processes import MP, READY_TIMEOUT, Processes, RunError, await_ready
 from harness.protocol.messages import State, TxState
 from harness.storage import Storage, StorageError
 
 logger = logging.getLogger("harness.runner")
 
-# fork: children start in milliseconds with the runner's modules already
-# imported (start-up is part of the experiment). The runner never forks while
-# an event loop or a thread of its own is running.
-_mp = multiprocessing.get_context("fork")
 
-READY_TIMEOUT = 10.0  # seconds for a process to report ready before the run fails
-STOP_TIMEOUT = 5.0  # seconds a participant gets to stop on SIGTERM before SIGKILL
-
-
-class RunError(Exception):
-    """The run could not be carried out (a port in use, a process that died)."""
+# Under faults silent peers are common and waiting is their cost: shorter
+# timeouts, still with the client deciding before the participants step in.
+FAULT_TIMEOUT = 1.0  # the clients' --timeout
+FAULT_RESOLVE_AFTER = 2.0  # the participants' --resolve-after
 
 
 @dataclass
@@ -75,6 +70,9 @@ class RunConfig:
     timeout: float = 2.0  # the clients' --timeout
     resolve_after: float = 5.0  # the participants' --resolve-after
     durable: bool = True
+    nemesis: tuple[str, ...] = ()  # fault kinds (harness.nemesis.NEMESIS_KINDS)
+    nemesis_interval: float = 1.0  # seconds between faults, roughly
+    crash: tuple[str, ...] = ()  # targeted crash points, e.g. "participant:after-vote"
 
 
 @dataclass
@@ -89,6 +87,8 @@ class RunResult:
 def repeat_command(config: RunConfig, seed: int) -> str:
     """The command line that repeats this run (same flags, same seed)."""
     defaults = RunConfig()
+    if config.nemesis or config.crash:
+        defaults = replace(defaults, timeout=FAULT_TIMEOUT, resolve_after=FAULT_RESOLVE_AFTER)
     args = ["python", "-m", "harness.run"]
     for name, value in asdict(config).items():
         if name in ("seed", "out") or value == getattr(defaults, name):
@@ -96,6 +96,11 @@ def repeat_command(config: RunConfig, seed: int) -> str:
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
             args.append(flag if value else f"--no-{name.replace('_', '-')}")
+        elif name == "nemesis":
+            args += [flag, ",".join(value)]
+        elif name == "crash":
+            for spec in value:
+                args += [flag, spec]
         else:
             args += [flag, str(value)]
     args += ["--seed", str(seed)]
@@ -116,17 +121,7 @@ def transaction_value(client_index: int, op: int) -> int:
 # ---------------------------------------------------------------- children
 
 
-def _die_with_parent() -> None:
-    """Ask Linux to SIGTERM this child if the runner dies (no orphans)."""
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 def _participant_child(config: participant_mod.ParticipantConfig, conn: multiprocessing.connection.Connection) -> None:
-    _die_with_parent()
     try:
         asyncio.run(participant_mod.serve(config, ready=lambda address: conn.send(("ready", address))))
     except participant_mod.StartError as e:
@@ -135,7 +130,6 @@ def _participant_child(config: participant_mod.ParticipantConfig, conn: multipro
 
 
 def _client_child(config: client_mod.ClientConfig, conn: multiprocessing.connection.Connection, go: Any) -> None:
-    _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner stops us; Ctrl-C is its to handle
 
     async def wait_go() -> None:
@@ -153,54 +147,6 @@ def _client_child(config: client_mod.ClientConfig, conn: multiprocessing.connect
 
 
 # ---------------------------------------------------------------- the run
-
-
-class _Processes:
-    """Every child of the run, stopped by handle when the run ends."""
-
-    def __init__(self) -> None:
-        self.procs: list[BaseProcess] = []
-
-    def start(self, target: Callable[..., None], args: tuple[Any, ...], name: str) -> BaseProcess:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        proc = _mp.Process(target=target, args=args, name=name, daemon=False)
-        proc.start()
-        self.procs.append(proc)
-        return proc
-
-    def stop(self, procs: list[BaseProcess] | None = None) -> None:
-        """SIGTERM, then SIGKILL whatever has not exited in STOP_TIMEOUT."""
-        procs = self.procs if procs is None else procs
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for p in procs:
-            p.join(max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
-                logger.warning("%s did not stop on SIGTERM; killing it", p.name)
-                p.kill()
-                p.join()
-
-
-def _await_ready(name: str, proc: BaseProcess, conn: multiprocessing.connection.Connection, deadline: float) -> Any:
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise RunError(f"{name} did not report ready within {READY_TIMEOUT}s")
-        ready = multiprocessing.connection.wait([conn, proc.sentinel], timeout=left)
-        if conn in ready:
-            try:
-                kind, payload = conn.recv()
-            except EOFError:
-                raise RunError(f"{name} exited (code {proc.exitcode}) before reporting ready") from None
-            if kind == "error":
-                raise RunError(f"{name}: {payload}")
-            return payload
-        if proc.sentinel in ready and not conn.poll():
-            proc.join()
-            raise RunError(f"{name} exited (code {proc.exitcode}) before reporting ready")
 
 
 class Progress:
@@ -241,7 +187,6 @@ class Progress:
 def run(config: RunConfig, progress_stream: Any = None) -> RunResult:
     """Carry out one experiment and write its run folder (not yet checked)."""
     seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
-    command = repeat_command(config, seed)
     folder = config.out or default_folder()
     try:
         folder.mkdir(parents=True, exist_ok=False)
@@ -249,141 +194,277 @@ def run(config: RunConfig, progress_stream: Any = None) -> RunResult:
         raise RunError(f"{folder} already exists: choose another --out") from None
     except OSError as e:
         raise RunError(f"cannot create {folder}: {e.strerror}") from None
-    started = time.monotonic()
-    procs = _Processes()
-    names = [f"server{i}" for i in range(1, config.participants + 1)]
-    try:
-        # 1. participants, each ready before any client starts
-        pconfigs = []
-        waits = []
-        for i, node in enumerate(names, 1):
+    return _Run(config, seed, folder, progress_stream).execute()
+
+
+@dataclass
+class _Participant:
+    node: str
+    config: participant_mod.ParticipantConfig
+    address: tuple[str, int]
+    proc: BaseProcess | None = None
+    down_since: float | None = None  # killed or crashed, not yet restarted
+
+
+@dataclass
+class _Client:
+    name: str
+    proc: BaseProcess
+    conn: multiprocessing.connection.Connection
+    running: bool = True
+    killed: bool = False
+
+
+class _Run:
+    """One experiment: its processes, its proxy, its nemesis."""
+
+    def __init__(self, config: RunConfig, seed: int, folder: Path, progress_stream: Any) -> None:
+        self.config = config
+        self.seed = seed
+        self.folder = folder
+        self.command = repeat_command(config, seed)
+        self.progress_stream = progress_stream
+        self.procs = Processes()
+        self.started = time.monotonic()
+        self.participants: list[_Participant] = []
+        self.clients: list[_Client] = []
+        self.crashes = parse_crashes(config.crash, config.participants, config.clients)
+        faulty = bool(config.nemesis or self.crashes)
+        self.nemesis = Nemesis(config, seed, folder / "nemesis.log", self) if faulty else None
+        self.proxy: ProxyHandle | None = None
+
+    def execute(self) -> RunResult:
+        final: dict[str, Any] = {}
+        try:
+            sockets = self._bind_participants()
+            if self.nemesis is not None and self.nemesis.needs_proxy:
+                self.proxy = ProxyHandle.start(self.procs, self.folder, self.seed)
+            self._start_participants(sockets)
+            self._write_run_json()
+            self._run_clients()
+            if self.nemesis is not None:
+                self.nemesis.heal_all()
+            final = self._settle()
+            self.procs.stop([p.proc for p in self.participants if p.proc is not None])
+            for p in self.participants:
+                final[p.node]["storage"] = _read_storage(p.config.data, p.node)
+            _write_json(self.folder / "final_states.json", final)
+        finally:
+            if self.nemesis is not None:
+                self.nemesis.close()
+            self.procs.stop()
+        return RunResult(
+            folder=self.folder,
+            seed=self.seed,
+            command=self.command,
+            elapsed=time.monotonic() - self.started,
+            final=final,
+        )
+
+    # ------------------------------------------------------------ participants
+
+    def _bind_participants(self) -> list[socket.socket]:
+        """Bind every participant's listening socket here, so that every address
+        is known before anything starts (the proxy and the peers need them)."""
+        sockets: list[socket.socket] = []
+        for i in range(1, self.config.participants + 1):
+            port = self.config.base_port + i - 1 if self.config.base_port else 0
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((self.config.host, port))
+                sock.listen(256)
+            except OSError as e:
+                sock.close()
+                for s in sockets:
+                    s.close()
+                hint = " (is another participant or run using it?)" if e.errno == errno.EADDRINUSE else ""
+                raise RunError(f"cannot listen on {self.config.host}:{port}: {e.strerror}{hint}") from None
+            sockets.append(sock)
+        self.procs.held = list(sockets)
+        return sockets
+
+    def _start_participants(self, sockets: list[socket.socket]) -> None:
+        addresses = [s.getsockname()[:2] for s in sockets]
+        names = [f"{h}:{p}" for h, p in addresses]
+        for i, address in enumerate(addresses, 1):
+            node = f"server{i}"
+            routes = None
+            if self.proxy is not None:
+                routes = {
+                    names[j]: self.proxy.link(node, f"server{j + 1}", addresses[j])
+                    for j in range(len(names))
+                    if j != i - 1
+                }
             pcfg = participant_mod.ParticipantConfig(
                 node=node,
-                host=config.host,
-                port=config.base_port + i - 1 if config.base_port else 0,
-                data=folder / "data" / f"{node}.sqlite3",
-                log=folder / f"{node}.log",
-                delay=config.delay,
-                resolve_after=config.resolve_after,
-                durable=config.durable,
+                host=address[0],
+                port=address[1],
+                data=self.folder / "data" / f"{node}.sqlite3",
+                log=self.folder / f"{node}.log",
+                delay=self.config.delay,
+                resolve_after=self.config.resolve_after,
+                durable=self.config.durable,
+                routes=routes,
             )
-            parent, child = _mp.Pipe(duplex=False)
-            proc = procs.start(_participant_child, (pcfg, child), node)
-            child.close()
-            pconfigs.append(pcfg)
-            waits.append((node, proc, parent))
+            self.participants.append(_Participant(node=node, config=pcfg, address=(address[0], address[1])))
         deadline = time.monotonic() + READY_TIMEOUT
-        addresses: list[tuple[str, int]] = [tuple(_await_ready(n, p, c, deadline)) for n, p, c in waits]
-        participant_procs = list(procs.procs)
+        waits = []
+        for p, sock in zip(self.participants, sockets, strict=True):
+            first = replace(p.config, sock=sock, crash=self.crashes.get(p.node))
+            waits.append(self._fork_participant(p, first, keep=sock))
+            # Only the participant holds its port now: once it dies, connections are refused.
+            self.procs.held.remove(sock)
+            sock.close()
+        for p, conn in zip(self.participants, waits, strict=True):
+            assert p.proc is not None
+            await_ready(p.node, p.proc, conn, deadline)
+            conn.close()
+
+    def _fork_participant(
+        self, p: _Participant, config: participant_mod.ParticipantConfig, keep: socket.socket | None = None
+    ) -> multiprocessing.connection.Connection:
+        parent, child = MP.Pipe(duplex=False)
+        p.proc = self.procs.start(_participant_child, (config, child), p.node, keep=keep)
+        child.close()
+        return parent
+
+    def restart_participant(self, p: _Participant) -> None:
+        """Start a participant again on its port, from its storage."""
+        conn = self._fork_participant(p, p.config)
+        assert p.proc is not None
+        await_ready(p.node, p.proc, conn, time.monotonic() + READY_TIMEOUT)
+        conn.close()
+        p.down_since = None
+
+    def _write_run_json(self) -> None:
         _write_json(
-            folder / "run.json",
+            self.folder / "run.json",
             {
-                "seed": seed,
-                "command": command,
-                "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+                "seed": self.seed,
+                "command": self.command,
+                "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.config).items()},
                 "participants": [
-                    {"node": n, "address": f"{h}:{p}"} for n, (h, p) in zip(names, addresses, strict=True)
+                    {"node": p.node, "address": f"{p.address[0]}:{p.address[1]}"} for p in self.participants
                 ],
-                "clients": [f"client{i}" for i in range(1, config.clients + 1)],
+                "clients": [f"client{i}" for i in range(1, self.config.clients + 1)],
             },
         )
 
-        # 2. clients: connect, report ready, then start together on one Event
-        go = _mp.Event()
-        client_waits = []
-        for i in range(1, config.clients + 1):
-            cname = f"client{i}"
+    # ------------------------------------------------------------ clients
+
+    def _run_clients(self) -> None:
+        go = MP.Event()
+        for i in range(1, self.config.clients + 1):
+            name = f"client{i}"
+            servers = [p.address for p in self.participants]
+            if self.proxy is not None:
+                servers = [self.proxy.link(name, p.node, p.address) for p in self.participants]
             ccfg = client_mod.ClientConfig(
-                name=cname,
-                servers=addresses,
-                log=folder / f"{cname}.log",
-                values=_values(i, config.value),
-                count=config.transactions,
-                timeout=config.timeout,
-                delay=config.delay,
-                retry=config.retry,
-                seed=seed * 1009 + i,
+                name=name,
+                servers=servers,
+                log=self.folder / f"{name}.log",
+                values=_values(i, self.config.value),
+                count=self.config.transactions,
+                timeout=self.config.timeout,
+                delay=self.config.delay,
+                retry=self.config.retry,
+                seed=self.seed * 1009 + i,
+                crash=self.crashes.get(name),
             )
-            parent, child = _mp.Pipe(duplex=False)
-            proc = procs.start(_client_child, (ccfg, child, go), cname)
+            parent, child = MP.Pipe(duplex=False)
+            proc = self.procs.start(_client_child, (ccfg, child, go), name)
             child.close()
-            client_waits.append((cname, proc, parent))
+            self.clients.append(_Client(name=name, proc=proc, conn=parent))
         deadline = time.monotonic() + READY_TIMEOUT
-        for cname, proc, conn in client_waits:
-            _await_ready(cname, proc, conn, deadline)
+        for c in self.clients:
+            await_ready(c.name, c.proc, c.conn, deadline)
+        if self.nemesis is not None:
+            self.nemesis.begin()
         go.set()
 
-        # 3. wait for the clients, showing progress
-        progress = Progress(config.clients * config.transactions, progress_stream)
-        pending = {conn: (cname, proc) for cname, proc, conn in client_waits}
-        while pending:
-            for ready in multiprocessing.connection.wait(list(pending), timeout=0.25):
-                conn = pending_conn(ready)
+        progress = Progress(self.config.clients * self.config.transactions, self.progress_stream)
+        while any(c.running for c in self.clients):
+            timeout = 0.25 if self.nemesis is None else max(0.0, min(0.25, self.nemesis.next_due()))
+            waitables: list[Any] = [c.conn for c in self.clients if c.running]
+            waitables += [p.proc.sentinel for p in self.participants if p.proc is not None and p.down_since is None]
+            for ready in multiprocessing.connection.wait(waitables, timeout=timeout):
+                if isinstance(ready, int):
+                    self._participant_exited(ready)
+                    continue
+                client = next(c for c in self.clients if c.conn is ready)
                 try:
-                    kind, payload = conn.recv()
+                    kind, payload = client.conn.recv()
                 except EOFError:
-                    cname, proc = pending.pop(conn)
-                    proc.join()
-                    if proc.exitcode not in (0, None):
-                        raise RunError(
-                            f"{cname} exited with code {proc.exitcode}; see {folder / (cname + '.log')}"
-                        ) from None
+                    self._client_exited(client)
                     continue
                 if kind == "result":
                     progress.add(payload)
+            if self.nemesis is not None:
+                self.nemesis.step()
             progress.show()
         progress.end()
-        for _, proc, _ in client_waits:
-            proc.join()
 
-        # 4. quiescence: no lock held anywhere, then the final states
-        final = _settle(addresses, names, config)
-        procs.stop(participant_procs)
-        for node, pcfg in zip(names, pconfigs, strict=True):
-            final[node]["storage"] = _read_storage(pcfg.data, node)
-        _write_json(folder / "final_states.json", final)
-    finally:
-        procs.stop()
-    return RunResult(folder=folder, seed=seed, command=command, elapsed=time.monotonic() - started, final=final)
+    def _client_exited(self, client: _Client) -> None:
+        client.running = False
+        client.proc.join()
+        code = client.proc.exitcode
+        if code == -signal.SIGKILL and (client.killed or client.name in self.crashes):
+            if not client.killed and self.nemesis is not None:
+                self.nemesis.record("crash", client.name, healed=True, point=self.crashes[client.name])
+            return
+        if code != 0:
+            raise RunError(f"{client.name} exited with code {code}; see {self.folder / (client.name + '.log')}")
+
+    def _participant_exited(self, sentinel: int) -> None:
+        p = next(p for p in self.participants if p.proc is not None and p.proc.sentinel == sentinel)
+        assert p.proc is not None
+        p.proc.join()
+        if p.proc.exitcode == -signal.SIGKILL and self.nemesis is not None and p.node in self.crashes:
+            # it killed itself at its crash point: restart it after a short outage
+            self.nemesis.participant_crashed(p)
+            return
+        if self.nemesis is not None and self.nemesis.expects_exit(p):
+            return
+        raise RunError(f"{p.node} exited with code {p.proc.exitcode}; see {self.folder / (p.node + '.log')}")
+
+    # ------------------------------------------------------------ the end
+
+    def _settle(self) -> dict[str, Any]:
+        """Poll STATUS until no participant holds a lock, or until the time a
+        silent client's transactions need to be resolved by the participants
+        has passed; return the final STATUS answers."""
+        addresses = [p.address for p in self.participants]
+        c = self.config
+        deadline = time.monotonic() + 3 * c.resolve_after + 4 * c.timeout + 5.0
+        while True:
+            states = asyncio.run(query_all(addresses, timeout=2.0))
+            locked = [s for s in states if not isinstance(s, State) or s.lock is not None]
+            if not locked or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)  # polling a live system for quiescence, not waiting for a guess
+        final: dict[str, Any] = {}
+        for p, s in zip(self.participants, states, strict=True):
+            entry: dict[str, Any] = {"address": f"{p.address[0]}:{p.address[1]}"}
+            if isinstance(s, State):
+                entry["status"] = {
+                    "storage_server": s.storage_server,
+                    "version": s.version,
+                    "lock": s.lock,
+                    "committed": s.committed,
+                    "aborted": s.aborted,
+                }
+            else:
+                entry["status"] = None
+                entry["status_error"] = s
+            final[p.node] = entry
+        return final
 
 
 def _values(client_index: int, fixed: int | None) -> Callable[[int], int]:
     if fixed is not None:
         return lambda op: fixed
     return lambda op: transaction_value(client_index, op)
-
-
-def pending_conn(ready: object) -> multiprocessing.connection.Connection:
-    assert isinstance(ready, multiprocessing.connection.Connection)
-    return ready
-
-
-def _settle(addresses: list[tuple[str, int]], names: list[str], config: RunConfig) -> dict[str, Any]:
-    """Poll STATUS until no participant holds a lock, or the time a silent
-    client's transactions need to be resolved by the participants has passed."""
-    deadline = time.monotonic() + config.resolve_after + 4 * config.timeout + 5.0
-    while True:
-        states = asyncio.run(query_all(addresses, timeout=2.0))
-        locked = [s for s in states if not isinstance(s, State) or s.lock is not None]
-        if not locked or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)  # polling a live system for quiescence, not waiting for a guess
-    final: dict[str, Any] = {}
-    for node, (host, port), s in zip(names, addresses, states, strict=True):
-        entry: dict[str, Any] = {"address": f"{host}:{port}"}
-        if isinstance(s, State):
-            entry["status"] = {
-                "storage_server": s.storage_server,
-                "version": s.version,
-                "lock": s.lock,
-                "committed": s.committed,
-                "aborted": s.aborted,
-            }
-        else:
-            entry["status"] = None
-            entry["status_error"] = s
-        final[node] = entry
-    return final
 
 
 def _read_storage(path: Path, node: str) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from conftest import ROOT, _env
 
 from harness.checker import check_run
 from harness.eventlog import read_log
-from harness.runner import RunConfig, RunError, run
+from harness.processes import RunError
+from harness.runner import RunConfig, run
 
 
 def _run(tmp_path: Path, **kw: object) -> Path:
