@@ -29,6 +29,7 @@ import json
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,17 @@ _NEXT: dict[str | None, set[str]] = {
     "aborted": set(),
 }
 _EVIDENCE_WIDTH = 240  # characters of a log line quoted in a violation
+_PARTICIPANT_EVENTS = frozenset({"durable", "restored", "send", "listening"})
+# The "why" of a decision a participant reached with its peers, not its client.
+_BY_PEERS_PREFIXES = ("every participant voted yes", "peer ")
+
+
+def _seconds(start: str, end: str) -> float | None:
+    """Seconds between two log timestamps, None if either does not parse."""
+    try:
+        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    except ValueError:
+        return None
 
 
 class CheckError(Exception):
@@ -66,6 +78,7 @@ class ClientStats:
     committed: int = 0
     aborted: dict[str, int] = field(default_factory=dict)  # by cause
     unknown: int = 0
+    abandoned: int = 0  # begun, then the client died before it could report
     retries: int = 0
     latencies_ms: list[float] = field(default_factory=list)
 
@@ -103,6 +116,10 @@ class CheckReport:
     replicas: list[ReplicaStats]
     lines: int  # event lines read
     run: dict[str, Any]
+    faults: list[dict[str, Any]] = field(default_factory=list)  # from nemesis.log
+    resolved_by_peers: int = 0  # transactions some participant decided with its peers, not its client
+    abandoned: int = 0  # transactions begun by a client that died before reporting
+    longest_lock: tuple[float, str | None, str | None] = (0.0, None, None)  # seconds, node, txid
 
     @property
     def consistent(self) -> bool:
@@ -123,6 +140,7 @@ class _Obs:
     participants: tuple[str, ...]
     where: str
     text: str
+    why: str = ""
 
 
 def _cite(where: str, text: str) -> str:
@@ -168,6 +186,9 @@ class _Checker:
         self.begins: dict[str, tuple[int, str, str]] = {}  # txid -> (value, where, text)
         self.outcomes: list[tuple[str, str, str, str]] = []  # (txid, result, where, text)
         self.clients = {name: ClientStats(name=name) for name in clients}
+        self.longest_lock: tuple[float, str | None, str | None] = (0.0, None, None)
+        self.resolved_by_peers: set[str] = set()
+        self.faults: list[dict[str, Any]] = []
 
     def flag(self, kind: str, txid: str | None, message: str, *evidence: str) -> None:
         self.violations.append(Violation(kind, txid, message, tuple(evidence)))
@@ -175,11 +196,14 @@ class _Checker:
     # ------------------------------------------------------------ reading
 
     def _lines(self, node: str, wanted: frozenset[str]) -> Any:
-        """(event, fields, where, text) for the wanted events of a node's log."""
+        """(event, fields, where, text, ts) for the wanted events of a node's log."""
         path = self.folder / f"{node}.log"
         if not path.exists():
             self.flag("missing-log", None, f"{path.name} is missing")
             return
+        yield from self._lines_of(path, node, wanted)
+
+    def _lines_of(self, path: Path, node: str, wanted: frozenset[str]) -> Any:
         name = path.name
         with open(path, encoding="utf-8", errors="replace") as f:
             for number, raw in enumerate(f, 1):
@@ -205,42 +229,14 @@ class _Checker:
                 except DecodeError as e:
                     self.flag("bad-log-line", None, f"{name}:{number}: {e.detail}", _cite(f"{name}:{number}", text))
                     continue
-                yield parts[2], fields, f"{name}:{number}", text
+                yield parts[2], fields, f"{name}:{number}", text, parts[0]
 
     def read(self) -> None:
-        wanted = frozenset({"durable", "restored", "send", "listening"})
         for node, _ in self.participants:
-            stats = self.replicas[node]
-            per_txid = self.obs[node]
-            for event, f, where, text in self._lines(node, wanted):
-                try:
-                    if event == "send":
-                        if f.get("msg") == "VOTE":
-                            if f.get("vote") == "ok":
-                                stats.yes_votes += 1
-                            else:
-                                stats.no_votes += 1
-                        continue
-                    if event == "listening":
-                        stats.restarts += 1
-                        continue
-                    parts = f.get("participants", "")
-                    per_txid[f["txid"]].append(
-                        _Obs(
-                            f["state"],
-                            int(f["value"]),
-                            int(f["version"]),
-                            tuple(parts.split(",")) if parts else (),
-                            where,
-                            text,
-                        )
-                    )
-                except (KeyError, ValueError):
-                    self.flag("bad-log-line", f.get("txid"), f"{where}: {event} line lacks a field", _cite(where, text))
-            stats.restarts = max(0, stats.restarts - 1)
+            self._read_participant(node)
         for name in self.client_names:
             cstats = self.clients[name]
-            for event, f, where, text in self._lines(name, frozenset({"begin", "outcome"})):
+            for event, f, where, text, _ in self._lines(name, frozenset({"begin", "outcome"})):
                 try:
                     txid = f["txid"]
                     if event == "begin":
@@ -273,15 +269,113 @@ class _Checker:
                 except (KeyError, ValueError):
                     self.flag("bad-log-line", f.get("txid"), f"{where}: {event} line lacks a field", _cite(where, text))
 
+    def _read_participant(self, node: str) -> None:
+        """Observations of every record, vote counts, restarts; and, at each
+        restart, that every record durable before it was restored (nothing a
+        participant made durable, and so maybe acknowledged, is ever lost)."""
+        stats = self.replicas[node]
+        per_txid = self.obs[node]
+        durable: dict[str, _Obs] = {}  # txid -> last durable observation before this start
+        restored: dict[str, _Obs] = {}  # this start's dump of its storage
+        prepared_ts: dict[str, str] = {}
+        for event, f, where, text, ts in self._lines(node, _PARTICIPANT_EVENTS):
+            try:
+                if event == "send":
+                    if f.get("msg") == "VOTE":
+                        if f.get("vote") == "ok":
+                            stats.yes_votes += 1
+                        else:
+                            stats.no_votes += 1
+                    continue
+                if event == "listening":
+                    stats.restarts += 1
+                    if stats.restarts > 1:
+                        self._check_restart(node, durable, restored, where, text)
+                    durable.update(restored)
+                    restored = {}
+                    continue
+                parts = f.get("participants", "")
+                o = _Obs(
+                    f["state"],
+                    int(f["value"]),
+                    int(f["version"]),
+                    tuple(parts.split(",")) if parts else (),
+                    where,
+                    text,
+                    f.get("why", ""),
+                )
+            except (KeyError, ValueError):
+                self.flag("bad-log-line", f.get("txid"), f"{where}: {event} line lacks a field", _cite(where, text))
+                continue
+            txid = f["txid"]
+            per_txid[txid].append(o)
+            if event == "restored":
+                restored[txid] = o
+                continue
+            durable[txid] = o
+            if o.state == "prepared":
+                prepared_ts.setdefault(txid, ts)
+            elif txid in prepared_ts:
+                held = _seconds(prepared_ts.pop(txid), ts)
+                if held is not None and held > self.longest_lock[0]:
+                    self.longest_lock = (held, node, txid)
+            if o.why.startswith(_BY_PEERS_PREFIXES):
+                self.resolved_by_peers.add(txid)
+        stats.restarts = max(0, stats.restarts - 1)
+
+    def _check_restart(
+        self, node: str, durable: dict[str, _Obs], restored: dict[str, _Obs], where: str, text: str
+    ) -> None:
+        for txid, o in durable.items():
+            r = restored.get(txid)
+            if r is None or r.state != o.state:
+                now = f"as {r.state}" if r is not None else "without it"
+                self.flag(
+                    "lost",
+                    txid,
+                    f"{node} restarted {now}, after making {txid} durable as {o.state}",
+                    _cite(o.where, o.text),
+                    _cite(where, text),
+                )
+
+    def _read_faults(self) -> None:
+        path = self.folder / "nemesis.log"
+        if not path.exists():
+            return
+        by_id: dict[str, dict[str, Any]] = {}
+        for event, f, where, _text, _ts in self._lines_of(path, "nemesis", frozenset({"fault", "heal"})):
+            if event == "fault":
+                by_id[f.get("id", where)] = {
+                    "id": f.get("id"),
+                    "kind": f.get("kind"),
+                    "target": f.get("target"),
+                    "t": f.get("t"),
+                    "healed": None,
+                    **{k: v for k, v in f.items() if k in ("point", "links", "pid")},
+                }
+            elif f.get("id") in by_id:
+                by_id[f["id"]]["healed"] = f.get("t") if f.get("how") != "abandoned" else "abandoned"
+        self.faults = list(by_id.values())
+
     # ------------------------------------------------------------ checks
 
     def check(self, run: dict[str, Any]) -> CheckReport:
         self.read()
+        self._read_faults()
         final_state = self.check_records()
         self.check_replicas()
-        self.check_clients(final_state)
+        abandoned = self.check_clients(final_state)
         return CheckReport(
-            self.folder, self.violations, list(self.clients.values()), list(self.replicas.values()), self.lines, run
+            self.folder,
+            self.violations,
+            list(self.clients.values()),
+            list(self.replicas.values()),
+            self.lines,
+            run,
+            faults=self.faults,
+            resolved_by_peers=len(self.resolved_by_peers),
+            abandoned=abandoned,
+            longest_lock=self.longest_lock,
         )
 
     def check_records(self) -> dict[str, dict[str, _Obs]]:
@@ -457,7 +551,9 @@ class _Checker:
                     f"(they hold {len(seq)} and {len(reference)} commits)",
                 )
 
-    def check_clients(self, last: dict[str, dict[str, _Obs]]) -> None:
+    def check_clients(self, last: dict[str, dict[str, _Obs]]) -> int:
+        """Clients told the truth; returns how many transactions were abandoned
+        (begun by a client that died before it could report)."""
         committed_at: dict[str, set[str]] = defaultdict(set)
         for node, _ in self.participants:
             storage = self.final.get(node, {}).get("storage") if isinstance(self.final.get(node), dict) else None
@@ -465,7 +561,13 @@ class _Checker:
                 for item in storage.get("committed", []):
                     committed_at[str(item[0])].add(node)
         everyone = {node for node, _ in self.participants}
-        for txid, result, where, text in self.outcomes:
+        reported = {txid for txid, _, _, _ in self.outcomes}
+        # A client that died mid-transaction told nobody anything: like UNKNOWN,
+        # the transaction may go either way, but atomically.
+        abandoned = [
+            (txid, "unknown", where, text) for txid, (_, where, text) in self.begins.items() if txid not in reported
+        ]
+        for txid, result, where, text in [*self.outcomes, *abandoned]:
             here = committed_at.get(txid, set())
             if result == "committed" and here != everyone:
                 missing = ", ".join(sorted(everyone - here))
@@ -494,6 +596,7 @@ class _Checker:
                 )
             elif result not in ("committed", "aborted", "unknown"):
                 self.flag("bad-log-line", txid, f"{where}: unknown result {result!r}", _cite(where, text))
+        return len(abandoned)
 
     @staticmethod
     def _evidence(last: dict[str, dict[str, _Obs]], txid: str) -> list[str]:

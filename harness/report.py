@@ -28,6 +28,7 @@ def client_rows(report: CheckReport) -> tuple[list[str], list[list[Any]]]:
         "committed",
         *(f"aborted: {c}" for c in ABORT_CAUSES),
         "unknown",
+        "abandoned",
         "retries",
         "p50 ms",
         "p99 ms",
@@ -43,13 +44,14 @@ def client_rows(report: CheckReport) -> tuple[list[str], list[list[Any]]]:
                 c.committed,
                 *aborted,
                 c.unknown,
+                c.abandoned,
                 c.retries,
                 _ms(c.latency(0.5)),
                 _ms(c.latency(0.99)),
             ]
         )
     if len(rows) > 1:
-        totals = [sum(r[i] for r in rows) for i in range(1, 3 + len(ABORT_CAUSES) + 2)]
+        totals = [sum(r[i] for r in rows) for i in range(1, 3 + len(ABORT_CAUSES) + 3)]
         all_latencies = sorted(x for c in report.clients for x in c.latencies_ms)
         p50 = all_latencies[len(all_latencies) // 2] if all_latencies else None
         p99 = all_latencies[min(len(all_latencies) - 1, int(len(all_latencies) * 0.99))] if all_latencies else None
@@ -76,6 +78,42 @@ def replica_rows(report: CheckReport) -> tuple[list[str], list[list[Any]]]:
     return headers, rows
 
 
+def fault_rows(report: CheckReport) -> tuple[list[str], list[list[Any]]]:
+    headers = ["fault", "kind", "target", "at s", "healed at s"]
+    rows = [
+        [
+            f["id"],
+            f["kind"] + (f" ({f['point']})" if f.get("point") else ""),
+            f["target"],
+            f["t"],
+            f["healed"] if f["healed"] is not None else "NOT HEALED",
+        ]
+        for f in report.faults
+    ]
+    return headers, rows
+
+
+def figure_lines(report: CheckReport) -> list[str]:
+    """Figures about faults and termination, for runs that had any."""
+    lines = []
+    if report.faults:
+        lines.append(
+            f"faults injected: {len(report.faults)}, all healed before the checks"
+            if all(f["healed"] is not None for f in report.faults)
+            else f"faults injected: {len(report.faults)}, SOME NOT HEALED"
+        )
+    if report.resolved_by_peers or report.faults:
+        lines.append(
+            f"transactions the participants decided among themselves, without their client: {report.resolved_by_peers}"
+        )
+    if report.abandoned:
+        lines.append(f"transactions abandoned by a client killed before it could report: {report.abandoned}")
+    held, node, txid = report.longest_lock
+    if node is not None:
+        lines.append(f"longest time a lock was held: {held * 1000:.1f} ms ({node}, {txid})")
+    return lines
+
+
 def verdict_line(report: CheckReport) -> str:
     if report.consistent:
         values = {(r.storage_server, r.version) for r in report.replicas}
@@ -100,6 +138,11 @@ def render(report: CheckReport, fmt: str = "simple", extra: list[str] | None = N
     out = [tabulate(rows, headers=headers, tablefmt=fmt), ""]
     headers, rows = replica_rows(report)
     out += [tabulate(rows, headers=headers, tablefmt=fmt), ""]
+    if report.faults:
+        headers, rows = fault_rows(report)
+        out += [tabulate(rows, headers=headers, tablefmt=fmt), ""]
+    figures = figure_lines(report)
+    out += [*figures, ""] if figures else []
     out.append(verdict_line(report))
     out += violation_lines(report)
     out += extra or []
@@ -136,6 +179,7 @@ def summary(report: CheckReport, **extra: Any) -> dict[str, Any]:
                 "aborted": c.aborted_total,
                 "aborted_by_cause": dict(sorted(c.aborted.items())),
                 "unknown": c.unknown,
+                "abandoned": c.abandoned,
                 "retries": c.retries,
                 "latency_p50_ms": c.latency(0.5),
                 "latency_p99_ms": c.latency(0.99),
@@ -143,6 +187,10 @@ def summary(report: CheckReport, **extra: Any) -> dict[str, Any]:
             for c in report.clients
         ],
         "violations": [v.as_dict() for v in report.violations],
+        "faults": report.faults,
+        "resolved_by_participants": report.resolved_by_peers,
+        "abandoned": report.abandoned,
+        "longest_lock_held_s": round(report.longest_lock[0], 6),
         "log_lines_checked": report.lines,
         **extra,
     }
