@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import random
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,7 @@ class ClientConfig:
     log: Path | None
     values: Callable[[int], int]  # operation number (1-based) -> value to write
     count: int = 1
+    duration: float | None = None  # if set: run transactions for this many seconds instead of ``count``
     timeout: float = 2.0
     delay: float = 0.0
     retry: str = "none"  # none | backoff
@@ -73,7 +76,10 @@ async def run(
             connected()
         if go is not None:
             await go()
-        for op in range(1, config.count + 1):
+        until = None if config.duration is None else time.monotonic() + config.duration
+        for op in range(1, config.count + 1) if until is None else itertools.count(1):
+            if until is not None and time.monotonic() >= until:
+                break
             value = config.values(op)
             attempt = 0
             while True:

@@ -90,6 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default {d.resolve_after}; {FAULT_RESOLVE_AFTER} with faults; + 10 x delay)",
     )
     p.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="run transactions for this many seconds per client, instead of --transactions",
+    )
+    p.add_argument(
         "--nemesis",
         default="",
         help="faults to inject, comma-separated: " + ",".join(NEMESIS_KINDS) + " (kill = SIGKILL, then a restart "
@@ -141,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         parse_crashes(tuple(args.crash), args.participants, args.clients)
     except ValueError as e:
         parser.error(str(e))
+    if args.duration is not None and args.duration <= 0:
+        parser.error("--duration must be > 0")
     if args.nemesis_interval <= 0:
         parser.error("--nemesis-interval must be > 0")
     faulty = bool(nemesis or args.crash)
@@ -159,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout if args.timeout is not None else timeout + 4 * args.delay,
         resolve_after=args.resolve_after if args.resolve_after is not None else resolve_after + 10 * args.delay,
         durable=args.durable,
+        duration=args.duration,
         nemesis=nemesis,
         nemesis_interval=args.nemesis_interval,
         crash=tuple(args.crash),

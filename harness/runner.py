@@ -70,6 +70,7 @@ class RunConfig:
     timeout: float = 2.0  # the clients' --timeout
     resolve_after: float = 5.0  # the participants' --resolve-after
     durable: bool = True
+    duration: float | None = None  # seconds of transactions per client, instead of ``transactions``
     nemesis: tuple[str, ...] = ()  # fault kinds (harness.nemesis.NEMESIS_KINDS)
     nemesis_interval: float = 1.0  # seconds between faults, roughly
     crash: tuple[str, ...] = ()  # targeted crash points, e.g. "participant:after-vote"
@@ -152,7 +153,7 @@ def _client_child(config: client_mod.ClientConfig, conn: multiprocessing.connect
 class Progress:
     """One self-rewriting line on a terminal; silent otherwise."""
 
-    def __init__(self, total: int, stream: Any = None) -> None:
+    def __init__(self, total: int | None, stream: Any = None) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
         self.total = total
@@ -173,7 +174,8 @@ class Progress:
         done = sum(c.values())
         self.stream.write(
             f"\r{done} attempts ({c.get('committed', 0)} committed, {c.get('aborted', 0)} aborted, "
-            f"{c.get('unknown', 0)} unknown) of {self.total} transactions, {now - self.started:.1f}s "
+            f"{c.get('unknown', 0)} unknown){f' of {self.total} transactions' if self.total else ''}, "
+            f"{now - self.started:.1f}s "
         )
         self.stream.flush()
 
@@ -366,6 +368,7 @@ class _Run:
                 log=self.folder / f"{name}.log",
                 values=_values(i, self.config.value),
                 count=self.config.transactions,
+                duration=self.config.duration,
                 timeout=self.config.timeout,
                 delay=self.config.delay,
                 retry=self.config.retry,
@@ -383,7 +386,8 @@ class _Run:
             self.nemesis.begin()
         go.set()
 
-        progress = Progress(self.config.clients * self.config.transactions, self.progress_stream)
+        total = None if self.config.duration else self.config.clients * self.config.transactions
+        progress = Progress(total, self.progress_stream)
         while any(c.running for c in self.clients):
             timeout = 0.25 if self.nemesis is None else max(0.0, min(0.25, self.nemesis.next_due()))
             waitables: list[Any] = [c.conn for c in self.clients if c.running]

@@ -150,6 +150,15 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         c.stop()
 
 
+@pytest.fixture
+def dead_port() -> Iterator[int]:
+    """A loopback port bound but not listening for the test's duration:
+    connecting to it is refused, and nobody else can take it meanwhile."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
+
+
 class LineClient:
     """A raw TCP connection speaking the wire protocol by hand, like nc."""
 

@@ -132,3 +132,21 @@ def test_garbage_gets_an_error_reply_and_a_closed_connection(cluster: Cluster) -
         )
     finally:
         c.close()
+
+
+def test_client_without_participants_exits_2_with_one_line(cluster: Cluster, dead_port: int) -> None:
+    cluster.start_participant(1)
+    cluster.start_participant(2)
+    free = cluster.ports[3] = dead_port
+    done = cluster.client("--value", "1")
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"client: cannot connect to participant 127.0.0.1:{free}"
+    assert done.stdout == ""
+
+
+def test_status_exits_1_when_a_participant_does_not_answer(cluster: Cluster, dead_port: int) -> None:
+    cluster.start_participant(1)
+    cluster.ports[2] = dead_port
+    status = cluster.status()
+    assert status.returncode == 1
+    assert "unreachable" in status.stdout and "NOT consistent" in status.stdout
