@@ -46,6 +46,8 @@ class ClientConfig:
     values: Callable[[int], int]  # operation number (1-based) -> value to write
     count: int = 1
     duration: float | None = None  # if set: run transactions for this many seconds instead of ``count``
+    first_op: int = 1  # a client started again by the runner goes on from where it was killed
+    connect_patience: float = 0.0  # seconds to keep trying to connect at start-up (a restarted client)
     timeout: float = 2.0
     delay: float = 0.0
     retry: str = "none"  # none | backoff
@@ -71,13 +73,21 @@ async def run(
     rng = random.Random(config.seed)
     results: list[TxResult] = []
     try:
-        await client.connect()
+        patience_until = time.monotonic() + config.connect_patience
+        while True:
+            try:
+                await client.connect()
+                break
+            except ConnectError:
+                if time.monotonic() >= patience_until:
+                    raise
+                await asyncio.sleep(0.05)  # a participant is being restarted: try again shortly
         if connected is not None:
             connected()
         if go is not None:
             await go()
         until = None if config.duration is None else time.monotonic() + config.duration
-        for op in range(1, config.count + 1) if until is None else itertools.count(1):
+        for op in range(config.first_op, config.count + 1) if until is None else itertools.count(config.first_op):
             if until is not None and time.monotonic() >= until:
                 break
             value = config.values(op)

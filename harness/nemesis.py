@@ -2,8 +2,9 @@
 
 Theory of operation. The nemesis lives in the runner's process and acts on
 real processes: ``kill-participant`` is SIGKILL followed, after an outage, by a
-restart from the participant's storage; ``kill-client`` is SIGKILL and the
-client is abandoned (its transaction in flight becomes unknown);
+restart from the participant's storage; ``kill-client`` is SIGKILL: the
+transaction in flight is abandoned (its outcome unknown), and after an outage a
+new client process takes over the operations the killed one had not finished;
 ``pause`` is SIGSTOP then SIGCONT of a participant or a client; ``partition``
 severs links of the fault proxy (a participant isolated, a client cut from a
 participant, or two participants cut from each other). One fault is active at
@@ -204,10 +205,10 @@ class Nemesis:
             if not alive:
                 return
             c = self.rng.choice(alive)
-            self.record(kind, c.name, healed=True, pid=c.proc.pid)
+            fault = self.record(kind, c.name, pid=c.proc.pid)
             c.killed = True
             c.proc.kill()
-            return
+            fault.undo = c  # its last transaction is abandoned; a new process takes over later
         elif kind == "pause":
             targets = [(p.node, p.proc.pid) for p in run.participants if p.proc is not None and p.down_since is None]
             targets += [(c.name, c.proc.pid) for c in run.clients if c.running and c.proc.pid is not None]
@@ -242,17 +243,21 @@ class Nemesis:
         a, b = self.rng.sample(servers, 2)
         return f"{a} cut from {b}", [f"{a}->{b}", f"{b}->{a}"]
 
-    def heal(self, fault: _Fault) -> None:
+    def heal(self, fault: _Fault, final: bool = False) -> None:
         run = self.run
+        how: tuple[tuple[str, str], ...] = ()
         if fault.kind in ("kill-participant", "crash"):
             run.restart_participant(fault.undo)
+        elif fault.kind == "kill-client":
+            if final or not run.restart_client(fault.undo):
+                how = (("how", "abandoned"),)
         elif fault.kind == "pause":
             with contextlib.suppress(ProcessLookupError):  # a paused client may be gone
                 os.kill(fault.undo, signal.SIGCONT)
         elif fault.kind == "partition":
             assert run.proxy is not None
             run.proxy.call("heal", fault.undo)
-        self.log.event("heal", ("id", fault.id), ("kind", fault.kind), ("target", fault.target), ("t", self._t()))
+        self.log.event("heal", ("id", fault.id), ("kind", fault.kind), ("target", fault.target), ("t", self._t()), *how)
         self.active.remove(fault)
         if fault.kind in self.kinds and self.next_at == float("inf") and fault.heal_at is not None:
             self.next_at = time.monotonic() + self.interval * self.rng.uniform(0.5, 1.5)
@@ -265,6 +270,10 @@ class Nemesis:
         fault.heal_at = time.monotonic() + CRASH_OUTAGE
         self.active.append(fault)
 
+    def restarts_pending(self) -> bool:
+        """A killed client is waiting to be started again."""
+        return any(f.kind == "kill-client" for f in self.active)
+
     def expects_exit(self, p: _Participant) -> bool:
         return p.down_since is not None
 
@@ -272,7 +281,7 @@ class Nemesis:
         """Before the final checks: heal every fault, stop scheduling new ones."""
         self.next_at = float("inf")
         for fault in list(self.active):
-            self.heal(fault)
+            self.heal(fault, final=True)
 
     def close(self) -> None:
         self.log.close()

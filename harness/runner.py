@@ -137,7 +137,7 @@ def _client_child(config: client_mod.ClientConfig, conn: multiprocessing.connect
         await asyncio.get_running_loop().run_in_executor(None, go.wait)
 
     def on_result(op: int, attempt: int, result: Any) -> None:
-        conn.send(("result", result.result.value))
+        conn.send(("result", (op, attempt, result.result.value)))
 
     try:
         asyncio.run(client_mod.run(config, on_result, go=wait_go, connected=lambda: conn.send(("ready", None))))
@@ -211,10 +211,12 @@ class _Participant:
 @dataclass
 class _Client:
     name: str
+    config: client_mod.ClientConfig
     proc: BaseProcess
     conn: multiprocessing.connection.Connection
     running: bool = True
     killed: bool = False
+    done_ops: int = 0  # operations finished (their last attempt reported)
 
 
 class _Run:
@@ -234,6 +236,8 @@ class _Run:
         faulty = bool(config.nemesis or self.crashes)
         self.nemesis = Nemesis(config, seed, folder / "nemesis.log", self) if faulty else None
         self.proxy: ProxyHandle | None = None
+        self.go: Any = None  # the Event every client waits on before its first transaction
+        self.clients_until = 0.0  # with --duration: when clients stop starting transactions
 
     def execute(self) -> RunResult:
         final: dict[str, Any] = {}
@@ -356,7 +360,7 @@ class _Run:
     # ------------------------------------------------------------ clients
 
     def _run_clients(self) -> None:
-        go = MP.Event()
+        self.go = go = MP.Event()
         for i in range(1, self.config.clients + 1):
             name = f"client{i}"
             servers = [p.address for p in self.participants]
@@ -375,20 +379,19 @@ class _Run:
                 seed=self.seed * 1009 + i,
                 crash=self.crashes.get(name),
             )
-            parent, child = MP.Pipe(duplex=False)
-            proc = self.procs.start(_client_child, (ccfg, child, go), name)
-            child.close()
-            self.clients.append(_Client(name=name, proc=proc, conn=parent))
+            proc, parent = self._fork_client(ccfg)
+            self.clients.append(_Client(name=name, config=ccfg, proc=proc, conn=parent))
         deadline = time.monotonic() + READY_TIMEOUT
         for c in self.clients:
             await_ready(c.name, c.proc, c.conn, deadline)
         if self.nemesis is not None:
             self.nemesis.begin()
+        self.clients_until = time.monotonic() + (self.config.duration or 0.0)
         go.set()
 
         total = None if self.config.duration else self.config.clients * self.config.transactions
         progress = Progress(total, self.progress_stream)
-        while any(c.running for c in self.clients):
+        while any(c.running for c in self.clients) or (self.nemesis is not None and self.nemesis.restarts_pending()):
             timeout = 0.25 if self.nemesis is None else max(0.0, min(0.25, self.nemesis.next_due()))
             waitables: list[Any] = [c.conn for c in self.clients if c.running]
             waitables += [p.proc.sentinel for p in self.participants if p.proc is not None and p.down_since is None]
@@ -403,11 +406,41 @@ class _Run:
                     self._client_exited(client)
                     continue
                 if kind == "result":
-                    progress.add(payload)
+                    op, _attempt, result = payload
+                    if result != "aborted" or self.config.retry == "none":
+                        client.done_ops = max(client.done_ops, op)  # may be retried otherwise: not done yet
+                    progress.add(result)
             if self.nemesis is not None:
                 self.nemesis.step()
             progress.show()
         progress.end()
+
+    def _fork_client(
+        self, config: client_mod.ClientConfig
+    ) -> tuple[BaseProcess, multiprocessing.connection.Connection]:
+        parent, child = MP.Pipe(duplex=False)
+        proc = self.procs.start(_client_child, (config, child, self.go), config.name)
+        child.close()
+        return proc, parent
+
+    def restart_client(self, c: _Client) -> bool:
+        """Start a killed client again as a new process (new txids), going on
+        with the operations it had not finished. False if nothing is left to do."""
+        if self.config.duration:
+            left = self.clients_until - time.monotonic()
+            if left <= 0.05:
+                return False
+            config = replace(
+                c.config, duration=left, first_op=c.done_ops + 1, crash=None, connect_patience=READY_TIMEOUT
+            )
+        else:
+            if c.done_ops >= self.config.transactions:
+                return False
+            config = replace(c.config, first_op=c.done_ops + 1, crash=None, connect_patience=READY_TIMEOUT)
+        c.proc, c.conn = self._fork_client(config)
+        await_ready(c.name, c.proc, c.conn, time.monotonic() + 2 * READY_TIMEOUT)
+        c.running, c.killed = True, False
+        return True
 
     def _client_exited(self, client: _Client) -> None:
         client.running = False
