@@ -37,6 +37,12 @@ from harness.protocol import coordinator as co
 BACKOFF_BASE = 0.002
 BACKOFF_CAP = 0.2
 
+# --prepare adaptive: after a NOK vote, this many transactions use ordered
+# prepare (harness.protocol.coordinator) before going back to parallel. Enough
+# to ride out a burst of contention; a client alone pays nothing.
+ORDERED_AFTER_CONTENTION = 20
+PREPARE_MODES = ("adaptive", "parallel", "ordered")
+
 
 @dataclass
 class ClientConfig:
@@ -51,6 +57,7 @@ class ClientConfig:
     timeout: float = 2.0
     delay: float = 0.0
     retry: str = "none"  # none | backoff
+    prepare: str = "adaptive"  # adaptive | parallel | ordered
     max_retries: int = 20
     seed: int | None = None
     crash: str | None = None
@@ -86,6 +93,7 @@ async def run(
             connected()
         if go is not None:
             await go()
+        contended = 0  # transactions left to prepare in order (--prepare adaptive)
         until = None if config.duration is None else time.monotonic() + config.duration
         for op in range(config.first_op, config.count + 1) if until is None else itertools.count(config.first_op):
             if until is not None and time.monotonic() >= until:
@@ -94,7 +102,12 @@ async def run(
             attempt = 0
             while True:
                 attempt += 1
-                result = await client.transact(value)
+                ordered = config.prepare == "ordered" or (config.prepare == "adaptive" and contended > 0)
+                result = await client.transact(value, ordered=ordered)
+                if result.cause is co.Cause.NO_VOTE:
+                    contended = ORDERED_AFTER_CONTENTION
+                elif contended:
+                    contended -= 1
                 log.event(
                     "outcome",
                     ("txid", result.txid),
@@ -174,6 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="none",
         help="after an abort: give up, or retry with exponential backoff and jitter",
     )
+    p.add_argument(
+        "--prepare",
+        choices=PREPARE_MODES,
+        default="adaptive",
+        help="PREPARE all participants at once (parallel), the first one before the others (ordered: one "
+        "more round trip, but votes never split under contention), or parallel until a NOK vote, then "
+        "ordered for a while (adaptive)",
+    )
     p.add_argument("--max-retries", type=int, default=20, help="with --retry backoff: retries per transaction")
     p.add_argument("--seed", type=int, default=None, help="seed for the backoff jitter")
     p.add_argument(
@@ -208,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout if args.timeout is not None else 2.0 + 4 * args.delay,
         delay=args.delay,
         retry=args.retry,
+        prepare=args.prepare,
         max_retries=args.max_retries,
         seed=args.seed,
         crash=args.crash,

@@ -630,16 +630,23 @@ class ClientNode:
         self._seq += 1
         return f"{self._txid_prefix}-{self._seq}"
 
-    async def transact(self, value: int) -> TxResult:
-        """Run one transaction writing ``value``; returns once it is finished."""
+    async def transact(self, value: int, ordered: bool = False) -> TxResult:
+        """Run one transaction writing ``value``; returns once it is finished.
+        ``ordered``: prepare the first participant before the others."""
         loop = asyncio.get_running_loop()
         txid = self.new_txid()
-        txn = _Txn(
-            core=co.CoordinatorCore(txid=txid, value=value, participants=self.participants), done=loop.create_future()
-        )
+        core = co.CoordinatorCore(txid=txid, value=value, participants=self.participants, ordered=ordered)
+        txn = _Txn(core=core, done=loop.create_future())
         self._txns[txid] = txn
         started = time.perf_counter()
-        self.log.event("begin", ("txid", txid), ("value", value), ("participants", ",".join(self.participants)))
+        self.log.event(
+            "begin",
+            ("txid", txid),
+            ("value", value),
+            ("participants", ",".join(self.participants)),
+            ("prepare", "ordered" if ordered else "parallel"),
+        )
+
         if self.delay:
             txn.sends = asyncio.Queue()
             sender = loop.create_task(self._paced_sender(txn))

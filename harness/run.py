@@ -11,6 +11,7 @@ from pathlib import Path
 
 from harness import report
 from harness.checker import CheckError, check_run
+from harness.client import PREPARE_MODES
 from harness.nemesis import NEMESIS_KINDS, parse_crashes
 from harness.processes import RunError
 from harness.runner import FAULT_RESOLVE_AFTER, FAULT_TIMEOUT, RunConfig, run
@@ -58,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("none", "backoff"),
         default=d.retry,
         help=f"after an abort a client gives up, or retries with exponential backoff and jitter (default {d.retry})",
+    )
+    p.add_argument(
+        "--prepare",
+        choices=PREPARE_MODES,
+        default=d.prepare,
+        help="how clients send PREPARE: all at once (parallel), the first participant before the others "
+        "(ordered: a round trip more, but votes never split under contention), or parallel until a NOK "
+        f"vote, then ordered for a while (adaptive; default {d.prepare})",
     )
     p.add_argument(
         "--value",
@@ -161,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         base_port=args.base_port,
         delay=args.delay,
         retry=args.retry,
+        prepare=args.prepare,
         value=args.value,
         seed=args.seed,
         out=args.out,

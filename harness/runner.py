@@ -64,6 +64,7 @@ class RunConfig:
     host: str = "127.0.0.1"
     delay: float = 0.0
     retry: str = "none"
+    prepare: str = "adaptive"  # the clients' --prepare
     value: int | None = None  # None: a distinct value per transaction (client*1_000_000 + op)
     seed: int | None = None  # None: drawn at random and recorded
     out: Path | None = None  # None: reports/<UTC time>-<short id>
@@ -376,6 +377,7 @@ class _Run:
                 timeout=self.config.timeout,
                 delay=self.config.delay,
                 retry=self.config.retry,
+                prepare=self.config.prepare,
                 seed=self.seed * 1009 + i,
                 crash=self.crashes.get(name),
             )

@@ -434,3 +434,43 @@ def test_late_prepared_outcome_is_not_taken_as_an_acknowledgement() -> None:
     assert A not in core.acked
     assert core.on_reply(A, Outcome(txid=TX, state=TxState.COMMITTED)) == []
     assert A in core.acked
+
+
+# ---------------------------------------------------------------- ordered prepare
+
+
+def ordered() -> CoordinatorCore:
+    return CoordinatorCore(txid=TX, value=VALUE, participants=(A, B, C), ordered=True)
+
+
+def test_ordered_prepare_asks_the_first_participant_alone_then_the_others() -> None:
+    core = ordered()
+    actions = core.start()
+    assert sent(actions, Prepare) == [A]
+    actions = core.on_reply(A, yes())
+    assert sorted(sent(actions, Prepare)) == [B, C]
+    assert SetTimer(timer=Timer.PHASE) in actions
+    core.on_reply(B, yes())
+    actions = core.on_reply(C, yes())
+    assert only_report(actions).result is Result.COMMITTED
+    assert sorted(sent(actions, Commit)) == [A, B, C]
+
+
+def test_ordered_prepare_aborts_on_the_first_no_without_asking_the_others() -> None:
+    core = ordered()
+    core.start()
+    actions = core.on_reply(A, no())
+    assert only_report(actions).result is Result.ABORTED
+    assert sent(actions, Prepare) == [] and sent(actions, Abort) == []  # nobody else holds a promise
+    assert actions[-1] == Finished()
+
+
+def test_ordered_prepare_whose_first_vote_comes_too_late_aborts() -> None:
+    core = ordered()
+    core.start()
+    actions = core.on_timeout(Timer.PHASE)  # A silent: ask it
+    assert sent(actions, Resolve) == [A]
+    actions = core.on_reply(A, Outcome(txid=TX, state=TxState.PREPARED))
+    # B and C never got PREPARE and never will: the transaction cannot commit.
+    assert only_report(actions).result is Result.ABORTED
+    assert sent(actions, Abort) == [A]

@@ -111,13 +111,22 @@ class CoordinatorCore:
     acked: set[str] = field(default_factory=set)  # acknowledged the decision
     unreachable: set[str] = field(default_factory=set)  # RESOLVE could not be delivered yet
     lost: set[str] = field(default_factory=set)  # connection closed while we awaited a vote
+    # Ordered prepare: PREPARE goes to the first participant alone, and to the
+    # others only once it voted yes. Every client prepares in the same order, so
+    # the first participant's lock admits one transaction at a time and votes
+    # never split under contention; it costs one round trip more.
+    ordered: bool = False
+    unsent: set[str] = field(default_factory=set)  # never sent PREPARE: can never vote yes
 
     def start(self) -> list[CoordinatorAction]:
+        targets = self.participants[:1] if self.ordered else self.participants
+        self.silent = set(targets)
+        self.unsent = set(self.participants) - self.silent
+        return [*self._prepare(targets), SetTimer(timer=Timer.PHASE)]
+
+    def _prepare(self, targets: tuple[str, ...] | list[str]) -> list[CoordinatorAction]:
         prepare = Prepare(txid=self.txid, value=self.value, participants=self.participants)
-        actions: list[CoordinatorAction] = [Send(to=p, msg=prepare) for p in self.participants]
-        self.silent = set(self.participants)
-        actions.append(SetTimer(timer=Timer.PHASE))
-        return actions
+        return [Send(to=p, msg=prepare) for p in targets]
 
     # ------------------------------------------------------------ inputs
 
@@ -131,6 +140,10 @@ class CoordinatorCore:
                 self.yes.add(src)
                 if self._all_yes():
                     return self._commit("every participant voted yes", Cause.ALL_YES)
+                if self.unsent and src == self.participants[0]:
+                    rest, self.unsent = sorted(self.unsent), set()
+                    self.silent |= set(rest)
+                    return [*self._prepare(rest), SetTimer(timer=Timer.PHASE)]
                 # The rest are silent on dead connections: no vote will come from them.
                 return self._start_resolving() if self.silent <= self.lost else []
             case Phase.VOTING, Vote(yes=False):
@@ -145,11 +158,12 @@ class CoordinatorCore:
                 self.silent.discard(src)
                 self.unreachable.discard(src)
                 self.yes.add(src)
-                return (
-                    self._commit(f"late yes votes from {self._names(self.participants)}", Cause.ALL_YES)
-                    if self._all_yes()
-                    else []
-                )
+                if self._all_yes():
+                    return self._commit(f"late yes votes from {self._names(self.participants)}", Cause.ALL_YES)
+                if not self.silent and self.unsent:
+                    # Ordered prepare timed out before the others got PREPARE: they never will.
+                    return self._abort(f"{src} answered too late for the others to be asked", Cause.TIMEOUT)
+                return []
             case Phase.RESOLVING, Vote(yes=False):
                 self.silent.discard(src)
                 return self._abort(f"{src} voted NOK late: {msg.reason or 'no reason given'}", Cause.NO_VOTE)
