@@ -24,6 +24,8 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -162,7 +164,14 @@ class GroupCommit:
             batch, self._pending = self._pending, []
             if not batch:
                 continue
-            await loop.run_in_executor(self._executor, self._storage.write, [p.record for p in batch])
+            try:
+                await loop.run_in_executor(self._executor, self._storage.write, [p.record for p in batch])
+            except (sqlite3.Error, OSError) as e:
+                # Nothing more can be promised: stop at once, as a crash would. The
+                # batch is one SQLite transaction, so a restart finds all of it or none.
+                self._log.event("fatal", ("error", f"storage write failed: {e}"))
+                print(f"participant: storage write failed: {e}; stopping", file=sys.stderr, flush=True)
+                os._exit(3)
             for p in batch:
                 r = p.record
                 self._log.event(
