@@ -35,6 +35,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from harness.eventlog import EVENTS
 from harness.protocol.messages import DecodeError, split_fields
 
 # States a participant's record may move through, as the logs spell them.
@@ -51,8 +52,13 @@ _BY_PEERS_PREFIXES = ("every participant voted yes", "peer ")
 
 
 # Searched in "\n" + the log: the start of a line that is neither blank nor
-# "timestamp node event ..." (a search for "\n" is fast; "^" in MULTILINE is not).
-_MALFORMED_RE = re.compile(r"\n(?![^\S\n]*(?:\n|$))(?![^ \n]+ [^ \n]+ [^ \n])")
+# "timestamp node known-event ..." (a torn write, a stray print, a misspelt
+# event). A search for "\n" is fast; "^" in MULTILINE mode is not.
+_MALFORMED_RE = re.compile(
+    r"\n(?![^\S\n]*(?:\n|$))(?!\d{4}-\d\d-\d\dT[0-9:.]+Z [^ \n]+ (?:"
+    + "|".join(sorted(map(re.escape, EVENTS)))
+    + r")(?:[ \n]|$))"
+)
 
 
 @functools.cache
@@ -156,6 +162,7 @@ class _Obs:
     where: str
     text: str
     why: str = ""
+    ts: str = ""  # the line's UTC timestamp; ISO strings of one width compare in time order
 
 
 def _cite(where: str, text: str) -> str:
@@ -180,6 +187,8 @@ def check_run(folder: Path) -> CheckReport:
         client_names = list(run["clients"])
     except (KeyError, TypeError):
         raise CheckError(f"{folder / 'run.json'} lacks participants or clients") from None
+    if not isinstance(final, dict):
+        raise CheckError(f"{folder / 'final_states.json'} does not map participants to their final states")
     checker = _Checker(folder, participants, client_names, final)
     return checker.check(run)
 
@@ -204,6 +213,7 @@ class _Checker:
         self.longest_lock: tuple[float, str | None, str | None] = (0.0, None, None)
         self.resolved_by_peers: set[str] = set()
         self.faults: list[dict[str, Any]] = []
+        self.stored: dict[str, list[tuple[str, int, int]]] = {}  # node -> committed (txid, version, value)
 
     def flag(self, kind: str, txid: str | None, message: str, *evidence: str) -> None:
         self.violations.append(Violation(kind, txid, message, tuple(evidence)))
@@ -234,7 +244,7 @@ class _Checker:
         for m in _MALFORMED_RE.finditer("\n" + content.rstrip("\n")):
             number = content.count("\n", 0, m.start()) + 1
             line = content[m.start() : content.find("\n", m.start())]
-            self.flag("bad-log-line", None, f"{name}:{number} is not an event line", line[:80])
+            self.flag("bad-log-line", None, f"{name}:{number} is not an event line", _cite(f"{name}:{number}", line))
         at, number = 0, 1
         for m in _wanted_re(wanted).finditer(content):
             # The event token matched; the line around it must have it third.
@@ -252,7 +262,9 @@ class _Checker:
                 self.flag("bad-log-line", None, f"{where} is written by {who!r}, not {node}", _cite(where, text))
                 continue
             if event == "send":
-                yield "send", {"msg": "VOTE", "vote": "ok" if " vote=ok" in rest else "NOK"}, where, text, ts
+                at_txid = rest.find(" txid=") + 6
+                txid = rest[at_txid : rest.find(" ", at_txid)] if at_txid > 5 else ""
+                yield "send", {"vote": "ok" if " vote=ok" in rest else "NOK", "txid": txid}, where, text, ts
                 continue
             try:
                 fields = dict(split_fields(rest))
@@ -300,30 +312,53 @@ class _Checker:
                     self.flag("bad-log-line", f.get("txid"), f"{where}: {event} line lacks a field", _cite(where, text))
 
     def _read_participant(self, node: str) -> None:
-        """Observations of every record, vote counts, restarts; and, at each
-        restart, that every record durable before it was restored (nothing a
-        participant made durable, and so maybe acknowledged, is ever lost)."""
+        """Observations of every record, vote counts and restarts, and the
+        rules that need the log's order at one participant:
+
+        * a yes vote is sent only once it is durable (design section 4);
+        * one lock: no second transaction prepared while another is;
+        * at each restart, every record made durable before it is restored,
+          the same or further along its path (nothing durable, and so maybe
+          acknowledged, is ever lost or changed).
+        """
         stats = self.replicas[node]
         per_txid = self.obs[node]
-        durable: dict[str, _Obs] = {}  # txid -> last durable observation before this start
+        durable: dict[str, _Obs] = {}  # txid -> its last observation before this start
         restored: dict[str, _Obs] = {}  # this start's dump of its storage
+        locked: dict[str, _Obs] = {}  # txid -> its prepared observation, while undecided
         prepared_ts: dict[str, str] = {}
         for event, f, where, text, ts in self._lines(node, _PARTICIPANT_EVENTS):
+            if event == "send":
+                if f["vote"] != "ok":
+                    stats.no_votes += 1
+                    continue
+                stats.yes_votes += 1
+                known = durable.get(f["txid"])
+                if known is None or known.state not in ("prepared", "committed"):
+                    self.flag(
+                        "durability",
+                        f["txid"] or None,
+                        f"{node} sent a yes vote on {f['txid']} before making it durable",
+                        _cite(where, text),
+                    )
+                continue
+            if event == "listening":
+                stats.restarts += 1
+                if stats.restarts > 1:
+                    self._check_restart(node, durable, restored, where, text)
+                durable.update(restored)
+                locked = {t: o for t, o in durable.items() if o.state == "prepared"}
+                if len(locked) > 1:
+                    self.flag(
+                        "lock",
+                        next(iter(locked)),
+                        f"{node} restarted holding its lock for "
+                        f"{len(locked)} transactions: {', '.join(sorted(locked))}",
+                        *[_cite(o.where, o.text) for o in locked.values()],
+                    )
+                restored = {}
+                continue
             try:
-                if event == "send":
-                    if f.get("msg") == "VOTE":
-                        if f.get("vote") == "ok":
-                            stats.yes_votes += 1
-                        else:
-                            stats.no_votes += 1
-                    continue
-                if event == "listening":
-                    stats.restarts += 1
-                    if stats.restarts > 1:
-                        self._check_restart(node, durable, restored, where, text)
-                    durable.update(restored)
-                    restored = {}
-                    continue
                 parts = f.get("participants", "")
                 o = _Obs(
                     f["state"],
@@ -333,19 +368,33 @@ class _Checker:
                     where,
                     text,
                     f.get("why", ""),
+                    ts,
                 )
+                txid = f["txid"]
             except (KeyError, ValueError):
                 self.flag("bad-log-line", f.get("txid"), f"{where}: {event} line lacks a field", _cite(where, text))
                 continue
-            txid = f["txid"]
             per_txid[txid].append(o)
             if event == "restored":
                 restored[txid] = o
                 continue
             durable[txid] = o
             if o.state == "prepared":
+                holders = [(t, h) for t, h in locked.items() if t != txid]
+                if holders:
+                    holder, h = holders[0]
+                    self.flag(
+                        "lock",
+                        txid,
+                        f"{node} prepared {txid} while {holder} held its lock",
+                        _cite(h.where, h.text),
+                        _cite(where, text),
+                    )
+                locked[txid] = o
                 prepared_ts.setdefault(txid, ts)
-            elif txid in prepared_ts:
+                continue
+            locked.pop(txid, None)
+            if txid in prepared_ts:
                 held = _seconds(prepared_ts.pop(txid), ts)
                 if held is not None and held > self.longest_lock[0]:
                     self.longest_lock = (held, node, txid)
@@ -368,6 +417,15 @@ class _Checker:
                     f"{node} restarted {now}, after making {txid} durable as {o.state}",
                     _cite(o.where, o.text),
                     _cite(where, text),
+                )
+            elif r.state == o.state and (r.value, r.version) != (o.value, o.version):
+                self.flag(
+                    "stability",
+                    txid,
+                    f"{node} restored {txid} ({r.state}) with value {r.value} version "
+                    f"{r.version}, having made it durable with value {o.value} version {o.version}",
+                    _cite(o.where, o.text),
+                    _cite(r.where, r.text),
                 )
 
     def _read_faults(self) -> None:
@@ -477,6 +535,23 @@ class _Checker:
                 f"{node} committed {txid} but {', '.join(missing)} never voted yes on it",
                 _cite(commit.where, commit.text),
             )
+        # Order, not only existence: the commit point is the last yes vote, so a
+        # commit logged before some participant's durable yes came too early.
+        # One clock serves every process of a run, and causality orders these
+        # lines: a vote is logged durable before it is sent, a commit after.
+        early = [
+            (q, p)
+            for q, p in prepared.items()
+            if p.ts and commit.ts and p.ts > commit.ts and q in {self.node_of.get(a) for a in listed}
+        ]
+        for q, p in early:
+            self.flag(
+                "validity",
+                txid,
+                f"{node} committed {txid} before {q} voted yes on it",
+                _cite(commit.where, commit.text),
+                _cite(p.where, p.text),
+            )
         begin = self.begins.get(txid)
         if begin is not None and begin[0] != commit.value:
             self.flag(
@@ -487,34 +562,62 @@ class _Checker:
                 _cite(commit.where, commit.text),
             )
 
-    def _storage(self, node: str) -> dict[str, Any] | None:
+    def _storage(self, node: str) -> tuple[list[tuple[str, int, int]], list[str]] | None:
+        """The node's committed (txid, version, value) list and prepared txids
+        from final_states.json, or None (flagged) when they are missing or malformed."""
         entry = self.final.get(node)
         storage = entry.get("storage") if isinstance(entry, dict) else None
         if not isinstance(storage, dict) or "committed" not in storage:
             self.flag("missing-final-state", None, f"final_states.json has no storage records for {node}")
             return None
-        return storage
+        try:
+            seq = [(str(t), int(v), int(val)) for t, v, val in storage["committed"]]
+            raw_prepared = storage.get("prepared", [])
+            if not isinstance(raw_prepared, list):
+                raise TypeError("prepared is not a list")
+            prepared = [str(t) for t in raw_prepared]
+        except (TypeError, ValueError):
+            self.flag("missing-final-state", None, f"final_states.json: {node}'s storage records are malformed")
+            return None
+        return seq, prepared
+
+    def _cite_record(self, node: str, txid: str | None) -> list[str]:
+        """The log line that shows ``node``'s last record of ``txid``, if any."""
+        observations = self.obs[node].get(txid) if txid else None
+        return [_cite(observations[-1].where, observations[-1].text)] if observations else []
+
+    def _cite_commit(self, node: str, txid: str | None) -> list[str]:
+        """The log line where ``node`` made ``txid`` committed, if any."""
+        for o in self.obs[node].get(txid, ()) if txid else ():
+            if o.state == "committed":
+                return [_cite(o.where, o.text)]
+        return []
 
     def check_replicas(self) -> None:
         sequences: dict[str, list[tuple[str, int, int]]] = {}
         for node, _ in self.participants:
-            storage = self._storage(node)
             entry = self.final.get(node) or {}
             status = entry.get("status") if isinstance(entry, dict) else None
             stats = self.replicas[node]
-            if storage is None:
+            stored_records = self._storage(node)
+            if stored_records is None:
                 continue
-            try:
-                seq = [(str(t), int(v), int(val)) for t, v, val in storage["committed"]]
-            except (TypeError, ValueError):
-                self.flag("missing-final-state", None, f"final_states.json: {node}'s committed list is malformed")
-                continue
+            seq, prepared = stored_records
+            self.stored[node] = seq
             sequences[node] = seq
-            versions = [v for _, v, _ in seq]
-            if versions != list(range(1, len(seq) + 1)):
-                self.flag("replicas", None, f"{node}'s committed versions are not 1..{len(seq)}: {versions[:10]}")
+            for i, (txid, version, _) in enumerate(seq):
+                if version != i + 1:
+                    self.flag(
+                        "replicas",
+                        txid,
+                        f"{node}'s commit of {txid} has version {version}, not {i + 1}: "
+                        f"versions must run 1..{len(seq)} without gaps",
+                        *self._cite_commit(node, txid),
+                    )
+                    break
             value = seq[-1][2] if seq else 0
-            version = len(seq)
+            version = seq[-1][1] if seq else 0
+            last_txid = seq[-1][0] if seq else None
             stats.storage_server, stats.version = value, version
             if not isinstance(status, dict):
                 self.flag(
@@ -528,14 +631,20 @@ class _Checker:
                 if (status.get("storage_server"), status.get("version")) != (value, version):
                     self.flag(
                         "replicas",
-                        seq[-1][0] if seq else None,
+                        last_txid,
                         f"{node} answered storage_server={status.get('storage_server')} "
                         f"version={status.get('version')} but its storage holds {value} (version {version})",
+                        *self._cite_commit(node, last_txid),
                     )
                 if status.get("lock"):
-                    self.flag("lock-held", status["lock"], f"{node} still holds its lock for {status['lock']}")
-            for txid in storage.get("prepared", []):
-                self.flag("undecided", txid, f"{txid} is still prepared at {node} at the end")
+                    lock = str(status["lock"])
+                    self.flag(
+                        "lock-held", lock, f"{node} still holds its lock for {lock}", *self._cite_record(node, lock)
+                    )
+            for txid in prepared:
+                self.flag(
+                    "undecided", txid, f"{txid} is still prepared at {node} at the end", *self._cite_record(node, txid)
+                )
             # the logs and the storage must tell the same story
             logged = {txid: o for txid, obs in self.obs[node].items() if (o := obs[-1]).state == "committed"}
             stored = {t: (v, val) for t, v, val in seq}
@@ -553,6 +662,7 @@ class _Checker:
                         "log-storage",
                         txid,
                         f"{node}'s storage holds {txid} committed at version {stored[txid][0]}, its log never says so",
+                        *self._cite_record(node, txid),
                     )
             for txid in set(logged) & set(stored):
                 o = logged[txid]
@@ -573,26 +683,30 @@ class _Checker:
                     (i for i, (a, b) in enumerate(zip(seq, reference, strict=False)) if a != b),
                     min(len(seq), len(reference)),
                 )
-                mine = seq[at][0] if at < len(seq) else None
-                theirs = reference[at][0] if at < len(reference) else None
+                mine = seq[at] if at < len(seq) else None
+                theirs = reference[at] if at < len(reference) else None
+
+                def show(item: tuple[str, int, int] | None) -> str:
+                    return f"{item[0]} (value {item[2]})" if item else "nothing"
+
                 self.flag(
                     "replicas",
-                    mine or theirs,
-                    f"{node} and {reference_node} differ at version {at + 1}: "
-                    f"{mine or 'nothing'} vs {theirs or 'nothing'} "
+                    (mine or theirs or ("?",))[0],
+                    f"{node} and {reference_node} differ at version {at + 1}: {show(mine)} vs {show(theirs)} "
                     f"(they hold {len(seq)} and {len(reference)} commits)",
+                    *(self._cite_commit(node, mine[0]) if mine else []),
+                    *(self._cite_commit(reference_node, theirs[0]) if theirs else []),
                 )
 
     def check_clients(self, last: dict[str, dict[str, _Obs]]) -> int:
         """Clients told the truth; returns how many transactions were abandoned
         (begun by a client that died before it could report)."""
         committed_at: dict[str, set[str]] = defaultdict(set)
-        for node, _ in self.participants:
-            storage = self.final.get(node, {}).get("storage") if isinstance(self.final.get(node), dict) else None
-            if isinstance(storage, dict):
-                for item in storage.get("committed", []):
-                    committed_at[str(item[0])].add(node)
-        everyone = {node for node, _ in self.participants}
+        for node, seq in self.stored.items():
+            for txid, _, _ in seq:
+                committed_at[txid].add(node)
+        # Judge only by the participants whose storage could be read (the others are flagged already).
+        everyone = set(self.stored)
         reported = {txid for txid, _, _, _ in self.outcomes}
         # A client that died mid-transaction told nobody anything: like UNKNOWN,
         # the transaction may go either way, but atomically.

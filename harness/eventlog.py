@@ -26,6 +26,22 @@ from typing import TextIO
 from harness.protocol.messages import DecodeError, Message, format_fields, message_fields, split_fields
 
 
+# Every event a node writes. The checker flags any other as a bad line (a torn
+# write, a stray print), so a new event must be added here.
+EVENTS = frozenset(
+    {
+        # participants
+        "listening", "restored", "recovered", "durable", "bad-input", "fatal", "error",
+        # clients
+        "connected", "begin", "decide", "outcome", "error-reply",
+        # both
+        "recv", "send", "timeout", "disconnect", "unreachable", "crash", "stopped",
+        # the runner's nemesis and fault proxy
+        "fault", "heal", "drop", "cut",
+    }
+)  # fmt: skip
+
+
 def utc_timestamp(t: float) -> str:
     """``t`` (seconds since the epoch) as 2026-11-27T02:41:03.123456Z."""
     seconds = int(t)
@@ -47,6 +63,7 @@ class EventLog:
 
     def event(self, event: str, *fields: tuple[str, object]) -> None:
         """Write one event line with ``fields`` as (key, value) pairs."""
+        assert event in EVENTS, f"unknown event {event!r}: add it to harness.eventlog.EVENTS"
         rest = format_fields(fields)
         line = (
             f"{utc_timestamp(time.time())} {self.node} {event} {rest}\n"

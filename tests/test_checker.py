@@ -14,9 +14,6 @@ a false positive fails the test as surely as a miss.
 
 Broken protocols run end to end: the real runner forks its nodes, so a core
 patched here with monkeypatch is the core the nodes run.
-
-Tests marked ``xfail(strict=True, reason="BUG: ...")`` show checker bugs and
-blind spots; they start passing (and so fail) once the checker is fixed.
 """
 
 from __future__ import annotations
@@ -564,9 +561,10 @@ def test_stability_committed_without_ever_being_prepared(tmp_path: Path) -> None
     [v] = found(report, "stability", COMMITTED_2)
     assert "server3" in v.message and "no record to committed" in v.message
     assert cites(v, where(folder, "server3", "durable", f"txid={COMMITTED_2}", "state=committed"))
-    # and so server3's yes vote is missing behind every commit of it
+    # and so server3's yes vote is missing behind every commit of it, and it was sent undurable
     assert len(found(report, "validity", COMMITTED_2)) == 3
-    assert kinds(report) == {"stability", "validity"}, show(report)
+    assert found(report, "durability", COMMITTED_2)
+    assert kinds(report) == {"stability", "validity", "durability"}, show(report)
 
 
 def test_replicas_with_different_committed_sequences(tmp_path: Path) -> None:
@@ -597,8 +595,10 @@ def test_replicas_with_a_gap_in_the_versions(tmp_path: Path) -> None:
     r = consistent_run()
     final = skip_version_2(r)
     _, report = check(r, tmp_path, final)
-    gaps = sorted(v.message for v in report.violations if v.kind == "replicas" and v.txid is None)
-    assert gaps == [f"{s}'s committed versions are not 1..2: [1, 3]" for s in SERVERS], show(report)
+    gaps = sorted(v.message for v in report.violations if v.kind == "replicas" and v.txid == COMMITTED_2)
+    assert gaps == [
+        f"{s}'s commit of {COMMITTED_2} has version 3, not 2: versions must run 1..2 without gaps" for s in SERVERS
+    ], show(report)
     assert kinds(report) == {"replicas"}, show(report)
 
 
@@ -912,15 +912,7 @@ def _final_states_a_list(folder: Path) -> None:
         _run_json_not_json,
         _run_json_without_participants,
         _run_json_a_list,
-        pytest.param(
-            _final_states_a_list,
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=AttributeError,
-                reason="BUG: final_states.json holding a JSON list (or null) crashes check_run with "
-                "AttributeError ('list' object has no attribute 'get') instead of raising CheckError",
-            ),
-        ),
+        _final_states_a_list,
     ],
 )
 def test_folder_that_is_not_a_run_folder_raises_check_error(tmp_path: Path, breaking: Callable[[Path], None]) -> None:
@@ -953,32 +945,14 @@ def _set_storage(server: str, key: str, value: object) -> Callable[[dict[str, An
         pytest.param(
             _set_storage("server2", "committed", None),
             id="committed-null",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=TypeError,
-                reason="BUG: storage.committed = null is flagged missing-final-state by check_replicas, then "
-                "check_clients iterates it unguarded: TypeError 'NoneType' object is not iterable",
-            ),
         ),
         pytest.param(
             _set_storage("server2", "committed", [1, 2]),
             id="committed-items-not-lists",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=TypeError,
-                reason="BUG: storage.committed = [1, 2] is flagged by check_replicas, then check_clients "
-                "does item[0] unguarded: TypeError 'int' object is not subscriptable",
-            ),
         ),
         pytest.param(
             _set_storage("server2", "prepared", None),
             id="prepared-null",
-            marks=pytest.mark.xfail(
-                strict=True,
-                raises=TypeError,
-                reason="BUG: storage.prepared = null crashes check_replicas "
-                "(for txid in storage.get('prepared', [])): TypeError 'NoneType' object is not iterable",
-            ),
         ),
     ],
 )
@@ -995,12 +969,6 @@ def test_malformed_storage_in_final_states_is_a_violation_not_a_crash(
 # ====================================================================== checker blind spots
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a non-event line of three or more words (a torn write, a stray print, a typo in the event name) "
-    "is skipped silently: _lines flags only lines of fewer than 3 space-separated parts, and drops any line "
-    "whose third word is not an event it reads",
-)
 def test_garbage_line_of_several_words_is_a_bad_log_line(tmp_path: Path) -> None:
     r = consistent_run()
     i = r.find("server2", *_C2_COMMIT)
@@ -1009,11 +977,6 @@ def test_garbage_line_of_several_words_is_a_bad_log_line(tmp_path: Path) -> None
     assert found(report, "bad-log-line", None)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: durability (design section 4: a yes vote is durable before it is sent) is not checked: a "
-    "'send msg=VOTE vote=ok' line before the participant's durable prepared line for that txid passes",
-)
 def test_yes_vote_sent_before_it_was_durable_is_flagged(tmp_path: Path) -> None:
     r = FakeRun()
     r.begin("client1", COMMITTED_1, VALUE[COMMITTED_1])
@@ -1028,12 +991,6 @@ def test_yes_vote_sent_before_it_was_durable_is_flagged(tmp_path: Path) -> None:
     assert any(cites(v, where(folder, "server2", "send", "msg=VOTE")) for v in report.violations), show(report)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: validity checks that every listed participant voted yes at some time, not before the commit: "
-    "a COMMIT decided on the first yes vote passes whenever the later votes happen to be yes "
-    "(server1's durable committed line precedes server2's and server3's durable prepared lines)",
-)
 def test_commit_before_every_participant_voted_yes_is_flagged(tmp_path: Path) -> None:
     r = FakeRun()
     r.begin("client1", COMMITTED_1, VALUE[COMMITTED_1])
@@ -1049,12 +1006,6 @@ def test_commit_before_every_participant_voted_yes_is_flagged(tmp_path: Path) ->
     assert found(report, "validity", COMMITTED_1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the lock is not checked: a participant that durably prepares a second transaction while "
-    "another holds its lock (a yes vote while locked) passes unless the replicas happen to commit the two "
-    "in different orders; hence the end-to-end test of that broken participant repeats its run until caught",
-)
 def test_participant_prepared_for_two_transactions_at_once_is_flagged(tmp_path: Path) -> None:
     r = FakeRun()
     r.begin("client1", COMMITTED_1, VALUE[COMMITTED_1])
@@ -1073,13 +1024,6 @@ def test_participant_prepared_for_two_transactions_at_once_is_flagged(tmp_path: 
     assert any(v.txid == COMMITTED_2 for v in report.violations), show(report)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a record that changes its value (or version) but not its state across a restart is neither "
-    "stability nor lost: check_records skips observations in the same state (if o.state == state: continue), "
-    "_check_restart compares states only, and validity judges the first commit line; only the replicas comparison "
-    "notices, as 'differ at version 1: C1 vs C1', and if every replica restored the same wrong value nothing would",
-)
 def test_committed_value_changed_across_a_restart_is_a_stability_violation(tmp_path: Path) -> None:
     r = consistent_run(stop=False)
     records = dict(r.records["server2"])
@@ -1116,12 +1060,6 @@ def _gap(r: FakeRun) -> tuple[str, str, tuple[str, ...], dict[str, Any]]:
 
 
 @pytest.mark.parametrize("breaking", [_undecided, _lock_held, _diverged, _gap], ids=lambda f: f.__name__[1:])
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: 'every violation names its transaction and the log lines that prove it' (checker docstring) "
-    "does not hold for undecided, lock-held and replicas: they cite no log line, though the participant's "
-    "durable prepared/committed line proves them, and a version gap names no txid at all",
-)
 def test_every_violation_cites_the_log_line_that_proves_it(tmp_path: Path, breaking: Breaking) -> None:
     r = consistent_run(stop=False)
     kind, txid, (node, *needles), final = breaking(r)
@@ -1136,19 +1074,10 @@ def test_every_violation_cites_the_log_line_that_proves_it(tmp_path: Path, break
 # ====================================================================== broken protocols, end to end
 
 # The same contention scenario serves the correct core (the control: it is
-# consistent) and the participant that votes yes while locked.
+# consistent, and it does contend) and the participant that votes yes while
+# locked, which the checker's lock rule catches in one run: with 8 x 8
+# transactions some PREPARE always reaches a locked participant.
 CONTENTION = {"clients": 8, "transactions": 8}
-# That participant promises two transactions at once; the checker cannot see
-# this (the xfail blind spot above), only its consequence when the replicas then
-# commit the doubly-promised transactions in different orders. Whether they do
-# is timing: a client writes its three COMMITs within microseconds and each
-# participant reads them in arrival order, so the orders agree unless the
-# processes are descheduled mid-way. Measured with this scenario, 15 of 200 runs
-# did not diverge on a quiet machine, 10 of 100 at load average 10 (1 of 100
-# with 12 x 12, 6 of 100 with 16 x 4), and no seed fixes the timing. So the test
-# repeats the run until the checker catches it, at most ATTEMPTS times: even at
-# a 30% miss rate per run, all 8 miss with probability below 1e-4.
-ATTEMPTS = 8
 
 
 def _nok_txids(folder: Path) -> set[str]:
@@ -1174,11 +1103,10 @@ def test_checker_catches_participant_voting_yes_while_locked(tmp_path: Path, mon
         (None, participant_core.Event.PREPARE_LOCK_HELD),
         (TxState.PREPARED, participant_core.Answer.VOTE),
     )
-    for attempt in range(1, ATTEMPTS + 1):
-        report = check_run(_real_run(tmp_path / f"attempt{attempt}", **CONTENTION))
-        if not report.consistent:
-            break
-    assert "replicas" in kinds(report), f"not caught in {ATTEMPTS} runs:\n{show(report)}"
+    report = check_run(_real_run(tmp_path, **CONTENTION))
+    [first, *_] = [v for v in report.violations if v.kind == "lock"] or [None]
+    assert first is not None, show(report)
+    assert "held its lock" in first.message and len(first.evidence) == 2
 
 
 def test_checker_catches_coordinator_committing_despite_a_no_vote(
