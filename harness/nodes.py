@@ -54,6 +54,7 @@ from harness.protocol.participant import (
     Reply,
     SendPeer,
     StartTimer,
+    TxRecord,
 )
 from harness.storage import Storage
 
@@ -125,6 +126,19 @@ def _peername(writer: asyncio.StreamWriter) -> str:
 # ====================================================================== participant
 
 
+def log_record(log: EventLog, event: str, r: TxRecord, why: str | None = None) -> None:
+    """A durable record as the checker reads it (events durable and restored)."""
+    log.event(
+        event,
+        ("txid", r.txid),
+        ("state", r.state.value),
+        ("value", r.value),
+        ("version", r.version),
+        ("participants", ",".join(r.participants)),
+        ("why", why),
+    )
+
+
 class GroupCommit:
     """Makes Persist actions durable in order, batching those that queue up.
 
@@ -173,16 +187,7 @@ class GroupCommit:
                 print(f"participant: storage write failed: {e}; stopping", file=sys.stderr, flush=True)
                 os._exit(3)
             for p in batch:
-                r = p.record
-                self._log.event(
-                    "durable",
-                    ("txid", r.txid),
-                    ("state", r.state.value),
-                    ("value", r.value),
-                    ("version", r.version),
-                    ("participants", ",".join(r.participants)),
-                    ("why", p.why),
-                )
+                log_record(self._log, "durable", p.record, p.why)
             self.durable += len(batch)
             self._on_durable(batch)
             still = []
@@ -263,14 +268,7 @@ class ParticipantNode:
             # before a SIGKILL may have missed its "durable" line, and the
             # checker must see every record the participant ever acted on.
             for r in sorted(records, key=lambda r: (r.version, r.txid)):
-                self.log.event(
-                    "restored",
-                    ("txid", r.txid),
-                    ("state", r.state.value),
-                    ("value", r.value),
-                    ("version", r.version),
-                    ("participants", ",".join(r.participants)),
-                )
+                log_record(self.log, "restored", r)
             prepared = [r.txid for r in records if r.state is TxState.PREPARED]
             self.log.event(
                 "recovered",
