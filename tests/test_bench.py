@@ -1,0 +1,88 @@
+"""``python -m harness.bench`` works: a smoke test in a tiny configuration, not a timed test.
+
+It proves the command runs every section end to end (floor, one client,
+contention, start-up, memory, checker), prints its table, writes its JSON,
+stops every process it started, and that the checker's synthetic folder is
+consistent and shaped like a real run's. No figure is compared with a target:
+the machine running the tests is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import ROOT, _env
+
+from harness import bench
+from harness.checker import check_run
+
+TINY = [
+    "--quick",
+    "--repeat",
+    "1",
+    "--transactions",
+    "20",
+    "--duration",
+    "0.3",
+    "--clients",
+    "2",
+    "--checker-lines",
+    "8000",
+    "--memory-transactions",
+    "10",
+    "--fsyncs",
+    "3",
+]
+
+
+def test_bench_quick_measures_every_section_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.bench", *TINY, "--workdir", str(tmp_path / "work"), "--json", str(out)],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "x floor" in proc.stdout and "targets met:" in proc.stdout
+    assert f"figures: {out}" in proc.stdout
+    results = json.loads(out.read_text())
+    assert results["inconsistent_runs"] == []
+    floor = results["floor"]
+    assert floor["tx_s"] > 0 and 0 < floor["p50_ms"] <= floor["p99_ms"] and floor["fsync_ms"] > 0
+    one = results["one_client"]
+    assert one["durable"]["reps"][0]["committed"] == 20 and one["not_durable"]["reps"][0]["committed"] == 20
+    assert results["contention"]["2"]["committed"] >= 1
+    assert 0 < results["startup"]["participants_ready_s"] <= results["startup"]["all_ready_s"]
+    assert results["memory"]["participant_mib"] > 0 and results["memory"]["client_mib"] > 0
+    checker = results["checker"]
+    assert checker["large"]["lines"] >= 8000 and checker["small"]["lines"] >= 2000
+    assert checker["shapes"]["synthetic_not_in_real"] == []
+    # every figure of the table has its row in the JSON, with its ratio to the floor where it has one
+    assert {r["section"] for r in results["rows"]} >= {"floor", "one client", "memory", "start-up", "checker"}
+    assert all(r["ratio"] is not None for r in results["rows"] if r["floor"] is not None)
+    # the run folders were removed (no --keep)
+    assert not any((tmp_path / "work").iterdir())
+
+
+def test_synthetic_checker_folder_is_consistent_and_its_size_as_asked(tmp_path: Path) -> None:
+    lines = bench.synthesize_run(tmp_path / "run", 5000)
+    assert 5000 <= lines < 5000 + 100  # whole rounds of transactions
+    report = check_run(tmp_path / "run")
+    assert report.violations == []
+    assert report.lines == lines
+    committed = sum(c.committed for c in report.clients)
+    assert committed > sum(c.aborted_total for c in report.clients) > 0  # contended, as a real run
+
+
+def test_bench_refuses_bad_flags() -> None:
+    for flags in (["--repeat", "0"], ["--clients", "0"], ["--only", "nothing"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness.bench", *flags], cwd=ROOT, env=_env(), capture_output=True, text=True
+        )
+        assert proc.returncode == 2, (flags, proc.stderr)
