@@ -25,7 +25,6 @@ from typing import TextIO
 
 from harness.protocol.messages import DecodeError, Message, format_fields, message_fields, split_fields
 
-
 # Every event a node writes. The checker flags any other as a bad line (a torn
 # write, a stray print), so a new event must be added here.
 EVENTS = frozenset(
@@ -42,11 +41,16 @@ EVENTS = frozenset(
 )  # fmt: skip
 
 
+_second: list[object] = [None, ""]  # the last whole second formatted, and its text
+
+
 def utc_timestamp(t: float) -> str:
     """``t`` (seconds since the epoch) as 2026-11-27T02:41:03.123456Z."""
     seconds = int(t)
     micros = int((t - seconds) * 1_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{micros:06d}Z"
+    if _second[0] != seconds:  # nodes log many lines a second: format the second once
+        _second[0], _second[1] = seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+    return f"{_second[1]}.{micros:06d}Z"
 
 
 class EventLog:

@@ -4,9 +4,9 @@ Theory of operation. A node feeds each input (a decoded line, a timeout) to
 its core and performs the returned actions in order. The one rule that makes
 the participant crash-safe lives here: *a Persist is durable before any later
 reply or send leaves the node*. Persists go to a group-commit writer (one
-SQLite transaction and one fsync for every record queued meanwhile, in a
-worker thread); every outgoing message carries the number of persists issued
-before it and waits until that many are durable. The core updates its memory
+SQLite transaction and one fsync for every record queued meanwhile); every
+outgoing message carries the number of persists issued before it and waits
+until that many are durable. The core updates its memory
 at once, so a STATUS or RESOLVE answered meanwhile may describe a record not
 yet on disk, but the answer itself is held until it is.
 
@@ -17,7 +17,6 @@ the connection closed; it never reaches the core, so it never changes state.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
 import os
@@ -143,7 +142,8 @@ class GroupCommit:
     """Makes Persist actions durable in order, batching those that queue up.
 
     ``submit`` returns a sequence number; ``wait(n)`` returns once the first n
-    persists are durable. One worker thread owns the SQLite connection."""
+    persists are durable. A task writes whatever has queued up, in one SQLite
+    transaction (one fsync) per batch."""
 
     def __init__(self, storage: Storage, log: EventLog, on_durable: Callable[[list[Persist]], None]) -> None:
         self._storage = storage
@@ -154,7 +154,6 @@ class GroupCommit:
         self.durable = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite")
         self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
 
     def submit(self, persist: Persist) -> int:
@@ -171,7 +170,6 @@ class GroupCommit:
         await future
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -179,7 +177,11 @@ class GroupCommit:
             if not batch:
                 continue
             try:
-                await loop.run_in_executor(self._executor, self._storage.write, [p.record for p in batch])
+                # In the loop's own thread: handing each write to a worker thread
+                # cost more than the write (measured: x1.4-1.6 transactions per
+                # second without the hop). The fsync blocks the loop meanwhile,
+                # and every persist submitted in that time joins the next batch.
+                self._storage.write([p.record for p in batch])
             except (sqlite3.Error, OSError) as e:
                 # Nothing more can be promised: stop at once, as a crash would. The
                 # batch is one SQLite transaction, so a restart finds all of it or none.
@@ -205,7 +207,6 @@ class GroupCommit:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        self._executor.shutdown(wait=True)
 
 
 class ParticipantNode:
@@ -237,7 +238,7 @@ class ParticipantNode:
         self._next_conn = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._peers: dict[str, _PeerLink] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
 
     @property
@@ -321,6 +322,12 @@ class ParticipantNode:
             return
         conn = self._next_conn = self._next_conn + 1
         self._conns[conn] = writer
+        # stop() cancels and awaits this handler like its own tasks, so that one
+        # waiting for a durable write ends cleanly instead of erroring at exit.
+        this = asyncio.current_task()
+        if this is not None:
+            self._tasks.add(this)
+            this.add_done_callback(self._tasks.discard)
         peer = _peername(writer)
         buffer = LineBuffer()
         try:
@@ -692,8 +699,11 @@ class ClientNode:
         for action in actions:
             match action:
                 case co.Send():
+                    link = self._by_name[action.to]
                     if txn.sends is not None:
                         txn.sends.put_nowait(action)
+                    elif self.crash is None and link.writer is not None and not link.writer.is_closing():
+                        link.write(action.msg)  # the common case: no task per message (measured x1.4)
                     else:
                         task = loop.create_task(self._send(txn, action))
                         self._tasks.add(task)
