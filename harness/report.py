@@ -26,7 +26,7 @@ def client_rows(report: CheckReport) -> tuple[list[str], list[list[Any]]]:
         "client",
         "attempted",
         "committed",
-        *(f"aborted: {c}" for c in ABORT_CAUSES),
+        *(f"aborted\n{c.removeprefix('no vote: ')}" for c in ABORT_CAUSES),
         "unknown",
         "abandoned",
         "retries",
@@ -67,8 +67,8 @@ def replica_rows(report: CheckReport) -> tuple[list[str], list[list[Any]]]:
         "version",
         "commits",
         "aborts",
-        "yes votes",
-        "no votes",
+        "yes\nvotes",
+        "no\nvotes",
         "restarts",
     ]
     rows = [
@@ -135,8 +135,12 @@ def violation_lines(report: CheckReport, limit: int = 50) -> list[str]:
 def render(report: CheckReport, fmt: str = "simple", extra: list[str] | None = None) -> str:
     """The whole report as text: client table, replica table, verdict."""
     headers, rows = client_rows(report)
+    if fmt == "github":  # markdown headers hold no line breaks
+        headers = [h.replace("\n", ": ") for h in headers]
     out = [tabulate(rows, headers=headers, tablefmt=fmt), ""]
     headers, rows = replica_rows(report)
+    if fmt == "github":
+        headers = [h.replace("\n", " ") for h in headers]
     out += [tabulate(rows, headers=headers, tablefmt=fmt), ""]
     if report.faults:
         headers, rows = fault_rows(report)
