@@ -1,0 +1,360 @@
+"""Simulated nodes: the real cores, driven one action at a time.
+
+Theory of operation. A simulated participant is its core (volatile memory), a
+durable store (txid -> TxRecord, what SQLite would hold), its pending timers
+(volatile) and whether it is up. A simulated client is one coordinator core
+per transaction, its timers, and what it reported to its user. Every input
+(a message, a timeout, a start or a restart) is fed to the core, and the
+returned actions are executed *one at a time, in list order*: a Persist
+writes the store, a Reply or SendPeer becomes an outgoing message, timers are
+set or cancelled. ``crash_after=k`` executes the first k actions and then
+crashes the node, so a crash can fall between two actions of one step; that is
+how a reply sent before its persist is caught. In the real driver (nodes.py) a
+send waits until every earlier persist is durable, which for a core that lists
+each Persist before the reply it backs is the same as executing in list order.
+
+The nodes know nothing of the network: they return *effects* (what left the
+node, what became durable, what the user was told) and the simulator or the
+explorer routes them. The same node code therefore runs under both, and the
+cores come from factories, so broken variants can be driven too.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from harness.protocol import coordinator as co
+from harness.protocol.messages import Message, TxState, encode
+from harness.protocol.participant import (
+    CancelTimer,
+    Close,
+    ParticipantCore,
+    Persist,
+    Reply,
+    SendPeer,
+    StartTimer,
+    TxRecord,
+)
+
+# A participant core from a name and the durable records (ParticipantCore.restore's signature).
+ParticipantFactory = Callable[[str, Iterable[TxRecord]], ParticipantCore]
+# A coordinator core from (txid, value, participants).
+CoordinatorFactory = Callable[[str, int, tuple[str, ...]], co.CoordinatorCore]
+# Where a step crashes its node: after that many actions, or never (None); or a
+# function of the number of actions the core returned (the simulator draws it).
+CrashAfter = int | Callable[[int], int | None] | None
+
+
+def real_participant(name: str, records: Iterable[TxRecord]) -> ParticipantCore:
+    """The protocol's own participant (the default factory)."""
+    return ParticipantCore.restore(name, records)
+
+
+def real_coordinator(txid: str, value: int, participants: tuple[str, ...]) -> co.CoordinatorCore:
+    """The protocol's own coordinator (the default factory)."""
+    return co.CoordinatorCore(txid=txid, value=value, participants=participants)
+
+
+def ordered_coordinator(txid: str, value: int, participants: tuple[str, ...]) -> co.CoordinatorCore:
+    """The protocol's own coordinator with ordered prepare (the first participant, then the rest)."""
+    return co.CoordinatorCore(txid=txid, value=value, participants=participants, ordered=True)
+
+
+COORDINATORS: dict[str, CoordinatorFactory] = {"parallel": real_coordinator, "ordered": ordered_coordinator}
+
+
+class Wire(enum.IntEnum):
+    """What an entry in the simulated network is."""
+
+    REQUEST = 0  # a message to a participant's on_request (from a client or a peer)
+    REPLY = 1  # a reply: to a coordinator's on_reply, or a participant's on_peer_reply
+    REFUSED = 2  # a client learns that a connection could not be opened (on_unreachable)
+    LOST = 3  # a client learns that an open connection closed (on_connection_lost)
+
+
+class Fx(enum.Enum):
+    """Kinds of effect a node step has."""
+
+    PERSIST = "persist"  # (Fx.PERSIST, record, why): now durable
+    SEND = "send"  # (Fx.SEND, dst index or -1, Wire, msg): a participant's reply or peer request
+    CSEND = "csend"  # (Fx.CSEND, participant index, msg): a client's send (routed by connection)
+    REPORT = "report"  # (Fx.REPORT, result, reason): the client told its user
+    FINISHED = "finished"  # (Fx.FINISHED,): the coordinator is done
+    TIMER_SET = "timer-set"  # (Fx.TIMER_SET, key)
+    TIMER_CANCEL = "timer-cancel"  # (Fx.TIMER_CANCEL, key)
+    CLOSE = "close"  # (Fx.CLOSE, conn): the core closed an inbound connection
+    CRASH = "crash"  # (Fx.CRASH, actions done, actions in the step): the node crashed mid-step
+
+
+Effect = tuple[object, ...]
+
+
+class Topology:
+    """Names and indices: participants are nodes 0..P-1, clients P..P+C-1.
+
+    Participant names are ``host:port``-like ("p1:1") because the codec's
+    participant lists require that; people read the host part ("p1")."""
+
+    def __init__(self, participants: int, clients: int) -> None:
+        if participants < 1 or clients < 0:
+            raise ValueError("need at least one participant and no negative client count")
+        self.participants = participants
+        self.clients = clients
+        self.participant_names = tuple(f"p{i}:{i}" for i in range(1, participants + 1))
+        self.client_names = tuple(f"client{i}" for i in range(1, clients + 1))
+        self.names = self.participant_names + self.client_names
+        self.display = tuple(n.partition(":")[0] for n in self.names)
+        self.index = {name: i for i, name in enumerate(self.names)}
+
+    def is_participant(self, node: int) -> bool:
+        return node < self.participants
+
+
+# ====================================================================== participant
+
+
+class PNode:
+    """A simulated participant: core, durable store, timers, up or down."""
+
+    __slots__ = ("core", "durable", "index", "steps", "timers", "topo", "up")
+
+    def __init__(
+        self,
+        topo: Topology,
+        index: int,
+        core: ParticipantCore | None,
+        durable: dict[str, TxRecord],
+        timers: set[str],
+        up: bool,
+    ) -> None:
+        self.topo = topo
+        self.index = index
+        self.core = core
+        self.durable = durable
+        self.timers = timers
+        self.up = up
+        self.steps = 0  # actions returned by the last core call
+
+    @property
+    def name(self) -> str:
+        return self.topo.names[self.index]
+
+    def request(self, conn: int, msg: Message, crash_after: CrashAfter = None) -> list[Effect]:
+        """A request on inbound connection ``conn`` (the sender's node index)."""
+        assert self.core is not None
+        return self._run(self.core.on_request(conn, msg), crash_after)
+
+    def peer_reply(self, peer: str, msg: Message, crash_after: CrashAfter = None) -> list[Effect]:
+        assert self.core is not None
+        return self._run(self.core.on_peer_reply(peer, msg), crash_after)
+
+    def timeout(self, txid: str, crash_after: CrashAfter = None) -> list[Effect]:
+        assert self.core is not None
+        self.timers.discard(txid)
+        return self._run(self.core.on_timeout(txid), crash_after)
+
+    def crash(self) -> None:
+        """Memory and timers are lost; the durable store stays."""
+        self.up = False
+        self.core = None
+        self.timers = set()
+
+    def restart(self, factory: ParticipantFactory, crash_after: CrashAfter = None) -> list[Effect]:
+        """Restore from the durable records (in txid order), then recover()."""
+        self.core = factory(self.name, [self.durable[t] for t in sorted(self.durable)])
+        self.up = True
+        self.timers = set()
+        return self._run(self.core.recover(), crash_after)
+
+    def _run(self, actions: Sequence[object], crash_after: CrashAfter) -> list[Effect]:
+        self.steps = len(actions)
+        if callable(crash_after):
+            crash_after = crash_after(len(actions))
+        effects: list[Effect] = []
+        for i, action in enumerate(actions):
+            if i == crash_after:
+                self.crash()
+                effects.append((Fx.CRASH, i, len(actions)))
+                return effects
+            match action:
+                case Persist():
+                    self.durable[action.record.txid] = action.record
+                    effects.append((Fx.PERSIST, action.record, action.why))
+                case Reply():
+                    effects.append((Fx.SEND, action.conn, Wire.REPLY, action.msg))
+                case SendPeer():
+                    effects.append((Fx.SEND, self.topo.index.get(action.peer, -1), Wire.REQUEST, action.msg))
+                case StartTimer():
+                    self.timers.add(action.txid)
+                    effects.append((Fx.TIMER_SET, action.txid))
+                case CancelTimer():
+                    self.timers.discard(action.txid)
+                    effects.append((Fx.TIMER_CANCEL, action.txid))
+                case Close():
+                    effects.append((Fx.CLOSE, action.conn))
+                case _:
+                    raise TypeError(f"participant core returned {action!r}, not an action")
+        return effects
+
+
+# ====================================================================== client
+
+
+class CNode:
+    """A simulated client running one coordinator core at a time.
+
+    ``reported`` is what the user was told about the current transaction; it
+    survives the client's crash (the user heard it). A crashed client never
+    comes back."""
+
+    __slots__ = ("alive", "core", "index", "reported", "steps", "timers", "topo")
+
+    def __init__(
+        self,
+        topo: Topology,
+        index: int,
+        core: co.CoordinatorCore | None,
+        reported: co.Result | None,
+        timers: set[co.Timer],
+        alive: bool,
+    ) -> None:
+        self.topo = topo
+        self.index = index
+        self.core = core
+        self.reported = reported
+        self.timers = timers
+        self.alive = alive
+        self.steps = 0
+
+    @property
+    def name(self) -> str:
+        return self.topo.names[self.index]
+
+    @property
+    def active(self) -> bool:
+        """Alive and coordinating a transaction that is not finished."""
+        return self.alive and self.core is not None and self.core.phase is not co.Phase.DONE
+
+    def start(self, factory: CoordinatorFactory, txid: str, value: int, crash_after: CrashAfter = None) -> list[Effect]:
+        self.core = factory(txid, value, self.topo.participant_names)
+        self.reported = None
+        self.timers = set()
+        return self._run(self.core.start(), crash_after)
+
+    # The real client (nodes.py) feeds nothing to a finished transaction: its
+    # replies are dropped, its timers cancelled. The same guards here.
+
+    def reply(self, src: str, msg: Message, crash_after: CrashAfter = None) -> list[Effect]:
+        if not self.active:
+            return []
+        assert self.core is not None
+        return self._run(self.core.on_reply(src, msg), crash_after)
+
+    def unreachable(self, participant: str, crash_after: CrashAfter = None) -> list[Effect]:
+        if not self.active:
+            return []
+        assert self.core is not None
+        return self._run(self.core.on_unreachable(participant), crash_after)
+
+    def connection_lost(self, participant: str, crash_after: CrashAfter = None) -> list[Effect]:
+        if not self.active:
+            return []
+        assert self.core is not None
+        return self._run(self.core.on_connection_lost(participant), crash_after)
+
+    def timeout(self, timer: co.Timer, crash_after: CrashAfter = None) -> list[Effect]:
+        self.timers.discard(timer)
+        if not self.active:
+            return []
+        assert self.core is not None
+        return self._run(self.core.on_timeout(timer), crash_after)
+
+    def crash(self) -> None:
+        self.alive = False
+        self.core = None
+        self.timers = set()
+
+    def _run(self, actions: Sequence[object], crash_after: CrashAfter) -> list[Effect]:
+        self.steps = len(actions)
+        if callable(crash_after):
+            crash_after = crash_after(len(actions))
+        effects: list[Effect] = []
+        for i, action in enumerate(actions):
+            if i == crash_after:
+                self.crash()
+                effects.append((Fx.CRASH, i, len(actions)))
+                return effects
+            match action:
+                case co.Send():
+                    effects.append((Fx.CSEND, self.topo.index.get(action.to, -1), action.msg))
+                case co.SetTimer():
+                    self.timers.add(action.timer)
+                    effects.append((Fx.TIMER_SET, action.timer))
+                case co.Report():
+                    self.reported = action.result
+                    effects.append((Fx.REPORT, action.result, action.reason))
+                case co.Finished():
+                    self.timers = set()  # nodes.py cancels a finished transaction's timers
+                    effects.append((Fx.FINISHED,))
+                case _:
+                    raise TypeError(f"coordinator core returned {action!r}, not an action")
+        return effects
+
+
+# ====================================================================== words
+
+
+def message_text(msg: Message) -> str:
+    """A message as it would appear on the wire, without the newline."""
+    return encode(msg).decode().rstrip("\n")
+
+
+def _node_text(topo: Topology, node: int) -> str:
+    return topo.display[node] if 0 <= node < len(topo.names) else "(unknown node)"
+
+
+def effect_text(topo: Topology, node: int, effect: Effect) -> str | None:
+    """One effect in the protocol's words, or None for those not worth a line."""
+    who = topo.display[node]
+    kind = effect[0]
+    if kind is Fx.PERSIST:
+        record = effect[1]
+        assert isinstance(record, TxRecord)
+        version = f" version={record.version}" if record.state is TxState.COMMITTED else ""
+        return f"{who} persists {record.txid} {record.state.value}{version} ({effect[2]})"
+    if kind is Fx.SEND:
+        dst, msg = cast(int, effect[1]), cast(Message, effect[3])
+        return f"{who} -> {_node_text(topo, dst)}: {message_text(msg)}"
+    if kind is Fx.CSEND:
+        dst, msg = cast(int, effect[1]), cast(Message, effect[2])
+        return f"{who} -> {_node_text(topo, dst)}: {message_text(msg)}"
+    if kind is Fx.REPORT:
+        result = effect[1]
+        assert isinstance(result, co.Result)
+        return f"{who} reports {result.value.upper()} to its user ({effect[2]})"
+    if kind is Fx.FINISHED:
+        return f"{who} is finished with the transaction"
+    if kind is Fx.TIMER_SET:
+        key = effect[1]
+        return f"{who} sets its {key.value} timer" if isinstance(key, co.Timer) else f"{who} sets its timer for {key}"
+    if kind is Fx.TIMER_CANCEL:
+        return f"{who} cancels its timer for {effect[1]}"
+    if kind is Fx.CLOSE:
+        return f"{who} closes the connection"
+    if kind is Fx.CRASH:
+        return f"{who} CRASHES after {effect[1]} of its {effect[2]} actions"
+    return None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Violation:
+    """A property that does not hold. ``rule`` names it (AC1, truth, ...)."""
+
+    rule: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.rule}: {self.detail}"

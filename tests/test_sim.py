@@ -1,0 +1,343 @@
+"""The simulator and the explorer: the real protocol passes; deliberately broken variants are caught.
+
+The broken variants are subclasses of the real cores, each breaking one rule
+the protocol depends on. Each must be caught with a counterexample, and the
+real protocol must pass the same checks: together they show the checks can fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from collections.abc import Iterable
+
+import pytest
+
+from harness.protocol import coordinator as co
+from harness.protocol.messages import Message, Prepare, TxState
+from harness.protocol.participant import Action, ParticipantCore, Persist, Reply, TxRecord
+from harness.sim import __main__ as cli
+from harness.sim.explore import Bounds, Explorer
+from harness.sim.invariants import (
+    AC1,
+    AC2,
+    AC3,
+    LIVENESS,
+    REFINEMENT,
+    RM,
+    TCOMMIT_STATES_FOR_3_RMS,
+    TRUTH,
+    check_persist,
+    check_report,
+    tcommit_reachable,
+    tcommit_step,
+)
+from harness.sim.model import Violation, ordered_coordinator
+from harness.sim.simulate import SimParams, random_runs, simulate
+
+# ====================================================================== broken variants
+
+
+class VoteBeforePersist(ParticipantCore):
+    """Sends its reply before the record that backs it is durable."""
+
+    def on_request(self, conn: int, msg: Message) -> list[Action]:
+        actions = super().on_request(conn, msg)
+        return [a for a in actions if isinstance(a, Reply)] + [a for a in actions if not isinstance(a, Reply)]
+
+
+class CommitWithMissingVote(co.CoordinatorCore):
+    """Commits once all but one participant voted yes."""
+
+    def _all_yes(self) -> bool:
+        return len(self.yes) >= len(self.participants) - 1
+
+
+class AbortOnTimeout(ParticipantCore):
+    """A prepared participant that gives up and aborts when its timer fires."""
+
+    def on_timeout(self, txid: str) -> list[Action]:
+        record = self.records.get(txid)
+        if record is not None and record.state is TxState.PREPARED:
+            return self._decide(record, TxState.ABORTED, "gave up waiting")
+        return super().on_timeout(txid)
+
+
+class ForgetLockOnRestart(ParticipantCore):
+    """Restarts without its prepared transactions (and so without its lock)."""
+
+    @classmethod
+    def restore(cls, name: str, records: Iterable[TxRecord]) -> ParticipantCore:
+        return super().restore(name, [r for r in records if r.state is not TxState.PREPARED])
+
+
+class ForgetNoVote(ParticipantCore):
+    """Votes no on a locked PREPARE without making the abort durable."""
+
+    def on_request(self, conn: int, msg: Message) -> list[Action]:
+        actions = super().on_request(conn, msg)
+        if isinstance(msg, Prepare):
+            actions = [
+                a
+                for a in actions
+                if not (isinstance(a, Persist) and a.record.state is TxState.ABORTED and a.why.startswith("vote no"))
+            ]
+        return actions
+
+
+def commit_with_missing_vote(txid: str, value: int, participants: tuple[str, ...]) -> co.CoordinatorCore:
+    return CommitWithMissingVote(txid=txid, value=value, participants=participants)
+
+
+# ====================================================================== TCommit and the rules
+
+
+def test_tcommit_model_has_the_published_34_states_for_three_resource_managers() -> None:
+    assert len(tcommit_reachable(3)) == TCOMMIT_STATES_FOR_3_RMS == 34
+
+
+def test_tcommit_model_has_every_combination_for_one_resource_manager() -> None:
+    assert tcommit_reachable(1) == {(s,) for s in RM}
+
+
+def test_tcommit_forbids_commit_while_one_is_working_and_abort_after_a_commit() -> None:
+    p, c, w = TxState.PREPARED, TxState.COMMITTED, None
+    assert tcommit_step((p, p, p), (c, p, p)) == "Decide(r1, commit)"
+    assert tcommit_step((p, p, w), (c, p, w)) is None
+    assert tcommit_step((c, p, p), (c, TxState.ABORTED, p)) is None
+    assert tcommit_step((p, p, w), (p, p, w)) == "stutter"
+
+
+def rules(violations: list[Violation]) -> set[str]:
+    return {v.rule for v in violations}
+
+
+def test_commit_while_a_participant_never_voted_breaks_validity_and_refinement() -> None:
+    found = check_persist(
+        "t1", ("p1", "p2", "p3"), (TxState.PREPARED, TxState.PREPARED, None), 0, TxState.COMMITTED, None
+    )
+    assert rules(found) == {AC3, REFINEMENT}
+
+
+def test_abort_after_another_committed_breaks_agreement_and_refinement() -> None:
+    view = (TxState.COMMITTED, TxState.PREPARED, TxState.PREPARED)
+    assert rules(check_persist("t1", ("p1", "p2", "p3"), view, 1, TxState.ABORTED, None)) == {AC1, REFINEMENT}
+
+
+def test_a_decision_that_changes_breaks_stability() -> None:
+    view = (TxState.COMMITTED, TxState.COMMITTED, TxState.COMMITTED)
+    assert AC2 in rules(check_persist("t1", ("p1", "p2", "p3"), view, 0, TxState.ABORTED, None))
+
+
+def test_commit_after_the_user_was_told_aborted_breaks_truth() -> None:
+    view = (TxState.PREPARED, TxState.PREPARED, TxState.PREPARED)
+    assert TRUTH in rules(check_persist("t1", ("p1", "p2", "p3"), view, 0, TxState.COMMITTED, co.Result.ABORTED))
+
+
+def test_reporting_committed_before_every_vote_is_durable_breaks_truth() -> None:
+    view = (TxState.PREPARED, TxState.PREPARED, None)
+    assert rules(check_report("t1", ("p1", "p2", "p3"), view, co.Result.COMMITTED, "client1")) == {TRUTH}
+    assert check_report("t1", ("p1", "p2", "p3"), view, co.Result.ABORTED, "client1") == []
+
+
+# ====================================================================== the real protocol passes
+
+
+@pytest.mark.timeout(300)
+def test_real_protocol_small_configuration_with_a_crash_has_no_violation() -> None:
+    result = Explorer(3, 2, Bounds(crashes=1)).run()
+    assert result.violations == [], "\n".join(result.trace)
+    assert result.complete
+    # Crashes anywhere, inside steps too: far more than the 5,283 fault-free states.
+    assert result.states > 100_000
+
+
+def test_real_protocol_without_faults_commits_or_aborts_cleanly() -> None:
+    result = Explorer(3, 2, Bounds(crashes=0)).run()
+    assert result.ok and result.complete
+    assert result.states > 1_000
+
+
+def test_real_protocol_with_one_client_a_crash_a_loss_and_a_duplicate_has_no_violation() -> None:
+    result = Explorer(3, 1, Bounds(crashes=1, losses=1, duplicates=1)).run()
+    assert result.violations == [], "\n".join(result.trace)
+    assert result.complete
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_real_protocol_with_one_client_two_crashes_and_a_loss_has_no_violation() -> None:
+    result = Explorer(3, 1, Bounds(crashes=2, losses=1)).run()
+    assert result.violations == [], "\n".join(result.trace)
+    assert result.complete
+
+
+def test_ordered_prepare_small_configuration_with_a_crash_has_no_violation() -> None:
+    result = Explorer(3, 2, Bounds(crashes=1), coordinator_factory=ordered_coordinator).run()
+    assert result.violations == [], "\n".join(result.trace)
+    assert result.complete and result.states > 10_000
+
+
+def test_ordered_prepare_passes_a_thousand_seeded_random_runs() -> None:
+    summary = random_runs(1000, seed=101, coordinator_factory=ordered_coordinator)
+    failure = summary.failure
+    assert failure is None, "\n".join(failure.trace if failure else [])
+    assert summary.crashes > 100 and summary.results[co.Result.COMMITTED] > 100
+
+
+@pytest.mark.timeout(300)
+def test_real_protocol_passes_four_thousand_seeded_random_runs() -> None:
+    summary = random_runs(4000, seed=1)
+    failure = summary.failure
+    assert failure is None, "\n".join(failure.trace if failure else [])
+    assert summary.runs == 4000
+    # The runs did exercise faults and both outcomes.
+    assert summary.crashes > 500 and summary.lost > 1000 and summary.duplicated > 500
+    assert summary.results[co.Result.COMMITTED] > 1000 and summary.results[co.Result.ABORTED] > 1000
+
+
+def test_same_seed_gives_the_same_run_event_for_event() -> None:
+    a = simulate(7, trace=True)
+    b = simulate(7, trace=True)
+    c = simulate(8, trace=True)
+    assert a.trace == b.trace and a.events == b.events
+    assert a.trace != c.trace
+
+
+# ====================================================================== broken variants are caught
+
+
+def test_explorer_catches_a_vote_sent_before_it_is_durable() -> None:
+    result = Explorer(3, 2, Bounds(crashes=1), participant_factory=VoteBeforePersist.restore).run()
+    assert not result.ok
+    assert rules(result.violations) & {TRUTH, AC3}
+    text = "\n".join(result.trace)
+    # The shortest trace: the third participant replies, then crashes before its persist.
+    assert "p3: PREPARE txid=t1 value=1 participants=p1:1,p2:2,p3:3  [and crashes after 1 of its actions]" in text
+    assert "p3 -> client1: VOTE txid=t1 vote=ok" in text
+    assert result.depth <= 5
+
+
+def test_explorer_catches_a_coordinator_that_commits_with_a_missing_vote() -> None:
+    result = Explorer(3, 2, Bounds(crashes=0), coordinator_factory=commit_with_missing_vote).run()
+    assert rules(result.violations) == {TRUTH}
+    assert "reports t1 COMMITTED before every participant durably voted yes" in str(result.violations[0])
+
+
+def test_explorer_catches_a_prepared_participant_that_aborts_on_timeout() -> None:
+    result = Explorer(3, 2, Bounds(crashes=1), participant_factory=AbortOnTimeout.restore).run()
+    assert TRUTH in rules(result.violations)
+    assert any("timer for t1 fires" in line for line in result.trace)
+
+
+def test_explorer_catches_a_restart_that_forgets_its_lock() -> None:
+    result = Explorer(3, 1, Bounds(crashes=1), participant_factory=ForgetLockOnRestart.restore).run()
+    assert LIVENESS in rules(result.violations)
+    assert "-- faults stop here; the healing schedule follows --" in result.trace
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_explorer_catches_a_no_vote_that_is_not_durable() -> None:
+    # A duplicated PREPARE outlives the participant's crash, which forgot its no vote.
+    result = Explorer(2, 2, Bounds(crashes=1, losses=1, duplicates=1), participant_factory=ForgetNoVote.restore).run()
+    assert TRUTH in rules(result.violations)
+    assert "ABORTED, but" in str(result.violations[0])
+    assert any("[duplicated: a copy stays in flight]" in line for line in result.trace)
+
+
+@pytest.mark.parametrize(
+    ("participant_factory", "coordinator_factory"),
+    [
+        (VoteBeforePersist.restore, None),
+        (None, commit_with_missing_vote),
+        (AbortOnTimeout.restore, None),
+        (ForgetLockOnRestart.restore, None),
+    ],
+    ids=["vote-before-persist", "commit-with-missing-vote", "abort-on-timeout", "forget-lock-on-restart"],
+)
+def test_random_simulation_catches_broken_variant(participant_factory, coordinator_factory) -> None:  # type: ignore[no-untyped-def]
+    kwargs = {}
+    if participant_factory is not None:
+        kwargs["participant_factory"] = participant_factory
+    if coordinator_factory is not None:
+        kwargs["coordinator_factory"] = coordinator_factory
+    summary = random_runs(300, seed=1, **kwargs)
+    failure = summary.failure
+    assert failure is not None
+    assert failure.violations and failure.trace[-1].startswith("VIOLATION")
+    again = simulate(failure.seed, **kwargs, trace=True)
+    assert again.violations == failure.violations and again.trace == failure.trace
+
+
+def test_random_simulation_catches_a_no_vote_that_is_not_durable() -> None:
+    params = SimParams(participants=3, clients=2, duplicate=0.3, crashes=3, max_downtime=5, max_delay=40)
+    result = simulate(2362, params, participant_factory=ForgetNoVote.restore)
+    assert rules(result.violations) & {TRUTH, AC1}
+    assert simulate(2362, params).ok  # the real protocol, same seed and faults
+
+
+# ====================================================================== the command line
+
+
+def test_cli_explore_exits_0_and_reports_figures_when_no_violation() -> None:
+    out = io.StringIO()
+    assert cli.main(["explore", "--clients", "1", "--crashes", "1"], out) == 0
+    text = out.getvalue()
+    assert "no violation" in text and "states/s" in text and "depth" in text
+    assert "TCommit model: 34 distinct states for 3 resource managers" in text
+
+
+def test_cli_explore_exits_1_with_the_trace_and_the_repeat_command(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        return Explorer(*args, **{**kwargs, "coordinator_factory": commit_with_missing_vote})
+
+    monkeypatch.setattr(cli, "Explorer", broken)
+    out = io.StringIO()
+    assert cli.main(["explore", "--crashes", "0"], out) == 1
+    text = out.getvalue()
+    assert "    1. client1 begins t1 (value=1)\n        client1 -> p1: PREPARE txid=t1" in text
+    assert "client1 -> p1: PREPARE txid=t1 value=1 participants=p1:1,p2:2,p3:3" in text
+    assert "VIOLATION client told the truth" in text
+    assert "repeat with: python -m harness.sim explore --participants 3 --prepare parallel --clients 2 --crashes 0" in text
+
+
+def test_cli_random_exits_1_with_a_seed_that_repeats_the_failure(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = random_runs
+
+    def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
+        return real(*args, **kwargs, participant_factory=AbortOnTimeout.restore)
+
+    monkeypatch.setattr(cli, "random_runs", broken)
+    out = io.StringIO()
+    assert cli.main(["random", "--runs", "50", "--seed", "3"], out) == 1
+    text = out.getvalue()
+    repeat = text.split("repeat with: ")[1].strip()
+    assert " --runs 1 " in repeat + " " and " --seed " in repeat
+    again = io.StringIO()
+    argv = repeat.split()[3:]
+    assert cli.main(argv, again) == 1
+    assert (
+        text.split("failed:")[1].split("repeat with")[0] == again.getvalue().split("failed:")[1].split("repeat with")[0]
+    )
+
+
+def test_cli_random_exits_0_for_the_real_protocol() -> None:
+    out = io.StringIO()
+    assert cli.main(["random", "--runs", "20", "--seed", "11"], out) == 0
+    assert "transactions per CPU second" in out.getvalue()
+
+
+@pytest.mark.parametrize("command", ["explore", "random"])
+def test_cli_help_gives_every_option_its_default(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    sub = next(a for a in cli.parser()._actions if isinstance(a, argparse._SubParsersAction))
+    options = [a for a in sub.choices[command]._actions if a.dest != "help"]
+    for action in options:
+        flag = action.option_strings[0]
+        assert flag in text
+        if action.default not in (None, False):
+            assert f"(default: {action.default})" in text, flag
