@@ -74,7 +74,9 @@ _RECORD_RE = re.compile(
 def _wanted_re(events: frozenset[str]) -> re.Pattern[str]:
     """The event token of wanted lines (a "send" only when it sends a VOTE);
     the caller checks that the token is the line's third."""
-    alternatives = sorted(re.escape(e) if e != "send" else r"send(?= peer=[^ \n]+ msg=VOTE )" for e in events)
+    alternatives = sorted(
+        re.escape(e) if e != "send" else r"send(?= peer=[^ \n]+ msg=(?:VOTE|OUTCOME) )" for e in events
+    )
     return re.compile(rf" ({'|'.join(alternatives)})(?=[ \n]|$)")
 
 
@@ -279,9 +281,21 @@ class _Checker:
                 self.flag("bad-log-line", None, f"{where} is written by {who!r}, not {node}", _cite(where, text))
                 continue
             if event == "send":
+                # Only what a sent VOTE or OUTCOME claims about the sender's record.
                 at_txid = rest.find(" txid=") + 6
                 txid = rest[at_txid : rest.find(" ", at_txid)] if at_txid > 5 else ""
-                yield "send", {"vote": "ok" if " vote=ok" in rest else "NOK", "txid": txid}, where, text, ts
+                if " msg=VOTE " in rest:
+                    claim = "prepared" if " vote=ok" in rest else "aborted"
+                else:
+                    at_state = rest.find(" state=") + 7
+                    claim = rest[at_state:].split(" ", 1)[0] if at_state > 6 else ""
+                yield (
+                    "send",
+                    {"msg": "VOTE" if " msg=VOTE " in rest else "OUTCOME", "txid": txid, "claim": claim},
+                    where,
+                    text,
+                    ts,
+                )
                 continue
             record = _RECORD_RE.fullmatch(rest) if event in ("durable", "restored") else None
             if record is not None:  # the shape nodes write: one regex instead of a field-by-field parse
@@ -339,7 +353,9 @@ class _Checker:
         """Observations of every record, vote counts and restarts, and the
         rules that need the log's order at one participant:
 
-        * a yes vote is sent only once it is durable (design section 4);
+        * a yes vote, a NOK or an OUTCOME is sent only once what it says is
+          durable (design section 4, and the Cornus argument: an abort
+          recorded for RESOLVE must survive a crash);
         * one lock: no second transaction prepared while another is;
         * at each restart, every record made durable before it is restored,
           the same or further along its path (nothing durable, and so maybe
@@ -351,18 +367,23 @@ class _Checker:
         restored: dict[str, _Obs] = {}  # this start's dump of its storage
         locked: dict[str, _Obs] = {}  # txid -> its prepared observation, while undecided
         prepared_ts: dict[str, str] = {}
+        seen: dict[str, set[str]] = {}  # txid -> every state it has been durable in
         for event, f, where, text, ts in self._lines(node, _PARTICIPANT_EVENTS):
             if event == "send":
-                if f["vote"] != "ok":
-                    stats.no_votes += 1
-                    continue
-                stats.yes_votes += 1
-                known = durable.get(f["txid"])
-                if known is None or known.state not in ("prepared", "committed"):
+                # What a participant says of a record must have been durable first
+                # (a yes vote, a NOK, an OUTCOME), or a crash could unsay it.
+                txid, claim = f["txid"], f["claim"]
+                if f["msg"] == "VOTE":
+                    if claim == "prepared":
+                        stats.yes_votes += 1
+                    else:
+                        stats.no_votes += 1
+                if claim not in seen.get(txid, ()) and not (claim == "prepared" and "committed" in seen.get(txid, ())):
+                    what = {"prepared": "a yes vote", "aborted": "an abort"}.get(claim, f"state {claim}")
                     self.flag(
                         "durability",
-                        f["txid"] or None,
-                        f"{node} sent a yes vote on {f['txid']} before making it durable",
+                        txid or None,
+                        f"{node} sent {what} on {txid} before making it durable",
                         _cite(where, text),
                     )
                 continue
@@ -399,6 +420,7 @@ class _Checker:
                 self.flag("bad-log-line", f.get("txid"), f"{where}: {event} line lacks a field", _cite(where, text))
                 continue
             per_txid[txid].append(o)
+            seen.setdefault(txid, set()).add(o.state)
             if event == "restored":
                 restored[txid] = o
                 continue

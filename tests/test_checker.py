@@ -456,6 +456,7 @@ def test_restart_may_find_a_record_further_on_than_its_last_durable_line(tmp_pat
     # SIGKILL fell between the fsync of COMMITTED_2's commit and its "durable" line
     r = consistent_run(stop=False)
     r.drop("server2", "durable", f"txid={COMMITTED_2}", "state=committed")
+    r.drop("server2", "send", "msg=OUTCOME", f"txid={COMMITTED_2}")  # the kill came before the reply too
     r.start("server2")
     r.stop()
     _, report = check(r, tmp_path)
@@ -497,6 +498,7 @@ def test_agreement_committed_at_one_participant_and_aborted_at_another(tmp_path:
         .replace("version=1", "version=0")
         .replace("COMMIT received", "ABORT received")
     )
+    r.sub("server3", f"msg=OUTCOME txid={COMMITTED_1}", "state=committed", "state=aborted")  # and says so
     folder, report = check(r, tmp_path)
     [v] = found(report, "agreement", COMMITTED_1)
     assert cites(v, where(folder, "server1", "durable", f"txid={COMMITTED_1}", "state=committed"))
@@ -655,6 +657,7 @@ def test_unknown_outcome_committed_at_only_some_participants(tmp_path: Path) -> 
     i = r.find("server3", "durable", f"txid={COMMITTED_2}", "state=committed")
     r.logs["server3"][i] = r.durable_line("server3", COMMITTED_2, "aborted", VALUE[COMMITTED_2], 0, "peer aborted")
     r.records["server3"][COMMITTED_2] = ("aborted", VALUE[COMMITTED_2], 0)
+    r.sub("server3", f"msg=OUTCOME txid={COMMITTED_2}", "state=committed", "state=aborted")
     folder, report = check(r, tmp_path)
     [v] = found(report, "client-truth", COMMITTED_2)
     assert "committed at server1, server2 only" in v.message
@@ -700,6 +703,7 @@ def test_log_says_committed_but_storage_lost_it(tmp_path: Path) -> None:
 def test_storage_holds_a_commit_the_log_never_mentions(tmp_path: Path) -> None:
     r = consistent_run()
     r.drop("server2", "durable", f"txid={COMMITTED_2}", "state=committed")
+    r.drop("server2", "send", "msg=OUTCOME", f"txid={COMMITTED_2}")  # nor did it answer
     _, report = check(r, tmp_path)
     [v] = found(report, "log-storage", COMMITTED_2)
     assert "server2's storage holds" in v.message and "its log never says so" in v.message
@@ -753,6 +757,7 @@ def test_abandoned_transaction_committed_at_only_some_participants(tmp_path: Pat
     i = r.find("server3", "durable", f"txid={COMMITTED_2}", "state=committed")
     r.logs["server3"][i] = r.durable_line("server3", COMMITTED_2, "aborted", VALUE[COMMITTED_2], 0, "peer aborted")
     r.records["server3"][COMMITTED_2] = ("aborted", VALUE[COMMITTED_2], 0)
+    r.sub("server3", f"msg=OUTCOME txid={COMMITTED_2}", "state=committed", "state=aborted")
     folder, report = check(r, tmp_path)
     assert report.abandoned == 1
     [v] = found(report, "client-truth", COMMITTED_2)
@@ -778,15 +783,16 @@ def test_txid_reused_by_another_client(tmp_path: Path) -> None:
 
 _C2_COMMIT = ("durable", f"txid={COMMITTED_2}", "state=committed")
 _BAD_LINES: list[tuple[str, str, tuple[str, ...], Callable[[str], str], str | None, set[str]]] = [
-    # (id, node, needles of the line to break, how, txid the violation names, every kind reported)
-    ("garbage", "server2", _C2_COMMIT, lambda _: "garbage", None, {"bad-log-line", "log-storage"}),
+    # (id, node, needles of the line to break, how, txid the violation names, every kind reported).
+    # A broken durable line also leaves the OUTCOME sent after it unproven: durability.
+    ("garbage", "server2", _C2_COMMIT, lambda _: "garbage", None, {"bad-log-line", "log-storage", "durability"}),
     (
         "durable-without-value",
         "server2",
         _C2_COMMIT,
         lambda t: t.replace(f" value={VALUE[COMMITTED_2]}", ""),
         COMMITTED_2,
-        {"bad-log-line", "log-storage"},
+        {"bad-log-line", "log-storage", "durability"},
     ),
     (
         "durable-with-value-not-a-number",
@@ -794,7 +800,7 @@ _BAD_LINES: list[tuple[str, str, tuple[str, ...], Callable[[str], str], str | No
         _C2_COMMIT,
         lambda t: t.replace(f"value={VALUE[COMMITTED_2]}", "value=lots"),
         COMMITTED_2,
-        {"bad-log-line", "log-storage"},
+        {"bad-log-line", "log-storage", "durability"},
     ),
     (
         "durable-with-unterminated-quote",
@@ -802,7 +808,7 @@ _BAD_LINES: list[tuple[str, str, tuple[str, ...], Callable[[str], str], str | No
         _C2_COMMIT,
         lambda t: t.removesuffix('"'),
         None,
-        {"bad-log-line", "log-storage"},
+        {"bad-log-line", "log-storage", "durability"},
     ),
     (
         "durable-with-a-bare-word",
@@ -810,7 +816,7 @@ _BAD_LINES: list[tuple[str, str, tuple[str, ...], Callable[[str], str], str | No
         _C2_COMMIT,
         lambda t: t.replace("state=committed", "committed"),
         None,
-        {"bad-log-line", "log-storage"},
+        {"bad-log-line", "log-storage", "durability"},
     ),
     (
         "durable-written-by-another-node",
@@ -818,7 +824,7 @@ _BAD_LINES: list[tuple[str, str, tuple[str, ...], Callable[[str], str], str | No
         _C2_COMMIT,
         lambda t: t.replace(" server2 durable ", " server1 durable "),
         None,
-        {"bad-log-line", "log-storage"},
+        {"bad-log-line", "log-storage", "durability"},
     ),
     (
         "begin-without-value",
@@ -1129,3 +1135,21 @@ def test_checker_catches_coordinator_committing_despite_a_no_vote(
     assert refused <= {v.txid for v in report.violations if v.kind == "client-truth"}, show(report)
     again = check_run(folder)
     assert (again.violations, again.clients, again.replicas) == (report.violations, report.clients, report.replicas)
+
+
+@pytest.mark.parametrize(
+    "needles",
+    [("msg=OUTCOME", f"txid={COMMITTED_2}"), ("msg=VOTE", f"txid={ABORTED_2}", "vote=NOK")],
+    ids=["outcome", "no-vote"],
+)
+def test_reply_sent_before_what_it_says_was_durable_is_flagged(tmp_path: Path, needles: tuple[str, ...]) -> None:
+    # A NOK or an OUTCOME is a promise too: sent before its record is durable, a crash can unsay it.
+    r = consistent_run()
+    send = r.find("server2", "send", *needles)
+    txid = needles[1].removeprefix("txid=")
+    record = max(i for i, line in enumerate(r.logs["server2"][:send]) if " durable " in line and f"txid={txid}" in line)
+    r.logs["server2"].insert(record, r.logs["server2"].pop(send))  # the reply now precedes the durable line
+    folder, report = check(r, tmp_path)
+    [v] = found(report, "durability", txid)
+    assert cites(v, where(folder, "server2", "send", *needles))
+    assert kinds(report) == {"durability"}, show(report)
