@@ -759,6 +759,10 @@ class _Checker:
         abandoned = [
             (txid, "unknown", where, text) for txid, (_, where, text) in self.begins.items() if txid not in reported
         ]
+        for _, _, where, _ in abandoned:
+            client = self.clients.get(where.partition(".log:")[0])
+            if client is not None:
+                client.abandoned += 1
         for txid, result, where, text in [*self.outcomes, *abandoned]:
             here = committed_at.get(txid, set())
             if result == "committed" and here != everyone:

@@ -158,7 +158,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m harness.client",
         description="Coordinate 2PC transactions: PREPARE everywhere, then COMMIT everywhere or ABORT everywhere.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--servers",
@@ -166,15 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=default_servers(),
         help="participants as host:port,host:port,... (default the seed's 127.0.0.1:8886-8888)",
     )
-    p.add_argument("--value", type=int, default=1, help="the value to write into storage_server")
-    p.add_argument("--count", type=int, default=1, help="transactions to run, one after the other")
+    p.add_argument(
+        "--value", type=int, default=1, help="the value to write into storage_server (default 1, as in the seed)"
+    )
+    p.add_argument("--count", type=int, default=1, help="transactions to run, one after the other (default 1)")
     p.add_argument("--name", default=None, help="this client's name in logs and txids (default client<pid>)")
     p.add_argument("--log", type=Path, default=None, help="event log file (default logs/<name>.log)")
     p.add_argument(
         "--delay",
         type=float,
         default=0.0,
-        help="seconds between messages, to watch the protocol by eye (the seed used 1)",
+        help="seconds between messages, to watch the protocol by eye; the seed used 1 (default 0)",
     )
     p.add_argument(
         "--timeout",
@@ -187,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry",
         choices=("none", "backoff"),
         default="none",
-        help="after an abort: give up, or retry with exponential backoff and jitter",
+        help="after an abort: give up, or retry with exponential backoff and jitter (default none)",
     )
     p.add_argument(
         "--prepare",
@@ -195,15 +196,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="adaptive",
         help="PREPARE all participants at once (parallel), the first one before the others (ordered: one "
         "more round trip, but votes never split under contention), or parallel until a NOK vote, then "
-        "ordered for a while (adaptive)",
+        "ordered for a while (adaptive; the default)",
     )
-    p.add_argument("--max-retries", type=int, default=20, help="with --retry backoff: retries per transaction")
+    p.add_argument(
+        "--max-retries", type=int, default=20, help="with --retry backoff: retries per transaction (default 20)"
+    )
     p.add_argument("--seed", type=int, default=None, help="seed for the backoff jitter")
     p.add_argument(
         "--crash",
         metavar="POINT[:N]",
         default=None,
-        help=f"kill this process with SIGKILL at POINT in its Nth transaction: {', '.join(CLIENT_CRASH_POINTS)}",
+        help=f"kill this process with SIGKILL at POINT on its Nth passage: {', '.join(CLIENT_CRASH_POINTS)}",
     )
     return p
 

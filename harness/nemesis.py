@@ -7,7 +7,8 @@ transaction in flight is abandoned (its outcome unknown), and after an outage a
 new client process takes over the operations the killed one had not finished;
 ``pause`` is SIGSTOP then SIGCONT of a participant or a client; ``partition``
 severs links of the fault proxy (a participant isolated, a client cut from a
-participant, or two participants cut from each other). One fault is active at
+participant, or two participants cut from each other) or, one time in four,
+degrades them (every message delayed, some dropped). One fault is active at
 a time; the next one starts about ``--nemesis-interval`` seconds after the
 previous one healed. Every choice comes from the run's seed.
 
@@ -28,7 +29,7 @@ import os
 import random
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +100,7 @@ class ProxyHandle:
         parent, child = MP.Pipe(duplex=True)
         procs.start(_proxy_child, (child, folder / "proxy.log", seed), "proxy")
         child.close()
+        procs.held.append(parent)
         if not parent.poll(10) or parent.recv() != ("ok", "ready"):
             raise RunError("the fault proxy did not start")
         return cls(parent)
@@ -134,7 +136,6 @@ class _Fault:
     target: str
     heal_at: float | None
     undo: Any = None  # what heal() needs
-    fields: dict[str, Any] = field(default_factory=dict)
 
 
 class Nemesis:
@@ -145,8 +146,8 @@ class Nemesis:
         self.interval = config.nemesis_interval
         self.rng = random.Random(f"nemesis-{seed}")
         self.log = EventLog(log_path, "nemesis")
+        run.procs.held.append(self.log)  # the runner's file: no child keeps it open
         self.run = run
-        self.start = time.monotonic()
         self.next_at = float("inf")
         self.active: list[_Fault] = []  # at most one scheduled fault, plus crash-point outages
         self.count = 0
@@ -157,7 +158,7 @@ class Nemesis:
 
     def record(self, kind: str, target: str, healed: bool = False, **fields: Any) -> _Fault:
         self.count += 1
-        fault = _Fault(self.count, kind, target, None, fields=fields)
+        fault = _Fault(self.count, kind, target, None)
         self.log.event("fault", ("id", fault.id), ("kind", kind), ("target", target), ("t", self._t()), *fields.items())
         if healed:
             self.log.event(
@@ -171,7 +172,7 @@ class Nemesis:
             name = "client1->server2"
             self.run.proxy.call("cut-after", name, r"^VOTE .*vote=ok")
             fault = self.record("partition", name, point="between-phases")
-            fault.undo = [name]
+            fault.undo = ("severed", [name])
             self.active.append(fault)  # healed at the end of the run
         if self.kinds:
             self.next_at = time.monotonic() + self.interval * self.rng.uniform(0.5, 1.5)
@@ -220,9 +221,18 @@ class Nemesis:
         else:
             assert run.proxy is not None
             what, links = self._partition_links()
-            fault = self.record(kind, what, links=",".join(links))
-            run.proxy.call("sever", links)
-            fault.undo = links
+            if self.rng.random() < 0.25:
+                # Not cut but degraded: each line delayed, some dropped (the proxy
+                # drops whole messages; the protocol sees loss, never garbage).
+                delay, drop = round(self.rng.uniform(0.01, 0.2), 3), round(self.rng.uniform(0.05, 0.3), 2)
+                fault = self.record(kind, f"{what}, degraded", links=",".join(links), delay=delay, drop=drop)
+                for name in links:
+                    run.proxy.call("set", name, delay, drop)
+                fault.undo = ("degraded", links)
+            else:
+                fault = self.record(kind, what, links=",".join(links))
+                run.proxy.call("sever", links)
+                fault.undo = ("severed", links)
         fault.heal_at = time.monotonic() + duration
         self.active.append(fault)
 
@@ -256,7 +266,12 @@ class Nemesis:
                 os.kill(fault.undo, signal.SIGCONT)
         elif fault.kind == "partition":
             assert run.proxy is not None
-            run.proxy.call("heal", fault.undo)
+            how_cut, links = fault.undo
+            if how_cut == "degraded":
+                for name in links:
+                    run.proxy.call("set", name, 0.0, 0.0)
+            else:
+                run.proxy.call("heal", links)
         self.log.event("heal", ("id", fault.id), ("kind", fault.kind), ("target", fault.target), ("t", self._t()), *how)
         self.active.remove(fault)
         if fault.kind in self.kinds and self.next_at == float("inf") and fault.heal_at is not None:

@@ -85,18 +85,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m harness.participant",
         description="Run one 2PC participant: it holds storage_server, votes ok/NOK, and commits or aborts.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("id", type=int, help="participant number n: default port 8885+n, files server<n>.*")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="port to listen on (default 8885+ID; 0 = any free port)")
-    p.add_argument("--data-dir", type=Path, default=Path("data"), help="folder for server<n>.sqlite3")
+    p.add_argument("--data-dir", type=Path, default=Path("data"), help="folder for server<n>.sqlite3 (default data)")
     p.add_argument("--log", type=Path, default=None, help="event log file (default logs/server<n>.log)")
     p.add_argument(
         "--delay",
         type=float,
         default=0.0,
-        help="seconds to wait before each reply, to watch contention by eye (the seed used 3)",
+        help="seconds to wait before each reply (but STATUS), to watch contention by eye; the seed used 3 (default 0)",
     )
     p.add_argument(
         "--resolve-after",
@@ -106,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         "other participants (default 5 + 10 x delay)",
     )
     p.add_argument(
+        "--no-durable",
         "--no-fsync",
+        dest="no_fsync",
         action="store_true",
         help="do not fsync votes and commits (survives kill -9, not a power cut; for benchmarks)",
     )

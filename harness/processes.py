@@ -37,19 +37,19 @@ class RunError(Exception):
     """The run could not be carried out (a port in use, a process that died)."""
 
 
-def die_with_parent() -> None:
-    """Ask Linux to SIGTERM this child if the runner dies (no orphans)."""
+def die_with_parent(parent: int) -> None:
+    """Ask Linux to SIGTERM this child if the runner (pid ``parent``) dies: no orphans."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:  # the parent died before prctl took effect
+    if os.getppid() != parent:  # the runner died before prctl took effect
         os._exit(1)
 
 
-def _child(close: list[socket.socket], target: Callable[..., None], args: tuple[Any, ...]) -> None:
-    for sock in close:
-        sock.close()
-    die_with_parent()
+def _child(close: list[Any], parent: int, target: Callable[..., None], args: tuple[Any, ...]) -> None:
+    for held in close:
+        held.close()
+    die_with_parent(parent)
     target(*args)
 
 
@@ -58,10 +58,11 @@ class Processes:
 
     def __init__(self) -> None:
         self.procs: list[BaseProcess] = []
-        # Listening sockets the runner holds for participants not yet started.
-        # A forked child inherits every descriptor: it closes these first, or a
-        # participant's port would outlive the participant inside another child.
-        self.held: list[socket.socket] = []
+        # Descriptors of the runner that no child should keep: listening sockets
+        # of participants not started yet (or a port would outlive its participant
+        # inside another child), the runner's ends of pipes, its own log files.
+        # A forked child inherits every descriptor and closes these first.
+        self.held: list[Any] = []
 
     def start(
         self, target: Callable[..., None], args: tuple[Any, ...], name: str, keep: socket.socket | None = None
@@ -71,7 +72,7 @@ class Processes:
         sys.stdout.flush()
         sys.stderr.flush()
         close = [s for s in self.held if s is not keep]
-        proc = MP.Process(target=_child, args=(close, target, args), name=name, daemon=False)
+        proc = MP.Process(target=_child, args=(close, os.getpid(), target, args), name=name, daemon=False)
         proc.start()
         self.procs.append(proc)
         return proc
@@ -80,8 +81,10 @@ class Processes:
         """SIGTERM, then SIGKILL whatever has not exited in STOP_TIMEOUT."""
         procs = self.procs if procs is None else procs
         for p in procs:
-            if p.is_alive():
+            if p.is_alive() and p.pid is not None:
                 p.terminate()
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, signal.SIGCONT)  # a paused child acts on SIGTERM only once resumed
         deadline = time.monotonic() + STOP_TIMEOUT
         for p in procs:
             p.join(max(0.0, deadline - time.monotonic()))

@@ -12,7 +12,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from harness.checker import CheckReport
+from harness.checker import CheckReport, ClientStats
 
 ABORT_CAUSES = ("no vote: locked", "no vote: other", "timeout", "unreachable")
 
@@ -52,9 +52,8 @@ def client_rows(report: CheckReport) -> tuple[list[str], list[list[Any]]]:
         )
     if len(rows) > 1:
         totals = [sum(r[i] for r in rows) for i in range(1, 3 + len(ABORT_CAUSES) + 3)]
-        all_latencies = sorted(x for c in report.clients for x in c.latencies_ms)
-        p50 = all_latencies[len(all_latencies) // 2] if all_latencies else None
-        p99 = all_latencies[min(len(all_latencies) - 1, int(len(all_latencies) * 0.99))] if all_latencies else None
+        everyone = ClientStats(name="all", latencies_ms=[x for c in report.clients for x in c.latencies_ms])
+        p50, p99 = everyone.latency(0.5), everyone.latency(0.99)
         rows.append(["all", *totals, _ms(p50), _ms(p99)])
     return headers, rows
 

@@ -136,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("harness.run: interrupted; every process was stopped", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     for name, low in (("clients", 1), ("participants", 1), ("transactions", 1)):
@@ -187,9 +195,6 @@ def main(argv: list[str] | None = None) -> int:
     except RunError as e:
         print(f"harness.run: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("harness.run: interrupted; every process was stopped", file=sys.stderr)
-        return 130
     try:
         checked = check_run(result.folder)
     except CheckError as e:

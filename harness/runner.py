@@ -48,9 +48,11 @@ logger = logging.getLogger("harness.runner")
 
 
 # Under faults silent peers are common and waiting is their cost: shorter
-# timeouts, still with the client deciding before the participants step in.
+# timeouts. A client that hears nothing takes up to a timeout for the votes, one
+# for RESOLVE and a connect timeout (1 s) before it gives up; the participants
+# wait longer than that, so that a live client decides first.
 FAULT_TIMEOUT = 1.0  # the clients' --timeout
-FAULT_RESOLVE_AFTER = 2.0  # the participants' --resolve-after
+FAULT_RESOLVE_AFTER = 3.0  # the participants' --resolve-after
 
 
 @dataclass
@@ -288,7 +290,7 @@ class _Run:
                 hint = " (is another participant or run using it?)" if e.errno == errno.EADDRINUSE else ""
                 raise RunError(f"cannot listen on {self.config.host}:{port}: {e.strerror}{hint}") from None
             sockets.append(sock)
-        self.procs.held = list(sockets)
+        self.procs.held += sockets
         return sockets
 
     def _start_participants(self, sockets: list[socket.socket]) -> None:
@@ -423,6 +425,7 @@ class _Run:
         parent, child = MP.Pipe(duplex=False)
         proc = self.procs.start(_client_child, (config, child, self.go), config.name)
         child.close()
+        self.procs.held.append(parent)  # later children must not keep the runner's end
         return proc, parent
 
     def restart_client(self, c: _Client) -> bool:

@@ -21,7 +21,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m harness.status",
         description="Show each participant's storage_server, version and lock.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument(
         "--servers",
@@ -29,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=default_servers(),
         help="participants as host:port,... (default the seed's 127.0.0.1:8886-8888)",
     )
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each answer")
+    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each answer (default 2)")
     return p
 
 

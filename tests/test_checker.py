@@ -1153,3 +1153,12 @@ def test_reply_sent_before_what_it_says_was_durable_is_flagged(tmp_path: Path, n
     [v] = found(report, "durability", txid)
     assert cites(v, where(folder, "server2", "send", *needles))
     assert kinds(report) == {"durability"}, show(report)
+
+
+def test_an_abandoned_transaction_is_counted_for_its_client(tmp_path: Path) -> None:
+    r = consistent_run()
+    r.drop("client2", "outcome", f"txid={COMMITTED_2}")  # client2 died before it could report
+    _, report = check(r, tmp_path)
+    assert report.consistent, show(report)
+    assert {c.name: c.abandoned for c in report.clients} == {"client1": 0, "client2": 1}
+    assert report.abandoned == 1
