@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, _env
+from conftest import _env
 
 from harness.checker import check_run
 from harness.eventlog import read_log
@@ -182,11 +182,3 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
     pids = _pids(tmp_path / "r")
     assert len(pids) == 6
     assert [p for p in pids if _alive(p)] == []
-
-
-def test_the_readme_command_block_has_two_commands() -> None:
-    readme = (ROOT / "README.md").read_text()
-    block = readme.split("```")[1]
-    commands = [line for line in block.splitlines()[1:] if line.strip()]
-    assert len(commands) == 2
-    assert "harness.run" in commands[0] and "pytest" in commands[1]
