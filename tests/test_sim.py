@@ -299,7 +299,9 @@ def test_cli_explore_exits_1_with_the_trace_and_the_repeat_command(monkeypatch: 
     assert "    1. client1 begins t1 (value=1)\n        client1 -> p1: PREPARE txid=t1" in text
     assert "client1 -> p1: PREPARE txid=t1 value=1 participants=p1:1,p2:2,p3:3" in text
     assert "VIOLATION client told the truth" in text
-    assert "repeat with: python -m harness.sim explore --participants 3 --prepare parallel --clients 2 --crashes 0" in text
+    assert (
+        "repeat with: python -m harness.sim explore --participants 3 --prepare parallel --clients 2 --crashes 0" in text
+    )
 
 
 def test_cli_random_exits_1_with_a_seed_that_repeats_the_failure(monkeypatch: pytest.MonkeyPatch) -> None:
