@@ -215,16 +215,9 @@ class ParticipantCore:
                         )
                     ]
                 known = self.records.get(msg.txid)
-                if (
-                    known is not None
-                    and known.participants
-                    and (known.value, known.participants)
-                    != (
-                        msg.value,
-                        msg.participants,
-                    )
-                ):
-                    detail = f"{msg.txid} was prepared with value={known.value} for {','.join(known.participants)}"
+                promised = (known.value, known.participants) if known is not None and known.participants else None
+                if promised is not None and promised != (msg.value, msg.participants):
+                    detail = f"{msg.txid} was prepared with value={promised[0]} for {','.join(promised[1])}"
                     return [Reply(conn=conn, msg=Error(code="conflict", txid=msg.txid, detail=detail))]
                 held = self.lock is not None and self.lock != msg.txid
                 event = Event.PREPARE_LOCK_HELD if held else Event.PREPARE_LOCK_FREE
