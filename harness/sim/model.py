@@ -170,34 +170,27 @@ class PNode:
         return self._run(self.core.recover(), crash_after)
 
     def _run(self, actions: Sequence[object], crash_after: CrashAfter) -> list[Effect]:
-        self.steps = len(actions)
-        if callable(crash_after):
-            crash_after = crash_after(len(actions))
-        effects: list[Effect] = []
-        for i, action in enumerate(actions):
-            if i == crash_after:
-                self.crash()
-                effects.append((Fx.CRASH, i, len(actions)))
-                return effects
-            match action:
-                case Persist():
-                    self.durable[action.record.txid] = action.record
-                    effects.append((Fx.PERSIST, action.record, action.why))
-                case Reply():
-                    effects.append((Fx.SEND, action.conn, Wire.REPLY, action.msg))
-                case SendPeer():
-                    effects.append((Fx.SEND, self.topo.index.get(action.peer, -1), Wire.REQUEST, action.msg))
-                case StartTimer():
-                    self.timers.add(action.txid)
-                    effects.append((Fx.TIMER_SET, action.txid))
-                case CancelTimer():
-                    self.timers.discard(action.txid)
-                    effects.append((Fx.TIMER_CANCEL, action.txid))
-                case Close():
-                    effects.append((Fx.CLOSE, action.conn))
-                case _:
-                    raise TypeError(f"participant core returned {action!r}, not an action")
-        return effects
+        return _perform(self, actions, crash_after, self._apply)
+
+    def _apply(self, action: object) -> Effect:
+        match action:
+            case Persist():
+                self.durable[action.record.txid] = action.record
+                return (Fx.PERSIST, action.record, action.why)
+            case Reply():
+                return (Fx.SEND, action.conn, Wire.REPLY, action.msg)
+            case SendPeer():
+                return (Fx.SEND, self.topo.index.get(action.peer, -1), Wire.REQUEST, action.msg)
+            case StartTimer():
+                self.timers.add(action.txid)
+                return (Fx.TIMER_SET, action.txid)
+            case CancelTimer():
+                self.timers.discard(action.txid)
+                return (Fx.TIMER_CANCEL, action.txid)
+            case Close():
+                return (Fx.CLOSE, action.conn)
+            case _:
+                raise TypeError(f"participant core returned {action!r}, not an action")
 
 
 # ====================================================================== client
@@ -278,30 +271,41 @@ class CNode:
         self.timers = set()
 
     def _run(self, actions: Sequence[object], crash_after: CrashAfter) -> list[Effect]:
-        self.steps = len(actions)
-        if callable(crash_after):
-            crash_after = crash_after(len(actions))
-        effects: list[Effect] = []
-        for i, action in enumerate(actions):
-            if i == crash_after:
-                self.crash()
-                effects.append((Fx.CRASH, i, len(actions)))
-                return effects
-            match action:
-                case co.Send():
-                    effects.append((Fx.CSEND, self.topo.index.get(action.to, -1), action.msg))
-                case co.SetTimer():
-                    self.timers.add(action.timer)
-                    effects.append((Fx.TIMER_SET, action.timer))
-                case co.Report():
-                    self.reported = action.result
-                    effects.append((Fx.REPORT, action.result, action.reason))
-                case co.Finished():
-                    self.timers = set()  # nodes.py cancels a finished transaction's timers
-                    effects.append((Fx.FINISHED,))
-                case _:
-                    raise TypeError(f"coordinator core returned {action!r}, not an action")
-        return effects
+        return _perform(self, actions, crash_after, self._apply)
+
+    def _apply(self, action: object) -> Effect:
+        match action:
+            case co.Send():
+                return (Fx.CSEND, self.topo.index.get(action.to, -1), action.msg)
+            case co.SetTimer():
+                self.timers.add(action.timer)
+                return (Fx.TIMER_SET, action.timer)
+            case co.Report():
+                self.reported = action.result
+                return (Fx.REPORT, action.result, action.reason)
+            case co.Finished():
+                self.timers = set()  # nodes.py cancels a finished transaction's timers
+                return (Fx.FINISHED,)
+            case _:
+                raise TypeError(f"coordinator core returned {action!r}, not an action")
+
+
+def _perform(
+    node: PNode | CNode, actions: Sequence[object], crash_after: CrashAfter, apply: Callable[[object], Effect]
+) -> list[Effect]:
+    """A core's actions performed one at a time, in order, as the real driver
+    does, so that a crash can fall between two of them (after ``crash_after``)."""
+    node.steps = len(actions)
+    if callable(crash_after):
+        crash_after = crash_after(len(actions))
+    effects: list[Effect] = []
+    for i, action in enumerate(actions):
+        if i == crash_after:
+            node.crash()
+            effects.append((Fx.CRASH, i, len(actions)))
+            break
+        effects.append(apply(action))
+    return effects
 
 
 # ====================================================================== words
