@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.protocol.messages import (
+    _FIELDS,
     MAX_LINE,
     MAX_PARTICIPANTS,
     VALUE_MAX,
@@ -35,6 +36,7 @@ from harness.protocol.messages import (
     Vote,
     decode,
     encode,
+    message_fields,
 )
 
 # Modest and deterministic: these run on every commit, and a failure must repeat.
@@ -79,6 +81,18 @@ def _id(msg: Message) -> str:
 
 def test_examples_cover_every_message_kind() -> None:
     assert {m.kind for m in EXAMPLES} == set(Kind)
+
+
+def test_decode_accepts_exactly_the_fields_that_encode_writes() -> None:
+    """decode keeps its own table of each kind's fields (for speed): it must
+    name every field encode can write, optional ones included, and no other."""
+    written: dict[Kind, set[str]] = {k: set() for k in Kind}
+    for msg in EXAMPLES:
+        written[msg.kind] |= {key for key, value in message_fields(msg) if value is not None}
+    assert written == _FIELDS
+    with pytest.raises(DecodeError) as e:
+        decode(b"COMMIT txid=t1 value=3")
+    assert e.value.code == "unknown-field"
 
 
 @pytest.mark.parametrize("msg", EXAMPLES, ids=_id)

@@ -206,11 +206,15 @@ def message_fields(msg: Message) -> list[tuple[str, object]]:
             return [("code", msg.code), ("txid", msg.txid), ("detail", msg.detail)]
 
 
+def encode_text(msg: Message) -> str:
+    """One message as its wire line, without the terminator (logs quote it so)."""
+    rest = format_fields(message_fields(msg))
+    return f"{msg.kind.value} {rest}" if rest else msg.kind.value
+
+
 def encode(msg: Message) -> bytes:
     """One message as one wire line, terminator included."""
-    rest = format_fields(message_fields(msg))
-    line = f"{msg.kind.value} {rest}\n" if rest else f"{msg.kind.value}\n"
-    return line.encode()
+    return f"{encode_text(msg)}\n".encode()
 
 
 # ---------------------------------------------------------------- decoding
@@ -321,27 +325,35 @@ def decode(line: bytes) -> Message:
     if "\n" in text or "\r" in text:
         raise DecodeError("bad-line", "one message per line")
     verb, _, rest = text.strip(" \t").partition(" ")
-    try:
-        kind = Kind(verb)
-    except ValueError:
-        raise DecodeError("unknown-verb", f"unknown verb {verb[:20]!r}") from None
+    kind = _KINDS.get(verb)
+    if kind is None:
+        raise DecodeError("unknown-verb", f"unknown verb {verb[:20]!r}")
     fields: dict[str, str] = {}
     for key, value in split_fields(rest):
         if key in fields:
             raise DecodeError("bad-field", f"field {key!r} given twice")
         fields[key] = value
     msg = _build(kind, fields)
-    allowed = {key for key, _ in message_fields(msg)} | _OPTIONAL[kind]
-    extra = sorted(set(fields) - allowed)
-    if extra:
+    if not fields.keys() <= _FIELDS[kind]:
+        extra = sorted(fields.keys() - _FIELDS[kind])
         raise DecodeError("unknown-field", f"{kind.value} has no field {extra[0]!r}")
     return msg
 
 
-# Fields a sender may leave out (they are then absent from message_fields too).
-_OPTIONAL: dict[Kind, set[str]] = {k: set() for k in Kind}
-_OPTIONAL[Kind.VOTE] = {"reason"}
-_OPTIONAL[Kind.ERROR] = {"txid"}
+_KINDS = {k.value: k for k in Kind}
+# Every field a message of each kind may carry: what message_fields writes
+# (tests/test_messages.py holds the two together).
+_FIELDS: dict[Kind, frozenset[str]] = {
+    Kind.PREPARE: frozenset({"txid", "value", "participants"}),
+    Kind.VOTE: frozenset({"txid", "vote", "reason"}),
+    Kind.COMMIT: frozenset({"txid"}),
+    Kind.ABORT: frozenset({"txid"}),
+    Kind.RESOLVE: frozenset({"txid"}),
+    Kind.OUTCOME: frozenset({"txid", "state"}),
+    Kind.STATUS: frozenset(),
+    Kind.STATE: frozenset({"node", "storage_server", "version", "lock", "committed", "aborted"}),
+    Kind.ERROR: frozenset({"code", "txid", "detail"}),
+}
 
 
 def _build(kind: Kind, f: dict[str, str]) -> Message:

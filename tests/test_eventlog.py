@@ -1,0 +1,102 @@
+"""The event log's buffering: fewer writes, and never behind what a node does."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from harness import eventlog
+from harness.eventlog import EventLog, read_log
+from harness.protocol.messages import Vote
+
+
+def _count_writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
+    writes: list[bytes] = []
+    real = os.write
+
+    def write(fd: int, data: bytes) -> int:
+        writes.append(bytes(data))
+        return real(fd, data)
+
+    monkeypatch.setattr(eventlog.os, "write", write)
+    return writes
+
+
+def test_unbuffered_log_writes_each_line_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = _count_writes(monkeypatch)
+    log = EventLog(tmp_path / "n.log", "n1")
+    log.event("begin", ("txid", "t1"), ("value", 7))
+    assert len(writes) == 1
+    assert writes[0].endswith(b" n1 begin txid=t1 value=7\n")
+    log.close()
+
+
+def test_buffered_lines_go_out_in_one_write_on_flush_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writes = _count_writes(monkeypatch)
+    path = tmp_path / "n.log"
+
+    async def scenario() -> None:
+        log = EventLog(path, "n1", buffered=True)
+        log.event("begin", ("txid", "t1"), ("value", 7))
+        log.message("send", "127.0.0.1:8886", Vote(txid="t1", yes=False, reason="locked by t0"))
+        assert writes == [] and path.read_text() == ""
+        log.flush()
+        assert len(writes) == 1
+        log.close()
+
+    asyncio.run(scenario())
+    lines = list(read_log(path))
+    assert [line.event for line in lines] == ["begin", "send"]
+    assert lines[1].fields == {
+        "peer": "127.0.0.1:8886",
+        "msg": "VOTE",
+        "txid": "t1",
+        "vote": "NOK",
+        "reason": "locked by t0",
+    }
+
+
+def test_buffered_lines_flush_by_themselves_on_the_running_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writes = _count_writes(monkeypatch)
+    monkeypatch.setattr(eventlog, "FLUSH_AFTER", 0.0)  # the next pass of the loop
+    path = tmp_path / "n.log"
+
+    async def scenario() -> None:
+        log = EventLog(path, "n1", buffered=True)
+        log.event("timeout", ("txid", "t1"))
+        log.event("timeout", ("txid", "t2"))
+        assert writes == []
+        for _ in range(3):  # yield to the loop: no sleeping for time
+            await asyncio.sleep(0)
+        assert len(writes) == 1
+        assert [line.fields["txid"] for line in read_log(path)] == ["t1", "t2"]
+        log.close()
+
+    asyncio.run(scenario())
+
+
+def test_buffered_log_without_a_running_loop_writes_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "n.log"
+    log = EventLog(path, "n1", buffered=True)
+    log.event("stopped")
+    assert path.read_text().endswith(" n1 stopped\n")
+    log.close()
+
+
+def test_message_line_is_the_wire_line_after_msg(tmp_path: Path) -> None:
+    """A message is logged as peer=... msg=<its wire line>, from the message or
+    from its wire text alike."""
+    path = tmp_path / "n.log"
+    log = EventLog(path, "n1")
+    vote = Vote(txid="t1", yes=False, reason='say "no"')
+    log.message("recv", "h:1", vote)
+    log.message("recv", "h:1", 'VOTE txid=t1 vote=NOK reason="say \\"no\\""')
+    log.close()
+    first, second = path.read_text().splitlines()
+    expected = 'n1 recv peer=h:1 msg=VOTE txid=t1 vote=NOK reason="say \\"no\\""'
+    assert first.split(" ", 1)[1] == second.split(" ", 1)[1] == expected
