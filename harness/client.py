@@ -77,7 +77,7 @@ async def run(
     list returned holds each operation's last attempt. Raises
     ConnectError if a participant cannot be reached at start-up."""
     crash = CrashPlan.parse(config.crash, CLIENT_CRASH_POINTS) if config.crash else None
-    log = EventLog(config.log, config.name)
+    log = EventLog(config.log, config.name, buffered=True)
     client = ClientNode(config.name, config.servers, log, timeout=config.timeout, delay=config.delay, crash=crash)
     rng = random.Random(config.seed)
     results: list[TxResult] = []
@@ -121,6 +121,7 @@ async def run(
                     ("cause", result.cause.value),
                     ("reason", result.reason or None),
                 )
+                log.flush()  # what the runner hears is in the log already
                 on_result(op, attempt, result)
                 if result.result is not co.Result.ABORTED or config.retry != "backoff" or attempt > config.max_retries:
                     results.append(result)

@@ -17,7 +17,7 @@ the connection closed; it never reaches the core, so it never changes state.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import collections
 import logging
 import os
 import secrets
@@ -43,6 +43,7 @@ from harness.protocol.messages import (
     Vote,
     decode,
     encode,
+    encode_text,
 )
 from harness.protocol.participant import (
     Action,
@@ -114,11 +115,12 @@ class CrashPlan:
         self.seen += 1
         if self.seen == self.nth:
             log.event("crash", ("point", point), ("signal", "SIGKILL"))
+            log.flush()
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _peername(writer: asyncio.StreamWriter) -> str:
-    info = writer.get_extra_info("peername")
+def _peername(transport: asyncio.BaseTransport) -> str:
+    info = transport.get_extra_info("peername")
     return f"{info[0]}:{info[1]}" if info else "?"
 
 
@@ -141,9 +143,11 @@ def log_record(log: EventLog, event: str, r: TxRecord, why: str | None = None) -
 class GroupCommit:
     """Makes Persist actions durable in order, batching those that queue up.
 
-    ``submit`` returns a sequence number; ``wait(n)`` returns once the first n
-    persists are durable. A task writes whatever has queued up, in one SQLite
-    transaction (one fsync) per batch."""
+    ``submit`` returns a sequence number and schedules one write for the end of
+    this pass of the event loop: every persist submitted meanwhile (by every
+    message that arrived in the same poll) goes into that one SQLite transaction,
+    one fsync. ``durable`` counts the persists on disk; ``wait(n)`` returns once
+    the first n are, and ``on_durable`` hears of every batch."""
 
     def __init__(self, storage: Storage, log: EventLog, on_durable: Callable[[list[Persist]], None]) -> None:
         self._storage = storage
@@ -153,13 +157,14 @@ class GroupCommit:
         self.issued = 0
         self.durable = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="group-commit")
+        self._scheduled = False
 
     def submit(self, persist: Persist) -> int:
         self._pending.append(persist)
         self.issued += 1
-        self._wake.set()
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._write)
         return self.issued
 
     async def wait(self, seq: int) -> None:
@@ -169,45 +174,93 @@ class GroupCommit:
         self._waiters.append((seq, future))
         await future
 
-    async def _run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            batch, self._pending = self._pending, []
-            if not batch:
-                continue
-            try:
-                # In the loop's own thread: handing each write to a worker thread
-                # cost more than the write (measured: x1.4-1.6 transactions per
-                # second without the hop). The fsync blocks the loop; what arrives
-                # meanwhile waits in the kernel, and the persists it causes are
-                # batched into the next write.
-                self._storage.write([p.record for p in batch])
-            except (sqlite3.Error, OSError) as e:
-                # Nothing more can be promised: stop at once, as a crash would. The
-                # batch is one SQLite transaction, so a restart finds all of it or none.
-                self._log.event("fatal", ("error", f"storage write failed: {e}"))
-                print(f"participant: storage write failed: {e}; stopping", file=sys.stderr, flush=True)
-                os._exit(3)
-            for p in batch:
-                log_record(self._log, "durable", p.record, p.why)
-            self.durable += len(batch)
-            self._on_durable(batch)
+    def _write(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            # In the loop's own thread: handing each write to a worker thread
+            # cost more than the write (measured: x1.4-1.6 transactions per
+            # second without the hop). The fsync blocks the loop; what arrives
+            # meanwhile waits in the kernel, and the persists it causes are
+            # batched into the next write.
+            self._storage.write([p.record for p in batch])
+        except (sqlite3.Error, OSError) as e:
+            # Nothing more can be promised: stop at once, as a crash would. The
+            # batch is one SQLite transaction, so a restart finds all of it or none.
+            self._log.event("fatal", ("error", f"storage write failed: {e}"))
+            self._log.flush()
+            print(f"participant: storage write failed: {e}; stopping", file=sys.stderr, flush=True)
+            os._exit(3)
+        for p in batch:
+            log_record(self._log, "durable", p.record, p.why)
+        self.durable += len(batch)
+        if self._waiters:
             still = []
             for seq, future in self._waiters:
-                if seq <= self.durable:
-                    if not future.done():
-                        future.set_result(None)
-                else:
+                if seq > self.durable:
                     still.append((seq, future))
+                elif not future.done():
+                    future.set_result(None)
             self._waiters = still
+        self._on_durable(batch)
 
-    async def close(self) -> None:
-        """Write what is queued, then stop the writer."""
-        await self.wait(self.issued)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+    def close(self) -> None:
+        """Write what is queued now."""
+        self._write()
+
+
+@dataclass(eq=False)
+class _Output:
+    """A reply (its wire line) or a close, queued on an inbound connection until
+    the persists issued before it (``barrier``) are durable."""
+
+    barrier: int
+    text: str | None  # None: close the connection
+    yes_vote: bool = False
+    paced: bool = False  # held back by --delay
+    due: float | None = None  # with --delay: when it may leave
+
+
+class _Inbound(asyncio.Protocol):
+    """One connection to the participant: a client or a peer asking RESOLVE.
+
+    Lines are handled as they arrive, in the event loop's own callback (no
+    task per connection: measured, a participant spent most of its time
+    switching between the stream reader, its task and the writer's)."""
+
+    def __init__(self, node: ParticipantNode) -> None:
+        self.node = node
+        self.id = 0
+        self.peer = "?"
+        self.transport: asyncio.Transport | None = None
+        self.buffer = LineBuffer()
+        self.queue: collections.deque[_Output] = collections.deque()
+        self.refused = False  # a Close is queued: read nothing more
+        self.timer: asyncio.TimerHandle | None = None  # --delay
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = _peername(transport)
+        self.node._accepted(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.node._on_data(self, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.node._closed(self, exc)
+
+    # A peer that sends but does not read fills our buffer: stop reading it
+    # until it has taken what we wrote.
+    def pause_writing(self) -> None:
+        assert self.transport is not None
+        self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        assert self.transport is not None
+        self.transport.resume_reading()
 
 
 class ParticipantNode:
@@ -235,7 +288,8 @@ class ParticipantNode:
         self.address: tuple[str, int] | None = None
         self._server: asyncio.Server | None = None
         self._gc: GroupCommit | None = None
-        self._conns: dict[int, asyncio.StreamWriter] = {}
+        self._conns: dict[int, _Inbound] = {}
+        self._blocked: set[_Inbound] = set()  # connections whose next output waits for a persist
         self._next_conn = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._peers: dict[str, _PeerLink] = {}
@@ -253,10 +307,11 @@ class ParticipantNode:
         """Bind (or take the already bound ``sock``), recover from storage, then
         accept connections. Returns the bound address (useful with port 0).
         OSError if the port is taken."""
+        loop = asyncio.get_running_loop()
         if sock is not None:
-            server = asyncio.start_server(self._handle, sock=sock, start_serving=False, limit=READ_CHUNK)
+            server = loop.create_server(lambda: _Inbound(self), sock=sock, start_serving=False)
         else:
-            server = asyncio.start_server(self._handle, host, port, start_serving=False, limit=READ_CHUNK)
+            server = loop.create_server(lambda: _Inbound(self), host, port, start_serving=False)
         self._server = await server
         bound = self._server.sockets[0].getsockname()
         self.address = (bound[0], bound[1])
@@ -293,6 +348,7 @@ class ParticipantNode:
             ("records", len(records)),
             ("data", self.storage.path),
         )
+        self.log.flush()
         return self.address
 
     async def stop(self) -> None:
@@ -304,81 +360,71 @@ class ParticipantNode:
             self._server.close()
         for handle in self._timers.values():
             handle.cancel()
-        for writer in list(self._conns.values()):
-            writer.close()
+        for conn in list(self._conns.values()):
+            if conn.timer is not None:
+                conn.timer.cancel()
+            if conn.transport is not None:
+                conn.transport.close()
         for link in self._peers.values():
             link.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._gc is not None:
-            await self._gc.close()
+            self._gc.close()
         self.log.event("stopped")
+        self.log.flush()
 
     # ------------------------------------------------------------ inputs
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accepted(self, conn: _Inbound) -> None:
+        assert conn.transport is not None
         if self._closing:
-            writer.close()
+            conn.transport.close()
             return
-        conn = self._next_conn = self._next_conn + 1
-        self._conns[conn] = writer
-        # stop() cancels and awaits this handler like its own tasks, so that one
-        # waiting for a durable write ends cleanly instead of erroring at exit.
-        this = asyncio.current_task()
-        if this is not None:
-            self._tasks.add(this)
-            this.add_done_callback(self._tasks.discard)
-        peer = _peername(writer)
-        buffer = LineBuffer()
-        try:
-            while True:
-                data = await reader.read(READ_CHUNK)
-                if not data:
-                    break
-                try:
-                    lines = buffer.feed(data)
-                except DecodeError as e:
-                    await self._refuse(writer, peer, e)
-                    break
-                closed = False
-                for line in lines:
-                    try:
-                        msg = decode(line)
-                    except DecodeError as e:
-                        await self._refuse(writer, peer, e)
-                        closed = True
-                        break
-                    self.log.message("recv", peer, msg)
-                    assert self.core is not None
-                    outputs = self._perform(self.core.on_request(conn, msg), conn=conn)
-                    if await self._deliver(outputs, writer, peer):
-                        closed = True
-                        break
-                if closed:
-                    break
-                if buffer.error is not None:  # the lines before it were answered
-                    await self._refuse(writer, peer, buffer.error)
-                    break
-        except (ConnectionError, TimeoutError) as e:
-            self.log.event("disconnect", ("peer", peer), ("error", type(e).__name__))
-        except asyncio.CancelledError:
-            if not self._closing:
-                raise
-            # stop() cancelled this handler. Ending normally, not cancelled, keeps
-            # asyncio's stream callback (Python 3.11) from logging it as an error.
-        finally:
-            self._conns.pop(conn, None)
-            writer.close()
+        conn.id = self._next_conn = self._next_conn + 1
+        self._conns[conn.id] = conn
 
-    async def _refuse(self, writer: asyncio.StreamWriter, peer: str, e: DecodeError) -> None:
-        """Their fault: say why, close, change nothing."""
-        reply = Error(code=e.code, detail=e.detail)
-        self.log.event("bad-input", ("peer", peer), ("code", e.code), ("detail", e.detail))
-        self.log.message("send", peer, reply)
-        writer.write(encode(reply))
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
+    def _closed(self, conn: _Inbound, exc: Exception | None) -> None:
+        self._conns.pop(conn.id, None)
+        self._blocked.discard(conn)
+        conn.queue.clear()
+        if conn.timer is not None:
+            conn.timer.cancel()
+        if exc is not None and not self._closing:
+            self.log.event("disconnect", ("peer", conn.peer), ("error", type(exc).__name__))
+
+    def _on_data(self, conn: _Inbound, data: bytes) -> None:
+        if conn.refused or self._closing:
+            return
+        try:
+            lines = conn.buffer.feed(data)
+        except DecodeError as e:
+            self._refuse(conn, e)
+            return
+        assert self.core is not None
+        for line in lines:
+            try:
+                msg = decode(line)
+            except DecodeError as e:
+                self._refuse(conn, e)
+                return
+            # Logged as it came (decode accepted it, so it is one clean line).
+            self.log.message("recv", conn.peer, line.decode().strip(" \t\r"))
+            self._perform(self.core.on_request(conn.id, msg), conn=conn)
+            if conn.refused:  # the core closed it: read no further
+                return
+        if conn.buffer.error is not None:  # the lines before it were answered
+            self._refuse(conn, conn.buffer.error)
+
+    def _refuse(self, conn: _Inbound, e: DecodeError) -> None:
+        """Their fault: say why (after the replies before it), close, change nothing."""
+        assert self._gc is not None
+        self.log.event("bad-input", ("peer", conn.peer), ("code", e.code), ("detail", e.detail))
+        conn.queue.append(_Output(self._gc.issued, encode_text(Error(code=e.code, detail=e.detail))))
+        conn.queue.append(_Output(self._gc.issued, None))
+        conn.refused = True
+        self._pump(conn)
 
     def _timeout(self, txid: str) -> None:
         self._timers.pop(txid, None)
@@ -394,25 +440,39 @@ class ParticipantNode:
 
     # ------------------------------------------------------------ actions
 
-    def _perform(self, actions: list[Action], conn: int | None) -> list[tuple[Reply | Close, int]]:
-        """Run the core's actions; return the replies and closes for ``conn``,
-        each with the persist count it must wait for. Synchronous, so that the
-        barrier of each output is exactly the persists issued before it."""
-        assert self._gc is not None
-        outputs: list[tuple[Reply | Close, int]] = []
+    def _perform(self, actions: list[Action], conn: _Inbound | None) -> None:
+        """Run the core's actions. A reply or close is queued on ``conn`` behind
+        the persists issued before it (its barrier), so it leaves only once
+        they are durable; a message to a peer likewise."""
+        gc = self._gc
+        assert gc is not None
         for action in actions:
             match action:
                 case Persist():
-                    self._gc.submit(action)
+                    gc.submit(action)
                 case Reply() | Close():
-                    if action.conn != conn:
+                    if conn is None or action.conn != conn.id:
                         raise AssertionError(f"core replied on connection {action.conn}, input came on {conn}")
-                    outputs.append((action, self._gc.issued))
+                    if isinstance(action, Close):
+                        conn.queue.append(_Output(gc.issued, None))
+                        conn.refused = True
+                    else:
+                        msg = action.msg
+                        conn.queue.append(
+                            _Output(
+                                gc.issued,
+                                encode_text(msg),
+                                yes_vote=isinstance(msg, Vote) and msg.yes,
+                                # The seed's slow pace, for people watching; STATUS stays prompt
+                                # so that harness.status and the runner see the participant alive.
+                                paced=bool(self.delay) and not isinstance(msg, State),
+                            )
+                        )
                 case SendPeer():
                     link = self._peers.get(action.peer)
                     if link is None:
                         link = self._peers[action.peer] = _PeerLink(self, action.peer)
-                    self._spawn(link.send(action.msg, self._gc.issued))
+                    self._spawn(link.send(action.msg, gc.issued))
                 case StartTimer():
                     if (old := self._timers.pop(action.txid, None)) is not None:
                         old.cancel()
@@ -421,33 +481,56 @@ class ParticipantNode:
                 case CancelTimer():
                     if (old := self._timers.pop(action.txid, None)) is not None:
                         old.cancel()
-        return outputs
+        if conn is not None:
+            self._pump(conn)
 
-    async def _deliver(self, outputs: list[tuple[Reply | Close, int]], writer: asyncio.StreamWriter, peer: str) -> bool:
-        """Send replies once their persists are durable. True if closed."""
-        assert self._gc is not None
-        for output, barrier in outputs:
-            await self._gc.wait(barrier)
-            if isinstance(output, Close):
-                return True
-            msg = output.msg
-            if self.delay and not isinstance(msg, State):
-                # The seed's slow pace, for people watching; STATUS stays prompt so
-                # that harness.status and the runner see the participant alive.
-                await asyncio.sleep(self.delay)
-            yes_vote = isinstance(msg, Vote) and msg.yes
-            if yes_vote and self.crash:
+    def _pump(self, conn: _Inbound) -> None:
+        """Send the outputs at the head of ``conn``'s queue whose persists are durable."""
+        gc = self._gc
+        transport = conn.transport
+        assert gc is not None and transport is not None
+        if conn.timer is not None:  # held by --delay: _paced pumps it
+            return
+        while conn.queue:
+            out = conn.queue[0]
+            if out.barrier > gc.durable:
+                self._blocked.add(conn)  # _durable pumps it again
+                return
+            if out.paced:
+                now = asyncio.get_running_loop().time()
+                if out.due is None:
+                    out.due = now + self.delay
+                if now < out.due:
+                    conn.timer = asyncio.get_running_loop().call_at(out.due, self._paced, conn)
+                    return
+            conn.queue.popleft()
+            if transport.is_closing():
+                conn.queue.clear()
+                return
+            if out.text is None:
+                self.log.flush()
+                transport.close()
+                conn.queue.clear()
+                return
+            if out.yes_vote and self.crash:
                 self.crash.reached("before-vote", self.log)
-            self.log.message("send", peer, msg)
-            writer.write(encode(msg))
-            await writer.drain()
-            if yes_vote and self.crash:
+            self.log.message("send", conn.peer, out.text)
+            self.log.flush()  # the log before the world: nothing leaves unlogged
+            transport.write(f"{out.text}\n".encode())
+            if out.yes_vote and self.crash:
                 self.crash.reached("after-vote", self.log)
-        return False
+
+    def _paced(self, conn: _Inbound) -> None:
+        conn.timer = None
+        self._pump(conn)
 
     def _durable(self, batch: list[Persist]) -> None:
         if self.crash and any(p.record.state is TxState.COMMITTED for p in batch):
             self.crash.reached("after-commit", self.log)
+        if self._blocked:
+            blocked, self._blocked = self._blocked, set()
+            for conn in blocked:
+                self._pump(conn)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -484,6 +567,7 @@ class _PeerLink:
                 self._writer = writer
                 self._reader_task = asyncio.get_running_loop().create_task(self._read(reader, writer))
             node.log.message("send", self.peer, msg)
+            node.log.flush()
             self._writer.write(encode(msg))
             try:
                 await self._writer.drain()
@@ -543,6 +627,57 @@ class _Txn:
     sent: dict[str, int] = field(default_factory=dict)  # messages written, by verb (crash points)
 
 
+class _ToParticipant(asyncio.Protocol):
+    """One connection of a client to a participant: replies are handled in the
+    event loop's own callback as they arrive (no reader task)."""
+
+    def __init__(self, link: _ServerLink) -> None:
+        self.link = link
+        self.transport: asyncio.Transport | None = None
+        self.buffer = LineBuffer()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drained: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        link, client = self.link, self.link.client
+        try:
+            for line in self.buffer.feed(data):
+                msg = decode(line)
+                client.log.message("recv", link.name, line.decode().strip(" \t\r"))
+                client._received(link, msg)
+            if self.buffer.error is not None:
+                raise self.buffer.error
+        except DecodeError as e:
+            client.log.event("disconnect", ("peer", link.name), ("error", str(e) or type(e).__name__))
+            assert self.transport is not None
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            error = str(exc) or type(exc).__name__
+            self.link.client.log.event("disconnect", ("peer", self.link.name), ("error", error))
+        self.resume_writing()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self.link._lost(self)
+
+    def resume_writing(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+
+    async def drain(self) -> None:
+        """Until what was written is in the kernel's hands (crash points only:
+        they set the buffer limit to 0, so that pause/resume_writing track it)."""
+        if self.transport is None or self.transport.is_closing() or not self.transport.get_write_buffer_size():
+            return
+        self._drained = asyncio.get_running_loop().create_future()
+        await self._drained
+
+
 class _ServerLink:
     """The client's connection to one participant, reused across transactions."""
 
@@ -551,49 +686,48 @@ class _ServerLink:
         self.host, self.port = host, port
         self.address = f"{host}:{port}"
         self.name = self.address  # replaced by the participant's own name at handshake
-        self.writer: asyncio.StreamWriter | None = None
-        self.reader_task: asyncio.Task[None] | None = None
+        self.conn: _ToParticipant | None = None
         self.lock = asyncio.Lock()
         self.status: asyncio.Future[State] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self.conn is not None and self.conn.transport is not None and not self.conn.transport.is_closing()
 
     async def ensure(self) -> bool:
         """Connected, or False if the connection could not be opened."""
         async with self.lock:
-            if self.writer is not None and not self.writer.is_closing():
+            if self.connected:
                 return True
+            loop = asyncio.get_running_loop()
             try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.host, self.port, limit=READ_CHUNK), CONNECT_TIMEOUT
+                transport, conn = await asyncio.wait_for(
+                    loop.create_connection(lambda: _ToParticipant(self), self.host, self.port), CONNECT_TIMEOUT
                 )
             except (OSError, TimeoutError) as e:
                 self.client.log.event("unreachable", ("peer", self.name), ("error", str(e) or type(e).__name__))
                 return False
-            self.writer = writer
-            self.reader_task = asyncio.get_running_loop().create_task(self._read(reader, writer))
+            if self.client.crash is not None:
+                transport.set_write_buffer_limits(high=0)  # see _ToParticipant.drain
+            self.conn = conn
             return True
 
-    def write(self, msg: Message) -> None:
-        assert self.writer is not None
-        self.client.log.message("send", self.name, msg)
-        self.writer.write(encode(msg))
+    def send(self, msg: Message) -> None:
+        """Log and send one message now."""
+        text = encode_text(msg)
+        self.client.log.message("send", self.name, text)
+        self.client.log.flush()  # the log before the world: nothing leaves unlogged
+        self.write(text)
 
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        buffer = LineBuffer()
-        try:
-            while data := await reader.read(READ_CHUNK):
-                for line in buffer.feed(data):
-                    msg = decode(line)
-                    self.client.log.message("recv", self.name, msg)
-                    self.client._received(self, msg)
-                if buffer.error is not None:
-                    raise buffer.error
-        except (ConnectionError, DecodeError) as e:
-            self.client.log.event("disconnect", ("peer", self.name), ("error", str(e) or type(e).__name__))
-        finally:
-            writer.close()
-            if self.writer is writer:
-                self.writer = None
-            self.client._lost(self)
+    def write(self, text: str) -> None:
+        """Send a wire line already logged (and flushed)."""
+        assert self.conn is not None and self.conn.transport is not None
+        self.conn.transport.write(f"{text}\n".encode())
+
+    def _lost(self, conn: _ToParticipant) -> None:
+        if self.conn is conn:  # not a newer connection made meanwhile
+            self.conn = None
+        self.client._lost(self)
 
 
 class ClientNode:
@@ -636,7 +770,7 @@ class ClientNode:
             if not await link.ensure():
                 raise ConnectError(f"cannot connect to participant {link.address}")
             link.status = asyncio.get_running_loop().create_future()
-            link.write(Status())
+            link.send(Status())
             try:
                 state = await asyncio.wait_for(link.status, self.timeout)
             except TimeoutError:
@@ -694,25 +828,30 @@ class ClientNode:
         )
 
     async def close(self) -> None:
-        for link in self.links:
-            if link.writer is not None:
-                link.writer.close()
-            if link.reader_task is not None:
-                link.reader_task.cancel()
-        await asyncio.gather(*(link.reader_task for link in self.links if link.reader_task), return_exceptions=True)
+        conns = [link.conn for link in self.links if link.conn is not None]
+        for conn in conns:
+            if conn.transport is not None:
+                conn.transport.close()
+        await asyncio.gather(*(conn.closed for conn in conns))
+        self.log.flush()
 
     # ------------------------------------------------------------ core glue
 
     def _feed(self, txn: _Txn, actions: list[co.CoordinatorAction]) -> None:
         loop = asyncio.get_running_loop()
+        direct: list[tuple[_ServerLink, str]] = []
         for action in actions:
             match action:
                 case co.Send():
                     link = self._by_name[action.to]
                     if txn.sends is not None:
                         txn.sends.put_nowait(action)
-                    elif self.crash is None and link.writer is not None and not link.writer.is_closing():
-                        link.write(action.msg)  # the common case: no task per message (measured x1.4)
+                    elif self.crash is None and link.connected:
+                        # The common case: no task per message (measured x1.4), and
+                        # the fan-out logged in one write before it leaves.
+                        text = encode_text(action.msg)
+                        self.log.message("send", link.name, text)
+                        direct.append((link, text))
                     else:
                         task = loop.create_task(self._send(txn, action))
                         self._tasks.add(task)
@@ -730,6 +869,10 @@ class ClientNode:
                 case co.Finished():
                     if not txn.done.done():
                         txn.done.set_result(None)
+        if direct:
+            self.log.flush()
+            for link, text in direct:
+                link.write(text)
 
     async def _paced_sender(self, txn: _Txn) -> None:
         assert txn.sends is not None
@@ -744,7 +887,7 @@ class ClientNode:
             if txn.core.phase is not co.Phase.DONE:
                 self._feed(txn, txn.core.on_unreachable(action.to))
             return
-        link.write(action.msg)
+        link.send(action.msg)
         if self.crash is None:
             return
         kind = action.msg.kind.value
@@ -752,9 +895,8 @@ class ClientNode:
         point = {("PREPARE", len(self.links)): "after-prepare", ("COMMIT", 1): "after-first-commit"}.get(
             (kind, txn.sent[kind])
         )
-        if point is not None and link.writer is not None:
-            with contextlib.suppress(ConnectionError):
-                await link.writer.drain()
+        if point is not None and link.conn is not None:
+            await link.conn.drain()
             self.crash.reached(point, self.log)
 
     def _timeout(self, txn: _Txn, timer: co.Timer) -> None:

@@ -49,7 +49,7 @@ async def serve(
     """Run a participant until ``stop`` is set or SIGINT/SIGTERM arrives.
     ``ready`` is called with the bound address once it accepts connections."""
     crash = CrashPlan.parse(config.crash, PARTICIPANT_CRASH_POINTS) if config.crash else None
-    log = EventLog(config.log, config.node, echo=sys.stdout if config.echo else None)
+    log = EventLog(config.log, config.node, echo=sys.stdout if config.echo else None, buffered=True)
     try:
         storage = Storage(config.data, config.node, durable=config.durable)
     except StorageError as e:

@@ -165,6 +165,8 @@ class LineClient:
     def __init__(self, port: int) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
         self.file = self.sock.makefile("rb")
+        host, port = self.sock.getsockname()[:2]
+        self.name = f"{host}:{port}"  # as the participant names this peer in its log
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)

@@ -107,6 +107,27 @@ def test_participant_killed_before_its_vote_leaves_an_unknown_that_the_participa
     assert set(_status_rows(status.stdout).values()) == {("5", "1", "-")}, status.stdout
 
 
+def test_a_reply_is_in_the_participants_log_before_it_arrives(cluster: Cluster) -> None:
+    """The log is buffered, but flushed before anything leaves: whoever holds a
+    reply can find it, and the durable record behind it, in the log already."""
+    cluster.start_participant(1)
+    log = cluster.workdir / "logs" / "server1.log"
+    c = LineClient(cluster.ports[1])
+    try:
+        # Hand-typed, with extra blanks: logged as it came.
+        assert c.ask(f"PREPARE  txid=hand-1 value=7 participants={cluster.servers}") == "VOTE txid=hand-1 vote=ok"
+        events = [line.split(" ", 3)[2:] for line in log.read_text().splitlines()]
+        assert events[-3:] == [
+            ["recv", f"peer={c.name} msg=PREPARE  txid=hand-1 value=7 participants={cluster.servers}"],
+            ["durable", f'txid=hand-1 state=prepared value=7 version=0 participants={cluster.servers} why="vote yes"'],
+            ["send", f"peer={c.name} msg=VOTE txid=hand-1 vote=ok"],
+        ]
+        assert c.ask("COMMIT txid=hand-1") == "OUTCOME txid=hand-1 state=committed"
+        assert log.read_text().splitlines()[-1].endswith(f" send peer={c.name} msg=OUTCOME txid=hand-1 state=committed")
+    finally:
+        c.close()
+
+
 def test_garbage_gets_an_error_reply_and_a_closed_connection(cluster: Cluster) -> None:
     cluster.start_participant(1)
     port = cluster.ports[1]
