@@ -25,12 +25,13 @@ Every violation names its transaction and the log lines that prove it.
 
 from __future__ import annotations
 
-import functools
 import gc
 import json
 import re
 import statistics
+from bisect import bisect_left
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -47,37 +48,80 @@ _NEXT: dict[str | None, set[str]] = {
     "aborted": set(),
 }
 _EVIDENCE_WIDTH = 240  # characters of a log line quoted in a violation
-_PARTICIPANT_EVENTS = frozenset({"durable", "restored", "send", "listening"})
 # The "why" of a decision a participant reached with its peers, not its client.
 _BY_PEERS_PREFIXES = ("every participant voted yes", "peer ")
 
 
-# Searched in "\n" + the log: the start of a line that is neither blank nor
-# "timestamp node known-event ..." (a torn write, a stray print, a misspelt
-# event). A search for "\n" is fast; "^" in MULTILINE mode is not.
-_MALFORMED_RE = re.compile(
-    r"\n(?![^\S\n]*(?:\n|$))(?!\d{4}-\d\d-\d\dT[0-9:.]+Z [^ \n]+ (?:"
-    + "|".join(sorted(map(re.escape, EVENTS)))
-    + r")(?:[ \n]|$))"
+# How the checker reads a log. A log is read whole and scanned once with a
+# compiled regex, searched in "\n" + the log and anchored on each newline (the
+# engine finds a "\n" fast; "^" in MULTILINE mode is tried at every position).
+# A line "timestamp node known-event ..." is well formed, and matched only if
+# the checker reads it, so that the others (most lines: messages in and out)
+# cost no Python code at all. The lines of the shapes the nodes write are
+# parsed by the regex too, each shape a named alternative (Match.lastgroup
+# names it); any other line whose event is wanted ("other": a restart, a
+# hand-edited or damaged line) is parsed field by field (_Checker._fields).
+# A line neither well formed nor blank is "malformed" (a torn write, a stray
+# print, a misspelt event): flagged, and still read if its third word is a
+# wanted event.
+_KNOWN_EVENT = "|".join(sorted(map(re.escape, EVENTS)))
+_END = r"(?=\n|\Z)"
+# A character of a word: [^ \n]. A log read as text holds no \r (Python turns
+# \r\n and \r into \n), and excluding it too makes the engine test the class
+# in a table rather than against each character in turn: a fifth of a scan.
+_WORD = r"[^ \n\r]"
+_BARE = r"[A-Za-z0-9._:,+/@*-]++"  # a value messages.quote leaves bare, as split_fields returns it
+
+
+class _LogKind:
+    """The regexes that read one kind of log: ``lines`` finds the lines of
+    ``shapes`` (each a named group), the other lines whose event is one of
+    ``wanted``, and the malformed lines; ``other`` reads a malformed line
+    whose third word is one of ``wanted``."""
+
+    def __init__(self, *shapes: str, wanted: tuple[str, ...]) -> None:
+        events = "|".join(
+            rf"send(?= peer={_WORD}+ msg=(?:VOTE|OUTCOME) )" if e == "send" else re.escape(e) for e in wanted
+        )
+        other = rf"(?P<other>(?P<event>{events})(?=[ \n]|\Z)(?: (?P<rest>[^\n]*+))?)"
+        self.lines = re.compile(
+            # A well-formed line's timestamp and node, its event looked at (not
+            # consumed); possessive, so that a well-formed line no alternative
+            # wants fails there and then, and is never taken for a malformed one.
+            rf"\n(?:(?P<ts>\d{{4}}-\d\d-\d\dT[0-9:.]++Z) (?P<who>{_WORD}++) (?=(?:{_KNOWN_EVENT})(?:[ \n]|\Z)))?+"
+            rf"(?(ts)(?:{'|'.join([*shapes, other])})|(?![^\S\n]*+(?:\n|\Z))(?P<malformed>))"
+        )
+        self.other = re.compile(rf"\n(?P<ts>{_WORD}*+) (?P<who>{_WORD}*+) {other}")
+
+
+_PARTICIPANT_LOG = _LogKind(
+    # durable and restored as harness.nodes.log_record writes them; a quoted
+    # "why" is captured between its quotes
+    rf"(?P<record>(?P<kind>durable|restored) txid=(?P<txid>{_WORD}++) state=(?P<state>[a-z]++)"
+    rf" value=(?P<value>-?[0-9]++) version=(?P<version>[0-9]++) participants=(?P<participants>{_WORD}*+)"
+    rf'(?: why=(?:"(?P<quoted>[^"\\\n]*+(?:\\.[^"\\\n]*+)*+)"|(?P<why>[^ "\n]++)))?{_END})',
+    # a sent VOTE, its reason free of "=" (so that the field-by-field reading
+    # of a vote, which looks for " vote=ok" anywhere, would find the same vote)
+    rf"(?P<vote>send peer={_WORD}++ msg=VOTE txid=(?P<vote_txid>{_WORD}++) vote=(?P<yes>ok|NOK)"
+    rf"(?: reason=[^=\n]*+)?{_END})",
+    # a sent OUTCOME and the state it claims
+    rf"(?P<outcome>send peer={_WORD}++ msg=OUTCOME txid=(?P<outcome_txid>{_WORD}++) state=(?P<claim>{_WORD}*+){_END})",
+    wanted=("durable", "restored", "send", "listening"),
 )
-
-
-# A durable or restored line as harness.nodes.log_record writes it.
-_RECORD_FIELDS = ("txid", "state", "value", "version", "participants", "why")
-_RECORD_RE = re.compile(
-    r"txid=([^ ]+) state=([a-z]+) value=(-?[0-9]+) version=([0-9]+) participants=([^ ]*)"
-    r'(?: why=("[^"\\]*(?:\\.[^"\\]*)*"|[^ "]+))?'
+_CLIENT_LOG = _LogKind(
+    # begin and outcome as harness.client writes them: bare values, the reason
+    # bare or quoted without escapes, so that each group is what split_fields returns
+    rf"(?P<begin>begin txid=(?P<begin_txid>{_BARE}) value=(?P<value>{_BARE})"
+    rf" participants=(?P<participants>{_BARE})(?: prepare=(?P<prepare>{_BARE}))?{_END})",
+    rf"(?P<outcome>outcome txid=(?P<txid>{_BARE}) result=(?P<result>{_BARE}) op=(?P<op>{_BARE})"
+    rf" attempt=(?P<attempt>{_BARE}) value=(?P<outcome_value>{_BARE}) latency_ms=(?P<latency_ms>{_BARE})"
+    rf' cause=(?P<cause>{_BARE})(?: reason=(?:"(?P<quoted_reason>[^"\\\n]*+)"|(?P<reason>{_BARE})))?{_END})',
+    wanted=("begin", "outcome"),
 )
-
-
-@functools.cache
-def _wanted_re(events: frozenset[str]) -> re.Pattern[str]:
-    """The event token of wanted lines (a "send" only when it sends a VOTE);
-    the caller checks that the token is the line's third."""
-    alternatives = sorted(
-        re.escape(e) if e != "send" else r"send(?= peer=[^ \n]+ msg=(?:VOTE|OUTCOME) )" for e in events
-    )
-    return re.compile(rf" ({'|'.join(alternatives)})(?=[ \n]|$)")
+# The groups the checker reads of a shape, in the order it reads them.
+_RECORD_GROUPS = ("ts", "kind", "txid", "state", "value", "version", "participants", "why", "quoted")
+_OUTCOME_GROUPS = ("txid", "result", "op", "attempt", "outcome_value", "latency_ms", "cause", "quoted_reason", "reason")
+_NEMESIS_LOG = _LogKind(wanted=("fault", "heal"))
 
 
 def _seconds(start: str, end: str) -> float | None:
@@ -164,20 +208,51 @@ class CheckReport:
 
 @dataclass(slots=True)
 class _Obs:
-    """One observation of a participant's durable record."""
+    """One observation of a participant's durable record: the line at ``at`` of ``log``."""
 
     state: str
     value: int
     version: int
     participants: tuple[str, ...]
-    where: str
-    text: str
+    log: _Log
+    at: int
     why: str = ""
     ts: str = ""  # the line's UTC timestamp; ISO strings of one width compare in time order
+
+    def cite(self) -> str:
+        return self.log.cite(self.at)
 
 
 def _cite(where: str, text: str) -> str:
     return f"{where}: {text[:_EVIDENCE_WIDTH]}"
+
+
+class _Log:
+    """One node's event log, read whole. A line is named by ``at``, the offset
+    of its first character in ``content``; it becomes ``file:line`` and text
+    only when a violation cites it, as most lines never are."""
+
+    __slots__ = ("_newlines", "content", "name", "node")
+
+    def __init__(self, name: str, node: str, content: str) -> None:
+        self.name = name
+        self.node = node
+        self.content = "\n" + content  # so that every line, the first too, follows a newline
+        self._newlines: list[int] | None = None  # their offsets, found when the first line is cited
+
+    def where(self, at: int) -> str:
+        """``file:line`` of the line at ``at`` (the newlines are found once, so
+        that citing many lines costs no more than counting them)."""
+        if self._newlines is None:
+            self._newlines = [m.start() for m in re.finditer("\n", self.content)]
+        return f"{self.name}:{bisect_left(self._newlines, at)}"
+
+    def text(self, at: int) -> str:
+        end = self.content.find("\n", at)
+        return self.content[at : end if end >= 0 else None]
+
+    def cite(self, at: int) -> str:
+        return _cite(self.where(at), self.text(at))
 
 
 def _load_json(path: Path) -> Any:
@@ -226,8 +301,8 @@ class _Checker:
         # participant node -> txid -> observations in log order
         self.obs: dict[str, dict[str, list[_Obs]]] = {node: defaultdict(list) for node, _ in participants}
         self.replicas = {node: ReplicaStats(node=node, address=address) for node, address in participants}
-        self.begins: dict[str, tuple[int, str, str]] = {}  # txid -> (value, where, text)
-        self.outcomes: list[tuple[str, str, str, str]] = []  # (txid, result, where, text)
+        self.begins: dict[str, tuple[int, _Log, int]] = {}  # txid -> (value, the line: log, at)
+        self.outcomes: list[tuple[str, str, _Log, int]] = []  # (txid, result, the line: log, at)
         self.clients = {name: ClientStats(name=name) for name in clients}
         self.longest_lock: tuple[float, str | None, str | None] = (0.0, None, None)
         self.resolved_by_peers: set[str] = set()
@@ -239,99 +314,162 @@ class _Checker:
 
     # ------------------------------------------------------------ reading
 
-    def _lines(self, node: str, wanted: frozenset[str]) -> Any:
-        """(event, fields, where, text, ts) for the wanted events of a node's log."""
+    def _log(self, node: str) -> _Log | None:
+        """A node's log (see _read), or None (flagged) when it is missing."""
         path = self.folder / f"{node}.log"
         if not path.exists():
             self.flag("missing-log", None, f"{path.name} is missing")
-            return
-        yield from self._lines_of(path, node, wanted)
+            return None
+        return self._read(path, node)
 
-    def _lines_of(self, path: Path, node: str, wanted: frozenset[str]) -> Any:
-        """(event, fields, where, text, ts) for the wanted events of one log.
-
-        The file is read whole and scanned with compiled regexes, so that the
-        lines the checker does not need (most of them: messages in and out)
-        cost no Python code at all. Sent messages count only as votes."""
-        name = path.name
+    def _read(self, path: Path, node: str) -> _Log | None:
+        """The log at ``path``, its lines counted, or None (flagged) when it cannot be read."""
         try:
             content = path.read_text(encoding="utf-8", errors="replace")
         except OSError as e:
-            self.flag("missing-log", None, f"{name} cannot be read: {e.strerror}")
-            return
+            self.flag("missing-log", None, f"{path.name} cannot be read: {e.strerror}")
+            return None
         self.lines += content.count("\n") + (0 if content.endswith("\n") or not content else 1)
-        for m in _MALFORMED_RE.finditer("\n" + content.rstrip("\n")):
-            number = content.count("\n", 0, m.start()) + 1
-            line = content[m.start() : content.find("\n", m.start())]
-            self.flag("bad-log-line", None, f"{name}:{number} is not an event line", _cite(f"{name}:{number}", line))
-        at, number = 0, 1
-        for m in _wanted_re(wanted).finditer(content):
-            # The event token matched; the line around it must have it third.
-            start = content.rfind("\n", 0, m.start()) + 1
-            end = content.find("\n", m.end())
-            text = content[start:end] if end >= 0 else content[start:]
-            parts = text.split(" ", 3)
-            if len(parts) < 3 or parts[2] != m.group(1) or len(parts[0]) + len(parts[1]) + 1 + start != m.start():
-                continue  # the word appears inside some field instead
-            number += content.count("\n", at, start)
-            at = start
-            where = f"{name}:{number}"
-            ts, who, event, rest = parts[0], parts[1], parts[2], parts[3] if len(parts) == 4 else ""
-            if who != node:
-                self.flag("bad-log-line", None, f"{where} is written by {who!r}, not {node}", _cite(where, text))
-                continue
-            if event == "send":
-                # Only what a sent VOTE or OUTCOME claims about the sender's record.
-                at_txid = rest.find(" txid=") + 6
-                txid = rest[at_txid : rest.find(" ", at_txid)] if at_txid > 5 else ""
-                if " msg=VOTE " in rest:
-                    claim = "prepared" if " vote=ok" in rest else "aborted"
-                else:
-                    at_state = rest.find(" state=") + 7
-                    claim = rest[at_state:].split(" ", 1)[0] if at_state > 6 else ""
-                yield (
-                    "send",
-                    {"msg": "VOTE" if " msg=VOTE " in rest else "OUTCOME", "txid": txid, "claim": claim},
-                    where,
-                    text,
-                    ts,
+        return _Log(path.name, node, content)
+
+    def _lines(self, log: _Log, kind: _LogKind) -> Iterator[re.Match[str]]:
+        """Matches for the lines of ``log`` the checker reads, in log order, each
+        starting at the newline before its line: its lastgroup names the shape
+        that matched, or is "other" (with the groups event and rest); every one
+        has the groups ts and who. A line written by another node is flagged
+        instead; so is every malformed line, ahead of whatever else the log
+        shows, as if the log had been searched for them first."""
+        ahead, malformed = len(self.violations), []
+        content, node = log.content, log.node
+        for m in kind.lines.finditer(content):
+            if m.lastgroup == "malformed":
+                at = m.start() + 1
+                where, text = log.where(at), log.text(at)
+                malformed.append(
+                    Violation("bad-log-line", None, f"{where} is not an event line", (_cite(where, text),))
                 )
+                if (read := kind.other.match(content, m.start())) is None:
+                    continue
+                m = read
+            if (who := m["who"]) != node:
+                at = m.start() + 1
+                self.flag("bad-log-line", None, f"{log.where(at)} is written by {who!r}, not {node}", log.cite(at))
                 continue
-            record = _RECORD_RE.fullmatch(rest) if event in ("durable", "restored") else None
-            if record is not None:  # the shape nodes write: one regex instead of a field-by-field parse
-                fields = {k: v for k, v in zip(_RECORD_FIELDS, record.groups(), strict=True) if v is not None}
-                if "why" in fields and fields["why"][:1] == '"':
-                    fields["why"] = dict(split_fields("why=" + fields["why"]))["why"]
-                yield event, fields, where, text, ts
+            yield m
+        self.violations[ahead:ahead] = malformed
+
+    def _fields(self, log: _Log, at: int, event: str, rest: str) -> dict[str, str] | None:
+        """The fields of an "other" line, or None (flagged) when they do not
+        parse. Of a sent message, only what a VOTE or OUTCOME claims about the
+        sender's record."""
+        try:
+            fields = dict(split_fields(rest))
+        except DecodeError as e:
+            self.flag("bad-log-line", None, f"{log.where(at)}: {e.detail}", log.cite(at))
+            return None
+        if event != "send":
+            return fields
+        msg = fields.get("msg", "")
+        vote = {"ok": "prepared"}.get(fields.get("vote", ""), "aborted")
+        return {"msg": msg, "txid": fields.get("txid", ""), "claim": vote if msg == "VOTE" else fields.get("state", "")}
+
+    def _events(self, log: _Log, kind: _LogKind) -> Iterator[tuple[str, dict[str, str], int]]:
+        """(event, fields, at) for the lines of a client's or the nemesis's log
+        the checker reads."""
+        for m in self._lines(log, kind):
+            at, shape = m.start() + 1, m.lastgroup
+            if shape == "begin":
+                txid, value, participants, prepare = m.group("begin_txid", "value", "participants", "prepare")
+                fields = {"txid": txid, "value": value, "participants": participants}
+                if prepare is not None:
+                    fields["prepare"] = prepare
+                yield "begin", fields, at
+            elif shape == "outcome":
+                txid, result, op, attempt, value, latency, cause, quoted, reason = m.group(*_OUTCOME_GROUPS)
+                fields = {
+                    "txid": txid,
+                    "result": result,
+                    "op": op,
+                    "attempt": attempt,
+                    "value": value,
+                    "latency_ms": latency,
+                    "cause": cause,
+                }
+                if quoted is not None or reason is not None:
+                    fields["reason"] = reason if quoted is None else quoted
+                yield "outcome", fields, at
+            elif (f := self._fields(log, at, m["event"], m["rest"] or "")) is not None:
+                yield m["event"], f, at
+
+    def _participant_lines(self, log: _Log) -> Iterator[tuple[str, int, str, str, _Obs | None]]:
+        """(what, at, txid, claim, observation) for the lines of a participant's
+        log the checker reads, in log order: a sent "VOTE" or "OUTCOME" and the
+        state it claims; a "durable" or "restored" record and its observation;
+        or "listening" (a start)."""
+        listed: dict[str, tuple[str, ...]] = {}  # participants field -> tuple: one per distinct list
+        for m in self._lines(log, _PARTICIPANT_LOG):
+            at, shape = m.start() + 1, m.lastgroup
+            if shape == "vote":
+                txid, yes = m.group("vote_txid", "yes")
+                yield "VOTE", at, txid, "prepared" if yes == "ok" else "aborted", None
                 continue
-            try:
-                fields = dict(split_fields(rest))
-            except DecodeError as e:
-                self.flag("bad-log-line", None, f"{where}: {e.detail}", _cite(where, text))
+            if shape == "outcome":
+                txid, claim = m.group("outcome_txid", "claim")
+                yield "OUTCOME", at, txid, claim, None
                 continue
-            yield event, fields, where, text, ts
+            if shape == "record":
+                ts, event, txid, state, value, version, parts, why, quoted = m.group(*_RECORD_GROUPS)
+                value, version = int(value), int(version)
+                if quoted is not None:
+                    why = quoted if "\\" not in quoted else dict(split_fields(f'why="{quoted}"'))["why"]
+            else:
+                ts, event = m.group("ts", "event")
+                f = self._fields(log, at, event, m["rest"] or "")
+                if f is None:
+                    continue
+                if event == "send":
+                    yield f["msg"], at, f["txid"], f["claim"], None
+                    continue
+                if event == "listening":
+                    yield "listening", at, "", "", None
+                    continue
+                try:
+                    txid, state, value, version = f["txid"], f["state"], int(f["value"]), int(f["version"])
+                except (KeyError, ValueError):
+                    self.flag(
+                        "bad-log-line", f.get("txid"), f"{log.where(at)}: {event} line lacks a field", log.cite(at)
+                    )
+                    continue
+                parts, why = f.get("participants", ""), f.get("why", "")
+            if (participants := listed.get(parts)) is None:
+                participants = listed[parts] = tuple(parts.split(",")) if parts else ()
+            yield event, at, txid, "", _Obs(state, value, version, participants, log, at, why or "", ts)
 
     def read(self) -> None:
         for node, _ in self.participants:
             self._read_participant(node)
         for name in self.client_names:
             cstats = self.clients[name]
-            for event, f, where, text, _ in self._lines(name, frozenset({"begin", "outcome"})):
+            log = self._log(name)
+            if log is None:
+                continue
+            for event, f, at in self._events(log, _CLIENT_LOG):
                 try:
                     txid = f["txid"]
                     if event == "begin":
                         if txid in self.begins:
+                            _, first, first_at = self.begins[txid]
                             self.flag(
                                 "txid-reused",
                                 txid,
                                 f"txid {txid} was begun twice",
-                                _cite(self.begins[txid][1], self.begins[txid][2]),
-                                _cite(where, text),
+                                first.cite(first_at),
+                                log.cite(at),
                             )
-                        self.begins[txid] = (int(f["value"]), where, text)
+                        self.begins[txid] = (int(f["value"]), log, at)
                         continue
                     result = f["result"]
-                    self.outcomes.append((txid, result, where, text))
+                    self.outcomes.append((txid, result, log, at))
                     cstats.attempted += 1
                     if int(f.get("attempt", "1")) > 1:
                         cstats.retries += 1
@@ -347,7 +485,9 @@ class _Checker:
                             cause = "no vote: locked" if "locked by" in f.get("reason", "") else "no vote: other"
                         cstats.aborted[cause] = cstats.aborted.get(cause, 0) + 1
                 except (KeyError, ValueError):
-                    self.flag("bad-log-line", f.get("txid"), f"{where}: {event} line lacks a field", _cite(where, text))
+                    self.flag(
+                        "bad-log-line", f.get("txid"), f"{log.where(at)}: {event} line lacks a field", log.cite(at)
+                    )
 
     def _read_participant(self, node: str) -> None:
         """Observations of every record, vote counts and restarts, and the
@@ -368,29 +508,14 @@ class _Checker:
         locked: dict[str, _Obs] = {}  # txid -> its prepared observation, while undecided
         prepared_ts: dict[str, str] = {}
         seen: dict[str, set[str]] = {}  # txid -> every state it has been durable in
-        for event, f, where, text, ts in self._lines(node, _PARTICIPANT_EVENTS):
-            if event == "send":
-                # What a participant says of a record must have been durable first
-                # (a yes vote, a NOK, an OUTCOME), or a crash could unsay it.
-                txid, claim = f["txid"], f["claim"]
-                if f["msg"] == "VOTE":
-                    if claim == "prepared":
-                        stats.yes_votes += 1
-                    else:
-                        stats.no_votes += 1
-                if claim not in seen.get(txid, ()) and not (claim == "prepared" and "committed" in seen.get(txid, ())):
-                    what = {"prepared": "a yes vote", "aborted": "an abort"}.get(claim, f"state {claim}")
-                    self.flag(
-                        "durability",
-                        txid or None,
-                        f"{node} sent {what} on {txid} before making it durable",
-                        _cite(where, text),
-                    )
-                continue
-            if event == "listening":
+        log = self._log(node)
+        if log is None:
+            return
+        for what, at, txid, claim, o in self._participant_lines(log):
+            if what == "listening":  # a start
                 stats.restarts += 1
                 if stats.restarts > 1:
-                    self._check_restart(node, durable, restored, where, text)
+                    self._check_restart(node, durable, restored, log, at)
                 durable.update(restored)
                 locked = {t: o for t, o in durable.items() if o.state == "prepared"}
                 if len(locked) > 1:
@@ -399,49 +524,50 @@ class _Checker:
                         next(iter(locked)),
                         f"{node} restarted holding its lock for "
                         f"{len(locked)} transactions: {', '.join(sorted(locked))}",
-                        *[_cite(o.where, o.text) for o in locked.values()],
+                        *[o.cite() for o in locked.values()],
                     )
                 restored = {}
                 continue
-            try:
-                parts = f.get("participants", "")
-                o = _Obs(
-                    f["state"],
-                    int(f["value"]),
-                    int(f["version"]),
-                    tuple(parts.split(",")) if parts else (),
-                    where,
-                    text,
-                    f.get("why", ""),
-                    ts,
-                )
-                txid = f["txid"]
-            except (KeyError, ValueError):
-                self.flag("bad-log-line", f.get("txid"), f"{where}: {event} line lacks a field", _cite(where, text))
+            if o is None:
+                # What a participant says of a record must have been durable first
+                # (a yes vote, a NOK, an OUTCOME), or a crash could unsay it.
+                if what == "VOTE":
+                    if claim == "prepared":
+                        stats.yes_votes += 1
+                    else:
+                        stats.no_votes += 1
+                if claim not in seen.get(txid, ()) and not (claim == "prepared" and "committed" in seen.get(txid, ())):
+                    said = {"prepared": "a yes vote", "aborted": "an abort"}.get(claim, f"state {claim}")
+                    self.flag(
+                        "durability",
+                        txid or None,
+                        f"{node} sent {said} on {txid} before making it durable",
+                        log.cite(at),
+                    )
                 continue
             per_txid[txid].append(o)
             seen.setdefault(txid, set()).add(o.state)
-            if event == "restored":
+            if what == "restored":
                 restored[txid] = o
                 continue
             durable[txid] = o
             if o.state == "prepared":
-                holders = [(t, h) for t, h in locked.items() if t != txid]
+                holders = [(t, h) for t, h in locked.items() if t != txid] if locked else []
                 if holders:
                     holder, h = holders[0]
                     self.flag(
                         "lock",
                         txid,
                         f"{node} prepared {txid} while {holder} held its lock",
-                        _cite(h.where, h.text),
-                        _cite(where, text),
+                        h.cite(),
+                        o.cite(),
                     )
                 locked[txid] = o
-                prepared_ts.setdefault(txid, ts)
+                prepared_ts.setdefault(txid, o.ts)
                 continue
             locked.pop(txid, None)
             if txid in prepared_ts:
-                held = _seconds(prepared_ts.pop(txid), ts)
+                held = _seconds(prepared_ts.pop(txid), o.ts)
                 if held is not None and held > self.longest_lock[0]:
                     self.longest_lock = (held, node, txid)
             if o.why.startswith(_BY_PEERS_PREFIXES):
@@ -449,8 +575,10 @@ class _Checker:
         stats.restarts = max(0, stats.restarts - 1)
 
     def _check_restart(
-        self, node: str, durable: dict[str, _Obs], restored: dict[str, _Obs], where: str, text: str
+        self, node: str, durable: dict[str, _Obs], restored: dict[str, _Obs], log: _Log, at: int
     ) -> None:
+        """Every record made durable before the start logged at ``at`` is restored
+        by it, as it was or further along its path."""
         for txid, o in durable.items():
             r = restored.get(txid)
             # A record may have moved forward after its last "durable" line (a
@@ -461,8 +589,8 @@ class _Checker:
                     "lost",
                     txid,
                     f"{node} restarted {now}, after making {txid} durable as {o.state}",
-                    _cite(o.where, o.text),
-                    _cite(where, text),
+                    o.cite(),
+                    log.cite(at),
                 )
             elif r.state == o.state and (r.value, r.version) != (o.value, o.version):
                 self.flag(
@@ -470,18 +598,19 @@ class _Checker:
                     txid,
                     f"{node} restored {txid} ({r.state}) with value {r.value} version "
                     f"{r.version}, having made it durable with value {o.value} version {o.version}",
-                    _cite(o.where, o.text),
-                    _cite(r.where, r.text),
+                    o.cite(),
+                    r.cite(),
                 )
 
     def _read_faults(self) -> None:
         path = self.folder / "nemesis.log"
-        if not path.exists():
+        log = self._read(path, "nemesis") if path.exists() else None
+        if log is None:
             return
         by_id: dict[str, dict[str, Any]] = {}
-        for event, f, where, _text, _ts in self._lines_of(path, "nemesis", frozenset({"fault", "heal"})):
+        for event, f, at in self._events(log, _NEMESIS_LOG):
             if event == "fault":
-                by_id[f.get("id", where)] = {
+                by_id[f["id"] if "id" in f else log.where(at)] = {
                     "id": f.get("id"),
                     "kind": f.get("kind"),
                     "target": f.get("target"),
@@ -530,13 +659,13 @@ class _Checker:
                     if o.state == state:
                         continue
                     if o.state not in _NEXT.get(state, set()):
-                        evidence = [_cite(previous.where, previous.text)] if previous else []
+                        evidence = [previous.cite()] if previous else []
                         self.flag(
                             "stability",
                             txid,
                             f"{node} moved {txid} from {state or 'no record'} to {o.state}",
                             *evidence,
-                            _cite(o.where, o.text),
+                            o.cite(),
                         )
                     state, previous = o.state, o
                 assert previous is not None
@@ -556,8 +685,8 @@ class _Checker:
                     "agreement",
                     txid,
                     f"{txid} committed at {c_node} but aborted at {a_node}",
-                    _cite(c.where, c.text),
-                    _cite(a.where, a.text),
+                    c.cite(),
+                    a.cite(),
                 )
             for node, o in committed.items():
                 self._check_validity(txid, node, o, prepared_at.get(txid, {}))
@@ -571,7 +700,7 @@ class _Checker:
                 "validity",
                 txid,
                 f"{node} committed {txid} for participants {','.join(listed) or '(none)'}, not the run's participants",
-                _cite(commit.where, commit.text),
+                commit.cite(),
             )
         missing = [self.node_of[a] for a in listed if a in self.node_of and self.node_of[a] not in prepared]
         if missing:
@@ -579,7 +708,7 @@ class _Checker:
                 "validity",
                 txid,
                 f"{node} committed {txid} but {', '.join(missing)} never voted yes on it",
-                _cite(commit.where, commit.text),
+                commit.cite(),
             )
         # Order, not only existence: the commit point is the last yes vote, so a
         # commit logged before some participant's durable yes came too early.
@@ -595,8 +724,8 @@ class _Checker:
                 "validity",
                 txid,
                 f"{node} committed {txid} before {q} voted yes on it",
-                _cite(commit.where, commit.text),
-                _cite(p.where, p.text),
+                commit.cite(),
+                p.cite(),
             )
         begin = self.begins.get(txid)
         if begin is not None and begin[0] != commit.value:
@@ -604,8 +733,8 @@ class _Checker:
                 "validity",
                 txid,
                 f"{node} committed {txid} with value {commit.value}, but its client proposed {begin[0]}",
-                _cite(begin[1], begin[2]),
-                _cite(commit.where, commit.text),
+                begin[1].cite(begin[2]),
+                commit.cite(),
             )
 
     def _storage(self, node: str) -> tuple[list[tuple[str, int, int]], list[str]] | None:
@@ -630,13 +759,13 @@ class _Checker:
     def _cite_record(self, node: str, txid: str | None) -> list[str]:
         """The log line that shows ``node``'s last record of ``txid``, if any."""
         observations = self.obs[node].get(txid) if txid else None
-        return [_cite(observations[-1].where, observations[-1].text)] if observations else []
+        return [observations[-1].cite()] if observations else []
 
     def _cite_commit(self, node: str, txid: str | None) -> list[str]:
         """The log line where ``node`` made ``txid`` committed, if any."""
         for o in self.obs[node].get(txid, ()) if txid else ():
             if o.state == "committed":
-                return [_cite(o.where, o.text)]
+                return [o.cite()]
         return []
 
     def check_replicas(self) -> None:
@@ -701,7 +830,7 @@ class _Checker:
                         "log-storage",
                         txid,
                         f"{node}'s log says {txid} committed, its storage does not",
-                        _cite(o.where, o.text),
+                        o.cite(),
                     )
                 else:
                     self.flag(
@@ -718,7 +847,7 @@ class _Checker:
                         txid,
                         f"{node} logged {txid} at version {o.version} value {o.value}, "
                         f"storage says version {stored[txid][0]} value {stored[txid][1]}",
-                        _cite(o.where, o.text),
+                        o.cite(),
                     )
         if sequences:
             reference_node, reference = next(iter(sequences.items()))
@@ -756,14 +885,12 @@ class _Checker:
         reported = {txid for txid, _, _, _ in self.outcomes}
         # A client that died mid-transaction told nobody anything: like UNKNOWN,
         # the transaction may go either way, but atomically.
-        abandoned = [
-            (txid, "unknown", where, text) for txid, (_, where, text) in self.begins.items() if txid not in reported
-        ]
-        for _, _, where, _ in abandoned:
-            client = self.clients.get(where.partition(".log:")[0])
+        abandoned = [(txid, "unknown", log, at) for txid, (_, log, at) in self.begins.items() if txid not in reported]
+        for _, _, log, _ in abandoned:
+            client = self.clients.get(log.node)
             if client is not None:
                 client.abandoned += 1
-        for txid, result, where, text in [*self.outcomes, *abandoned]:
+        for txid, result, log, at in [*self.outcomes, *abandoned]:
             here = committed_at.get(txid, set())
             if result == "committed" and here != everyone:
                 missing = ", ".join(sorted(everyone - here))
@@ -771,7 +898,7 @@ class _Checker:
                     "client-truth",
                     txid,
                     f"client was told {txid} committed, but it is not committed at {missing}",
-                    _cite(where, text),
+                    log.cite(at),
                     *self._evidence(last, txid),
                 )
             elif result == "aborted" and here:
@@ -779,7 +906,7 @@ class _Checker:
                     "client-truth",
                     txid,
                     f"client was told {txid} aborted, but it is committed at {', '.join(sorted(here))}",
-                    _cite(where, text),
+                    log.cite(at),
                     *self._evidence(last, txid),
                 )
             elif result == "unknown" and here and here != everyone:
@@ -787,13 +914,13 @@ class _Checker:
                     "client-truth",
                     txid,
                     f"{txid} (outcome unknown to its client) is committed at {', '.join(sorted(here))} only",
-                    _cite(where, text),
+                    log.cite(at),
                     *self._evidence(last, txid),
                 )
             elif result not in ("committed", "aborted", "unknown"):
-                self.flag("bad-log-line", txid, f"{where}: unknown result {result!r}", _cite(where, text))
+                self.flag("bad-log-line", txid, f"{log.where(at)}: unknown result {result!r}", log.cite(at))
         return len(abandoned)
 
     @staticmethod
     def _evidence(last: dict[str, dict[str, _Obs]], txid: str) -> list[str]:
-        return [_cite(o.where, o.text) for o in last.get(txid, {}).values()]
+        return [o.cite() for o in last.get(txid, {}).values()]

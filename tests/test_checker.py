@@ -876,6 +876,40 @@ def test_bad_log_line_is_a_violation_not_a_crash(
     assert kinds(report) == expected, show(report)
 
 
+def test_malformed_line_is_flagged_ahead_of_the_rest_of_its_log_and_still_read(tmp_path: Path) -> None:
+    r = consistent_run()
+    i = r.find("server2", *_C2_COMMIT)
+    r.logs["server2"][i] = "x" + r.logs["server2"][i]  # a torn timestamp: malformed, yet still server2's commit
+    j = r.find("server2", "listening")
+    r.logs["server2"][j] = r.logs["server2"][j].replace(" server2 ", " server1 ")  # its first line
+    assert j < i
+    _, report = check(r, tmp_path)
+    assert [v.message for v in report.violations] == [
+        f"server2.log:{i + 1} is not an event line",
+        f"server2.log:{j + 1} is written by 'server1', not server2",
+    ], show(report)
+
+
+def test_lines_of_other_shapes_than_the_nodes_write_are_read_all_the_same(tmp_path: Path) -> None:
+    # The lines of the shapes the nodes write are parsed by one regex; a line of
+    # another shape (an escaped quote, a field more) is parsed field by field.
+    r = consistent_run()
+    why = 'why="COMMIT received"'
+    r.sub("server1", f"durable txid={COMMITTED_1} state=committed", why, r'why="peer \"server2\" said committed"')
+    r.sub("server2", f"durable txid={COMMITTED_2} state=committed", why, 'why="peer said committed" note=x')
+    r.sub("server1", f"msg=VOTE txid={ABORTED_2}", 'reason="', 'reason="lock=held, ')
+    for s in SERVERS:
+        r.sub(s, f"msg=VOTE txid={COMMITTED_2}", "vote=ok", "vote=ok note=x")
+        r.sub(s, f"msg=OUTCOME txid={COMMITTED_2}", "state=committed", "state=committed note=x")
+    r.sub("client2", f"begin txid={COMMITTED_2}", " participants=", " note=x participants=")
+    r.sub("client2", f"outcome txid={COMMITTED_2}", " cause=", ' note="a b" cause=')
+    _, report = check(r, tmp_path)
+    assert report.consistent, show(report)
+    assert report.resolved_by_peers == 2  # both whys read, unquoted, as "peer ..."
+    _, unchanged = check(consistent_run(), tmp_path / "unchanged")
+    assert (report.replicas, report.clients) == (unchanged.replicas, unchanged.clients)
+
+
 @pytest.mark.parametrize("node", ["server2", "client1"])
 def test_missing_log_file_is_a_violation_not_a_crash(tmp_path: Path, node: str) -> None:
     r = consistent_run()
