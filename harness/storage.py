@@ -33,6 +33,9 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+_UPSERT = "INSERT OR REPLACE INTO txns VALUES (?, ?, ?, ?, ?)"
+
+
 class StorageError(Exception):
     """The data file cannot be used (the operator's problem, not the peer's)."""
 
@@ -68,11 +71,12 @@ class Storage:
 
     def write(self, records: Sequence[TxRecord]) -> None:
         """Store ``records`` in one transaction; durable when this returns."""
+        rows = [(r.txid, r.state.value, r.value, ",".join(r.participants), r.version) for r in records]
+        if len(rows) == 1:  # one statement is its own transaction: spare the BEGIN and COMMIT calls
+            self._db.execute(_UPSERT, rows[0])
+            return
         self._db.execute("BEGIN")
-        self._db.executemany(
-            "INSERT OR REPLACE INTO txns VALUES (?, ?, ?, ?, ?)",
-            [(r.txid, r.state.value, r.value, ",".join(r.participants), r.version) for r in records],
-        )
+        self._db.executemany(_UPSERT, rows)
         self._db.execute("COMMIT")
 
     def close(self) -> None:
