@@ -495,7 +495,9 @@ class _Checker:
 
         * a yes vote, a NOK or an OUTCOME is sent only once what it says is
           durable (design section 4, and the Cornus argument: an abort
-          recorded for RESOLVE must survive a crash);
+          recorded for RESOLVE must survive a crash); but "committed" may be
+          said once the yes vote is durable (a lazy commit: the votes decided
+          it, and a restart learns it again from the peers);
         * one lock: no second transaction prepared while another is;
         * at each restart, every record made durable before it is restored,
           the same or further along its path (nothing durable, and so maybe
@@ -536,7 +538,10 @@ class _Checker:
                         stats.yes_votes += 1
                     else:
                         stats.no_votes += 1
-                if claim not in seen.get(txid, ()) and not (claim == "prepared" and "committed" in seen.get(txid, ())):
+                states = seen.get(txid, ())
+                if claim not in states and not (
+                    (claim == "prepared" and "committed" in states) or (claim == "committed" and "prepared" in states)
+                ):
                     said = {"prepared": "a yes vote", "aborted": "an abort"}.get(claim, f"state {claim}")
                     self.flag(
                         "durability",

@@ -3,12 +3,17 @@
 Theory of operation. A node feeds each input (a decoded line, a timeout) to
 its core and performs the returned actions in order. The one rule that makes
 the participant crash-safe lives here: *a Persist is durable before any later
-reply or send leaves the node*. Persists go to a group-commit writer (one
-SQLite transaction and one fsync for every record queued meanwhile); every
-outgoing message carries the number of persists issued before it and waits
-until that many are durable. The core updates its memory
-at once, so a STATUS or RESOLVE answered meanwhile may describe a record not
-yet on disk, but the answer itself is held until it is.
+reply or send leaves the node* (but a lazy one: a commit, see
+harness.protocol.participant). Persists go to a group-commit writer (one
+SQLite transaction and one fsync for every record queued in one pass of the
+event loop); every outgoing message is queued on its connection with the
+number of persists issued before it, and leaves once that many are durable.
+The core updates its memory at once, so a STATUS or RESOLVE answered
+meanwhile may describe a record not yet on disk, but the answer itself is held
+until it is.
+
+Lines are handled in the protocols' data_received callbacks, not in a task per
+connection, and logged before anything they cause leaves (harness.eventlog).
 
 Bad input from the network (their fault) is logged, answered with ERROR and
 the connection closed; it never reaches the core, so it never changes state.
@@ -140,14 +145,22 @@ def log_record(log: EventLog, event: str, r: TxRecord, why: str | None = None) -
     )
 
 
+# A lazy persist (a committed record, acknowledged already) is written with the
+# next persist that something waits for, or this long after it at the latest:
+# one client's next PREPARE comes within a few milliseconds, so its yes vote and
+# the previous commit share one fsync.
+LAZY_WRITE_AFTER = 0.02
+
+
 class GroupCommit:
     """Makes Persist actions durable in order, batching those that queue up.
 
     ``submit`` returns a sequence number and schedules one write for the end of
     this pass of the event loop: every persist submitted meanwhile (by every
     message that arrived in the same poll) goes into that one SQLite transaction,
-    one fsync. ``durable`` counts the persists on disk; ``wait(n)`` returns once
-    the first n are, and ``on_durable`` hears of every batch."""
+    one fsync. A lazy persist waits for the next write, or LAZY_WRITE_AFTER.
+    ``durable`` counts the persists on disk; ``wait(n)`` returns once the first
+    n are, and ``on_durable`` hears of every batch."""
 
     def __init__(self, storage: Storage, log: EventLog, on_durable: Callable[[list[Persist]], None]) -> None:
         self._storage = storage
@@ -158,11 +171,15 @@ class GroupCommit:
         self.durable = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._scheduled = False
+        self._lazy_timer: asyncio.TimerHandle | None = None
 
     def submit(self, persist: Persist) -> int:
         self._pending.append(persist)
         self.issued += 1
-        if not self._scheduled:
+        if persist.lazy:
+            if not self._scheduled and self._lazy_timer is None:
+                self._lazy_timer = asyncio.get_running_loop().call_later(LAZY_WRITE_AFTER, self._write)
+        elif not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._write)
         return self.issued
@@ -176,6 +193,9 @@ class GroupCommit:
 
     def _write(self) -> None:
         self._scheduled = False
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
         batch, self._pending = self._pending, []
         if not batch:
             return
@@ -290,6 +310,7 @@ class ParticipantNode:
         self._gc: GroupCommit | None = None
         self._conns: dict[int, _Inbound] = {}
         self._blocked: set[_Inbound] = set()  # connections whose next output waits for a persist
+        self._barrier = 0  # persists issued up to the last one that is not lazy: outputs wait for these
         self._next_conn = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._peers: dict[str, _PeerLink] = {}
@@ -419,10 +440,9 @@ class ParticipantNode:
 
     def _refuse(self, conn: _Inbound, e: DecodeError) -> None:
         """Their fault: say why (after the replies before it), close, change nothing."""
-        assert self._gc is not None
         self.log.event("bad-input", ("peer", conn.peer), ("code", e.code), ("detail", e.detail))
-        conn.queue.append(_Output(self._gc.issued, encode_text(Error(code=e.code, detail=e.detail))))
-        conn.queue.append(_Output(self._gc.issued, None))
+        conn.queue.append(_Output(self._barrier, encode_text(Error(code=e.code, detail=e.detail))))
+        conn.queue.append(_Output(self._barrier, None))
         conn.refused = True
         self._pump(conn)
 
@@ -443,24 +463,27 @@ class ParticipantNode:
     def _perform(self, actions: list[Action], conn: _Inbound | None) -> None:
         """Run the core's actions. A reply or close is queued on ``conn`` behind
         the persists issued before it (its barrier), so it leaves only once
-        they are durable; a message to a peer likewise."""
+        they are durable; a message to a peer likewise. Lazy persists (a commit)
+        hold nothing back."""
         gc = self._gc
         assert gc is not None
         for action in actions:
             match action:
                 case Persist():
-                    gc.submit(action)
+                    seq = gc.submit(action)
+                    if not action.lazy:
+                        self._barrier = seq
                 case Reply() | Close():
                     if conn is None or action.conn != conn.id:
                         raise AssertionError(f"core replied on connection {action.conn}, input came on {conn}")
                     if isinstance(action, Close):
-                        conn.queue.append(_Output(gc.issued, None))
+                        conn.queue.append(_Output(self._barrier, None))
                         conn.refused = True
                     else:
                         msg = action.msg
                         conn.queue.append(
                             _Output(
-                                gc.issued,
+                                self._barrier,
                                 encode_text(msg),
                                 yes_vote=isinstance(msg, Vote) and msg.yes,
                                 # The seed's slow pace, for people watching; STATUS stays prompt
@@ -472,7 +495,7 @@ class ParticipantNode:
                     link = self._peers.get(action.peer)
                     if link is None:
                         link = self._peers[action.peer] = _PeerLink(self, action.peer)
-                    self._spawn(link.send(action.msg, gc.issued))
+                    self._spawn(link.send(action.msg, self._barrier))
                 case StartTimer():
                     if (old := self._timers.pop(action.txid, None)) is not None:
                         old.cancel()

@@ -123,7 +123,9 @@ def test_a_reply_is_in_the_participants_log_before_it_arrives(cluster: Cluster) 
             ["send", f"peer={c.name} msg=VOTE txid=hand-1 vote=ok"],
         ]
         assert c.ask("COMMIT txid=hand-1") == "OUTCOME txid=hand-1 state=committed"
-        assert log.read_text().splitlines()[-1].endswith(f" send peer={c.name} msg=OUTCOME txid=hand-1 state=committed")
+        # (The commit record itself may follow: it is lazy, harness.protocol.participant.)
+        sent = f" send peer={c.name} msg=OUTCOME txid=hand-1 state=committed"
+        assert any(line.endswith(sent) for line in log.read_text().splitlines())
     finally:
         c.close()
 

@@ -225,7 +225,8 @@ def test_participant_transition(case: Case) -> None:
             )
 
     # Every state change is exactly one Persist of the new record, and it
-    # comes before the reply; no change, no Persist.
+    # comes before the reply; no change, no Persist. Only a commit may be
+    # lazy (acknowledged before it is durable): a vote or an abort never.
     written = persists(actions)
     if case.after is case.before:
         assert written == []
@@ -235,6 +236,7 @@ def test_participant_transition(case: Case) -> None:
         assert persist.record.state is case.after
         assert actions.index(persist) < actions.index(replies(actions)[0])
         assert persist.why
+        assert persist.lazy is (case.after is C)
 
 
 def test_participant_votes_no_when_locked() -> None:

@@ -271,8 +271,12 @@ def test_random_simulation_catches_broken_variant(participant_factory, coordinat
 
 
 def test_random_simulation_catches_a_no_vote_that_is_not_durable() -> None:
-    params = SimParams(participants=3, clients=2, duplicate=0.3, crashes=3, max_downtime=5, max_delay=40)
-    result = simulate(2362, params, participant_factory=ForgetNoVote.restore)
+    # Rare: it takes a crash, a loss and a duplicate in the right places. This
+    # seed was found by random_runs with these parameters (about 1 run in 6,500).
+    params = SimParams(
+        participants=2, clients=2, duplicate=0.5, loss=0.2, crashes=4, max_downtime=5, max_delay=60, mid_step=0.8
+    )
+    result = simulate(6509, params, participant_factory=ForgetNoVote.restore)
     assert rules(result.violations) & {TRUTH, AC1}
     assert simulate(2362, params).ok  # the real protocol, same seed and faults
 

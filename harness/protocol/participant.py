@@ -27,7 +27,13 @@ message (with the connection it came on) or a timeout; outputs are a list of
 actions the driver (nodes.py, or the simulator) must perform *in order*, with
 one guarantee on its side: a Persist is durable before any later Reply or Send
 leaves the node. Every state change is a Persist, so nothing a peer sees can be
-lost by a crash.
+lost by a crash, with one exception, a *lazy* Persist: a committed record. The
+transaction was committed the moment its last yes vote became durable; the
+record only spares this participant a RESOLVE after a crash. So the OUTCOME
+that acknowledges a COMMIT leaves at once, and the record needs only be
+durable before any later Persist that is not lazy (writes stay in order): a
+restart that finds it missing finds the durable yes vote instead, and learns
+the commit from its peers.
 """
 
 from __future__ import annotations
@@ -69,10 +75,12 @@ class TxRecord:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Persist:
-    """Make ``record`` durable; ``why`` says which rule wrote it (for the log)."""
+    """Make ``record`` durable; ``why`` says which rule wrote it (for the log).
+    ``lazy``: later replies and sends need not wait for it (the module's docstring)."""
 
     record: TxRecord
     why: str
+    lazy: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -342,7 +350,7 @@ class ParticipantCore:
         """Apply a new record in memory and emit its Persist and timer changes."""
         was_prepared = (old := self.records.get(record.txid)) is not None and old.state is TxState.PREPARED
         self._apply(record)
-        actions: list[Action] = [Persist(record=record, why=why)]
+        actions: list[Action] = [Persist(record=record, why=why, lazy=record.state is TxState.COMMITTED)]
         if record.state is TxState.PREPARED:
             actions.append(StartTimer(txid=record.txid))
         elif was_prepared:

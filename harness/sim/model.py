@@ -11,7 +11,10 @@ set or cancelled. ``crash_after=k`` executes the first k actions and then
 crashes the node, so a crash can fall between two actions of one step; that is
 how a reply sent before its persist is caught. In the real driver (nodes.py) a
 send waits until every earlier persist is durable, which for a core that lists
-each Persist before the reply it backs is the same as executing in list order.
+each Persist before the reply it backs is the same as executing in list order;
+a lazy Persist (a commit) waits for nothing, and is executed after the step's
+other actions here. (nodes.py may hold a lazy record longer, to share the next
+fsync; this model does not interleave other steps with that wait.)
 
 The nodes know nothing of the network: they return *effects* (what left the
 node, what became durable, what the user was told) and the simulator or the
@@ -170,6 +173,12 @@ class PNode:
         return self._run(self.core.recover(), crash_after)
 
     def _run(self, actions: Sequence[object], crash_after: CrashAfter) -> list[Effect]:
+        # A lazy persist (a commit) does not hold back the replies and sends
+        # after it (nodes.py sends them at once): it is performed last, so that
+        # a crash can fall after the acknowledgement and before the record.
+        if any(isinstance(a, Persist) and a.lazy for a in actions):
+            lazy = [a for a in actions if isinstance(a, Persist) and a.lazy]
+            actions = [a for a in actions if not (isinstance(a, Persist) and a.lazy)] + lazy
         return _perform(self, actions, crash_after, self._apply)
 
     def _apply(self, action: object) -> Effect:
