@@ -92,6 +92,7 @@ async def run(
                     raise
                 await asyncio.sleep(0.05)  # a participant is being restarted: try again shortly
         if connected is not None:
+            log.flush()  # what the runner hears is in the log already
             connected()
         if go is not None:
             await go()

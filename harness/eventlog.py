@@ -77,7 +77,7 @@ class EventLog:
         self._echo = echo
         self._fd: int | None = None
         self._pending: list[str] | None = [] if buffered else None
-        self._flush_scheduled = False
+        self._flush_loop: asyncio.AbstractEventLoop | None = None  # the loop whose timer will flush
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -101,13 +101,13 @@ class EventLog:
             self._write(line)
             return
         self._pending.append(line)
-        if not self._flush_scheduled:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no event loop: nothing would flush it later
-                self.flush()
-                return
-            self._flush_scheduled = True
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop: nothing would flush it later
+            self.flush()
+            return
+        if self._flush_loop is not loop:  # no timer yet, or one on a loop that has ended
+            self._flush_loop = loop
             loop.call_later(FLUSH_AFTER, self._scheduled_flush)
 
     def flush(self) -> None:
@@ -118,7 +118,7 @@ class EventLog:
             self._write(text)
 
     def _scheduled_flush(self) -> None:
-        self._flush_scheduled = False
+        self._flush_loop = None
         self.flush()
 
     def _write(self, text: str) -> None:

@@ -100,3 +100,30 @@ def test_message_line_is_the_wire_line_after_msg(tmp_path: Path) -> None:
     first, second = path.read_text().splitlines()
     expected = 'n1 recv peer=h:1 msg=VOTE txid=t1 vote=NOK reason="say \\"no\\""'
     assert first.split(" ", 1)[1] == second.split(" ", 1)[1] == expected
+
+
+def test_lines_after_the_loop_ended_are_not_stuck_behind_its_timer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "n.log"
+    log = EventLog(path, "n1", buffered=True)
+
+    async def write(txid: str) -> None:
+        log.event("timeout", ("txid", txid))
+
+    asyncio.run(write("t1"))  # the loop ends before its flush timer fires
+    log.event("timeout", ("txid", "t2"))  # no loop now: written at once, t1 first
+    assert [line.fields["txid"] for line in read_log(path)] == ["t1", "t2"]
+
+    monkeypatch.setattr(eventlog, "FLUSH_AFTER", 0.0)  # the next pass of the loop
+
+    async def write_and_yield(txid: str) -> None:
+        log.event("timeout", ("txid", txid))
+        for _ in range(3):  # yield to the loop: its own timer flushes, no sleeping for time
+            await asyncio.sleep(0)
+        assert [line.fields["txid"] for line in read_log(path)][-1] == txid
+
+    asyncio.run(write("t3"))  # the first loop's timer is gone with it ...
+    asyncio.run(write_and_yield("t4"))  # ... and a new loop gets a timer of its own
+    assert [line.fields["txid"] for line in read_log(path)] == ["t1", "t2", "t3", "t4"]
+    log.close()
