@@ -9,8 +9,9 @@ SQLite transaction and one fsync for every record queued in one pass of the
 event loop); every outgoing message is queued on its connection with the
 number of persists issued before it, and leaves once that many are durable.
 The core updates its memory at once, so a STATUS or RESOLVE answered
-meanwhile may describe a record not yet on disk, but the answer itself is held
-until it is.
+meanwhile may describe a record not yet on disk; a STATE reply waits for every
+persist before it, lazy ones too (so that a version it reports never goes back
+after a crash), a RESOLVE answer for those that are not lazy.
 
 Lines are handled in the protocols' data_received callbacks, not in a task per
 connection, and logged before anything they cause leaves (harness.eventlog).
@@ -42,6 +43,7 @@ from harness.protocol.messages import (
     Error,
     LineBuffer,
     Message,
+    Outcome,
     State,
     Status,
     TxState,
@@ -74,7 +76,9 @@ READ_CHUNK = 65536
 # listener is stopped (SIGSTOP) and its backlog is full.
 CONNECT_TIMEOUT = 1.0
 
-PARTICIPANT_CRASH_POINTS = ("before-vote", "after-vote", "after-commit")
+# after-commit-reply: the OUTCOME of a COMMIT has left, its record is not yet
+# durable (a lazy commit); after-commit: the record is durable.
+PARTICIPANT_CRASH_POINTS = ("before-vote", "after-vote", "after-commit-reply", "after-commit")
 CLIENT_CRASH_POINTS = ("after-prepare", "after-first-commit")
 
 
@@ -144,6 +148,10 @@ def log_record(log: EventLog, event: str, r: TxRecord, why: str | None = None) -
         ("why", why),
     )
 
+
+# Replies queued on one connection before we stop reading it: a peer that
+# pipelines requests (or reads nothing) cannot make us hold unbounded output.
+MAX_QUEUED = 64
 
 # A lazy persist (a committed record, acknowledged already) is written with the
 # next persist that something waits for, or this long after it at the latest:
@@ -226,6 +234,12 @@ class GroupCommit:
             self._waiters = still
         self._on_durable(batch)
 
+    def write_soon(self) -> None:
+        """Write what is queued, lazy persists included, at the end of this loop pass."""
+        if self._pending and not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._write)
+
     def close(self) -> None:
         """Write what is queued now."""
         self._write()
@@ -239,6 +253,7 @@ class _Output:
     barrier: int
     text: str | None  # None: close the connection
     yes_vote: bool = False
+    commit_reply: bool = False  # an OUTCOME committed (a crash point follows it)
     paced: bool = False  # held back by --delay
     due: float | None = None  # with --delay: when it may leave
 
@@ -259,6 +274,9 @@ class _Inbound(asyncio.Protocol):
         self.queue: collections.deque[_Output] = collections.deque()
         self.refused = False  # a Close is queued: read nothing more
         self.timer: asyncio.TimerHandle | None = None  # --delay
+        self.write_blocked = False  # the peer is not reading what we write
+        self.queue_full = False  # MAX_QUEUED replies wait to leave
+        self.crash_on_drain: str | None = None  # a crash point reached once the kernel has our bytes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -269,18 +287,35 @@ class _Inbound(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.node._on_data(self, data)
 
+    def eof_received(self) -> bool:
+        # The peer is done sending (nc -N, shutdown(SHUT_WR)): answer what it
+        # sent, then close. True keeps our side open meanwhile.
+        self.node._on_eof(self)
+        return True
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.node._closed(self, exc)
 
     # A peer that sends but does not read fills our buffer: stop reading it
-    # until it has taken what we wrote.
+    # until it has taken what we wrote (or while MAX_QUEUED replies wait).
     def pause_writing(self) -> None:
-        assert self.transport is not None
-        self.transport.pause_reading()
+        self.write_blocked = True
+        self.update_reading()
 
     def resume_writing(self) -> None:
-        assert self.transport is not None
-        self.transport.resume_reading()
+        self.write_blocked = False
+        self.update_reading()
+        if self.crash_on_drain is not None and self.node.crash is not None:
+            self.node.crash.reached(self.crash_on_drain, self.node.log)
+
+    def update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.write_blocked or self.queue_full:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
 
 
 class ParticipantNode:
@@ -405,6 +440,16 @@ class ParticipantNode:
             return
         conn.id = self._next_conn = self._next_conn + 1
         self._conns[conn.id] = conn
+        if self.crash is not None:
+            # A crash point after a send must know the bytes are the kernel's:
+            # with no buffer allowed, resume_writing says when (see _pump_queue).
+            conn.transport.set_write_buffer_limits(high=0)
+
+    def _on_eof(self, conn: _Inbound) -> None:
+        if not conn.refused:
+            conn.refused = True
+            conn.queue.append(_Output(self._barrier, None))
+            self._pump(conn)
 
     def _closed(self, conn: _Inbound, exc: Exception | None) -> None:
         self._conns.pop(conn.id, None)
@@ -483,9 +528,11 @@ class ParticipantNode:
                         msg = action.msg
                         conn.queue.append(
                             _Output(
-                                self._barrier,
+                                # STATE reports the version: never one a crash could take back.
+                                gc.issued if isinstance(msg, State) else self._barrier,
                                 encode_text(msg),
                                 yes_vote=isinstance(msg, Vote) and msg.yes,
+                                commit_reply=isinstance(msg, Outcome) and msg.state is TxState.COMMITTED,
                                 # The seed's slow pace, for people watching; STATUS stays prompt
                                 # so that harness.status and the runner see the participant alive.
                                 paced=bool(self.delay) and not isinstance(msg, State),
@@ -505,6 +552,8 @@ class ParticipantNode:
                     if (old := self._timers.pop(action.txid, None)) is not None:
                         old.cancel()
         if conn is not None:
+            if conn.queue and conn.queue[-1].barrier > self._barrier:
+                gc.write_soon()  # a STATE waits for a lazy record: do not let it wait 20 ms
             self._pump(conn)
 
     def _pump(self, conn: _Inbound) -> None:
@@ -514,6 +563,12 @@ class ParticipantNode:
         assert gc is not None and transport is not None
         if conn.timer is not None:  # held by --delay: _paced pumps it
             return
+        self._pump_queue(conn, gc, transport)
+        if conn.queue_full != (len(conn.queue) >= MAX_QUEUED):
+            conn.queue_full = not conn.queue_full
+            conn.update_reading()
+
+    def _pump_queue(self, conn: _Inbound, gc: GroupCommit, transport: asyncio.Transport) -> None:
         while conn.queue:
             out = conn.queue[0]
             if out.barrier > gc.durable:
@@ -540,8 +595,12 @@ class ParticipantNode:
             self.log.message("send", conn.peer, out.text)
             self.log.flush()  # the log before the world: nothing leaves unlogged
             transport.write(f"{out.text}\n".encode())
-            if out.yes_vote and self.crash:
-                self.crash.reached("after-vote", self.log)
+            if self.crash and (out.yes_vote or out.commit_reply):
+                point = "after-vote" if out.yes_vote else "after-commit-reply"
+                if transport.get_write_buffer_size():
+                    conn.crash_on_drain = point  # once the bytes are out (resume_writing)
+                else:
+                    self.crash.reached(point, self.log)
 
     def _paced(self, conn: _Inbound) -> None:
         conn.timer = None

@@ -122,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="TARGET:POINT[:N]",
         help="kill a node at a protocol point, at its Nth passage (repeatable): participant:before-vote|"
-        "after-vote|after-commit, client:after-prepare|after-first-commit (participant means server1 and "
-        "client client1; serverN or clientN name another), partition:between-phases (cut client1 from "
+        "after-vote|after-commit-reply|after-commit, client:after-prepare|after-first-commit (participant means "
+        "server1 and client client1; serverN or clientN name another), partition:between-phases (cut client1 from "
         "server2 right after server2's yes vote)",
     )
     p.add_argument(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
@@ -31,13 +32,19 @@ def _checked(tmp_path: Path, **kw: object) -> CheckReport:
     return report
 
 
+def _final(folder: Path) -> dict[str, Any]:
+    return cast(dict[str, Any], json.loads((folder / "final_states.json").read_text()))
+
+
 def _events(folder: Path, node: str, event: str) -> list[dict[str, str]]:
     return [line.fields for line in read_log(folder / f"{node}.log") if line.event == event]
 
 
-@pytest.mark.parametrize("point", ["before-vote", "after-vote", "after-commit"])
+@pytest.mark.parametrize("point", ["before-vote", "after-vote", "after-commit-reply", "after-commit"])
 def test_participant_killed_at_a_crash_point_restarts_and_loses_nothing(tmp_path: Path, point: str) -> None:
     # Two clients with retries: some contention, and commits for certain (after-commit needs one).
+    # after-commit-reply: the commit was acknowledged, its record not yet durable (a lazy commit):
+    # the restart finds the yes vote, and the peers say commit.
     report = _checked(tmp_path, clients=2, transactions=4, retry="backoff", crash=(f"participant:{point}",), seed=11)
     folder = tmp_path / "run"
     assert [c["point"] for c in _events(folder, "server1", "crash")] == [point]
@@ -49,6 +56,13 @@ def test_participant_killed_at_a_crash_point_restarts_and_loses_nothing(tmp_path
     restored = _events(folder, "server1", "restored")
     expected = "committed" if point == "after-commit" else "prepared"
     assert any(r["state"] == expected for r in restored)
+    if point == "after-commit-reply":
+        lines = list(read_log(folder / "server1.log"))
+        crashed = next(n for n, line in enumerate(lines) if line.event == "crash")
+        (acked,) = [line.fields["txid"] for line in lines[crashed - 1 : crashed] if line.event == "send"]
+        assert {r["txid"]: r["state"] for r in restored}[acked] == "prepared"
+        # and it ends committed at every replica (the checker's agreement and replicas rules)
+        assert all(acked in [t for t, _, _ in f["storage"]["committed"]] for f in _final(folder).values())
 
 
 @pytest.mark.parametrize("point", ["after-prepare", "after-first-commit"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 
 from conftest import Cluster, LineClient
 
@@ -126,6 +127,20 @@ def test_a_reply_is_in_the_participants_log_before_it_arrives(cluster: Cluster) 
         # (The commit record itself may follow: it is lazy, harness.protocol.participant.)
         sent = f" send peer={c.name} msg=OUTCOME txid=hand-1 state=committed"
         assert any(line.endswith(sent) for line in log.read_text().splitlines())
+    finally:
+        c.close()
+
+
+def test_a_peer_done_sending_still_gets_its_replies_then_a_close(cluster: Cluster) -> None:
+    # nc -N: the request, then shutdown(SHUT_WR); with --delay the vote is still queued then.
+    cluster.start_participant(1, "--delay", "0.2")
+    c = LineClient(cluster.ports[1])
+    try:
+        c.send(f"PREPARE txid=hand-1 value=7 participants={cluster.servers}\nSTATUS\n".encode())
+        c.sock.shutdown(socket.SHUT_WR)
+        assert c.readline() == "VOTE txid=hand-1 vote=ok"
+        assert c.readline().startswith("STATE ")
+        assert c.readline() == ""  # and then the participant closes
     finally:
         c.close()
 
