@@ -187,9 +187,8 @@ class GroupCommit:
         if persist.lazy:
             if not self._scheduled and self._lazy_timer is None:
                 self._lazy_timer = asyncio.get_running_loop().call_later(LAZY_WRITE_AFTER, self._write)
-        elif not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._write)
+        else:
+            self.write_soon()
         return self.issued
 
     async def wait(self, seq: int) -> None:

@@ -71,7 +71,7 @@ def test_client_killed_between_the_phases_leaves_the_participants_to_finish(tmp_
     assert report.abandoned == 1  # the client died inside its first transaction
     assert report.resolved_by_peers >= 1
     # with no contention every participant voted yes: the transaction commits, without its client
-    final = json.loads((tmp_path / "run" / "final_states.json").read_text())
+    final = _final(tmp_path / "run")
     committed = {tuple(tuple(c) for c in f["storage"]["committed"]) for f in final.values()}
     assert len(committed) == 1
     (sequence,) = committed
