@@ -76,8 +76,10 @@ READ_CHUNK = 65536
 # listener is stopped (SIGSTOP) and its backlog is full.
 CONNECT_TIMEOUT = 1.0
 
-# after-commit-reply: the OUTCOME of a COMMIT has left, its record is not yet
-# durable (a lazy commit); after-commit: the record is durable.
+# after-commit-reply: the OUTCOME of a COMMIT has left ahead of its record (a
+# lazy commit), which is not yet durable; a reply that had to wait for another
+# persist, written with the record, is not this point. after-commit: the record
+# is durable.
 PARTICIPANT_CRASH_POINTS = ("before-vote", "after-vote", "after-commit-reply", "after-commit")
 CLIENT_CRASH_POINTS = ("after-prepare", "after-first-commit")
 
@@ -252,7 +254,9 @@ class _Output:
     barrier: int
     text: str | None  # None: close the connection
     yes_vote: bool = False
-    commit_reply: bool = False  # an OUTCOME committed (a crash point follows it)
+    # An OUTCOME committed sent ahead of its record: the record's persist
+    # number (0: none). While it is not durable, a crash point follows the send.
+    ahead_of: int = 0
     paced: bool = False  # held back by --delay
     due: float | None = None  # with --delay: when it may leave
 
@@ -275,7 +279,7 @@ class _Inbound(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None  # --delay
         self.write_blocked = False  # the peer is not reading what we write
         self.queue_full = False  # MAX_QUEUED replies wait to leave
-        self.crash_on_drain: str | None = None  # a crash point reached once the kernel has our bytes
+        self.crash_on_drain: _Output | None = None  # its crash point is reached once the kernel has our bytes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -304,8 +308,9 @@ class _Inbound(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_blocked = False
         self.update_reading()
-        if self.crash_on_drain is not None and self.node.crash is not None:
-            self.node.crash.reached(self.crash_on_drain, self.node.log)
+        if self.crash_on_drain is not None:
+            out, self.crash_on_drain = self.crash_on_drain, None
+            self.node._sent(out)
 
     def update_reading(self) -> None:
         transport = self.transport
@@ -511,11 +516,14 @@ class ParticipantNode:
         hold nothing back."""
         gc = self._gc
         assert gc is not None
+        lazy = 0  # the lazy persist these actions issued, that a commit's reply runs ahead of
         for action in actions:
             match action:
                 case Persist():
                     seq = gc.submit(action)
-                    if not action.lazy:
+                    if action.lazy:
+                        lazy = seq
+                    else:
                         self._barrier = seq
                 case Reply() | Close():
                     if conn is None or action.conn != conn.id:
@@ -531,7 +539,7 @@ class ParticipantNode:
                                 gc.issued if isinstance(msg, State) else self._barrier,
                                 encode_text(msg),
                                 yes_vote=isinstance(msg, Vote) and msg.yes,
-                                commit_reply=isinstance(msg, Outcome) and msg.state is TxState.COMMITTED,
+                                ahead_of=lazy if isinstance(msg, Outcome) and msg.state is TxState.COMMITTED else 0,
                                 # The seed's slow pace, for people watching; STATUS stays prompt
                                 # so that harness.status and the runner see the participant alive.
                                 paced=bool(self.delay) and not isinstance(msg, State),
@@ -594,12 +602,19 @@ class ParticipantNode:
             self.log.message("send", conn.peer, out.text)
             self.log.flush()  # the log before the world: nothing leaves unlogged
             transport.write(f"{out.text}\n".encode())
-            if self.crash and (out.yes_vote or out.commit_reply):
-                point = "after-vote" if out.yes_vote else "after-commit-reply"
+            if self.crash and (out.yes_vote or out.ahead_of):
                 if transport.get_write_buffer_size():
-                    conn.crash_on_drain = point  # once the bytes are out (resume_writing)
+                    conn.crash_on_drain = out  # once the bytes are out (resume_writing)
                 else:
-                    self.crash.reached(point, self.log)
+                    self._sent(out)
+
+    def _sent(self, out: _Output) -> None:
+        """``out`` has reached the kernel: the crash point it marks, if any."""
+        assert self.crash is not None and self._gc is not None
+        if out.yes_vote:
+            self.crash.reached("after-vote", self.log)
+        elif out.ahead_of > self._gc.durable:  # still ahead of its record
+            self.crash.reached("after-commit-reply", self.log)
 
     def _paced(self, conn: _Inbound) -> None:
         conn.timer = None
