@@ -162,6 +162,9 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=follower,
         start_new_session=True,
+        # A shell's background job starts with SIGINT ignored, and Python then
+        # leaves it ignored: give the runner the terminal's default, as Ctrl-C finds it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     os.close(follower)
     seen = b""
