@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import io
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 
@@ -152,6 +153,33 @@ def test_real_protocol_small_configuration_with_a_crash_has_no_violation() -> No
     assert result.states > 100_000
 
 
+def test_a_held_commit_record_outlives_other_steps_and_is_lost_in_a_crash() -> None:
+    # nodes.py acknowledges a COMMIT before its record is durable and may hold
+    # the record across other steps: the explorer must hold it too, offer its
+    # write as a step of its own, and lose it in a crash.
+    explorer = Explorer(3, 1, Bounds(crashes=1))
+    state = explorer.initial_state()
+
+    def take(text: str) -> None:
+        nonlocal state
+        (step,) = [st for st in explorer.steps(state) if explorer.describe(state, st) == text]
+        state = explorer.apply(state, step)[0]
+
+    def p1() -> tuple[Any, ...]:
+        return explorer._snaps[state[0]]  # (up, core, durable, timers, held)
+
+    take("client1 begins t1 (value=1)")
+    for p in ("p1", "p2", "p3"):  # each vote is handled by the client as it arrives
+        take(f"client1 -> {p}: PREPARE txid=t1 value=1 participants=p1:1,p2:2,p3:3")
+    take("client1 -> p1: COMMIT txid=t1")
+    assert [r.state for r in p1()[4]] == [TxState.COMMITTED]  # acknowledged, held
+    take("client1 -> p2: COMMIT txid=t1")  # another node's step: still held, and its write still a step
+    assert [r.state for r in p1()[4]] == [TxState.COMMITTED]
+    assert "p1 writes the commit record(s) it held" in [explorer.describe(state, st) for st in explorer.steps(state)]
+    take("p1 crashes")
+    assert [r.state for r in p1()[2]] == [TxState.PREPARED] and p1()[4] == ()  # the yes vote is all it has
+
+
 def test_real_protocol_without_faults_commits_or_aborts_cleanly() -> None:
     result = Explorer(3, 2, Bounds(crashes=0)).run()
     assert result.ok and result.complete
@@ -272,13 +300,14 @@ def test_random_simulation_catches_broken_variant(participant_factory, coordinat
 
 def test_random_simulation_catches_a_no_vote_that_is_not_durable() -> None:
     # Rare: it takes a crash, a loss and a duplicate in the right places. This
-    # seed was found by random_runs with these parameters (about 1 run in 6,500).
+    # seed was found by random_runs with these parameters (about 1 run in 4,000;
+    # a change to what the simulator draws changes the runs, and the seed).
     params = SimParams(
         participants=2, clients=2, duplicate=0.5, loss=0.2, crashes=4, max_downtime=5, max_delay=60, mid_step=0.8
     )
-    result = simulate(6509, params, participant_factory=ForgetNoVote.restore)
+    result = simulate(4612, params, participant_factory=ForgetNoVote.restore)
     assert rules(result.violations) & {TRUTH, AC1}
-    assert simulate(6509, params).ok  # the real protocol, same seed and faults
+    assert simulate(4612, params).ok  # the real protocol, same seed and faults
 
 
 # ====================================================================== the command line

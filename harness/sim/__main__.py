@@ -141,6 +141,12 @@ def parser() -> argparse.ArgumentParser:
         "--max-delay", type=_positive, default=_DEFAULTS.max_delay, help="message delay upper bound (lower bound 1)"
     )
     rnd.add_argument(
+        "--lazy-write",
+        type=_positive,
+        default=_DEFAULTS.lazy_write,
+        help="a held commit record is written on its own within 1..N (unless a later write carries it first)",
+    )
+    rnd.add_argument(
         "--client-timeout", type=_positive, default=_DEFAULTS.client_timeout, help="coordinator phase timer"
     )
     rnd.add_argument(
@@ -246,6 +252,7 @@ def random(args: argparse.Namespace, out: TextIO) -> int:
         crashes=args.crashes,
         mid_step=args.mid_step,
         max_delay=args.max_delay,
+        lazy_write=args.lazy_write,
         client_timeout=args.client_timeout,
         resolve_after=args.resolve_after,
         fault_window=args.fault_window,

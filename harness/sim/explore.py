@@ -4,7 +4,8 @@ Theory of operation. A global state is an immutable tuple of small integers:
 one snapshot id per participant and per client, each client's connection
 state to each participant, the network as a bit mask over interned entries,
 and the fault budgets left. A snapshot is a canonical frozen copy of one node
-(its core's fields, durable store, timers, up or down), interned, so states
+(its core's fields, durable store, timers, up or down, and a participant's
+held lazy records), interned, so states
 hash and compare as tuples of ints. One node step, (snapshot, input) ->
 (snapshot, effects), is deterministic, so it is computed once and memoised;
 so is the judgement of a durable write. Every client runs one transaction
@@ -16,7 +17,9 @@ The model, and why each choice:
   message is lost or duplicated (delivered with a copy left in flight); a
   timer fires; a node crashes, between steps or between two actions of one
   step; a crashed participant restarts from its durable records (restore +
-  recover). A crashed client never comes back.
+  recover); a participant writes the commit records it holds (a lazy commit,
+  see model.py): any time, between any other steps. A crashed client never
+  comes back.
 * Messages to participants are delivered in any order (the network is a set:
   an identical message already in flight merges with it).
 * A participant's reply is handled by its client in the same step, unless it
@@ -42,8 +45,8 @@ The model, and why each choice:
 Safety (invariants.check_persist / check_report) is judged on every
 transition, so breadth-first order yields a shortest trace to the first
 violation. Liveness: from every reachable state, a fixed fault-free healing
-schedule (restart the crashed, deliver what is in flight, start the clients,
-fire the timers) must reach a quiet state that passes check_quiescent; each
+schedule (write held records, restart the crashed, deliver what is in flight,
+start the clients, fire the timers) must reach a quiet state that passes check_quiescent; each
 state records its healing successor, so this costs one pass over the states.
 """
 
@@ -106,6 +109,7 @@ class Step(enum.Enum):
     TIMER = "timer"  # (TIMER, node, key, crash_after)
     CRASH = "crash"  # (CRASH, node)
     RESTART = "restart"  # (RESTART, participant, crash_after)
+    WRITE = "write"  # (WRITE, participant): the lazy records it holds become durable
 
 
 class Conn(enum.IntEnum):
@@ -197,7 +201,6 @@ class _FinishedCore:
     phase = co.Phase.DONE
 
 
-_HEAL_RANK = {Step.RESTART: 0, Step.DELIVER: 1, Step.START: 2}  # then client timers 3, participant timers 4
 _NO_RANK = 99
 
 # Indices of the budgets after the network mask in a global state.
@@ -275,7 +278,7 @@ class Explorer:
     def _intern_participant(self, node: PNode) -> int:
         durable = tuple(node.durable[t] for t in sorted(node.durable))
         core = freeze_core(node.core) if node.core is not None else None
-        return self._intern((node.up, core, durable, frozenset(node.timers)), node.index)
+        return self._intern((node.up, core, durable, frozenset(node.timers), tuple(node.held)), node.index)
 
     def _intern_client(self, node: CNode) -> int:
         core: object
@@ -298,7 +301,7 @@ class Explorer:
         return eid
 
     def _pnode(self, index: int, sid: int) -> PNode:
-        up, core, durable, timers = self._snaps[sid]
+        up, core, durable, timers, held = self._snaps[sid]
         return PNode(
             self.topo,
             index,
@@ -306,6 +309,7 @@ class Explorer:
             {r.txid: r for r in durable},
             set(timers),
             up,
+            held,
         )
 
     def _cnode(self, index: int, sid: int) -> CNode:
@@ -347,6 +351,8 @@ class Explorer:
                 effects = p.request(src, msg, k) if tag is Wire.REQUEST else p.peer_reply(names[src], msg, k)
             elif kind is Step.TIMER:
                 effects = p.timeout(arg, k)
+            elif kind is Step.WRITE:
+                effects = p.write_held()
             else:
                 effects = p.restart(self.pfactory, k)
             new, steps = self._intern_participant(p), p.steps
@@ -449,7 +455,10 @@ class Explorer:
                     if crashes:
                         n = call(node, state[node], Step.RESTART, None, None)[2]
                         out.extend((Step.RESTART, node, k) for k in range(1, n))
-        if crashes:
+        if crashes:  # with no crash left, held records are written at once (see apply)
+            for node in range(np):
+                if snaps[state[node]][4]:
+                    out.append((Step.WRITE, node))
             for node in range(np):
                 if up[state[node]]:
                     out.append((Step.CRASH, node))
@@ -482,6 +491,8 @@ class Explorer:
             return 0 if step[2] is None else _NO_RANK
         if kind is Step.START:
             return 2 if step[2] is None else _NO_RANK
+        if kind is Step.WRITE:
+            return 0
         return _NO_RANK
 
     def apply(self, state: State, step: StepKey) -> tuple[State, list[tuple[int, Effect]], list[Violation]]:
@@ -520,11 +531,16 @@ class Explorer:
             net = self._node_step(state, s, node, kind, arg, k, net, budget, effects, violations, replies)
         elif kind is Step.START:
             net = self._node_step(state, s, step[1], kind, None, step[2], net, budget, effects, violations, replies)
-        else:  # CRASH
+        elif kind is Step.WRITE:
+            net = self._node_step(state, s, step[1], kind, None, None, net, budget, effects, violations, replies)
+        else:  # CRASH: memory, timers and held records lost
             node = step[1]
             budget[_CRASHES] -= 1
             snap = self._snaps[state[node]]
-            s[node] = self._intern((False, None, snap[2], frozenset()), node)
+            down: tuple[Any, ...] = (False, None, snap[2], frozenset())
+            if node < self.np:
+                down += ((),)  # no held records
+            s[node] = self._intern(down, node)
             net = self._crash_links(node, s, net)
         for reply in replies:
             # A reply to a client is handled there at once (see the module docstring), unless its fate says otherwise.
@@ -544,6 +560,14 @@ class Explorer:
                     net = self._node_step(
                         state, s, client, Step.DELIVER, reply, j, net, budget, effects, violations, []
                     )
+        if not budget[_CRASHES]:
+            # With no crash left to lose them, held records are as good as
+            # written: writing them now, rather than at every later point,
+            # leaves out only states that differ in when an inevitable write
+            # happens. (A violation it makes is still judged, at this write.)
+            for j in range(self.np):
+                if self._snaps[s[j]][4]:
+                    net = self._node_step(state, s, j, Step.WRITE, None, None, net, budget, effects, violations, [])
         s[netx] = net
         s[netx + 1 :] = budget
         return tuple(s), effects, violations
@@ -849,5 +873,7 @@ class Explorer:
             return f"{d[node]} {what} fires{crash_note(step[3])}{early}"
         if kind is Step.CRASH:
             return f"{d[step[1]]} crashes"
+        if kind is Step.WRITE:
+            return f"{d[step[1]]} writes the commit record(s) it held"
         records = len(self._snaps[state[step[1]]][2])
         return f"{d[step[1]]} restarts from {records} durable record(s){crash_note(step[2])}{early}"

@@ -1,20 +1,23 @@
 """Simulated nodes: the real cores, driven one action at a time.
 
 Theory of operation. A simulated participant is its core (volatile memory), a
-durable store (txid -> TxRecord, what SQLite would hold), its pending timers
-(volatile) and whether it is up. A simulated client is one coordinator core
-per transaction, its timers, and what it reported to its user. Every input
-(a message, a timeout, a start or a restart) is fed to the core, and the
-returned actions are executed *one at a time, in list order*: a Persist
+durable store (txid -> TxRecord, what SQLite would hold), the lazy records it
+holds (volatile, see below), its pending timers (volatile) and whether it is
+up. A simulated client is one coordinator core per transaction, its timers,
+and what it reported to its user. Every input (a message, a timeout, a start
+or a restart) is fed to the core, and the returned actions are executed *one at a time, in list order*: a Persist
 writes the store, a Reply or SendPeer becomes an outgoing message, timers are
 set or cancelled. ``crash_after=k`` executes the first k actions and then
 crashes the node, so a crash can fall between two actions of one step; that is
 how a reply sent before its persist is caught. In the real driver (nodes.py) a
 send waits until every earlier persist is durable, which for a core that lists
-each Persist before the reply it backs is the same as executing in list order;
-a lazy Persist (a commit) waits for nothing, and is executed after the step's
-other actions here. (nodes.py may hold a lazy record longer, to share the next
-fsync; this model does not interleave other steps with that wait.)
+each Persist before the reply it backs is the same as executing in list order.
+A lazy Persist (a commit) waits for nothing: as in nodes.py, its record is
+*held*, not yet durable, and the replies after it leave at once; the record is
+written with the node's next Persist that is not lazy (before it, in the same
+atomic write: writes stay in order), or on its own by a later step, ``write_held``
+(nodes.py's LAZY_WRITE_AFTER timer), whichever comes first. Other steps may
+come in between, and a crash loses what is held.
 
 The nodes know nothing of the network: they return *effects* (what left the
 node, what became durable, what the user was told) and the simulator or the
@@ -82,6 +85,7 @@ class Fx(enum.Enum):
     """Kinds of effect a node step has."""
 
     PERSIST = "persist"  # (Fx.PERSIST, record, why): now durable
+    HOLD = "hold"  # (Fx.HOLD, record, why): a lazy record, held until a later write
     SEND = "send"  # (Fx.SEND, dst index or -1, Wire, msg): a participant's reply or peer request
     CSEND = "csend"  # (Fx.CSEND, participant index, msg): a client's send (routed by connection)
     REPORT = "report"  # (Fx.REPORT, result, reason): the client told its user
@@ -120,9 +124,9 @@ class Topology:
 
 
 class PNode:
-    """A simulated participant: core, durable store, timers, up or down."""
+    """A simulated participant: core, durable store, held lazy records, timers, up or down."""
 
-    __slots__ = ("core", "durable", "index", "steps", "timers", "topo", "up")
+    __slots__ = ("core", "durable", "held", "index", "steps", "timers", "topo", "up")
 
     def __init__(
         self,
@@ -132,12 +136,14 @@ class PNode:
         durable: dict[str, TxRecord],
         timers: set[str],
         up: bool,
+        held: Sequence[TxRecord] = (),
     ) -> None:
         self.topo = topo
         self.index = index
         self.core = core
         self.durable = durable
         self.timers = timers
+        self.held = list(held)  # lazy records not yet durable, in the order they were issued
         self.up = up
         self.steps = 0  # actions returned by the last core call
 
@@ -159,11 +165,18 @@ class PNode:
         self.timers.discard(txid)
         return self._run(self.core.on_timeout(txid), crash_after)
 
+    def write_held(self) -> list[Effect]:
+        """The lazy write on its own (nodes.py: LAZY_WRITE_AFTER after the first
+        held record): what is held becomes durable, in order, in one write."""
+        self.steps = 1
+        return self._write_held()
+
     def crash(self) -> None:
-        """Memory and timers are lost; the durable store stays."""
+        """Memory, held records and timers are lost; the durable store stays."""
         self.up = False
         self.core = None
         self.timers = set()
+        self.held = []
 
     def restart(self, factory: ParticipantFactory, crash_after: CrashAfter = None) -> list[Effect]:
         """Restore from the durable records (in txid order), then recover()."""
@@ -173,19 +186,26 @@ class PNode:
         return self._run(self.core.recover(), crash_after)
 
     def _run(self, actions: Sequence[object], crash_after: CrashAfter) -> list[Effect]:
-        # A lazy persist (a commit) does not hold back the replies and sends
-        # after it (nodes.py sends them at once): it is performed last, so that
-        # a crash can fall after the acknowledgement and before the record.
-        if any(isinstance(a, Persist) and a.lazy for a in actions):
-            lazy = [a for a in actions if isinstance(a, Persist) and a.lazy]
-            actions = [a for a in actions if not (isinstance(a, Persist) and a.lazy)] + lazy
         return _perform(self, actions, crash_after, self._apply)
 
-    def _apply(self, action: object) -> Effect:
+    def _write_held(self) -> list[Effect]:
+        effects: list[Effect] = []
+        for record in self.held:
+            self.durable[record.txid] = record
+            effects.append((Fx.PERSIST, record, "held record written"))
+        self.held = []
+        return effects
+
+    def _apply(self, action: object) -> Effect | list[Effect]:
         match action:
+            case Persist(lazy=True):
+                self.held.append(action.record)
+                return (Fx.HOLD, action.record, action.why)
             case Persist():
+                effects = self._write_held()  # an earlier lazy record goes first, in the same write
                 self.durable[action.record.txid] = action.record
-                return (Fx.PERSIST, action.record, action.why)
+                effects.append((Fx.PERSIST, action.record, action.why))
+                return effects
             case Reply():
                 return (Fx.SEND, action.conn, Wire.REPLY, action.msg)
             case SendPeer():
@@ -300,7 +320,10 @@ class CNode:
 
 
 def _perform(
-    node: PNode | CNode, actions: Sequence[object], crash_after: CrashAfter, apply: Callable[[object], Effect]
+    node: PNode | CNode,
+    actions: Sequence[object],
+    crash_after: CrashAfter,
+    apply: Callable[[object], Effect | list[Effect]],
 ) -> list[Effect]:
     """A core's actions performed one at a time, in order, as the real driver
     does, so that a crash can fall between two of them (after ``crash_after``)."""
@@ -313,7 +336,11 @@ def _perform(
             node.crash()
             effects.append((Fx.CRASH, i, len(actions)))
             break
-        effects.append(apply(action))
+        done = apply(action)
+        if isinstance(done, list):
+            effects.extend(done)
+        else:
+            effects.append(done)
     return effects
 
 
@@ -338,6 +365,10 @@ def effect_text(topo: Topology, node: int, effect: Effect) -> str | None:
         assert isinstance(record, TxRecord)
         version = f" version={record.version}" if record.state is TxState.COMMITTED else ""
         return f"{who} persists {record.txid} {record.state.value}{version} ({effect[2]})"
+    if kind is Fx.HOLD:
+        record = effect[1]
+        assert isinstance(record, TxRecord)
+        return f"{who} holds {record.txid} {record.state.value} version={record.version} (lazy: not yet durable)"
     if kind is Fx.SEND:
         dst, msg = cast(int, effect[1]), cast(Message, effect[3])
         return f"{who} -> {_node_text(topo, dst)}: {message_text(msg)}"

@@ -72,6 +72,7 @@ class SimParams:
     client_timeout: int = 100  # coordinator phase timer (nodes.py default 2 s vs ~1 ms loopback)
     retry: int = 10  # coordinator retry timer
     resolve_after: int = 150  # participant resolve timer (nodes.py default 5 s)
+    lazy_write: int = 20  # a held commit record is written on its own within 1..lazy_write (nodes.py 20 ms)
     max_downtime: int = 300  # a crashed participant restarts after 1..max_downtime
     think: int = 30  # a client starts within 0..think, and waits 0..think between its transactions
     fault_window: int = 600  # faults happen in [0, fault_window); then they stop
@@ -106,6 +107,7 @@ class _Ev(enum.IntEnum):
     CRASH = 4  # (node, between two actions?)
     RESTART = 5  # (participant,)
     HEAL = 6  # ()
+    WRITE = 7  # (participant,): its held lazy records are written
 
 
 class _Stop(Exception):
@@ -230,6 +232,14 @@ class Simulation:
             (node,) = data
             assert isinstance(node, int)
             self._restart(node)
+        elif ev is _Ev.WRITE:
+            (node,) = data
+            assert isinstance(node, int)
+            pn = self.pnodes[node]
+            if pn.up and pn.held:  # else written with a later persist, or lost in a crash
+                if self.tracing:
+                    self._say(f"{d[node]} writes its held record(s)")
+                self._effects(node, pn.write_held())
         else:  # HEAL
             self.faults = False
             self.armed.clear()
@@ -352,6 +362,8 @@ class Simulation:
                 record = effect[1]
                 assert isinstance(record, TxRecord)
                 self._judge_persist(node, record)
+            elif what is Fx.HOLD:
+                self._at(self.now + self.rng.randint(1, p.lazy_write), _Ev.WRITE, (node,))
             elif what is Fx.REPORT:
                 result = effect[1]
                 assert isinstance(result, co.Result)
