@@ -279,7 +279,7 @@ class _Inbound(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None  # --delay
         self.write_blocked = False  # the peer is not reading what we write
         self.queue_full = False  # MAX_QUEUED replies wait to leave
-        self.crash_on_drain: _Output | None = None  # its crash point is reached once the kernel has our bytes
+        self.crash_on_drain: list[_Output] = []  # their crash points are reached once the kernel has our bytes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -308,9 +308,10 @@ class _Inbound(asyncio.Protocol):
     def resume_writing(self) -> None:
         self.write_blocked = False
         self.update_reading()
-        if self.crash_on_drain is not None:
-            out, self.crash_on_drain = self.crash_on_drain, None
-            self.node._sent(out)
+        if self.crash_on_drain:
+            sent, self.crash_on_drain = self.crash_on_drain, []
+            for out in sent:
+                self.node._sent(out)
 
     def update_reading(self) -> None:
         transport = self.transport
@@ -350,6 +351,9 @@ class ParticipantNode:
         self._conns: dict[int, _Inbound] = {}
         self._blocked: set[_Inbound] = set()  # connections whose next output waits for a persist
         self._barrier = 0  # persists issued up to the last one that is not lazy: outputs wait for these
+        # With a crash point: txid -> the persist of its committed record, while
+        # not durable (an OUTCOME committed sent meanwhile is ahead of it).
+        self._lazy: dict[str, int] = {}
         self._next_conn = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._peers: dict[str, _PeerLink] = {}
@@ -516,13 +520,13 @@ class ParticipantNode:
         hold nothing back."""
         gc = self._gc
         assert gc is not None
-        lazy = 0  # the lazy persist these actions issued, that a commit's reply runs ahead of
         for action in actions:
             match action:
                 case Persist():
                     seq = gc.submit(action)
                     if action.lazy:
-                        lazy = seq
+                        if self.crash:
+                            self._lazy[action.record.txid] = seq
                     else:
                         self._barrier = seq
                 case Reply() | Close():
@@ -539,7 +543,9 @@ class ParticipantNode:
                                 gc.issued if isinstance(msg, State) else self._barrier,
                                 encode_text(msg),
                                 yes_vote=isinstance(msg, Vote) and msg.yes,
-                                ahead_of=lazy if isinstance(msg, Outcome) and msg.state is TxState.COMMITTED else 0,
+                                ahead_of=self._lazy.get(msg.txid, 0)
+                                if isinstance(msg, Outcome) and msg.state is TxState.COMMITTED
+                                else 0,
                                 # The seed's slow pace, for people watching; STATUS stays prompt
                                 # so that harness.status and the runner see the participant alive.
                                 paced=bool(self.delay) and not isinstance(msg, State),
@@ -604,7 +610,7 @@ class ParticipantNode:
             transport.write(f"{out.text}\n".encode())
             if self.crash and (out.yes_vote or out.ahead_of):
                 if transport.get_write_buffer_size():
-                    conn.crash_on_drain = out  # once the bytes are out (resume_writing)
+                    conn.crash_on_drain.append(out)  # once the bytes are out (resume_writing)
                 else:
                     self._sent(out)
 
@@ -622,6 +628,8 @@ class ParticipantNode:
 
     def _durable(self, batch: list[Persist]) -> None:
         if self.crash and any(p.record.state is TxState.COMMITTED for p in batch):
+            for p in batch:
+                self._lazy.pop(p.record.txid, None)
             self.crash.reached("after-commit", self.log)
         if self._blocked:
             blocked, self._blocked = self._blocked, set()
