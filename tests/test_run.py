@@ -141,31 +141,37 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
     # A terminal, so that the runner shows progress: its first progress line
     # says the clients are running, and Ctrl-C goes to the whole process group.
     leader, follower = pty.openpty()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "harness.run",
-            "--clients",
-            "3",
-            "--transactions",
-            "1000",
-            "--base-port",
-            "0",
-            "--delay",
-            "0.01",
-            "--out",
-            "r",
-        ],
-        cwd=tmp_path,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=follower,
-        start_new_session=True,
-        # A shell's background job starts with SIGINT ignored, and Python then
-        # leaves it ignored: give the runner the terminal's default, as Ctrl-C finds it.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    # A shell's background job starts with SIGINT ignored, and an ignored
+    # signal stays ignored across exec: give the runner the default a terminal
+    # gives it (a handled signal is reset to the default by exec). Not
+    # preexec_fn: unsafe with the threads the fixtures start.
+    sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "harness.run",
+                "--clients",
+                "3",
+                "--transactions",
+                "1000",
+                "--base-port",
+                "0",
+                "--delay",
+                "0.01",
+                "--out",
+                "r",
+            ],
+            cwd=tmp_path,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            start_new_session=True,
+        )
+    finally:
+        if sigint is not None:  # None: a handler not set from Python, left as it was
+            signal.signal(signal.SIGINT, sigint)
     os.close(follower)
     seen = b""
     try:

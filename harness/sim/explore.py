@@ -18,8 +18,9 @@ The model, and why each choice:
   timer fires; a node crashes, between steps or between two actions of one
   step; a crashed participant restarts from its durable records (restore +
   recover); a participant writes the commit records it holds (a lazy commit,
-  see model.py): any time, between any other steps. A crashed client never
-  comes back.
+  see model.py): any time, between any other steps, while a crash is left in
+  the budget to lose them, and at the end of the step once none is (apply).
+  A crashed client never comes back.
 * Messages to participants are delivered in any order (the network is a set:
   an identical message already in flight merges with it).
 * A participant's reply is handled by its client in the same step, unless it
@@ -564,7 +565,10 @@ class Explorer:
             # With no crash left to lose them, held records are as good as
             # written: writing them now, rather than at every later point,
             # leaves out only states that differ in when an inevitable write
-            # happens. (A violation it makes is still judged, at this write.)
+            # happens. That hides no violation because only committed records
+            # are lazy: a rule judged against a node that already shows its
+            # commit flags at least what it flags against its yes vote (a
+            # core that made other records lazy would need every point).
             for j in range(self.np):
                 if self._snaps[s[j]][4]:
                     net = self._node_step(state, s, j, Step.WRITE, None, None, net, budget, effects, violations, [])

@@ -6,9 +6,9 @@ event for event. Clients run a few transactions each, one after the other,
 against every participant (so they contend for the participants' locks).
 During the fault window the network loses, duplicates and delays messages
 (delays are drawn per message, so messages overtake each other), and nodes
-crash: a participant loses its memory and timers, keeps its durable records,
-and restarts after a while from them (restore + recover); a client never
-comes back. A crash may fall between two actions of one step. When the window
+crash: a participant loses its memory, timers and held (lazy) commit records,
+keeps its durable records, and restarts after a while from them (restore +
+recover); a client never comes back. A crash may fall between two actions of one step. When the window
 closes, faults stop, every crashed participant restarts, and the run goes on
 until nothing is left to happen.
 
