@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
 import logging
 import os
+import random
 import secrets
 import signal
 import socket
@@ -91,6 +93,56 @@ def default_address(participant_id: int) -> tuple[str, int]:
 
 def default_servers(count: int = 3) -> list[tuple[str, int]]:
     return [default_address(i) for i in range(1, count + 1)]
+
+
+# Port 0 ("any free port") for a listener: one below the kernel's ephemeral
+# range, where connect() takes its local ports. A participant killed and
+# restarted on its port finds it free; in the ephemeral range a connection made
+# meanwhile could hold it (the restart fails), or a client reconnecting to the
+# dead port could be given that very port as its own and connect to itself.
+LOCAL_PORT_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+STATIC_PORTS_FROM = 20000
+
+
+def _static_ports() -> list[int]:
+    """Up to 50 random candidate ports below the ephemeral range (none where
+    the range cannot be read or leaves no room)."""
+    try:
+        with open(LOCAL_PORT_RANGE, encoding="ascii") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    if low - STATIC_PORTS_FROM < 1000:
+        return []
+    return random.SystemRandom().sample(range(STATIC_PORTS_FROM, low), 50)
+
+
+def _listen(host: str, port: int, backlog: int) -> socket.socket:
+    (family, kind, proto, _, address), *_ = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def listen_socket(host: str, port: int, backlog: int = 256) -> socket.socket:
+    """A listening TCP socket on ``host:port``; OSError if it cannot be had.
+    Port 0: a free port below the ephemeral range if there is one, else any."""
+    if port == 0:
+        for candidate in _static_ports():
+            try:
+                return _listen(host, candidate, backlog)
+            except OSError as e:
+                if e.errno not in (errno.EADDRINUSE, errno.EACCES):
+                    raise
+    return _listen(host, port, backlog)
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -372,6 +424,8 @@ class ParticipantNode:
         accept connections. Returns the bound address (useful with port 0).
         OSError if the port is taken."""
         loop = asyncio.get_running_loop()
+        if sock is None and port == 0:
+            sock = listen_socket(host, 0)  # not in the ephemeral range: see listen_socket
         if sock is not None:
             server = loop.create_server(lambda: _Inbound(self), sock=sock, start_serving=False)
         else:

@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-port",
         type=int,
         default=d.base_port,
-        help=f"participant i listens on BASE_PORT+i-1 (default {d.base_port}); 0 = any free ports",
+        help=f"participant i listens on BASE_PORT+i-1 (default {d.base_port}); 0 = any free ports (below the "
+        "ephemeral range, so that a restarted participant finds its port free)",
     )
     p.add_argument(
         "--delay",

@@ -39,7 +39,7 @@ from typing import Any
 from harness import client as client_mod
 from harness import participant as participant_mod
 from harness.nemesis import Nemesis, ProxyHandle, parse_crashes
-from harness.nodes import ConnectError, query_all
+from harness.nodes import ConnectError, listen_socket, query_all
 from harness.processes import MP, READY_TIMEOUT, Processes, RunError, await_ready
 from harness.protocol.messages import State, TxState
 from harness.storage import Storage, StorageError
@@ -62,7 +62,7 @@ class RunConfig:
     clients: int = 5
     participants: int = 3
     transactions: int = 10  # per client
-    base_port: int = 8886  # participant i listens on base_port + i - 1; 0 = ephemeral ports
+    base_port: int = 8886  # participant i listens on base_port + i - 1; 0 = any free ports (nodes.listen_socket)
     host: str = "127.0.0.1"
     delay: float = 0.0
     retry: str = "none"
@@ -278,13 +278,9 @@ class _Run:
         sockets: list[socket.socket] = []
         for i in range(1, self.config.participants + 1):
             port = self.config.base_port + i - 1 if self.config.base_port else 0
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                sock.bind((self.config.host, port))
-                sock.listen(256)
+                sock = listen_socket(self.config.host, port)
             except OSError as e:
-                sock.close()
                 for s in sockets:
                     s.close()
                 hint = " (is another participant or run using it?)" if e.errno == errno.EADDRINUSE else ""

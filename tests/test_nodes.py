@@ -1,11 +1,16 @@
-"""Participants and clients as real processes on ephemeral ports, as a person runs them."""
+"""Participants and clients as real processes on free ports, as a person runs them."""
 
 from __future__ import annotations
 
+import errno
 import re
 import socket
+from pathlib import Path
 
+import pytest
 from conftest import Cluster, LineClient
+
+from harness import nodes
 
 
 def _status_rows(out: str) -> dict[str, tuple[str, str, str]]:
@@ -188,3 +193,33 @@ def test_status_exits_1_when_a_participant_does_not_answer(cluster: Cluster, dea
     status = cluster.status()
     assert status.returncode == 1
     assert "unreachable" in status.stdout and "NOT consistent" in status.stdout
+
+
+def test_port_0_listens_below_the_ephemeral_range_and_a_taken_port_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Below the range connect() draws local ports from, a port stays free
+    # while its participant is down (and no client can be given it as its own).
+    ranges = tmp_path / "ip_local_port_range"
+    monkeypatch.setattr(nodes, "LOCAL_PORT_RANGE", str(ranges))
+    ranges.write_text("41000\t60999\n")
+    socks = [nodes.listen_socket("127.0.0.1", 0) for _ in range(5)]
+    try:
+        ports = [s.getsockname()[1] for s in socks]
+        assert all(nodes.STATIC_PORTS_FROM <= p < 41000 for p in ports) and len(set(ports)) == 5
+        with pytest.raises(OSError) as taken:
+            nodes.listen_socket("127.0.0.1", ports[0])
+        assert taken.value.errno == errno.EADDRINUSE
+    finally:
+        for s in socks:
+            s.close()
+    # No room below the range, or no range to read: any free port, as the kernel gives it.
+    real = Path("/proc/sys/net/ipv4/ip_local_port_range")
+    low, high = map(int, real.read_text().split()) if real.exists() else (1, 65535)
+    for text in ("20500 60999\n", None):
+        if text is None:
+            ranges.unlink()
+        else:
+            ranges.write_text(text)
+        with nodes.listen_socket("127.0.0.1", 0) as sock:
+            assert low <= sock.getsockname()[1] <= high
