@@ -86,3 +86,27 @@ def test_bench_refuses_bad_flags() -> None:
             [sys.executable, "-m", "harness.bench", *flags], cwd=ROOT, env=_env(), capture_output=True, text=True
         )
         assert proc.returncode == 2, (flags, proc.stderr)
+
+
+def test_contention_verdict_says_when_its_runs_were_short() -> None:
+    # --quick judges 20 clients on 1 s runs: the target column says so, and a
+    # 10 s run's does not (the figures are made up; only the wording is tested).
+    floor = {"tx_s": 3000.0, "p50_ms": 0.3, "p99_ms": 0.5, "fsync_ms": 0.2, "storage_write_ms": 0.4}
+    one = {k: {"tx_s": 300.0, "p50_ms": 3.0, "p99_ms": 5.0, "cpu_ms_per_tx": 3.0} for k in ("durable", "not_durable")}
+
+    def target(duration: float) -> str:
+        run = {
+            "clients": 20,
+            "duration_s": duration,
+            "committed_s": 100.0,
+            "aborts_per_commit": 1.0,
+            "cpu_ms_per_commit": 5.0,
+            "min_client_commits": 1,
+        }
+        results = {"floor": {**floor, "cpu_ms_per_tx": 0.5}, "one_client": one, "contention": {"20": run}}
+        (row,) = [r for r in bench.build_rows(results, bench.BenchConfig()) if r.figure == "committed/s"]
+        assert row.met is False
+        return row.target
+
+    assert target(1.0).endswith("(1 s runs)")
+    assert "runs)" not in target(10.0)
