@@ -47,8 +47,9 @@ Safety (invariants.check_persist / check_report) is judged on every
 transition, so breadth-first order yields a shortest trace to the first
 violation. Liveness: from every reachable state, a fixed fault-free healing
 schedule (write held records, restart the crashed, deliver what is in flight,
-start the clients, fire the timers) must reach a quiet state that passes check_quiescent; each
-state records its healing successor, so this costs one pass over the states.
+start the clients, fire the timers) must reach a quiet state that passes
+check_quiescent; each state records its healing successor, so this costs one
+pass over the states.
 """
 
 from __future__ import annotations

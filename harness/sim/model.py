@@ -5,19 +5,20 @@ durable store (txid -> TxRecord, what SQLite would hold), the lazy records it
 holds (volatile, see below), its pending timers (volatile) and whether it is
 up. A simulated client is one coordinator core per transaction, its timers,
 and what it reported to its user. Every input (a message, a timeout, a start
-or a restart) is fed to the core, and the returned actions are executed *one at a time, in list order*: a Persist
-writes the store, a Reply or SendPeer becomes an outgoing message, timers are
-set or cancelled. ``crash_after=k`` executes the first k actions and then
-crashes the node, so a crash can fall between two actions of one step; that is
-how a reply sent before its persist is caught. In the real driver (nodes.py) a
-send waits until every earlier persist is durable, which for a core that lists
-each Persist before the reply it backs is the same as executing in list order.
-A lazy Persist (a commit) waits for nothing: as in nodes.py, its record is
-*held*, not yet durable, and the replies after it leave at once; the record is
-written with the node's next Persist that is not lazy (before it, in the same
-atomic write: writes stay in order), or on its own by a later step, ``write_held``
-(nodes.py's LAZY_WRITE_AFTER timer), whichever comes first. Other steps may
-come in between, and a crash loses what is held.
+or a restart) is fed to the core, and the returned actions are executed *one
+at a time, in list order*: a Persist writes the store, a Reply or SendPeer
+becomes an outgoing message, timers are set or cancelled. ``crash_after=k``
+executes the first k actions and then crashes the node, so a crash can fall
+between two actions of one step; that is how a reply sent before its persist
+is caught. In the real driver (nodes.py) a send waits until every earlier
+persist is durable, which for a core that lists each Persist before the reply
+it backs is the same as executing in list order. A lazy Persist (a commit)
+waits for nothing: as in nodes.py, its record is *held*, not yet durable, and
+the replies after it leave at once; the record is written with the node's next
+Persist that is not lazy (before it, in the same atomic write: writes stay in
+order), or on its own by a later step, ``write_held`` (nodes.py's
+LAZY_WRITE_AFTER timer), whichever comes first. Other steps may come in
+between, and a crash loses what is held.
 
 The nodes know nothing of the network: they return *effects* (what left the
 node, what became durable, what the user was told) and the simulator or the

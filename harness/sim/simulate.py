@@ -1,16 +1,16 @@
 """Seeded random simulation: the real cores on a simulated network and disk, with a virtual clock.
 
 Theory of operation. One run is a discrete-event simulation driven by one
-``random.Random(seed)``: the same seed and parameters give the same run,
-event for event. Clients run a few transactions each, one after the other,
-against every participant (so they contend for the participants' locks).
-During the fault window the network loses, duplicates and delays messages
-(delays are drawn per message, so messages overtake each other), and nodes
-crash: a participant loses its memory, timers and held (lazy) commit records,
-keeps its durable records, and restarts after a while from them (restore +
-recover); a client never comes back. A crash may fall between two actions of one step. When the window
-closes, faults stop, every crashed participant restarts, and the run goes on
-until nothing is left to happen.
+``random.Random(seed)``: the same seed and parameters give the same run, event
+for event. Clients run a few transactions each, one after the other, against
+every participant (so they contend for the participants' locks). During the
+fault window the network loses, duplicates and delays messages (delays are
+drawn per message, so messages overtake each other), and nodes crash: a
+participant loses its memory, timers and held (lazy) commit records, keeps its
+durable records, and restarts after a while from them (restore + recover); a
+client never comes back. A crash may fall between two actions of one step.
+When the window closes, faults stop, every crashed participant restarts, and
+the run goes on until nothing is left to happen.
 
 Connections follow nodes.py: a client's connections are open from the start;
 a participant's crash breaks them (what is written on a broken connection is
