@@ -7,6 +7,7 @@ with the command that repeats it), 2 on a usage error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 from collections.abc import Sequence
@@ -243,21 +244,8 @@ def explore(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def random(args: argparse.Namespace, out: TextIO) -> int:
-    params = SimParams(
-        participants=args.participants,
-        clients=args.clients,
-        transactions=args.transactions,
-        loss=args.loss,
-        duplicate=args.duplicate,
-        crashes=args.crashes,
-        mid_step=args.mid_step,
-        max_delay=args.max_delay,
-        lazy_write=args.lazy_write,
-        client_timeout=args.client_timeout,
-        resolve_after=args.resolve_after,
-        fault_window=args.fault_window,
-        max_events=args.max_events,
-    )
+    # Every SimParams field that has an option of the same name (the rest keep their defaults).
+    params = SimParams(**{f.name: getattr(args, f.name) for f in dataclasses.fields(SimParams) if f.name in args})
     err = _progress_stream()
 
     def progress(done: int, summary: Summary) -> None:
