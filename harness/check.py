@@ -9,8 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness import report
-from harness.checker import CheckError, check_run
+from harness.report import tables
+from harness.verify.checker import check_run
+from harness.verify.model import CheckError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     except CheckError as e:
         print(f"harness.check: {e}", file=sys.stderr)
         return 2
-    print(report.render(checked, extra=["", f"run folder: {args.folder}  ({checked.lines} log lines checked)"]))
+    print(tables.render(checked, extra=["", f"run folder: {args.folder}  ({checked.lines} log lines checked)"]))
     return 0 if checked.consistent else 1
 
 

@@ -9,12 +9,20 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness import report
-from harness.checker import CheckError, check_run
-from harness.client import PREPARE_MODES
-from harness.nemesis import NEMESIS_KINDS, parse_crashes
-from harness.processes import RunError
-from harness.runner import FAULT_RESOLVE_AFTER, FAULT_TIMEOUT, RunConfig, run
+from harness.experiment.config import RunConfig, with_default_timeouts
+from harness.experiment.faults import NEMESIS_KINDS, parse_crashes, parse_nemesis
+from harness.experiment.processes import RunError
+from harness.experiment.runner import run
+from harness.experiment.workload import PrepareMode, RetryMode
+from harness.node.timing import (
+    CLIENT_TIMEOUT_PER_DELAY,
+    FAULT_CLIENT_TIMEOUT,
+    FAULT_RESOLVE_AFTER,
+    RESOLVE_AFTER_PER_DELAY,
+)
+from harness.report import summary, tables
+from harness.verify.checker import check_run
+from harness.verify.model import CheckError
 
 EPILOG = """\
 examples:
@@ -57,13 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--retry",
-        choices=("none", "backoff"),
+        type=RetryMode,
+        choices=list(RetryMode),
         default=d.retry,
         help=f"after an abort a client gives up, or retries with exponential backoff and jitter (default {d.retry})",
     )
     p.add_argument(
         "--prepare",
-        choices=PREPARE_MODES,
+        type=PrepareMode,
+        choices=list(PrepareMode),
         default=d.prepare,
         help="how clients send PREPARE: all at once (parallel), the first participant before the others "
         "(ordered: a round trip more, but votes never split under contention), or parallel until a NOK "
@@ -90,14 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         help="seconds a client waits for votes before asking the silent participants "
-        f"(default {d.timeout}; {FAULT_TIMEOUT} with faults; + 4 x delay)",
+        f"(default {d.timeout:g}; {FAULT_CLIENT_TIMEOUT:g} with faults; + {CLIENT_TIMEOUT_PER_DELAY} x delay)",
     )
     p.add_argument(
         "--resolve-after",
         type=float,
         default=None,
         help="seconds a prepared participant waits for the decision before asking its peers "
-        f"(default {d.resolve_after}; {FAULT_RESOLVE_AFTER} with faults; + 10 x delay)",
+        f"(default {d.resolve_after:g}; {FAULT_RESOLVE_AFTER:g} with faults; + {RESOLVE_AFTER_PER_DELAY} x delay)",
     )
     p.add_argument(
         "--duration",
@@ -156,12 +166,8 @@ def _main(argv: list[str] | None) -> int:
         parser.error("--delay must be >= 0")
     if (args.timeout is not None and args.timeout <= 0) or (args.resolve_after is not None and args.resolve_after <= 0):
         parser.error("--timeout and --resolve-after must be > 0")
-    d = RunConfig()
-    nemesis = tuple(k for k in args.nemesis.split(",") if k)
-    for kind in nemesis:
-        if kind not in NEMESIS_KINDS:
-            parser.error(f"--nemesis: {kind!r} is not one of {', '.join(NEMESIS_KINDS)}")
     try:
+        nemesis = parse_nemesis(args.nemesis)
         parse_crashes(tuple(args.crash), args.participants, args.clients)
     except ValueError as e:
         parser.error(str(e))
@@ -169,28 +175,29 @@ def _main(argv: list[str] | None) -> int:
         parser.error("--duration must be > 0")
     if args.nemesis_interval <= 0:
         parser.error("--nemesis-interval must be > 0")
-    faulty = bool(nemesis or args.crash)
-    timeout = FAULT_TIMEOUT if faulty else d.timeout
-    resolve_after = FAULT_RESOLVE_AFTER if faulty else d.resolve_after
-    config = RunConfig(
-        clients=args.clients,
-        participants=args.participants,
-        transactions=args.transactions,
-        base_port=args.base_port,
-        delay=args.delay,
-        retry=args.retry,
-        prepare=args.prepare,
-        value=args.value,
-        seed=args.seed,
-        out=args.out,
-        timeout=args.timeout if args.timeout is not None else timeout + 4 * args.delay,
-        resolve_after=args.resolve_after if args.resolve_after is not None else resolve_after + 10 * args.delay,
-        durable=args.durable,
-        duration=args.duration,
-        nemesis=nemesis,
-        nemesis_interval=args.nemesis_interval,
-        crash=tuple(args.crash),
+    config = with_default_timeouts(
+        RunConfig(
+            clients=args.clients,
+            participants=args.participants,
+            transactions=args.transactions,
+            base_port=args.base_port,
+            delay=args.delay,
+            retry=args.retry,
+            prepare=args.prepare,
+            value=args.value,
+            seed=args.seed,
+            out=args.out,
+            durable=args.durable,
+            duration=args.duration,
+            nemesis=nemesis,
+            nemesis_interval=args.nemesis_interval,
+            crash=tuple(args.crash),
+        )
     )
+    if args.timeout is not None:
+        config.timeout = args.timeout
+    if args.resolve_after is not None:
+        config.resolve_after = args.resolve_after
     try:
         result = run(config)
     except RunError as e:
@@ -201,9 +208,9 @@ def _main(argv: list[str] | None) -> int:
     except CheckError as e:
         print(f"harness.run: {e}", file=sys.stderr)
         return 2
-    report.write(checked, result.folder, elapsed_s=round(result.elapsed, 3))
+    summary.write(checked, result.folder, elapsed_s=round(result.elapsed, 3))
     print(
-        report.render(
+        tables.render(
             checked,
             extra=[
                 "",

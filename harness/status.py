@@ -12,8 +12,9 @@ import sys
 
 from tabulate import tabulate
 
-from harness.client import servers_arg
-from harness.nodes import default_servers, query_all
+from harness.node.address import default_servers, servers_arg
+from harness.node.query import query_all
+from harness.node.timing import STATUS_TIMEOUT
 from harness.protocol.messages import State
 
 
@@ -28,7 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=default_servers(),
         help="participants as host:port,... (default the seed's 127.0.0.1:8886-8888)",
     )
-    p.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for each answer (default 2)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=STATUS_TIMEOUT,
+        help=f"seconds to wait for each answer (default {STATUS_TIMEOUT:g})",
+    )
     return p
 
 

@@ -16,8 +16,10 @@ from pathlib import Path
 
 from conftest import ROOT, _env
 
-from harness import bench
-from harness.checker import check_run
+from harness.bench.suite import BenchConfig
+from harness.bench.synth import synthesize_run
+from harness.bench.table import build_rows
+from harness.verify.checker import check_run
 
 TINY = [
     "--quick",
@@ -71,7 +73,7 @@ def test_bench_quick_measures_every_section_and_writes_json(tmp_path: Path) -> N
 
 
 def test_synthetic_checker_folder_is_consistent_and_its_size_as_asked(tmp_path: Path) -> None:
-    lines = bench.synthesize_run(tmp_path / "run", 5000)
+    lines = synthesize_run(tmp_path / "run", 5000)
     assert 5000 <= lines < 5000 + 100  # whole rounds of transactions
     report = check_run(tmp_path / "run")
     assert report.violations == []
@@ -104,7 +106,7 @@ def test_contention_verdict_says_when_its_runs_were_short() -> None:
             "min_client_commits": 1,
         }
         results = {"floor": {**floor, "cpu_ms_per_tx": 0.5}, "one_client": one, "contention": {"20": run}}
-        (row,) = [r for r in bench.build_rows(results, bench.BenchConfig()) if r.figure == "committed/s"]
+        (row,) = [r for r in build_rows(results, BenchConfig()) if r.figure == "committed/s"]
         assert row.met is False
         return row.target
 

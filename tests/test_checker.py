@@ -26,12 +26,14 @@ from typing import Any
 
 import pytest
 
-from harness.checker import CheckError, CheckReport, Violation, check_run
-from harness.eventlog import utc_timestamp
+from harness.events.log import utc_timestamp
+from harness.experiment.config import RunConfig
+from harness.experiment.runner import run
 from harness.protocol import coordinator as co
 from harness.protocol import participant as participant_core
 from harness.protocol.messages import TxState, Vote, format_fields
-from harness.runner import RunConfig, run
+from harness.verify.checker import check_run
+from harness.verify.model import CheckError, CheckReport, Violation
 
 SERVERS = ("server1", "server2", "server3")
 CLIENTS = ("client1", "client2")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import eventlog
-from harness.eventlog import EventLog, read_log
+from harness.events import log as eventlog
+from harness.events.log import EventLog, read_log
 from harness.protocol.messages import Vote
 
 

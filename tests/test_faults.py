@@ -10,10 +10,12 @@ from typing import Any, cast
 
 import pytest
 
-from harness.checker import CheckReport, check_run
-from harness.eventlog import read_log
-from harness.nemesis import NEMESIS_KINDS
-from harness.runner import RunConfig, run
+from harness.events.log import read_log
+from harness.experiment.config import RunConfig
+from harness.experiment.faults import NEMESIS_KINDS
+from harness.experiment.runner import run
+from harness.verify.checker import check_run
+from harness.verify.model import CheckReport
 
 # Short timeouts keep the runs quick; the participants still wait longer than
 # a client before they step in, as in real use.

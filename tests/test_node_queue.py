@@ -6,10 +6,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from harness import nodes
-from harness.eventlog import EventLog
-from harness.nodes import ParticipantNode, _Inbound
-from harness.storage import Storage
+from harness.events.log import EventLog
+from harness.node.crash import CrashPlan, CrashPoint, ParticipantCrashPoint
+from harness.node.participant_node import MAX_QUEUED, InboundConnection, ParticipantNode
+from harness.node.storage import Storage
 
 
 class FakeTransport(asyncio.Transport):
@@ -47,19 +47,19 @@ def test_a_peer_with_too_many_replies_waiting_is_not_read_until_they_leave(tmp_p
         node = ParticipantNode(storage, log, delay=3600.0)  # every vote held back by --delay
         host, port = await node.start("127.0.0.1", 0)
         me = f"{host}:{port}"
-        conn, transport = _Inbound(node), FakeTransport()
+        conn, transport = InboundConnection(node), FakeTransport()
         conn.connection_made(transport)
-        lines = "".join(f"PREPARE txid=t{i} value={i} participants={me}\n" for i in range(nodes.MAX_QUEUED + 5))
+        lines = "".join(f"PREPARE txid=t{i} value={i} participants={me}\n" for i in range(MAX_QUEUED + 5))
         conn.data_received(lines.encode())
         await asyncio.sleep(0)  # one loop pass: the group commit writes
-        assert len(conn.queue) == nodes.MAX_QUEUED + 5 and not transport.reading
+        assert len(conn.queue) == MAX_QUEUED + 5 and not transport.reading
         node.delay = 0.0
         for out in conn.queue:
             out.paced = False
         assert conn.timer is not None
         conn.timer.cancel()
-        node._paced(conn)  # the delay is over: everything leaves, reading resumes
-        assert len(transport.written) == nodes.MAX_QUEUED + 5 and transport.reading
+        node.release_paced(conn)  # the delay is over: everything leaves, reading resumes
+        assert len(transport.written) == MAX_QUEUED + 5 and transport.reading
         await node.stop()
         storage.close()
         log.close()
@@ -67,10 +67,10 @@ def test_a_peer_with_too_many_replies_waiting_is_not_read_until_they_leave(tmp_p
     asyncio.run(scenario())
 
 
-class _CountingCrash(nodes.CrashPlan):
+class _CountingCrash(CrashPlan):
     """A crash plan that counts the passages of its point instead of killing."""
 
-    def reached(self, point: str, log: EventLog) -> None:
+    def reached(self, point: CrashPoint, log: EventLog) -> None:
         if point == self.point:
             self.seen += 1
 
@@ -97,11 +97,11 @@ def test_after_commit_reply_marks_a_reply_ahead_of_its_record_and_nothing_else(t
     async def scenario() -> None:
         storage = Storage(tmp_path / "s.sqlite3", "server1", durable=False)
         log = EventLog(tmp_path / "s.log", "server1", buffered=True)
-        crash = _CountingCrash("after-commit-reply")
+        crash = _CountingCrash(ParticipantCrashPoint.AFTER_COMMIT_REPLY)
         node = ParticipantNode(storage, log, crash=crash)
         host, port = await node.start("127.0.0.1", 0)
         me = f"{host}:{port}"
-        (a, ta), (b, tb) = [(_Inbound(node), _BufferingTransport()) for _ in range(2)]
+        (a, ta), (b, tb) = [(InboundConnection(node), _BufferingTransport()) for _ in range(2)]
         a.connection_made(ta)
         b.connection_made(tb)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import Cluster, LineClient
 
-from harness import nodes
+from harness.node import address
 
 
 def _status_rows(out: str) -> dict[str, tuple[str, str, str]]:
@@ -201,14 +201,14 @@ def test_port_0_listens_below_the_ephemeral_range_and_a_taken_port_is_an_error(
     # Below the range connect() draws local ports from, a port stays free
     # while its participant is down (and no client can be given it as its own).
     ranges = tmp_path / "ip_local_port_range"
-    monkeypatch.setattr(nodes, "LOCAL_PORT_RANGE", str(ranges))
+    monkeypatch.setattr(address, "LOCAL_PORT_RANGE", str(ranges))
     ranges.write_text("41000\t60999\n")
-    socks = [nodes.listen_socket("127.0.0.1", 0) for _ in range(5)]
+    socks = [address.listen_socket("127.0.0.1", 0) for _ in range(5)]
     try:
         ports = [s.getsockname()[1] for s in socks]
-        assert all(nodes.STATIC_PORTS_FROM <= p < 41000 for p in ports) and len(set(ports)) == 5
+        assert all(address.STATIC_PORTS_FROM <= p < 41000 for p in ports) and len(set(ports)) == 5
         with pytest.raises(OSError) as taken:
-            nodes.listen_socket("127.0.0.1", ports[0])
+            address.listen_socket("127.0.0.1", ports[0])
         assert taken.value.errno == errno.EADDRINUSE
     finally:
         for s in socks:
@@ -221,5 +221,5 @@ def test_port_0_listens_below_the_ephemeral_range_and_a_taken_port_is_an_error(
             ranges.unlink()
         else:
             ranges.write_text(text)
-        with nodes.listen_socket("127.0.0.1", 0) as sock:
+        with address.listen_socket("127.0.0.1", 0) as sock:
             assert low <= sock.getsockname()[1] <= high

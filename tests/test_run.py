@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 from conftest import _env
 
-from harness.checker import check_run
-from harness.eventlog import read_log
-from harness.processes import RunError
-from harness.runner import RunConfig, run
+from harness.events.log import read_log
+from harness.experiment.config import RunConfig
+from harness.experiment.processes import RunError
+from harness.experiment.runner import run
+from harness.verify.checker import check_run
 
 
 def _run(tmp_path: Path, **kw: object) -> Path:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.node.storage import Storage, StorageError
 from harness.protocol.messages import TxState
 from harness.protocol.participant import TxRecord
-from harness.storage import Storage, StorageError
 
 ALL = ("127.0.0.1:8886", "127.0.0.1:8887", "127.0.0.1:8888")
 

@@ -23,7 +23,6 @@ the report turns into a table. Everything is healed before the final checks.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import random
@@ -31,117 +30,55 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from harness import proxy as proxy_mod
-from harness.eventlog import EventLog
-from harness.nodes import CLIENT_CRASH_POINTS, PARTICIPANT_CRASH_POINTS
-from harness.processes import MP, Processes, RunError
-
-if TYPE_CHECKING:
-    import multiprocessing.connection
-
-    from harness.runner import RunConfig, _Participant, _Run
-
-NEMESIS_KINDS = ("kill-participant", "kill-client", "pause", "partition")
-PARTITION_POINTS = ("between-phases",)
+from harness.events.log import EventLog
+from harness.experiment.children import ClientProcess, ParticipantProcess
+from harness.experiment.config import RunConfig
+from harness.experiment.faults import FaultKind, PartitionPoint
+from harness.experiment.processes import Processes
+from harness.experiment.proxy import ProxyHandle
 
 # A participant that killed itself at a crash point stays down this long before
 # the runner restarts it: long enough for its peers and clients to notice.
 CRASH_OUTAGE = 0.3
 
 
-def parse_crashes(specs: tuple[str, ...], participants: int, clients: int) -> dict[str, str]:
-    """``--crash`` values to {target: point}. ``participant`` means server1 and
-    ``client`` client1; ``serverN`` / ``clientN`` name one; ``:N`` after the
-    point crashes at its Nth passage. Raises ValueError with a readable message."""
-    out: dict[str, str] = {}
-    for spec in specs:
-        role, _, point = spec.partition(":")
-        name = point.partition(":")[0]
-        if role == "partition":
-            if point not in PARTITION_POINTS:
-                raise ValueError(f"--crash partition:POINT takes one of {', '.join(PARTITION_POINTS)}")
-            if participants < 2:
-                raise ValueError("--crash partition:between-phases needs at least 2 participants")
-            out["partition"] = point
-            continue
-        target = {"participant": "server1", "client": "client1"}.get(role, role)
-        allowed: tuple[str, ...]
-        if target.startswith("server") and target[6:].isdigit() and 1 <= int(target[6:]) <= participants:
-            allowed = PARTICIPANT_CRASH_POINTS
-        elif target.startswith("client") and target[6:].isdigit() and 1 <= int(target[6:]) <= clients:
-            allowed = CLIENT_CRASH_POINTS
-        else:
-            raise ValueError(
-                f"--crash {spec!r}: the target must be participant, client, server1..server{participants}"
-                f" or client1..client{clients}"
-            )
-        if name not in allowed:
-            raise ValueError(f"--crash {spec!r}: {target} crash points are {', '.join(allowed)}")
-        nth = point.partition(":")[2]
-        if nth and (not nth.isdigit() or int(nth) < 1):
-            raise ValueError(f"--crash {spec!r}: the count after the point must be a positive integer")
-        if target in out:
-            raise ValueError(f"--crash names {target} twice")
-        out[target] = point
-    return out
+class Cluster(Protocol):
+    """What the nemesis acts on: the runner's processes (harness.experiment.runner.Run)."""
+
+    started: float  # time.monotonic() at the start of the run: fault times count from it
+    participants: list[ParticipantProcess]
+    clients: list[ClientProcess]
+    proxy: ProxyHandle | None
+    crashes: dict[str, str]  # --crash: target -> POINT[:N]
+    procs: Processes
+
+    def restart_participant(self, p: ParticipantProcess) -> None:
+        """Start ``p`` again on its port, from its storage."""
+
+    def restart_client(self, c: ClientProcess) -> bool:
+        """Start a killed client again; False if it had nothing left to do."""
 
 
-class ProxyHandle:
-    """The fault proxy process, driven over a pipe."""
-
-    def __init__(self, conn: multiprocessing.connection.Connection) -> None:
-        self.conn = conn
-        self.links: dict[str, tuple[str, int]] = {}
-
-    @classmethod
-    def start(cls, procs: Processes, folder: Path, seed: int) -> ProxyHandle:
-        parent, child = MP.Pipe(duplex=True)
-        procs.start(_proxy_child, (child, folder / "proxy.log", seed), "proxy")
-        child.close()
-        procs.held.append(parent)
-        if not parent.poll(10) or parent.recv() != ("ok", "ready"):
-            raise RunError("the fault proxy did not start")
-        return cls(parent)
-
-    def call(self, *cmd: Any) -> Any:
-        self.conn.send(cmd)
-        if not self.conn.poll(10):
-            raise RunError(f"the fault proxy did not answer {cmd[0]!r}")
-        kind, value = self.conn.recv()
-        if kind != "ok":
-            raise RunError(f"the fault proxy refused {cmd!r}: {value}")
-        return value
-
-    def link(self, src: str, dst: str, target: tuple[str, int]) -> tuple[str, int]:
-        """The address ``src`` must connect to in order to reach ``dst``."""
-        name = f"{src}->{dst}"
-        if name not in self.links:
-            self.links[name] = (proxy_mod.HOST, self.call("add", src, dst, list(target)))
-        return self.links[name]
-
-
-def _proxy_child(conn: Any, log_path: Path, seed: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    log = EventLog(log_path, "proxy")
-    asyncio.run(proxy_mod.serve(conn, log, seed))
-    log.close()
+# What heal() needs to undo a fault: the participant to restart or the client
+# to replace, the pid to resume, or the proxy links and how they were cut.
+Undo = ParticipantProcess | ClientProcess | int | tuple[str, list[str]] | None
 
 
 @dataclass
 class _Fault:
     id: int
-    kind: str
+    kind: FaultKind
     target: str
     heal_at: float | None
-    undo: Any = None  # what heal() needs
+    undo: Undo = None
 
 
 class Nemesis:
     """Schedules, applies and heals faults for one run."""
 
-    def __init__(self, config: RunConfig, seed: int, log_path: Path, run: _Run) -> None:
+    def __init__(self, config: RunConfig, seed: int, log_path: Path, run: Cluster) -> None:
         self.kinds = tuple(config.nemesis)
         self.interval = config.nemesis_interval
         self.rng = random.Random(f"nemesis-{seed}")
@@ -151,18 +88,25 @@ class Nemesis:
         self.next_at = float("inf")
         self.active: list[_Fault] = []  # at most one scheduled fault, plus crash-point outages
         self.count = 0
-        self.needs_proxy = "partition" in self.kinds or "partition" in run.crashes
+        self.needs_proxy = FaultKind.PARTITION in self.kinds or "partition" in run.crashes
 
     def _t(self) -> str:
         return f"{time.monotonic() - self.run.started:.3f}"
 
-    def record(self, kind: str, target: str, healed: bool = False, **fields: Any) -> _Fault:
+    def record(self, kind: FaultKind, target: str, healed: bool = False, **fields: Any) -> _Fault:
         self.count += 1
         fault = _Fault(self.count, kind, target, None)
-        self.log.event("fault", ("id", fault.id), ("kind", kind), ("target", target), ("t", self._t()), *fields.items())
+        self.log.event(
+            "fault", ("id", fault.id), ("kind", kind.value), ("target", target), ("t", self._t()), *fields.items()
+        )
         if healed:
             self.log.event(
-                "heal", ("id", fault.id), ("kind", kind), ("target", target), ("t", self._t()), ("how", "abandoned")
+                "heal",
+                ("id", fault.id),
+                ("kind", kind.value),
+                ("target", target),
+                ("t", self._t()),
+                ("how", "abandoned"),
             )
         return fault
 
@@ -171,7 +115,7 @@ class Nemesis:
         if "partition" in self.run.crashes and self.run.proxy is not None:
             name = "client1->server2"
             self.run.proxy.call("cut-after", name, r"^VOTE .*vote=ok")
-            fault = self.record("partition", name, point="between-phases")
+            fault = self.record(FaultKind.PARTITION, name, point=PartitionPoint.BETWEEN_PHASES.value)
             fault.undo = ("severed", [name])
             self.active.append(fault)  # healed at the end of the run
         if self.kinds:
@@ -193,7 +137,7 @@ class Nemesis:
         kind = self.rng.choice(self.kinds)
         duration = self.interval * self.rng.uniform(0.3, 1.0)
         run = self.run
-        if kind == "kill-participant":
+        if kind is FaultKind.KILL_PARTICIPANT:
             p = self.rng.choice([p for p in run.participants if p.down_since is None])
             assert p.proc is not None
             fault = self.record(kind, p.node, pid=p.proc.pid)
@@ -201,7 +145,7 @@ class Nemesis:
             p.proc.kill()
             p.proc.join()
             fault.undo = p
-        elif kind == "kill-client":
+        elif kind is FaultKind.KILL_CLIENT:
             alive = [c for c in run.clients if c.running and not c.killed]
             if not alive:
                 return
@@ -210,7 +154,7 @@ class Nemesis:
             c.killed = True
             c.proc.kill()
             fault.undo = c  # its last transaction is abandoned; a new process takes over later
-        elif kind == "pause":
+        elif kind is FaultKind.PAUSE:
             targets = [(p.node, p.proc.pid) for p in run.participants if p.proc is not None and p.down_since is None]
             targets += [(c.name, c.proc.pid) for c in run.clients if c.running and c.proc.pid is not None]
             name, pid = self.rng.choice(targets)
@@ -256,40 +200,43 @@ class Nemesis:
     def heal(self, fault: _Fault, final: bool = False) -> None:
         run = self.run
         how: tuple[tuple[str, str], ...] = ()
-        if fault.kind in ("kill-participant", "crash"):
-            run.restart_participant(fault.undo)
-        elif fault.kind == "kill-client":
-            if final or not run.restart_client(fault.undo):
+        undo = fault.undo
+        if isinstance(undo, ParticipantProcess):  # killed, or crashed at its point
+            run.restart_participant(undo)
+        elif isinstance(undo, ClientProcess):
+            if final or not run.restart_client(undo):
                 how = (("how", "abandoned"),)
-        elif fault.kind == "pause":
+        elif isinstance(undo, int):  # paused
             with contextlib.suppress(ProcessLookupError):  # a paused client may be gone
-                os.kill(fault.undo, signal.SIGCONT)
-        elif fault.kind == "partition":
+                os.kill(undo, signal.SIGCONT)
+        elif isinstance(undo, tuple):
             assert run.proxy is not None
-            how_cut, links = fault.undo
+            how_cut, links = undo
             if how_cut == "degraded":
                 for name in links:
                     run.proxy.call("set", name, 0.0, 0.0)
             else:
                 run.proxy.call("heal", links)
-        self.log.event("heal", ("id", fault.id), ("kind", fault.kind), ("target", fault.target), ("t", self._t()), *how)
+        self.log.event(
+            "heal", ("id", fault.id), ("kind", fault.kind.value), ("target", fault.target), ("t", self._t()), *how
+        )
         self.active.remove(fault)
         if fault.kind in self.kinds and self.next_at == float("inf") and fault.heal_at is not None:
             self.next_at = time.monotonic() + self.interval * self.rng.uniform(0.5, 1.5)
 
-    def participant_crashed(self, p: _Participant) -> None:
+    def participant_crashed(self, p: ParticipantProcess) -> None:
         """``p`` killed itself at its crash point: restart it after an outage."""
         p.down_since = time.monotonic()
-        fault = self.record("crash", p.node, point=self.run.crashes.get(p.node, "?"))
+        fault = self.record(FaultKind.CRASH, p.node, point=self.run.crashes.get(p.node, "?"))
         fault.undo = p
         fault.heal_at = time.monotonic() + CRASH_OUTAGE
         self.active.append(fault)
 
     def restarts_pending(self) -> bool:
         """A killed client is waiting to be started again."""
-        return any(f.kind == "kill-client" for f in self.active)
+        return any(f.kind is FaultKind.KILL_CLIENT for f in self.active)
 
-    def expects_exit(self, p: _Participant) -> bool:
+    def expects_exit(self, p: ParticipantProcess) -> bool:
         return p.down_since is not None
 
     def heal_all(self) -> None:

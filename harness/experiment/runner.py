@@ -21,133 +21,40 @@ from __future__ import annotations
 import asyncio
 import errno
 import json
-import logging
-import multiprocessing
 import multiprocessing.connection
 import secrets
-import shlex
 import signal
 import socket
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-from harness import client as client_mod
-from harness import participant as participant_mod
-from harness.nemesis import Nemesis, ProxyHandle, parse_crashes
-from harness.nodes import ConnectError, listen_socket, query_all
-from harness.processes import MP, READY_TIMEOUT, Processes, RunError, await_ready
+from harness.experiment.children import ClientProcess, ParticipantProcess, client_child, participant_child
+from harness.experiment.config import RunConfig, client_values, default_folder, repeat_command
+from harness.experiment.faults import FaultKind, parse_crashes
+from harness.experiment.nemesis import Nemesis
+from harness.experiment.processes import MP, READY_TIMEOUT, Processes, RunError, await_ready
+from harness.experiment.proxy import ProxyHandle
+from harness.experiment.workload import ClientConfig, RetryMode
+from harness.node.address import listen_socket
+from harness.node.query import query_all
+from harness.node.serve import ParticipantConfig
+from harness.node.storage import Storage, StorageError
 from harness.protocol.messages import State, TxState
-from harness.storage import Storage, StorageError
-
-logger = logging.getLogger("harness.runner")
-
-
-# Under faults silent peers are common and waiting is their cost: shorter
-# timeouts. A client that hears nothing takes up to a timeout for the votes, one
-# for RESOLVE and a connect timeout (1 s) before it gives up; the participants
-# wait longer than that, so that a live client decides first.
-FAULT_TIMEOUT = 1.0  # the clients' --timeout
-FAULT_RESOLVE_AFTER = 3.0  # the participants' --resolve-after
-
-
-@dataclass
-class RunConfig:
-    """One experiment. Defaults give a run that shows contention in seconds."""
-
-    clients: int = 5
-    participants: int = 3
-    transactions: int = 10  # per client
-    base_port: int = 8886  # participant i listens on base_port + i - 1; 0 = any free ports (nodes.listen_socket)
-    host: str = "127.0.0.1"
-    delay: float = 0.0
-    retry: str = "none"
-    prepare: str = "adaptive"  # the clients' --prepare
-    value: int | None = None  # None: a distinct value per transaction (client*1_000_000 + op)
-    seed: int | None = None  # None: drawn at random and recorded
-    out: Path | None = None  # None: reports/<UTC time>-<short id>
-    timeout: float = 2.0  # the clients' --timeout
-    resolve_after: float = 5.0  # the participants' --resolve-after
-    durable: bool = True
-    duration: float | None = None  # seconds of transactions per client, instead of ``transactions``
-    nemesis: tuple[str, ...] = ()  # fault kinds (harness.nemesis.NEMESIS_KINDS)
-    nemesis_interval: float = 1.0  # seconds between faults, roughly
-    crash: tuple[str, ...] = ()  # targeted crash points, e.g. "participant:after-vote"
 
 
 @dataclass
 class RunResult:
+    """What the runner hands to the checker: the run folder and how to repeat the run."""
+
     folder: Path
     seed: int
     command: str
     elapsed: float
     final: dict[str, Any] = field(default_factory=dict)
-
-
-def repeat_command(config: RunConfig, seed: int) -> str:
-    """The command line that repeats this run (same flags, same seed)."""
-    defaults = RunConfig()
-    if config.nemesis or config.crash:
-        defaults = replace(defaults, timeout=FAULT_TIMEOUT, resolve_after=FAULT_RESOLVE_AFTER)
-    args = ["python", "-m", "harness.run"]
-    for name, value in asdict(config).items():
-        if name in ("seed", "out") or value == getattr(defaults, name):
-            continue
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            args.append(flag if value else f"--no-{name.replace('_', '-')}")
-        elif name == "nemesis":
-            args += [flag, ",".join(value)]
-        elif name == "crash":
-            for spec in value:
-                args += [flag, spec]
-        else:
-            args += [flag, str(value)]
-    args += ["--seed", str(seed)]
-    return shlex.join(args)
-
-
-def default_folder() -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    return Path("reports") / f"{stamp}-{secrets.token_hex(3)}"
-
-
-def transaction_value(client_index: int, op: int) -> int:
-    """The default value: client 3's 7th transaction writes 3000007, so the
-    final storage_server names the transaction that wrote it."""
-    return client_index * 1_000_000 + op
-
-
-# ---------------------------------------------------------------- children
-
-
-def _participant_child(config: participant_mod.ParticipantConfig, conn: multiprocessing.connection.Connection) -> None:
-    try:
-        asyncio.run(participant_mod.serve(config, ready=lambda address: conn.send(("ready", address))))
-    except participant_mod.StartError as e:
-        conn.send(("error", str(e)))
-        sys.exit(2)
-
-
-def _client_child(config: client_mod.ClientConfig, conn: multiprocessing.connection.Connection, go: Any) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner stops us; Ctrl-C is its to handle
-
-    async def wait_go() -> None:
-        await asyncio.get_running_loop().run_in_executor(None, go.wait)
-
-    def on_result(op: int, attempt: int, result: Any) -> None:
-        conn.send(("result", (op, attempt, result.result.value)))
-
-    try:
-        asyncio.run(client_mod.run(config, on_result, go=wait_go, connected=lambda: conn.send(("ready", None))))
-    except ConnectError as e:
-        conn.send(("error", str(e)))
-        sys.exit(2)
-    conn.send(("done", None))
 
 
 # ---------------------------------------------------------------- the run
@@ -199,30 +106,10 @@ def run(config: RunConfig, progress_stream: Any = None) -> RunResult:
         raise RunError(f"{folder} already exists: choose another --out") from None
     except OSError as e:
         raise RunError(f"cannot create {folder}: {e.strerror}") from None
-    return _Run(config, seed, folder, progress_stream).execute()
+    return Run(config, seed, folder, progress_stream).execute()
 
 
-@dataclass
-class _Participant:
-    node: str
-    config: participant_mod.ParticipantConfig
-    address: tuple[str, int]
-    proc: BaseProcess | None = None
-    down_since: float | None = None  # killed or crashed, not yet restarted
-
-
-@dataclass
-class _Client:
-    name: str
-    config: client_mod.ClientConfig
-    proc: BaseProcess
-    conn: multiprocessing.connection.Connection
-    running: bool = True
-    killed: bool = False
-    done_ops: int = 0  # operations finished (their last attempt reported)
-
-
-class _Run:
+class Run:
     """One experiment: its processes, its proxy, its nemesis."""
 
     def __init__(self, config: RunConfig, seed: int, folder: Path, progress_stream: Any) -> None:
@@ -233,8 +120,8 @@ class _Run:
         self.progress_stream = progress_stream
         self.procs = Processes()
         self.started = time.monotonic()
-        self.participants: list[_Participant] = []
-        self.clients: list[_Client] = []
+        self.participants: list[ParticipantProcess] = []
+        self.clients: list[ClientProcess] = []
         self.crashes = parse_crashes(config.crash, config.participants, config.clients)
         faulty = bool(config.nemesis or self.crashes)
         self.nemesis = Nemesis(config, seed, folder / "nemesis.log", self) if faulty else None
@@ -256,8 +143,8 @@ class _Run:
             final = self._settle()
             self.procs.stop([p.proc for p in self.participants if p.proc is not None])
             for p in self.participants:
-                final[p.node]["storage"] = _read_storage(p.config.data, p.node)
-            _write_json(self.folder / "final_states.json", final)
+                final[p.node]["storage"] = read_storage(p.config.data, p.node)
+            write_json(self.folder / "final_states.json", final)
         finally:
             if self.nemesis is not None:
                 self.nemesis.close()
@@ -301,7 +188,7 @@ class _Run:
                     for j in range(len(names))
                     if j != i - 1
                 }
-            pcfg = participant_mod.ParticipantConfig(
+            pcfg = ParticipantConfig(
                 node=node,
                 host=address[0],
                 port=address[1],
@@ -312,7 +199,7 @@ class _Run:
                 durable=self.config.durable,
                 routes=routes,
             )
-            self.participants.append(_Participant(node=node, config=pcfg, address=(address[0], address[1])))
+            self.participants.append(ParticipantProcess(node=node, config=pcfg, address=(address[0], address[1])))
         deadline = time.monotonic() + READY_TIMEOUT
         waits = []
         for p, sock in zip(self.participants, sockets, strict=True):
@@ -327,14 +214,14 @@ class _Run:
             conn.close()
 
     def _fork_participant(
-        self, p: _Participant, config: participant_mod.ParticipantConfig, keep: socket.socket | None = None
+        self, p: ParticipantProcess, config: ParticipantConfig, keep: socket.socket | None = None
     ) -> multiprocessing.connection.Connection:
         parent, child = MP.Pipe(duplex=False)
-        p.proc = self.procs.start(_participant_child, (config, child), p.node, keep=keep)
+        p.proc = self.procs.start(participant_child, (config, child), p.node, keep=keep)
         child.close()
         return parent
 
-    def restart_participant(self, p: _Participant) -> None:
+    def restart_participant(self, p: ParticipantProcess) -> None:
         """Start a participant again on its port, from its storage."""
         conn = self._fork_participant(p, p.config)
         assert p.proc is not None
@@ -343,7 +230,7 @@ class _Run:
         p.down_since = None
 
     def _write_run_json(self) -> None:
-        _write_json(
+        write_json(
             self.folder / "run.json",
             {
                 "seed": self.seed,
@@ -365,11 +252,11 @@ class _Run:
             servers = [p.address for p in self.participants]
             if self.proxy is not None:
                 servers = [self.proxy.link(name, p.node, p.address) for p in self.participants]
-            ccfg = client_mod.ClientConfig(
+            ccfg = ClientConfig(
                 name=name,
                 servers=servers,
                 log=self.folder / f"{name}.log",
-                values=_values(i, self.config.value),
+                values=client_values(i, self.config.value),
                 count=self.config.transactions,
                 duration=self.config.duration,
                 timeout=self.config.timeout,
@@ -380,7 +267,7 @@ class _Run:
                 crash=self.crashes.get(name),
             )
             proc, parent = self._fork_client(ccfg)
-            self.clients.append(_Client(name=name, config=ccfg, proc=proc, conn=parent))
+            self.clients.append(ClientProcess(name=name, config=ccfg, proc=proc, conn=parent))
         deadline = time.monotonic() + READY_TIMEOUT
         for c in self.clients:
             await_ready(c.name, c.proc, c.conn, deadline)
@@ -407,7 +294,7 @@ class _Run:
                     continue
                 if kind == "result":
                     op, _attempt, result = payload
-                    if result != "aborted" or self.config.retry == "none":
+                    if result != "aborted" or self.config.retry is RetryMode.NONE:
                         client.done_ops = max(client.done_ops, op)  # may be retried otherwise: not done yet
                     progress.add(result)
             if self.nemesis is not None:
@@ -415,16 +302,14 @@ class _Run:
             progress.show()
         progress.end()
 
-    def _fork_client(
-        self, config: client_mod.ClientConfig
-    ) -> tuple[BaseProcess, multiprocessing.connection.Connection]:
+    def _fork_client(self, config: ClientConfig) -> tuple[BaseProcess, multiprocessing.connection.Connection]:
         parent, child = MP.Pipe(duplex=False)
-        proc = self.procs.start(_client_child, (config, child, self.go), config.name)
+        proc = self.procs.start(client_child, (config, child, self.go), config.name)
         child.close()
         self.procs.held.append(parent)  # later children must not keep the runner's end
         return proc, parent
 
-    def restart_client(self, c: _Client) -> bool:
+    def restart_client(self, c: ClientProcess) -> bool:
         """Start a killed client again as a new process (new txids), going on
         with the operations it had not finished. False if nothing is left to do."""
         if self.config.duration:
@@ -443,13 +328,13 @@ class _Run:
         c.running, c.killed = True, False
         return True
 
-    def _client_exited(self, client: _Client) -> None:
+    def _client_exited(self, client: ClientProcess) -> None:
         client.running = False
         client.proc.join()
         code = client.proc.exitcode
         if code == -signal.SIGKILL and (client.killed or client.name in self.crashes):
             if not client.killed and self.nemesis is not None:
-                self.nemesis.record("crash", client.name, healed=True, point=self.crashes[client.name])
+                self.nemesis.record(FaultKind.CRASH, client.name, healed=True, point=self.crashes[client.name])
             return
         if code != 0:
             raise RunError(f"{client.name} exited with code {code}; see {self.folder / (client.name + '.log')}")
@@ -499,13 +384,7 @@ class _Run:
         return final
 
 
-def _values(client_index: int, fixed: int | None) -> Callable[[int], int]:
-    if fixed is not None:
-        return lambda op: fixed
-    return lambda op: transaction_value(client_index, op)
-
-
-def _read_storage(path: Path, node: str) -> dict[str, Any]:
+def read_storage(path: Path, node: str) -> dict[str, Any]:
     """The participant's records, read from its file after it stopped."""
     try:
         storage = Storage(path, node)
@@ -523,5 +402,5 @@ def _read_storage(path: Path, node: str) -> dict[str, Any]:
     }
 
 
-def _write_json(path: Path, data: Any) -> None:
+def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")

@@ -27,18 +27,12 @@ from __future__ import annotations
 
 import gc
 import json
-import re
-import statistics
-from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from harness.eventlog import EVENTS
-from harness.protocol.messages import DecodeError, split_fields
+from harness.verify.model import CheckError, CheckReport, ClientStats, ReplicaStats, Violation, ViolationKind
+from harness.verify.reader import CLIENT_LOG, NEMESIS_LOG, Log, LogReader, Observation, seconds_between
 
 # States a participant's record may move through, as the logs spell them.
 _NEXT: dict[str | None, set[str]] = {
@@ -47,212 +41,8 @@ _NEXT: dict[str | None, set[str]] = {
     "committed": set(),
     "aborted": set(),
 }
-_EVIDENCE_WIDTH = 240  # characters of a log line quoted in a violation
 # The "why" of a decision a participant reached with its peers, not its client.
 _BY_PEERS_PREFIXES = ("every participant voted yes", "peer ")
-
-
-# How the checker reads a log. A log is read whole and scanned once with a
-# compiled regex, searched in "\n" + the log and anchored on each newline (the
-# engine finds a "\n" fast; "^" in MULTILINE mode is tried at every position).
-# A line "timestamp node known-event ..." is well formed, and matched only if
-# the checker reads it, so that the others (most lines: messages in and out)
-# cost no Python code at all. The lines of the shapes the nodes write are
-# parsed by the regex too, each shape a named alternative (Match.lastgroup
-# names it); any other line whose event is wanted ("other": a restart, a
-# hand-edited or damaged line) is parsed field by field (_Checker._fields).
-# A line neither well formed nor blank is "malformed" (a torn write, a stray
-# print, a misspelt event): flagged, and still read if its third word is a
-# wanted event.
-_KNOWN_EVENT = "|".join(sorted(map(re.escape, EVENTS)))
-_END = r"(?=\n|\Z)"
-# A character of a word: [^ \n]. A log read as text holds no \r (Python turns
-# \r\n and \r into \n), and excluding it too makes the engine test the class
-# in a table rather than against each character in turn: a fifth of a scan.
-_WORD = r"[^ \n\r]"
-_BARE = r"[A-Za-z0-9._:,+/@*-]++"  # a value messages.quote leaves bare, as split_fields returns it
-
-
-class _LogKind:
-    """The regexes that read one kind of log: ``lines`` finds the lines of
-    ``shapes`` (each a named group), the other lines whose event is one of
-    ``wanted``, and the malformed lines; ``other`` reads a malformed line
-    whose third word is one of ``wanted``."""
-
-    def __init__(self, *shapes: str, wanted: tuple[str, ...]) -> None:
-        events = "|".join(
-            rf"send(?= peer={_WORD}+ msg=(?:VOTE|OUTCOME) )" if e == "send" else re.escape(e) for e in wanted
-        )
-        other = rf"(?P<other>(?P<event>{events})(?=[ \n]|\Z)(?: (?P<rest>[^\n]*+))?)"
-        self.lines = re.compile(
-            # A well-formed line's timestamp and node, its event looked at (not
-            # consumed); possessive, so that a well-formed line no alternative
-            # wants fails there and then, and is never taken for a malformed one.
-            rf"\n(?:(?P<ts>\d{{4}}-\d\d-\d\dT[0-9:.]++Z) (?P<who>{_WORD}++) (?=(?:{_KNOWN_EVENT})(?:[ \n]|\Z)))?+"
-            rf"(?(ts)(?:{'|'.join([*shapes, other])})|(?![^\S\n]*+(?:\n|\Z))(?P<malformed>))"
-        )
-        self.other = re.compile(rf"\n(?P<ts>{_WORD}*+) (?P<who>{_WORD}*+) {other}")
-
-
-_PARTICIPANT_LOG = _LogKind(
-    # durable and restored as harness.nodes.log_record writes them; a quoted
-    # "why" is captured between its quotes
-    rf"(?P<record>(?P<kind>durable|restored) txid=(?P<txid>{_WORD}++) state=(?P<state>[a-z]++)"
-    rf" value=(?P<value>-?[0-9]++) version=(?P<version>[0-9]++) participants=(?P<participants>{_WORD}*+)"
-    rf'(?: why=(?:"(?P<quoted>[^"\\\n]*+(?:\\.[^"\\\n]*+)*+)"|(?P<why>[^ "\n]++)))?{_END})',
-    # a sent VOTE, its reason free of "=" (so that the field-by-field reading
-    # of a vote, which looks for " vote=ok" anywhere, would find the same vote)
-    rf"(?P<vote>send peer={_WORD}++ msg=VOTE txid=(?P<vote_txid>{_WORD}++) vote=(?P<yes>ok|NOK)"
-    rf"(?: reason=[^=\n]*+)?{_END})",
-    # a sent OUTCOME and the state it claims
-    rf"(?P<outcome>send peer={_WORD}++ msg=OUTCOME txid=(?P<outcome_txid>{_WORD}++) state=(?P<claim>{_WORD}*+){_END})",
-    wanted=("durable", "restored", "send", "listening"),
-)
-_CLIENT_LOG = _LogKind(
-    # begin and outcome as harness.client writes them: bare values, the reason
-    # bare or quoted without escapes, so that each group is what split_fields returns
-    rf"(?P<begin>begin txid=(?P<begin_txid>{_BARE}) value=(?P<value>{_BARE})"
-    rf" participants=(?P<participants>{_BARE})(?: prepare=(?P<prepare>{_BARE}))?{_END})",
-    rf"(?P<outcome>outcome txid=(?P<txid>{_BARE}) result=(?P<result>{_BARE}) op=(?P<op>{_BARE})"
-    rf" attempt=(?P<attempt>{_BARE}) value=(?P<outcome_value>{_BARE}) latency_ms=(?P<latency_ms>{_BARE})"
-    rf' cause=(?P<cause>{_BARE})(?: reason=(?:"(?P<quoted_reason>[^"\\\n]*+)"|(?P<reason>{_BARE})))?{_END})',
-    wanted=("begin", "outcome"),
-)
-# The groups the checker reads of a shape, in the order it reads them.
-_RECORD_GROUPS = ("ts", "kind", "txid", "state", "value", "version", "participants", "why", "quoted")
-_OUTCOME_GROUPS = ("txid", "result", "op", "attempt", "outcome_value", "latency_ms", "cause", "quoted_reason", "reason")
-_NEMESIS_LOG = _LogKind(wanted=("fault", "heal"))
-
-
-def _seconds(start: str, end: str) -> float | None:
-    """Seconds between two log timestamps, None if either does not parse."""
-    try:
-        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
-    except ValueError:
-        return None
-
-
-class CheckError(Exception):
-    """The folder is not a run folder (missing or unreadable files)."""
-
-
-@dataclass(frozen=True)
-class Violation:
-    kind: str
-    txid: str | None
-    message: str
-    evidence: tuple[str, ...] = ()
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "txid": self.txid, "message": self.message, "evidence": list(self.evidence)}
-
-
-@dataclass
-class ClientStats:
-    name: str
-    attempted: int = 0
-    committed: int = 0
-    aborted: dict[str, int] = field(default_factory=dict)  # by cause
-    unknown: int = 0
-    abandoned: int = 0  # begun, then the client died before it could report
-    retries: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
-
-    @property
-    def aborted_total(self) -> int:
-        return sum(self.aborted.values())
-
-    def latency(self, q: float) -> float | None:
-        if not self.latencies_ms:
-            return None
-        if len(self.latencies_ms) == 1:
-            return self.latencies_ms[0]
-        return statistics.quantiles(self.latencies_ms, n=100, method="inclusive")[int(q * 100) - 1]
-
-
-@dataclass
-class ReplicaStats:
-    node: str
-    address: str
-    storage_server: int | None = None
-    version: int | None = None
-    lock: str | None = None
-    commits: int = 0
-    aborts: int = 0
-    yes_votes: int = 0
-    no_votes: int = 0
-    restarts: int = 0
-
-
-@dataclass
-class CheckReport:
-    folder: Path
-    violations: list[Violation]
-    clients: list[ClientStats]
-    replicas: list[ReplicaStats]
-    lines: int  # event lines read
-    run: dict[str, Any]
-    faults: list[dict[str, Any]] = field(default_factory=list)  # from nemesis.log
-    resolved_by_peers: int = 0  # transactions some participant decided with its peers, not its client
-    abandoned: int = 0  # transactions begun by a client that died before reporting
-    longest_lock: tuple[float, str | None, str | None] = (0.0, None, None)  # seconds, node, txid
-
-    @property
-    def consistent(self) -> bool:
-        return not self.violations
-
-    @property
-    def verdict(self) -> str:
-        return "consistent" if self.consistent else "violation"
-
-
-@dataclass(slots=True)
-class _Obs:
-    """One observation of a participant's durable record: the line at ``at`` of ``log``."""
-
-    state: str
-    value: int
-    version: int
-    participants: tuple[str, ...]
-    log: _Log
-    at: int
-    why: str = ""
-    ts: str = ""  # the line's UTC timestamp; ISO strings of one width compare in time order
-
-    def cite(self) -> str:
-        return self.log.cite(self.at)
-
-
-def _cite(where: str, text: str) -> str:
-    return f"{where}: {text[:_EVIDENCE_WIDTH]}"
-
-
-class _Log:
-    """One node's event log, read whole. A line is named by ``at``, the offset
-    of its first character in ``content``; it becomes ``file:line`` and text
-    only when a violation cites it, as most lines never are."""
-
-    __slots__ = ("_newlines", "content", "name", "node")
-
-    def __init__(self, name: str, node: str, content: str) -> None:
-        self.name = name
-        self.node = node
-        self.content = "\n" + content  # so that every line, the first too, follows a newline
-        self._newlines: list[int] | None = None  # their offsets, found when the first line is cited
-
-    def where(self, at: int) -> str:
-        """``file:line`` of the line at ``at`` (the newlines are found once, so
-        that citing many lines costs no more than counting them)."""
-        if self._newlines is None:
-            self._newlines = [m.start() for m in re.finditer("\n", self.content)]
-        return f"{self.name}:{bisect_left(self._newlines, at)}"
-
-    def text(self, at: int) -> str:
-        end = self.content.find("\n", at)
-        return self.content[at : end if end >= 0 else None]
-
-    def cite(self, at: int) -> str:
-        return _cite(self.where(at), self.text(at))
 
 
 def _load_json(path: Path) -> Any:
@@ -297,170 +87,39 @@ class _Checker:
         self.client_names = clients
         self.final = final
         self.violations: list[Violation] = []
-        self.lines = 0
+        self.reader = LogReader(folder, self.violations)
         # participant node -> txid -> observations in log order
-        self.obs: dict[str, dict[str, list[_Obs]]] = {node: defaultdict(list) for node, _ in participants}
+        self.obs: dict[str, dict[str, list[Observation]]] = {node: defaultdict(list) for node, _ in participants}
         self.replicas = {node: ReplicaStats(node=node, address=address) for node, address in participants}
-        self.begins: dict[str, tuple[int, _Log, int]] = {}  # txid -> (value, the line: log, at)
-        self.outcomes: list[tuple[str, str, _Log, int]] = []  # (txid, result, the line: log, at)
+        self.begins: dict[str, tuple[int, Log, int]] = {}  # txid -> (value, the line: log, at)
+        self.outcomes: list[tuple[str, str, Log, int]] = []  # (txid, result, the line: log, at)
         self.clients = {name: ClientStats(name=name) for name in clients}
         self.longest_lock: tuple[float, str | None, str | None] = (0.0, None, None)
         self.resolved_by_peers: set[str] = set()
         self.faults: list[dict[str, Any]] = []
         self.stored: dict[str, list[tuple[str, int, int]]] = {}  # node -> committed (txid, version, value)
 
-    def flag(self, kind: str, txid: str | None, message: str, *evidence: str) -> None:
+    def flag(self, kind: ViolationKind, txid: str | None, message: str, *evidence: str) -> None:
         self.violations.append(Violation(kind, txid, message, tuple(evidence)))
 
     # ------------------------------------------------------------ reading
-
-    def _log(self, node: str) -> _Log | None:
-        """A node's log (see _read), or None (flagged) when it is missing."""
-        path = self.folder / f"{node}.log"
-        if not path.exists():
-            self.flag("missing-log", None, f"{path.name} is missing")
-            return None
-        return self._read(path, node)
-
-    def _read(self, path: Path, node: str) -> _Log | None:
-        """The log at ``path``, its lines counted, or None (flagged) when it cannot be read."""
-        try:
-            content = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as e:
-            self.flag("missing-log", None, f"{path.name} cannot be read: {e.strerror}")
-            return None
-        self.lines += content.count("\n") + (0 if content.endswith("\n") or not content else 1)
-        return _Log(path.name, node, content)
-
-    def _lines(self, log: _Log, kind: _LogKind) -> Iterator[re.Match[str]]:
-        """Matches for the lines of ``log`` the checker reads, in log order, each
-        starting at the newline before its line: its lastgroup names the shape
-        that matched, or is "other" (with the groups event and rest); every one
-        has the groups ts and who. A line written by another node is flagged
-        instead; so is every malformed line, ahead of whatever else the log
-        shows, as if the log had been searched for them first."""
-        ahead, malformed = len(self.violations), []
-        content, node = log.content, log.node
-        for m in kind.lines.finditer(content):
-            if m.lastgroup == "malformed":
-                at = m.start() + 1
-                where, text = log.where(at), log.text(at)
-                malformed.append(
-                    Violation("bad-log-line", None, f"{where} is not an event line", (_cite(where, text),))
-                )
-                if (read := kind.other.match(content, m.start())) is None:
-                    continue
-                m = read
-            if (who := m["who"]) != node:
-                at = m.start() + 1
-                self.flag("bad-log-line", None, f"{log.where(at)} is written by {who!r}, not {node}", log.cite(at))
-                continue
-            yield m
-        self.violations[ahead:ahead] = malformed
-
-    def _fields(self, log: _Log, at: int, event: str, rest: str) -> dict[str, str] | None:
-        """The fields of an "other" line, or None (flagged) when they do not
-        parse. Of a sent message, only what a VOTE or OUTCOME claims about the
-        sender's record."""
-        try:
-            fields = dict(split_fields(rest))
-        except DecodeError as e:
-            self.flag("bad-log-line", None, f"{log.where(at)}: {e.detail}", log.cite(at))
-            return None
-        if event != "send":
-            return fields
-        msg = fields.get("msg", "")
-        vote = {"ok": "prepared"}.get(fields.get("vote", ""), "aborted")
-        return {"msg": msg, "txid": fields.get("txid", ""), "claim": vote if msg == "VOTE" else fields.get("state", "")}
-
-    def _events(self, log: _Log, kind: _LogKind) -> Iterator[tuple[str, dict[str, str], int]]:
-        """(event, fields, at) for the lines of a client's or the nemesis's log
-        the checker reads."""
-        for m in self._lines(log, kind):
-            at, shape = m.start() + 1, m.lastgroup
-            if shape == "begin":
-                txid, value, participants, prepare = m.group("begin_txid", "value", "participants", "prepare")
-                fields = {"txid": txid, "value": value, "participants": participants}
-                if prepare is not None:
-                    fields["prepare"] = prepare
-                yield "begin", fields, at
-            elif shape == "outcome":
-                txid, result, op, attempt, value, latency, cause, quoted, reason = m.group(*_OUTCOME_GROUPS)
-                fields = {
-                    "txid": txid,
-                    "result": result,
-                    "op": op,
-                    "attempt": attempt,
-                    "value": value,
-                    "latency_ms": latency,
-                    "cause": cause,
-                }
-                if quoted is not None or reason is not None:
-                    fields["reason"] = reason if quoted is None else quoted
-                yield "outcome", fields, at
-            elif (f := self._fields(log, at, m["event"], m["rest"] or "")) is not None:
-                yield m["event"], f, at
-
-    def _participant_lines(self, log: _Log) -> Iterator[tuple[str, int, str, str, _Obs | None]]:
-        """(what, at, txid, claim, observation) for the lines of a participant's
-        log the checker reads, in log order: a sent "VOTE" or "OUTCOME" and the
-        state it claims; a "durable" or "restored" record and its observation;
-        or "listening" (a start)."""
-        listed: dict[str, tuple[str, ...]] = {}  # participants field -> tuple: one per distinct list
-        for m in self._lines(log, _PARTICIPANT_LOG):
-            at, shape = m.start() + 1, m.lastgroup
-            if shape == "vote":
-                txid, yes = m.group("vote_txid", "yes")
-                yield "VOTE", at, txid, "prepared" if yes == "ok" else "aborted", None
-                continue
-            if shape == "outcome":
-                txid, claim = m.group("outcome_txid", "claim")
-                yield "OUTCOME", at, txid, claim, None
-                continue
-            if shape == "record":
-                ts, event, txid, state, value, version, parts, why, quoted = m.group(*_RECORD_GROUPS)
-                value, version = int(value), int(version)
-                if quoted is not None:
-                    why = quoted if "\\" not in quoted else dict(split_fields(f'why="{quoted}"'))["why"]
-            else:
-                ts, event = m.group("ts", "event")
-                f = self._fields(log, at, event, m["rest"] or "")
-                if f is None:
-                    continue
-                if event == "send":
-                    yield f["msg"], at, f["txid"], f["claim"], None
-                    continue
-                if event == "listening":
-                    yield "listening", at, "", "", None
-                    continue
-                try:
-                    txid, state, value, version = f["txid"], f["state"], int(f["value"]), int(f["version"])
-                except (KeyError, ValueError):
-                    self.flag(
-                        "bad-log-line", f.get("txid"), f"{log.where(at)}: {event} line lacks a field", log.cite(at)
-                    )
-                    continue
-                parts, why = f.get("participants", ""), f.get("why", "")
-            if (participants := listed.get(parts)) is None:
-                participants = listed[parts] = tuple(parts.split(",")) if parts else ()
-            yield event, at, txid, "", _Obs(state, value, version, participants, log, at, why or "", ts)
 
     def read(self) -> None:
         for node, _ in self.participants:
             self._read_participant(node)
         for name in self.client_names:
             cstats = self.clients[name]
-            log = self._log(name)
+            log = self.reader.log(name)
             if log is None:
                 continue
-            for event, f, at in self._events(log, _CLIENT_LOG):
+            for event, f, at in self.reader.events(log, CLIENT_LOG):
                 try:
                     txid = f["txid"]
                     if event == "begin":
                         if txid in self.begins:
                             _, first, first_at = self.begins[txid]
                             self.flag(
-                                "txid-reused",
+                                ViolationKind.TXID_REUSED,
                                 txid,
                                 f"txid {txid} was begun twice",
                                 first.cite(first_at),
@@ -486,7 +145,10 @@ class _Checker:
                         cstats.aborted[cause] = cstats.aborted.get(cause, 0) + 1
                 except (KeyError, ValueError):
                     self.flag(
-                        "bad-log-line", f.get("txid"), f"{log.where(at)}: {event} line lacks a field", log.cite(at)
+                        ViolationKind.BAD_LOG_LINE,
+                        f.get("txid"),
+                        f"{log.where(at)}: {event} line lacks a field",
+                        log.cite(at),
                     )
 
     def _read_participant(self, node: str) -> None:
@@ -505,15 +167,15 @@ class _Checker:
         """
         stats = self.replicas[node]
         per_txid = self.obs[node]
-        durable: dict[str, _Obs] = {}  # txid -> its last observation before this start
-        restored: dict[str, _Obs] = {}  # this start's dump of its storage
-        locked: dict[str, _Obs] = {}  # txid -> its prepared observation, while undecided
+        durable: dict[str, Observation] = {}  # txid -> its last observation before this start
+        restored: dict[str, Observation] = {}  # this start's dump of its storage
+        locked: dict[str, Observation] = {}  # txid -> its prepared observation, while undecided
         prepared_ts: dict[str, str] = {}
         seen: dict[str, set[str]] = {}  # txid -> every state it has been durable in
-        log = self._log(node)
+        log = self.reader.log(node)
         if log is None:
             return
-        for what, at, txid, claim, o in self._participant_lines(log):
+        for what, at, txid, claim, o in self.reader.participant_lines(log):
             if what == "listening":  # a start
                 stats.restarts += 1
                 if stats.restarts > 1:
@@ -522,7 +184,7 @@ class _Checker:
                 locked = {t: o for t, o in durable.items() if o.state == "prepared"}
                 if len(locked) > 1:
                     self.flag(
-                        "lock",
+                        ViolationKind.LOCK,
                         next(iter(locked)),
                         f"{node} restarted holding its lock for "
                         f"{len(locked)} transactions: {', '.join(sorted(locked))}",
@@ -544,7 +206,7 @@ class _Checker:
                 ):
                     said = {"prepared": "a yes vote", "aborted": "an abort"}.get(claim, f"state {claim}")
                     self.flag(
-                        "durability",
+                        ViolationKind.DURABILITY,
                         txid or None,
                         f"{node} sent {said} on {txid} before making it durable",
                         log.cite(at),
@@ -561,7 +223,7 @@ class _Checker:
                 if holders:
                     holder, h = holders[0]
                     self.flag(
-                        "lock",
+                        ViolationKind.LOCK,
                         txid,
                         f"{node} prepared {txid} while {holder} held its lock",
                         h.cite(),
@@ -572,7 +234,7 @@ class _Checker:
                 continue
             locked.pop(txid, None)
             if txid in prepared_ts:
-                held = _seconds(prepared_ts.pop(txid), o.ts)
+                held = seconds_between(prepared_ts.pop(txid), o.ts)
                 if held is not None and held > self.longest_lock[0]:
                     self.longest_lock = (held, node, txid)
             if o.why.startswith(_BY_PEERS_PREFIXES):
@@ -580,7 +242,7 @@ class _Checker:
         stats.restarts = max(0, stats.restarts - 1)
 
     def _check_restart(
-        self, node: str, durable: dict[str, _Obs], restored: dict[str, _Obs], log: _Log, at: int
+        self, node: str, durable: dict[str, Observation], restored: dict[str, Observation], log: Log, at: int
     ) -> None:
         """Every record made durable before the start logged at ``at`` is restored
         by it, as it was or further along its path."""
@@ -591,7 +253,7 @@ class _Checker:
             if r is None or (r.state != o.state and r.state not in _NEXT[o.state]):
                 now = f"as {r.state}" if r is not None else "without it"
                 self.flag(
-                    "lost",
+                    ViolationKind.LOST,
                     txid,
                     f"{node} restarted {now}, after making {txid} durable as {o.state}",
                     o.cite(),
@@ -599,7 +261,7 @@ class _Checker:
                 )
             elif r.state == o.state and (r.value, r.version) != (o.value, o.version):
                 self.flag(
-                    "stability",
+                    ViolationKind.STABILITY,
                     txid,
                     f"{node} restored {txid} ({r.state}) with value {r.value} version "
                     f"{r.version}, having made it durable with value {o.value} version {o.version}",
@@ -609,11 +271,11 @@ class _Checker:
 
     def _read_faults(self) -> None:
         path = self.folder / "nemesis.log"
-        log = self._read(path, "nemesis") if path.exists() else None
+        log = self.reader.read(path, "nemesis") if path.exists() else None
         if log is None:
             return
         by_id: dict[str, dict[str, Any]] = {}
-        for event, f, at in self._events(log, _NEMESIS_LOG):
+        for event, f, at in self.reader.events(log, NEMESIS_LOG):
             if event == "fault":
                 by_id[f["id"] if "id" in f else log.where(at)] = {
                     "id": f.get("id"),
@@ -640,7 +302,7 @@ class _Checker:
             self.violations,
             list(self.clients.values()),
             list(self.replicas.values()),
-            self.lines,
+            self.reader.lines,
             run,
             faults=self.faults,
             resolved_by_peers=len(self.resolved_by_peers),
@@ -648,16 +310,16 @@ class _Checker:
             longest_lock=self.longest_lock,
         )
 
-    def check_records(self) -> dict[str, dict[str, _Obs]]:
+    def check_records(self) -> dict[str, dict[str, Observation]]:
         """Stability per participant, then agreement and validity per txid.
         Returns txid -> node -> its last observation."""
-        last: dict[str, dict[str, _Obs]] = defaultdict(dict)
-        prepared_at: dict[str, dict[str, _Obs]] = defaultdict(dict)
+        last: dict[str, dict[str, Observation]] = defaultdict(dict)
+        prepared_at: dict[str, dict[str, Observation]] = defaultdict(dict)
         for node, per_txid in self.obs.items():
             stats = self.replicas[node]
             for txid, observations in per_txid.items():
                 state: str | None = None
-                previous: _Obs | None = None
+                previous: Observation | None = None
                 for o in observations:
                     if o.state == "prepared":
                         prepared_at[txid].setdefault(node, o)
@@ -666,7 +328,7 @@ class _Checker:
                     if o.state not in _NEXT.get(state, set()):
                         evidence = [previous.cite()] if previous else []
                         self.flag(
-                            "stability",
+                            ViolationKind.STABILITY,
                             txid,
                             f"{node} moved {txid} from {state or 'no record'} to {o.state}",
                             *evidence,
@@ -687,7 +349,7 @@ class _Checker:
                 c_node, c = next(iter(committed.items()))
                 a_node, a = next(iter(aborted.items()))
                 self.flag(
-                    "agreement",
+                    ViolationKind.AGREEMENT,
                     txid,
                     f"{txid} committed at {c_node} but aborted at {a_node}",
                     c.cite(),
@@ -697,12 +359,12 @@ class _Checker:
                 self._check_validity(txid, node, o, prepared_at.get(txid, {}))
         return last
 
-    def _check_validity(self, txid: str, node: str, commit: _Obs, prepared: dict[str, _Obs]) -> None:
+    def _check_validity(self, txid: str, node: str, commit: Observation, prepared: dict[str, Observation]) -> None:
         listed = commit.participants
         unknown = [a for a in listed if a not in self.node_of]
         if unknown or not listed:
             self.flag(
-                "validity",
+                ViolationKind.VALIDITY,
                 txid,
                 f"{node} committed {txid} for participants {','.join(listed) or '(none)'}, not the run's participants",
                 commit.cite(),
@@ -710,7 +372,7 @@ class _Checker:
         missing = [self.node_of[a] for a in listed if a in self.node_of and self.node_of[a] not in prepared]
         if missing:
             self.flag(
-                "validity",
+                ViolationKind.VALIDITY,
                 txid,
                 f"{node} committed {txid} but {', '.join(missing)} never voted yes on it",
                 commit.cite(),
@@ -726,7 +388,7 @@ class _Checker:
         ]
         for q, p in early:
             self.flag(
-                "validity",
+                ViolationKind.VALIDITY,
                 txid,
                 f"{node} committed {txid} before {q} voted yes on it",
                 commit.cite(),
@@ -735,7 +397,7 @@ class _Checker:
         begin = self.begins.get(txid)
         if begin is not None and begin[0] != commit.value:
             self.flag(
-                "validity",
+                ViolationKind.VALIDITY,
                 txid,
                 f"{node} committed {txid} with value {commit.value}, but its client proposed {begin[0]}",
                 begin[1].cite(begin[2]),
@@ -748,7 +410,7 @@ class _Checker:
         entry = self.final.get(node)
         storage = entry.get("storage") if isinstance(entry, dict) else None
         if not isinstance(storage, dict) or "committed" not in storage:
-            self.flag("missing-final-state", None, f"final_states.json has no storage records for {node}")
+            self.flag(ViolationKind.MISSING_FINAL_STATE, None, f"final_states.json has no storage records for {node}")
             return None
         try:
             seq = [(str(t), int(v), int(val)) for t, v, val in storage["committed"]]
@@ -757,7 +419,9 @@ class _Checker:
                 raise TypeError("prepared is not a list")
             prepared = [str(t) for t in raw_prepared]
         except (TypeError, ValueError):
-            self.flag("missing-final-state", None, f"final_states.json: {node}'s storage records are malformed")
+            self.flag(
+                ViolationKind.MISSING_FINAL_STATE, None, f"final_states.json: {node}'s storage records are malformed"
+            )
             return None
         return seq, prepared
 
@@ -788,7 +452,7 @@ class _Checker:
             for i, (txid, version, _) in enumerate(seq):
                 if version != i + 1:
                     self.flag(
-                        "replicas",
+                        ViolationKind.REPLICAS,
                         txid,
                         f"{node}'s commit of {txid} has version {version}, not {i + 1}: "
                         f"versions must run 1..{len(seq)} without gaps",
@@ -801,7 +465,7 @@ class _Checker:
             stats.storage_server, stats.version = value, version
             if not isinstance(status, dict):
                 self.flag(
-                    "lock-held",
+                    ViolationKind.LOCK_HELD,
                     None,
                     f"{node} did not answer STATUS at the end: "
                     f"{entry.get('status_error', 'no status') if isinstance(entry, dict) else 'no entry'}",
@@ -810,7 +474,7 @@ class _Checker:
                 stats.lock = status.get("lock")
                 if (status.get("storage_server"), status.get("version")) != (value, version):
                     self.flag(
-                        "replicas",
+                        ViolationKind.REPLICAS,
                         last_txid,
                         f"{node} answered storage_server={status.get('storage_server')} "
                         f"version={status.get('version')} but its storage holds {value} (version {version})",
@@ -819,11 +483,17 @@ class _Checker:
                 if status.get("lock"):
                     lock = str(status["lock"])
                     self.flag(
-                        "lock-held", lock, f"{node} still holds its lock for {lock}", *self._cite_record(node, lock)
+                        ViolationKind.LOCK_HELD,
+                        lock,
+                        f"{node} still holds its lock for {lock}",
+                        *self._cite_record(node, lock),
                     )
             for txid in prepared:
                 self.flag(
-                    "undecided", txid, f"{txid} is still prepared at {node} at the end", *self._cite_record(node, txid)
+                    ViolationKind.UNDECIDED,
+                    txid,
+                    f"{txid} is still prepared at {node} at the end",
+                    *self._cite_record(node, txid),
                 )
             # the logs and the storage must tell the same story
             logged = {txid: o for txid, obs in self.obs[node].items() if (o := obs[-1]).state == "committed"}
@@ -832,14 +502,14 @@ class _Checker:
                 if txid in logged:
                     o = logged[txid]
                     self.flag(
-                        "log-storage",
+                        ViolationKind.LOG_STORAGE,
                         txid,
                         f"{node}'s log says {txid} committed, its storage does not",
                         o.cite(),
                     )
                 else:
                     self.flag(
-                        "log-storage",
+                        ViolationKind.LOG_STORAGE,
                         txid,
                         f"{node}'s storage holds {txid} committed at version {stored[txid][0]}, its log never says so",
                         *self._cite_record(node, txid),
@@ -848,7 +518,7 @@ class _Checker:
                 o = logged[txid]
                 if (o.version, o.value) != stored[txid]:
                     self.flag(
-                        "log-storage",
+                        ViolationKind.LOG_STORAGE,
                         txid,
                         f"{node} logged {txid} at version {o.version} value {o.value}, "
                         f"storage says version {stored[txid][0]} value {stored[txid][1]}",
@@ -870,7 +540,7 @@ class _Checker:
                     return f"{item[0]} (value {item[2]})" if item else "nothing"
 
                 self.flag(
-                    "replicas",
+                    ViolationKind.REPLICAS,
                     (mine or theirs or ("?",))[0],
                     f"{node} and {reference_node} differ at version {at + 1}: {show(mine)} vs {show(theirs)} "
                     f"(they hold {len(seq)} and {len(reference)} commits)",
@@ -878,7 +548,7 @@ class _Checker:
                     *(self._cite_commit(reference_node, theirs[0]) if theirs else []),
                 )
 
-    def check_clients(self, last: dict[str, dict[str, _Obs]]) -> int:
+    def check_clients(self, last: dict[str, dict[str, Observation]]) -> int:
         """Clients told the truth; returns how many transactions were abandoned
         (begun by a client that died before it could report)."""
         committed_at: dict[str, set[str]] = defaultdict(set)
@@ -900,7 +570,7 @@ class _Checker:
             if result == "committed" and here != everyone:
                 missing = ", ".join(sorted(everyone - here))
                 self.flag(
-                    "client-truth",
+                    ViolationKind.CLIENT_TRUTH,
                     txid,
                     f"client was told {txid} committed, but it is not committed at {missing}",
                     log.cite(at),
@@ -908,7 +578,7 @@ class _Checker:
                 )
             elif result == "aborted" and here:
                 self.flag(
-                    "client-truth",
+                    ViolationKind.CLIENT_TRUTH,
                     txid,
                     f"client was told {txid} aborted, but it is committed at {', '.join(sorted(here))}",
                     log.cite(at),
@@ -916,16 +586,16 @@ class _Checker:
                 )
             elif result == "unknown" and here and here != everyone:
                 self.flag(
-                    "client-truth",
+                    ViolationKind.CLIENT_TRUTH,
                     txid,
                     f"{txid} (outcome unknown to its client) is committed at {', '.join(sorted(here))} only",
                     log.cite(at),
                     *self._evidence(last, txid),
                 )
             elif result not in ("committed", "aborted", "unknown"):
-                self.flag("bad-log-line", txid, f"{log.where(at)}: unknown result {result!r}", log.cite(at))
+                self.flag(ViolationKind.BAD_LOG_LINE, txid, f"{log.where(at)}: unknown result {result!r}", log.cite(at))
         return len(abandoned)
 
     @staticmethod
-    def _evidence(last: dict[str, dict[str, _Obs]], txid: str) -> list[str]:
+    def _evidence(last: dict[str, dict[str, Observation]], txid: str) -> list[str]:
         return [o.cite() for o in last.get(txid, {}).values()]

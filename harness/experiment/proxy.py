@@ -27,10 +27,13 @@ import contextlib
 import multiprocessing.connection
 import random
 import re
+import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from harness.eventlog import EventLog
+from harness.events.log import EventLog
+from harness.experiment.processes import MP, Processes, RunError
 from harness.protocol.messages import MAX_LINE
 
 HOST = "127.0.0.1"
@@ -186,3 +189,44 @@ async def serve(conn: multiprocessing.connection.Connection, log: EventLog, seed
             conn.send(("error", str(e)))
     for name in list(proxy.links):
         proxy.sever(name)
+
+
+class ProxyHandle:
+    """The fault proxy process, driven over a pipe."""
+
+    def __init__(self, conn: multiprocessing.connection.Connection) -> None:
+        self.conn = conn
+        self.links: dict[str, tuple[str, int]] = {}
+
+    @classmethod
+    def start(cls, procs: Processes, folder: Path, seed: int) -> ProxyHandle:
+        parent, child = MP.Pipe(duplex=True)
+        procs.start(proxy_child, (child, folder / "proxy.log", seed), "proxy")
+        child.close()
+        procs.held.append(parent)
+        if not parent.poll(10) or parent.recv() != ("ok", "ready"):
+            raise RunError("the fault proxy did not start")
+        return cls(parent)
+
+    def call(self, *cmd: Any) -> Any:
+        self.conn.send(cmd)
+        if not self.conn.poll(10):
+            raise RunError(f"the fault proxy did not answer {cmd[0]!r}")
+        kind, value = self.conn.recv()
+        if kind != "ok":
+            raise RunError(f"the fault proxy refused {cmd!r}: {value}")
+        return value
+
+    def link(self, src: str, dst: str, target: tuple[str, int]) -> tuple[str, int]:
+        """The address ``src`` must connect to in order to reach ``dst``."""
+        name = f"{src}->{dst}"
+        if name not in self.links:
+            self.links[name] = (HOST, self.call("add", src, dst, list(target)))
+        return self.links[name]
+
+
+def proxy_child(conn: Any, log_path: Path, seed: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    log = EventLog(log_path, "proxy")
+    asyncio.run(serve(conn, log, seed))
+    log.close()

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TextIO
 
 from harness.protocol.messages import DecodeError, Message, encode_text, format_fields, quote, split_fields
+from harness.protocol.participant import TxRecord
 
 # Every event a node writes. The checker flags any other as a bad line (a torn
 # write, a stray print), so a new event must be added here.
@@ -135,6 +136,19 @@ class EventLog:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+def log_record(log: EventLog, event: str, r: TxRecord, why: str | None = None) -> None:
+    """A durable record as the checker reads it (events durable and restored)."""
+    log.event(
+        event,
+        ("txid", r.txid),
+        ("state", r.state.value),
+        ("value", r.value),
+        ("version", r.version),
+        ("participants", ",".join(r.participants)),
+        ("why", why),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,230 @@
+"""Measurements of the product itself: runs through the runner, start-up, resident memory."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import resource
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from harness.bench.floor import HOST, PARTICIPANTS, STARTUP_CLIENTS, await_all, fork, start_echoes
+from harness.bench.stats import log_time, pct
+from harness.experiment.children import client_child, participant_child
+from harness.experiment.config import RunConfig
+from harness.experiment.processes import MP, READY_TIMEOUT, Processes, RunError, await_ready
+from harness.experiment.runner import run
+from harness.experiment.workload import ClientConfig, RetryMode
+from harness.node.serve import ParticipantConfig
+from harness.verify.checker import check_run
+from harness.verify.model import CheckReport
+
+RESULT_WAIT = 60.0  # seconds the memory measurement waits for one transaction before giving up
+
+
+def _client_window(folder: Path, clients: list[str]) -> float:
+    """Seconds from the first ``begin`` to the last ``outcome`` in the clients' logs."""
+    first: str | None = None
+    last: str | None = None
+    for name in clients:
+        with open(folder / f"{name}.log", encoding="utf-8") as f:
+            for raw in f:
+                parts = raw.split(" ", 3)
+                if len(parts) < 3:
+                    continue
+                if parts[2] == "begin" and (first is None or parts[0] < first):
+                    first = parts[0]
+                elif parts[2] == "outcome" and (last is None or parts[0] > last):
+                    last = parts[0]
+    if first is None or last is None:
+        raise RunError(f"{folder}: no transaction in the clients' logs")
+    return log_time(last) - log_time(first)
+
+
+def _first_event(path: Path, event: str) -> float:
+    """When ``event`` first appears in an event log."""
+    with open(path, encoding="utf-8") as f:
+        for raw in f:
+            parts = raw.split(" ", 3)
+            if len(parts) >= 3 and parts[2] == event:
+                return log_time(parts[0])
+    raise RunError(f"{path}: no {event} line")
+
+
+class Runs:
+    """Runs experiments through harness.runner.run in the work folder, and checks each."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.count = 0
+        self.inconsistent: list[str] = []
+
+    def run(self, label: str, config: RunConfig) -> tuple[Path, CheckReport, float]:
+        """(run folder, its check, CPU seconds of every process of the run)."""
+        self.count += 1
+        folder = self.workdir / f"{self.count:03d}-{label}"
+        config = replace(config, base_port=0, host=HOST, out=folder, seed=config.seed or self.count)
+        # The runner reaps every child it starts, so their CPU time lands here.
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        run(config, progress_stream=io.StringIO())  # a non-terminal stream: no progress line
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        report = check_run(folder)
+        if not report.consistent:
+            self.inconsistent.append(f"{folder}: {len(report.violations)} violations")
+        return folder, report, cpu
+
+
+def one_client(runs: Runs, durable: bool, transactions: int) -> dict[str, Any]:
+    folder, report, cpu = runs.run(
+        "one-client-durable" if durable else "one-client-not-durable",
+        RunConfig(clients=1, transactions=transactions, durable=durable),
+    )
+    (c,) = report.clients
+    window = _client_window(folder, ["client1"])
+    return {
+        "committed": c.committed,
+        "attempted": c.attempted,
+        "tx_s": c.committed / window,
+        "p50_ms": pct(c.latencies_ms, 50),
+        "p99_ms": pct(c.latencies_ms, 99),
+        # every process, start and stop included: per committed transaction
+        "cpu_ms_per_tx": cpu / max(1, c.committed) * 1000,
+        "consistent": report.consistent,
+        "folder": str(folder),
+    }
+
+
+def contention(runs: Runs, clients: int, duration: float) -> dict[str, Any]:
+    folder, report, cpu = runs.run(
+        f"contention-{clients}", RunConfig(clients=clients, retry=RetryMode.BACKOFF, duration=duration)
+    )
+    names = [c.name for c in report.clients]
+    window = _client_window(folder, names)
+    committed = sum(c.committed for c in report.clients)
+    aborted = sum(c.aborted_total for c in report.clients)
+    return {
+        "committed": committed,
+        "aborted": aborted,
+        "unknown": sum(c.unknown for c in report.clients),
+        "window_s": window,
+        "committed_s": committed / window,
+        "aborts_per_commit": aborted / committed if committed else math.inf,
+        "min_client_commits": min(c.committed for c in report.clients),
+        "cpu_ms_per_commit": cpu / max(1, committed) * 1000,
+        "consistent": report.consistent,
+        "folder": str(folder),
+    }
+
+
+def startup(runs: Runs) -> dict[str, float]:
+    """The runner's start-up, from the call to run() to the last client's ready,
+    read from the timestamps of the participants' ``listening`` and the
+    clients' ``connected`` lines (each logged just before its ready message)."""
+    t0 = time.time()
+    folder, _, _ = runs.run("startup", RunConfig(clients=STARTUP_CLIENTS, participants=PARTICIPANTS, transactions=1))
+    participants = [_first_event(folder / f"server{i}.log", "listening") for i in range(1, PARTICIPANTS + 1)]
+    clients = [_first_event(folder / f"client{i}.log", "connected") for i in range(1, STARTUP_CLIENTS + 1)]
+    return {"participants_ready_s": max(participants) - t0, "all_ready_s": max(clients) - t0}
+
+
+def _proc_status(pid: int, key: str) -> float:
+    """A /proc/<pid>/status size (VmRSS, VmHWM) in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    raise RunError(f"/proc/{pid}/status has no {key}")
+
+
+def _private_mib(pid: int) -> float:
+    """Memory only this process holds (USS: private clean + dirty pages), in MiB.
+    A forked child's VmRSS also counts the pages it still shares with its parent."""
+    total = 0
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith(("Private_Clean:", "Private_Dirty:")):
+            total += int(line.split()[1])
+    return total / 1024
+
+
+def memory(workdir: Path, transactions: int) -> dict[str, Any]:
+    """Resident memory of three participants and one client forked by the
+    runner's own child entry points, after ``transactions`` transactions (and
+    after half as many, to show growth), beside an idle echo process.
+
+    The participants do not fsync: memory does not depend on it, and the
+    measurement takes half the time. The bench runs this first, while its own
+    process is as small as the runner's (a forked child's VmRSS counts the
+    pages it shares with its parent)."""
+    folder = workdir / "memory"
+    procs = Processes()
+    try:
+        echo_proc, _ = start_echoes(procs, 1)[0]
+        started = []
+        for i in range(1, PARTICIPANTS + 1):
+            config = ParticipantConfig(
+                node=f"server{i}",
+                host=HOST,
+                port=0,
+                data=folder / "data" / f"server{i}.sqlite3",
+                log=folder / f"server{i}.log",
+                durable=False,
+            )
+            started.append(fork(procs, participant_child, (config,), f"server{i}"))
+        addresses = [(a[0], a[1]) for a in await_all(started)]
+        participants = [p for p, _ in started]
+        go = MP.Event()
+        ccfg = ClientConfig(
+            name="client1", servers=addresses, log=folder / "client1.log", values=lambda op: op, count=10**9
+        )
+        parent, child = MP.Pipe(duplex=False)
+        client = procs.start(client_child, (ccfg, child, go), "client1")
+        child.close()
+        await_ready("client1", client, parent, time.monotonic() + READY_TIMEOUT)
+        go.set()
+
+        def sample() -> dict[str, float]:
+            assert client.pid is not None and echo_proc.pid is not None
+            pids = [p.pid for p in participants if p.pid is not None]
+            return {
+                "participant_mib": max(_proc_status(pid, "VmRSS") for pid in pids),
+                "participant_hwm_mib": max(_proc_status(pid, "VmHWM") for pid in pids),
+                "client_mib": _proc_status(client.pid, "VmRSS"),
+                "client_hwm_mib": _proc_status(client.pid, "VmHWM"),
+                "participant_private_mib": max(_private_mib(pid) for pid in pids),
+                "client_private_mib": _private_mib(client.pid),
+                "echo_private_mib": _private_mib(echo_proc.pid),
+                "echo_mib": _proc_status(echo_proc.pid, "VmRSS"),
+                "bench_mib": _proc_status(os.getpid(), "VmRSS"),
+            }
+
+        samples = {}
+        done = 0
+        for target in (transactions // 2, transactions):
+            while done < target:
+                if not parent.poll(RESULT_WAIT):
+                    raise RunError(f"the memory client finished no transaction in {RESULT_WAIT}s")
+                try:
+                    kind, _ = parent.recv()
+                except EOFError:
+                    raise RunError(f"the memory client exited (code {client.exitcode})") from None
+                if kind == "result":
+                    done += 1
+            samples[target] = sample()
+        parent.close()
+        procs.stop([client])  # first: no transaction is in flight when the participants stop
+    finally:
+        procs.stop()
+    half, full = samples[transactions // 2], samples[transactions]
+    return {
+        **full,
+        "transactions": transactions,
+        "participant_growth_mib_per_1000": (full["participant_mib"] - half["participant_mib"])
+        / max(1, transactions - transactions // 2)
+        * 1000,
+        "client_growth_mib_per_1000": (full["client_mib"] - half["client_mib"])
+        / max(1, transactions - transactions // 2)
+        * 1000,
+    }

@@ -1,0 +1,268 @@
+"""The benchmark's table: every figure beside its floor, its ratio and its target."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from tabulate import tabulate
+
+from harness.bench.floor import FSYNC_APPEND, PARTICIPANTS, STARTUP_CLIENTS
+from harness.bench.suite import (
+    CHECKER_SMALL,
+    STARVATION_RUN,
+    TARGET_CHECKER,
+    TARGET_CLIENT_MIB,
+    TARGET_CONTENTION,
+    TARGET_CONTENTION_CLIENTS,
+    TARGET_DURABLE_FSYNCS,
+    TARGET_NOT_DURABLE,
+    TARGET_PARTICIPANT_MIB,
+    TARGET_STARTUP,
+    BenchConfig,
+)
+
+
+@dataclass
+class Row:
+    """One line of the table: a figure, its floor, and its target if it has one."""
+
+    section: str
+    figure: str
+    value: float
+    unit: str
+    floor: float | None = None  # the same kind of figure, measured on the floor in this run
+    floor_name: str = ""
+    target: str = ""
+    met: bool | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        return self.value / self.floor if self.floor else None
+
+
+def _fmt(value: float, unit: str) -> str:
+    if math.isnan(value) or math.isinf(value):
+        return str(value)
+    if unit in ("tx/s", "lines/s", "committed/s"):
+        return f"{value:,.0f}"
+    if unit in ("ms", "ms CPU"):
+        return f"{value:.2f}"
+    if unit == "s":
+        return f"{value:.3f}"
+    if unit == "MiB":
+        return f"{value:.1f}"
+    if unit == "":
+        return f"{value:.2f}"
+    return f"{value:g}"
+
+
+def build_rows(results: dict[str, Any], config: BenchConfig) -> list[Row]:
+    rows: list[Row] = []
+    f = results["floor"]
+    floor_tx, floor_p50, floor_p99, fsync = f["tx_s"], f["p50_ms"], f["p99_ms"], f["fsync_ms"]
+    rows += [
+        Row("floor", "echo fan-out, 3 processes x 2 rounds", floor_tx, "tx/s", floor_tx, "echo tx/s"),
+        Row("floor", "echo fan-out latency p50", floor_p50, "ms", floor_p50, "echo p50"),
+        Row("floor", "echo fan-out latency p99", floor_p99, "ms", floor_p99, "echo p99"),
+        Row("floor", f"fsync of a {FSYNC_APPEND}-byte append (median)", fsync, "ms", fsync, "fsync"),
+        Row("floor", "harness.storage durable write, 1 record", f["storage_write_ms"], "ms", fsync, "fsync"),
+        Row("floor", "CPU per tx, client + 3 echo processes", f["cpu_ms_per_tx"], "ms CPU", f["cpu_ms_per_tx"], "echo"),
+    ]
+    floor_cpu = f["cpu_ms_per_tx"]
+    one = results.get("one_client")
+    if one:
+        d, n = one["durable"], one["not_durable"]
+        limit = floor_p50 + TARGET_DURABLE_FSYNCS * fsync
+        rows += [
+            Row(
+                "one client",
+                "not durable: committed/s",
+                n["tx_s"],
+                "tx/s",
+                floor_tx,
+                "echo tx/s",
+                f">= {TARGET_NOT_DURABLE} x floor = {TARGET_NOT_DURABLE * floor_tx:,.0f}",
+                n["tx_s"] >= TARGET_NOT_DURABLE * floor_tx,
+            ),
+            Row("one client", "not durable: latency p50", n["p50_ms"], "ms", floor_p50, "echo p50"),
+            Row("one client", "not durable: latency p99", n["p99_ms"], "ms", floor_p99, "echo p99"),
+            Row(
+                "one client", "not durable: CPU per tx, all processes", n["cpu_ms_per_tx"], "ms CPU", floor_cpu, "echo"
+            ),
+            Row("one client", "durable: committed/s", d["tx_s"], "tx/s", floor_tx, "echo tx/s"),
+            Row(
+                "one client",
+                "durable: latency p50",
+                d["p50_ms"],
+                "ms",
+                floor_p50,
+                "echo p50",
+                f"<= floor p50 + {TARGET_DURABLE_FSYNCS} fsyncs = {limit:.2f}",
+                d["p50_ms"] <= limit,
+            ),
+            Row("one client", "durable: latency p99", d["p99_ms"], "ms", floor_p99, "echo p99"),
+            Row("one client", "durable: CPU per tx, all processes", d["cpu_ms_per_tx"], "ms CPU", floor_cpu, "echo"),
+            Row("one client", "durable - not durable p50, in fsyncs", (d["p50_ms"] - n["p50_ms"]) / fsync, ""),
+        ]
+    mem = results.get("memory")
+    if mem:
+        echo = mem["echo_mib"]
+        per = f"after {config.memory_transactions} tx"
+        rows += [
+            Row(
+                "memory",
+                f"participant VmRSS {per}",
+                mem["participant_mib"],
+                "MiB",
+                echo,
+                "echo RSS",
+                f"< {TARGET_PARTICIPANT_MIB:g}",
+                mem["participant_mib"] < TARGET_PARTICIPANT_MIB,
+            ),
+            Row(
+                "memory",
+                f"client VmRSS {per}",
+                mem["client_mib"],
+                "MiB",
+                echo,
+                "echo RSS",
+                f"< {TARGET_CLIENT_MIB:g}",
+                mem["client_mib"] < TARGET_CLIENT_MIB,
+            ),
+            Row(
+                "memory",
+                "participant private (USS)",
+                mem["participant_private_mib"],
+                "MiB",
+                mem["echo_private_mib"],
+                "echo USS",
+            ),
+            Row(
+                "memory", "client private (USS)", mem["client_private_mib"], "MiB", mem["echo_private_mib"], "echo USS"
+            ),
+            Row("memory", "participant growth per 1000 tx", mem["participant_growth_mib_per_1000"], "MiB"),
+            Row("memory", "client growth per 1000 tx", mem["client_growth_mib_per_1000"], "MiB"),
+        ]
+    st = results.get("startup")
+    if st:
+        rows += [
+            Row(
+                "start-up",
+                f"{PARTICIPANTS} participants + {STARTUP_CLIENTS} clients ready (runner)",
+                st["all_ready_s"],
+                "s",
+                st["floor_s"],
+                "fork+ready",
+                f"< {TARGET_STARTUP}",
+                st["all_ready_s"] < TARGET_STARTUP,
+            ),
+            Row(
+                "start-up", "of which participants ready", st["participants_ready_s"], "s", st["floor_s"], "fork+ready"
+            ),
+            Row("start-up", "python -c 'import harness.run'", st["import_s"], "s", st["python_s"], "python -c pass"),
+        ]
+    cont = results.get("contention")
+    if cont:
+        single = one["durable"]["tx_s"] if one else None
+        for key, r in cont.items():
+            n = r["clients"]
+            target, met = "", None
+            if n == TARGET_CONTENTION_CLIENTS and single is not None:
+                target = f">= {TARGET_CONTENTION} x one client = {TARGET_CONTENTION * single:,.0f}"
+                met = r["committed_s"] >= TARGET_CONTENTION * single
+            starve = f">= 1 in a {STARVATION_RUN:g} s run"
+            if r["duration_s"] < STARVATION_RUN:
+                # Short runs (--quick) weigh the start of every client at once and
+                # the retries of their last transactions: say so next to the verdict.
+                starve += f" (this run: {r['duration_s']:g} s)"
+                if target:
+                    target += f" ({r['duration_s']:g} s runs)"
+            rows += [
+                Row(
+                    f"{key} clients", "committed/s", r["committed_s"], "committed/s", floor_tx, "echo tx/s", target, met
+                ),
+                Row(f"{key} clients", "aborts per commit", r["aborts_per_commit"], ""),
+                Row(
+                    f"{key} clients",
+                    "CPU per commit, all processes",
+                    r["cpu_ms_per_commit"],
+                    "ms CPU",
+                    floor_cpu,
+                    "echo",
+                ),
+                Row(
+                    f"{key} clients",
+                    "min commits of any client (worst run)",
+                    r["min_client_commits"],
+                    "count",
+                    None,
+                    "",
+                    starve,
+                    r["min_client_commits"] >= 1,
+                ),
+            ]
+    ch = results.get("checker")
+    if ch:
+        for label in ("large", "small"):
+            r = ch[label]
+            target, met = "", None
+            if label == "large":
+                target, met = f">= {TARGET_CHECKER:,}", r["lines_s"] >= TARGET_CHECKER
+            rows.append(
+                Row(
+                    "checker",
+                    f"check_run on {r['lines']:,} lines",
+                    r["lines_s"],
+                    "lines/s",
+                    r["floor_lines_s"],
+                    "read+split",
+                    target,
+                    met,
+                )
+            )
+        rows.append(Row("checker", f"linearity (time/line, {CHECKER_SMALL}x larger / smaller)", ch["linearity"], ""))
+    return rows
+
+
+def render(results: dict[str, Any], config: BenchConfig, rows: list[Row]) -> str:
+    m = results["machine"]
+    load = " ".join(f"{x:.1f}" for x in m["load_at_start"])
+    load_end = " ".join(f"{x:.1f}" for x in m["load_at_end"])
+    head = [
+        f"harness.bench: {m['cpus']} CPUs, Python {m['python']}, load average {load} at start, {load_end} at end; "
+        f"data in {m['workdir']} ({m['workdir_filesystem']})",
+        f"medians of {config.repeat} repetitions; x floor = the figure divided by its floor, measured in this run",
+        "",
+    ]
+    table = tabulate(
+        [
+            [
+                r.section,
+                r.figure,
+                _fmt(r.value, r.unit),
+                r.unit,
+                f"{_fmt(r.floor, r.unit)} ({r.floor_name})" if r.floor is not None else "",
+                f"{r.ratio:.2f}" if r.ratio is not None else "",
+                r.target,
+                "" if r.met is None else ("yes" if r.met else "NO"),
+            ]
+            for r in rows
+        ],
+        headers=["section", "figure", "median", "unit", "floor (same run)", "x floor", "target", "met"],
+        disable_numparse=True,
+    )
+    targets = [r for r in rows if r.met is not None]
+    missed = [f"{r.section}: {r.figure}" for r in targets if not r.met]
+    tail = ["", f"targets met: {len(targets) - len(missed)} of {len(targets)}"]
+    tail += [f"  not met: {x}" for x in missed]
+    ch = results.get("checker")
+    if ch:
+        s = ch["shapes"]
+        tail.append(
+            f"checker folder: {s['synthetic']} line shapes, {len(s['synthetic_not_in_real'])} not seen in a real run"
+        )
+    for bad in results.get("inconsistent_runs", []):
+        tail.append(f"INCONSISTENT: {bad}")
+    return "\n".join([*head, table, *tail])

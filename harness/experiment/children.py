@@ -1,0 +1,73 @@
+"""The runner's child processes: what runs in each, and the handle the runner keeps of it.
+
+A child reports to the runner over a pipe: ``("ready", payload)`` once it can
+be used (a participant's bound address; a client connected to every
+participant), ``("error", text)`` if it cannot start, and a client then sends
+``("result", (op, attempt, result))`` after every attempt and ``("done",
+None)`` at the end. The benchmark forks the same entry points.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing.connection
+import signal
+import sys
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from harness.experiment import workload
+from harness.node.client_node import ConnectError, TxResult
+from harness.node.serve import ParticipantConfig, StartError, serve
+
+
+def participant_child(config: ParticipantConfig, conn: multiprocessing.connection.Connection) -> None:
+    """A participant process: serve until SIGTERM, ready once it listens."""
+    try:
+        asyncio.run(serve(config, ready=lambda address: conn.send(("ready", address))))
+    except StartError as e:
+        conn.send(("error", str(e)))
+        sys.exit(2)
+
+
+def client_child(config: workload.ClientConfig, conn: multiprocessing.connection.Connection, go: Any) -> None:
+    """A client process: connect, report ready, wait for ``go`` (an Event), run the workload."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner stops us; Ctrl-C is its to handle
+
+    async def wait_go() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, go.wait)
+
+    def on_result(op: int, attempt: int, result: TxResult) -> None:
+        conn.send(("result", (op, attempt, result.result.value)))
+
+    try:
+        asyncio.run(workload.run(config, on_result, go=wait_go, connected=lambda: conn.send(("ready", None))))
+    except ConnectError as e:
+        conn.send(("error", str(e)))
+        sys.exit(2)
+    conn.send(("done", None))
+
+
+@dataclass
+class ParticipantProcess:
+    """The runner's handle of one participant: its configuration, its process, whether it is down."""
+
+    node: str
+    config: ParticipantConfig
+    address: tuple[str, int]
+    proc: BaseProcess | None = None
+    down_since: float | None = None  # killed or crashed, not yet restarted
+
+
+@dataclass
+class ClientProcess:
+    """The runner's handle of one client process and the operations it has finished."""
+
+    name: str
+    config: workload.ClientConfig
+    proc: BaseProcess
+    conn: multiprocessing.connection.Connection
+    running: bool = True
+    killed: bool = False
+    done_ops: int = 0  # operations finished (their last attempt reported)

@@ -1,0 +1,78 @@
+"""The faults a run can inject, named once: the nemesis's kinds and the targeted ``--crash`` specs.
+
+``FaultKind`` names what ``--nemesis`` draws from (and what ``nemesis.log``
+records); ``parse_crashes`` is the one reader of ``--crash TARGET:POINT[:N]``,
+which takes its points from harness.node.crash.
+"""
+
+from __future__ import annotations
+
+import enum
+
+from harness.node.crash import ClientCrashPoint, ParticipantCrashPoint, parse_crash_point
+
+
+class FaultKind(enum.StrEnum):
+    """A fault of the nemesis, as ``--nemesis`` and ``nemesis.log`` spell it."""
+
+    KILL_PARTICIPANT = "kill-participant"  # SIGKILL, then a restart from its storage after an outage
+    KILL_CLIENT = "kill-client"  # SIGKILL; a new client process takes over its unfinished operations
+    PAUSE = "pause"  # SIGSTOP, later SIGCONT, of a participant or a client
+    PARTITION = "partition"  # links of the fault proxy cut, or degraded
+    CRASH = "crash"  # a node killed itself at its --crash point (recorded, not drawn)
+
+
+# What --nemesis may name: every kind but the crash points, which --crash asks for.
+NEMESIS_KINDS = tuple(k for k in FaultKind if k is not FaultKind.CRASH)
+
+
+class PartitionPoint(enum.StrEnum):
+    """A partition made at a protocol point (``--crash partition:POINT``)."""
+
+    BETWEEN_PHASES = "between-phases"  # client1 cut from server2 right after server2's yes vote
+
+
+def parse_nemesis(text: str) -> tuple[FaultKind, ...]:
+    """``--nemesis kill-participant,pause`` -> the kinds; ValueError naming a bad one."""
+    kinds = []
+    for name in (k for k in text.split(",") if k):
+        if name not in NEMESIS_KINDS:
+            raise ValueError(f"--nemesis: {name!r} is not one of {', '.join(NEMESIS_KINDS)}")
+        kinds.append(FaultKind(name))
+    return tuple(kinds)
+
+
+def parse_crashes(specs: tuple[str, ...], participants: int, clients: int) -> dict[str, str]:
+    """``--crash`` values to {target: POINT[:N]}. ``participant`` means server1 and
+    ``client`` client1; ``serverN`` / ``clientN`` name one; ``:N`` after the
+    point crashes at its Nth passage; ``partition:between-phases`` is kept
+    under the target "partition". Raises ValueError with a readable message."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        role, _, point = spec.partition(":")
+        if role == "partition":
+            if point not in tuple(PartitionPoint):
+                raise ValueError(f"--crash partition:POINT takes one of {', '.join(PartitionPoint)}")
+            if participants < 2:
+                raise ValueError("--crash partition:between-phases needs at least 2 participants")
+            out["partition"] = point
+            continue
+        target = {"participant": "server1", "client": "client1"}.get(role, role)
+        points: type[ParticipantCrashPoint] | type[ClientCrashPoint]
+        if target.startswith("server") and target[6:].isdigit() and 1 <= int(target[6:]) <= participants:
+            points = ParticipantCrashPoint
+        elif target.startswith("client") and target[6:].isdigit() and 1 <= int(target[6:]) <= clients:
+            points = ClientCrashPoint
+        else:
+            raise ValueError(
+                f"--crash {spec!r}: the target must be participant, client, server1..server{participants}"
+                f" or client1..client{clients}"
+            )
+        try:
+            parse_crash_point(point, points)
+        except ValueError as e:
+            raise ValueError(f"--crash {spec!r}: {target}'s {e}") from None
+        if target in out:
+            raise ValueError(f"--crash names {target} twice")
+        out[target] = point
+    return out

@@ -1,0 +1,170 @@
+"""The workload a client runs: operations one after another, retries, backoff, and how to prepare.
+
+One home for it: the by-hand client (harness.client), the runner's client
+processes and the benchmark's synthetic runs follow the same rules.
+
+* ``--retry backoff``: after an abort, retry the same operation after a random
+  wait drawn from an exponential window (full jitter);
+* ``--prepare adaptive``: PREPARE in parallel, until a NOK vote; then prepare
+  in order (harness.protocol.coordinator) for ORDERED_AFTER_CONTENTION
+  transactions. PrepareMode.choose keeps that count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.events.log import EventLog
+from harness.node.client_node import ClientNode, ConnectError, TxResult
+from harness.node.crash import ClientCrashPoint, CrashPlan
+from harness.node.timing import CLIENT_TIMEOUT
+from harness.protocol import coordinator as co
+
+# Backoff after an abort (--retry backoff): full jitter over an exponential
+# window (AWS architecture blog, "Exponential Backoff and Jitter"). 2 ms is a
+# few transaction times on loopback; the window must grow to about clients x
+# transaction time for every client to get its turn: with a 0.2 s cap, 10-19 of
+# 100 clients committed nothing in 10 s; with 1 s, 0-1 (harness.bench).
+BACKOFF_BASE = 0.002
+BACKOFF_CAP = 1.0
+
+# --prepare adaptive: after a NOK vote, this many transactions use ordered
+# prepare (harness.protocol.coordinator) before going back to parallel. Enough
+# to ride out a burst of contention; a client alone pays nothing.
+ORDERED_AFTER_CONTENTION = 20
+MAX_RETRIES = 20  # with --retry backoff: retries of one operation before it is reported aborted
+
+
+class RetryMode(enum.StrEnum):
+    """What a client does after an abort (``--retry``)."""
+
+    NONE = "none"  # report it and go on to the next operation
+    BACKOFF = "backoff"  # retry the operation after a random wait (BACKOFF_BASE, BACKOFF_CAP)
+
+
+class PrepareMode(enum.StrEnum):
+    """How a client sends PREPARE (``--prepare``)."""
+
+    ADAPTIVE = "adaptive"  # parallel until a NOK vote, then ordered for ORDERED_AFTER_CONTENTION transactions
+    PARALLEL = "parallel"  # to every participant at once
+    ORDERED = "ordered"  # the first participant before the others: a round trip more, votes never split
+
+
+class PrepareChooser:
+    """Whether the next transaction prepares in order, under a PrepareMode."""
+
+    def __init__(self, mode: PrepareMode) -> None:
+        self.mode = mode
+        self.contended = 0  # transactions left to prepare in order (adaptive)
+
+    def ordered(self) -> bool:
+        """Prepare the next transaction in order?"""
+        return self.mode is PrepareMode.ORDERED or (self.mode is PrepareMode.ADAPTIVE and self.contended > 0)
+
+    def finished(self, cause: co.Cause) -> None:
+        """A transaction ended with ``cause``: a NOK vote starts a run of ordered prepares."""
+        if cause is co.Cause.NO_VOTE:
+            self.contended = ORDERED_AFTER_CONTENTION
+        elif self.contended:
+            self.contended -= 1
+
+
+def backoff(rng: random.Random, attempt: int) -> float:
+    """Seconds to wait before retrying after the ``attempt``-th attempt aborted (full jitter)."""
+    return rng.uniform(0, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))
+
+
+@dataclass
+class ClientConfig:
+    name: str
+    servers: list[tuple[str, int]]
+    log: Path | None
+    values: Callable[[int], int]  # operation number (1-based) -> value to write
+    count: int = 1
+    duration: float | None = None  # if set: run transactions for this many seconds instead of ``count``
+    first_op: int = 1  # a client started again by the runner goes on from where it was killed
+    connect_patience: float = 0.0  # seconds to keep trying to connect at start-up (a restarted client)
+    timeout: float = CLIENT_TIMEOUT
+    delay: float = 0.0
+    retry: RetryMode = RetryMode.NONE
+    prepare: PrepareMode = PrepareMode.ADAPTIVE
+    max_retries: int = MAX_RETRIES
+    seed: int | None = None
+    crash: str | None = None
+
+
+async def run(
+    config: ClientConfig,
+    on_result: Callable[[int, int, TxResult], None],
+    go: Callable[[], Awaitable[None]] | None = None,
+    connected: Callable[[], None] | None = None,
+) -> list[TxResult]:
+    """Connect, wait for ``go`` (if given), then run ``config.count`` operations.
+
+    ``on_result(op, attempt, result)`` is called after every attempt; the
+    list returned holds each operation's last attempt. Raises
+    ConnectError if a participant cannot be reached at start-up."""
+    crash = CrashPlan.parse(config.crash, ClientCrashPoint) if config.crash else None
+    log = EventLog(config.log, config.name, buffered=True)
+    client = ClientNode(config.name, config.servers, log, timeout=config.timeout, delay=config.delay, crash=crash)
+    rng = random.Random(config.seed)
+    results: list[TxResult] = []
+    try:
+        patience_until = time.monotonic() + config.connect_patience
+        while True:
+            try:
+                await client.connect()
+                break
+            except ConnectError:
+                if time.monotonic() >= patience_until:
+                    raise
+                await asyncio.sleep(0.05)  # a participant is being restarted: try again shortly
+        if connected is not None:
+            log.flush()  # what the runner hears is in the log already
+            connected()
+        if go is not None:
+            await go()
+        prepare = PrepareChooser(config.prepare)
+        until = None if config.duration is None else time.monotonic() + config.duration
+        for op in range(config.first_op, config.count + 1) if until is None else itertools.count(config.first_op):
+            if until is not None and time.monotonic() >= until:
+                break
+            value = config.values(op)
+            attempt = 0
+            while True:
+                attempt += 1
+                result = await client.transact(value, ordered=prepare.ordered())
+                prepare.finished(result.cause)
+                log.event(
+                    "outcome",
+                    ("txid", result.txid),
+                    ("result", result.result.value),
+                    ("op", op),
+                    ("attempt", attempt),
+                    ("value", value),
+                    ("latency_ms", f"{result.latency * 1000:.3f}"),
+                    ("cause", result.cause.value),
+                    ("reason", result.reason or None),
+                )
+                log.flush()  # what the runner hears is in the log already
+                on_result(op, attempt, result)
+                if (
+                    result.result is not co.Result.ABORTED
+                    or config.retry is not RetryMode.BACKOFF
+                    or attempt > config.max_retries
+                ):
+                    results.append(result)
+                    break
+                await asyncio.sleep(backoff(rng, attempt))
+    finally:
+        await client.close()
+        log.event("stopped")
+        log.close()
+    return results

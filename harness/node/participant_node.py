@@ -1,0 +1,538 @@
+"""asyncio TCP nodes that run the pure protocol core on real sockets.
+
+Theory of operation. A node feeds each input (a decoded line, a timeout) to
+its core and performs the returned actions in order. The one rule that makes
+the participant crash-safe lives here: *a Persist is durable before any later
+reply or send leaves the node* (but a lazy one: a commit, see
+harness.protocol.participant). Persists go to a group-commit writer (one
+SQLite transaction and one fsync for every record queued in one pass of the
+event loop); every outgoing message is queued on its connection with the
+number of persists issued before it, and leaves once that many are durable.
+The core updates its memory at once, so a STATUS or RESOLVE answered
+meanwhile may describe a record not yet on disk; a STATE reply waits for every
+persist before it, lazy ones too (so that a version it reports never goes back
+after a crash), a RESOLVE answer for those that are not lazy.
+
+Lines are handled in the protocols' data_received callbacks, not in a task per
+connection, and logged before anything they cause leaves (harness.eventlog).
+
+Bad input from the network (their fault) is logged, answered with ERROR and
+the connection closed; it never reaches the core, so it never changes state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import socket
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from harness.events.log import EventLog, log_record
+from harness.node.address import READ_CHUNK, listen_socket, parse_address
+from harness.node.crash import CrashPlan, ParticipantCrashPoint
+from harness.node.group_commit import GroupCommit
+from harness.node.storage import Storage
+from harness.node.timing import CONNECT_TIMEOUT, RESOLVE_AFTER
+from harness.protocol.messages import (
+    DecodeError,
+    Error,
+    LineBuffer,
+    Message,
+    Outcome,
+    State,
+    TxState,
+    Vote,
+    decode,
+    encode,
+    encode_text,
+)
+from harness.protocol.participant import (
+    Action,
+    CancelTimer,
+    Close,
+    ParticipantCore,
+    Persist,
+    Reply,
+    SendPeer,
+    StartTimer,
+)
+
+
+def _peername(transport: asyncio.BaseTransport) -> str:
+    info = transport.get_extra_info("peername")
+    return f"{info[0]}:{info[1]}" if info else "?"
+
+
+# Replies queued on one connection before we stop reading it: a peer that
+# pipelines requests (or reads nothing) cannot make us hold unbounded output.
+MAX_QUEUED = 64
+
+
+@dataclass(eq=False)
+class QueuedReply:
+    """A reply (its wire line) or a close, queued on an inbound connection until
+    the persists issued before it (``barrier``) are durable."""
+
+    barrier: int
+    text: str | None  # None: close the connection
+    yes_vote: bool = False
+    # An OUTCOME committed sent ahead of its record: the record's persist
+    # number (0: none). While it is not durable, a crash point follows the send.
+    ahead_of: int = 0
+    paced: bool = False  # held back by --delay
+    due: float | None = None  # with --delay: when it may leave
+
+
+class InboundConnection(asyncio.Protocol):
+    """One connection to the participant: a client or a peer asking RESOLVE.
+
+    Lines are handled as they arrive, in the event loop's own callback (no
+    task per connection: measured, a participant spent most of its time
+    switching between the stream reader, its task and the writer's)."""
+
+    def __init__(self, node: ParticipantNode) -> None:
+        self.node = node
+        self.id = 0
+        self.peer = "?"
+        self.transport: asyncio.Transport | None = None
+        self.buffer = LineBuffer()
+        self.queue: collections.deque[QueuedReply] = collections.deque()
+        self.refused = False  # a Close is queued: read nothing more
+        self.timer: asyncio.TimerHandle | None = None  # --delay
+        self.write_blocked = False  # the peer is not reading what we write
+        self.queue_full = False  # MAX_QUEUED replies wait to leave
+        self.crash_on_drain: list[QueuedReply] = []  # their crash points are reached once the kernel has our bytes
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.peer = _peername(transport)
+        self.node.on_accept(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.node.on_data(self, data)
+
+    def eof_received(self) -> bool:
+        # The peer is done sending (nc -N, shutdown(SHUT_WR)): answer what it
+        # sent, then close. True keeps our side open meanwhile.
+        self.node.on_eof(self)
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.node.on_close(self, exc)
+
+    # A peer that sends but does not read fills our buffer: stop reading it
+    # until it has taken what we wrote (or while MAX_QUEUED replies wait).
+    def pause_writing(self) -> None:
+        self.write_blocked = True
+        self.update_reading()
+
+    def resume_writing(self) -> None:
+        self.write_blocked = False
+        self.update_reading()
+        if self.crash_on_drain:
+            sent, self.crash_on_drain = self.crash_on_drain, []
+            for out in sent:
+                self.node.on_sent(out)
+
+    def update_reading(self) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.write_blocked or self.queue_full:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
+
+class ParticipantNode:
+    """A participant: a TCP server around a ParticipantCore and its Storage."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        log: EventLog,
+        *,
+        resolve_after: float = RESOLVE_AFTER,
+        delay: float = 0.0,
+        crash: CrashPlan | None = None,
+        routes: dict[str, tuple[str, int]] | None = None,
+    ) -> None:
+        self.storage = storage
+        self.log = log
+        self.resolve_after = resolve_after
+        self.delay = delay
+        self.crash = crash
+        # Where to connect to reach a peer, by its name; the name itself by
+        # default. The runner routes peers through its fault proxy this way.
+        self.routes = routes or {}
+        self.core: ParticipantCore | None = None
+        self.address: tuple[str, int] | None = None
+        self._server: asyncio.Server | None = None
+        self._gc: GroupCommit | None = None
+        self._conns: dict[int, InboundConnection] = {}
+        self._blocked: set[InboundConnection] = set()  # connections whose next output waits for a persist
+        self._barrier = 0  # persists issued up to the last one that is not lazy: outputs wait for these
+        # With a crash point: txid -> the persist of its committed record, while
+        # not durable (an OUTCOME committed sent meanwhile is ahead of it).
+        self._lazy: dict[str, int] = {}
+        self._next_conn = 0
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._peers: dict[str, PeerLink] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+
+    @property
+    def name(self) -> str:
+        assert self.address is not None
+        return f"{self.address[0]}:{self.address[1]}"
+
+    async def start(
+        self, host: str, port: int, advertise: str | None = None, sock: socket.socket | None = None
+    ) -> tuple[str, int]:
+        """Bind (or take the already bound ``sock``), recover from storage, then
+        accept connections. Returns the bound address (useful with port 0).
+        OSError if the port is taken."""
+        loop = asyncio.get_running_loop()
+        if sock is None and port == 0:
+            sock = listen_socket(host, 0)  # not in the ephemeral range: see listen_socket
+        if sock is not None:
+            server = loop.create_server(lambda: InboundConnection(self), sock=sock, start_serving=False)
+        else:
+            server = loop.create_server(lambda: InboundConnection(self), host, port, start_serving=False)
+        self._server = await server
+        bound = self._server.sockets[0].getsockname()
+        self.address = (bound[0], bound[1])
+        name = advertise or self.name
+        records = self.storage.load()
+        self.core = ParticipantCore.restore(name, records)
+        self._gc = GroupCommit(self.storage, self.log, self._durable)
+        c = self.core
+        if records:
+            # Every durable record, once per restart: a record made durable just
+            # before a SIGKILL may have missed its "durable" line, and the
+            # checker must see every record the participant ever acted on.
+            for r in sorted(records, key=lambda r: (r.version, r.txid)):
+                log_record(self.log, "restored", r)
+            prepared = [r.txid for r in records if r.state is TxState.PREPARED]
+            self.log.event(
+                "recovered",
+                ("records", len(records)),
+                ("prepared", ",".join(prepared) or "-"),
+                ("storage_server", c.storage_server),
+                ("version", c.version),
+            )
+        self._perform(self.core.recover(), conn=None)
+        await self._server.start_serving()
+        # Only now: a reader of this line may connect at once (readiness signal).
+        self.log.event(
+            "listening",
+            ("addr", self.name),
+            ("pid", os.getpid()),
+            ("name", name),
+            ("storage_server", c.storage_server),
+            ("version", c.version),
+            ("lock", c.lock or "-"),
+            ("records", len(records)),
+            ("data", self.storage.path),
+        )
+        self.log.flush()
+        return self.address
+
+    async def stop(self) -> None:
+        """Stop accepting, finish durable writes, close everything."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        for handle in self._timers.values():
+            handle.cancel()
+        for conn in list(self._conns.values()):
+            if conn.timer is not None:
+                conn.timer.cancel()
+            if conn.transport is not None:
+                conn.transport.close()
+        for link in self._peers.values():
+            link.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._gc is not None:
+            self._gc.close()
+        self.log.event("stopped")
+        self.log.flush()
+
+    # ------------------------------------------------------------ inputs
+
+    def on_accept(self, conn: InboundConnection) -> None:
+        """A connection was accepted (InboundConnection.connection_made)."""
+        assert conn.transport is not None
+        if self._closing:
+            conn.transport.close()
+            return
+        conn.id = self._next_conn = self._next_conn + 1
+        self._conns[conn.id] = conn
+        if self.crash is not None:
+            # A crash point after a send must know the bytes are the kernel's:
+            # with no buffer allowed, resume_writing says when (see _pump_queue).
+            conn.transport.set_write_buffer_limits(high=0)
+
+    def on_eof(self, conn: InboundConnection) -> None:
+        """The peer is done sending: answer what it sent, then close."""
+        if not conn.refused:
+            conn.refused = True
+            conn.queue.append(QueuedReply(self._barrier, None))
+            self._pump(conn)
+
+    def on_close(self, conn: InboundConnection, exc: Exception | None) -> None:
+        """The connection is gone: drop what was queued on it."""
+        self._conns.pop(conn.id, None)
+        self._blocked.discard(conn)
+        conn.queue.clear()
+        if conn.timer is not None:
+            conn.timer.cancel()
+        if exc is not None and not self._closing:
+            self.log.event("disconnect", ("peer", conn.peer), ("error", type(exc).__name__))
+
+    def on_data(self, conn: InboundConnection, data: bytes) -> None:
+        """Bytes arrived on ``conn``: decode each line, feed it to the core, perform the actions."""
+        if conn.refused or self._closing:
+            return
+        try:
+            lines = conn.buffer.feed(data)
+        except DecodeError as e:
+            self._refuse(conn, e)
+            return
+        assert self.core is not None
+        for line in lines:
+            try:
+                msg = decode(line)
+            except DecodeError as e:
+                self._refuse(conn, e)
+                return
+            # Logged as it came (decode accepted it, so it is one clean line).
+            self.log.message("recv", conn.peer, line.decode().strip(" \t\r"))
+            self._perform(self.core.on_request(conn.id, msg), conn=conn)
+            if conn.refused:  # the core closed it: read no further
+                return
+        if conn.buffer.error is not None:  # the lines before it were answered
+            self._refuse(conn, conn.buffer.error)
+
+    def _refuse(self, conn: InboundConnection, e: DecodeError) -> None:
+        """Their fault: say why (after the replies before it), close, change nothing."""
+        self.log.event("bad-input", ("peer", conn.peer), ("code", e.code), ("detail", e.detail))
+        conn.queue.append(QueuedReply(self._barrier, encode_text(Error(code=e.code, detail=e.detail))))
+        conn.queue.append(QueuedReply(self._barrier, None))
+        conn.refused = True
+        self._pump(conn)
+
+    def _timeout(self, txid: str) -> None:
+        self._timers.pop(txid, None)
+        if self._closing or self.core is None:
+            return
+        self.log.event("timeout", ("txid", txid), ("after_s", self.resolve_after))
+        self._perform(self.core.on_timeout(txid), conn=None)
+
+    def on_peer_reply(self, peer: str, msg: Message) -> None:
+        """A peer answered our RESOLVE (harness.node.participant_node.PeerLink)."""
+        if self._closing or self.core is None:
+            return
+        self._perform(self.core.on_peer_reply(peer, msg), conn=None)
+
+    # ------------------------------------------------------------ actions
+
+    def _perform(self, actions: list[Action], conn: InboundConnection | None) -> None:
+        """Run the core's actions. A reply or close is queued on ``conn`` behind
+        the persists issued before it (its barrier), so it leaves only once
+        they are durable; a message to a peer likewise. Lazy persists (a commit)
+        hold nothing back."""
+        gc = self._gc
+        assert gc is not None
+        for action in actions:
+            match action:
+                case Persist():
+                    seq = gc.submit(action)
+                    if action.lazy:
+                        if self.crash:
+                            self._lazy[action.record.txid] = seq
+                    else:
+                        self._barrier = seq
+                case Reply() | Close():
+                    if conn is None or action.conn != conn.id:
+                        raise AssertionError(f"core replied on connection {action.conn}, input came on {conn}")
+                    if isinstance(action, Close):
+                        conn.queue.append(QueuedReply(self._barrier, None))
+                        conn.refused = True
+                    else:
+                        msg = action.msg
+                        conn.queue.append(
+                            QueuedReply(
+                                # STATE reports the version: never one a crash could take back.
+                                gc.issued if isinstance(msg, State) else self._barrier,
+                                encode_text(msg),
+                                yes_vote=isinstance(msg, Vote) and msg.yes,
+                                ahead_of=self._lazy.get(msg.txid, 0)
+                                if isinstance(msg, Outcome) and msg.state is TxState.COMMITTED
+                                else 0,
+                                # The seed's slow pace, for people watching; STATUS stays prompt
+                                # so that harness.status and the runner see the participant alive.
+                                paced=bool(self.delay) and not isinstance(msg, State),
+                            )
+                        )
+                case SendPeer():
+                    link = self._peers.get(action.peer)
+                    if link is None:
+                        link = self._peers[action.peer] = PeerLink(self, action.peer)
+                    self._spawn(link.send(action.msg, self._barrier))
+                case StartTimer():
+                    if (old := self._timers.pop(action.txid, None)) is not None:
+                        old.cancel()
+                    loop = asyncio.get_running_loop()
+                    self._timers[action.txid] = loop.call_later(self.resolve_after, self._timeout, action.txid)
+                case CancelTimer():
+                    if (old := self._timers.pop(action.txid, None)) is not None:
+                        old.cancel()
+        if conn is not None:
+            if conn.queue and conn.queue[-1].barrier > self._barrier:
+                gc.write_soon()  # a STATE waits for a lazy record: do not let it wait 20 ms
+            self._pump(conn)
+
+    def _pump(self, conn: InboundConnection) -> None:
+        """Send the outputs at the head of ``conn``'s queue whose persists are durable."""
+        gc = self._gc
+        transport = conn.transport
+        assert gc is not None and transport is not None
+        if conn.timer is not None:  # held by --delay: release_paced pumps it
+            return
+        self._pump_queue(conn, gc, transport)
+        if conn.queue_full != (len(conn.queue) >= MAX_QUEUED):
+            conn.queue_full = not conn.queue_full
+            conn.update_reading()
+
+    def _pump_queue(self, conn: InboundConnection, gc: GroupCommit, transport: asyncio.Transport) -> None:
+        while conn.queue:
+            out = conn.queue[0]
+            if out.barrier > gc.durable:
+                self._blocked.add(conn)  # _durable pumps it again
+                return
+            if out.paced:
+                now = asyncio.get_running_loop().time()
+                if out.due is None:
+                    out.due = now + self.delay
+                if now < out.due:
+                    conn.timer = asyncio.get_running_loop().call_at(out.due, self.release_paced, conn)
+                    return
+            conn.queue.popleft()
+            if transport.is_closing():
+                conn.queue.clear()
+                return
+            if out.text is None:
+                self.log.flush()
+                transport.close()
+                conn.queue.clear()
+                return
+            if out.yes_vote and self.crash:
+                self.crash.reached(ParticipantCrashPoint.BEFORE_VOTE, self.log)
+            self.log.message("send", conn.peer, out.text)
+            self.log.flush()  # the log before the world: nothing leaves unlogged
+            transport.write(f"{out.text}\n".encode())
+            if self.crash and (out.yes_vote or out.ahead_of):
+                if transport.get_write_buffer_size():
+                    conn.crash_on_drain.append(out)  # once the bytes are out (resume_writing)
+                else:
+                    self.on_sent(out)
+
+    async def wait_durable(self, seq: int) -> None:
+        """Until the first ``seq`` persists are durable (a peer link's sends wait for their barrier)."""
+        assert self._gc is not None
+        await self._gc.wait(seq)
+
+    def on_sent(self, out: QueuedReply) -> None:
+        """``out`` has reached the kernel: the crash point it marks, if any."""
+        assert self.crash is not None and self._gc is not None
+        if out.yes_vote:
+            self.crash.reached(ParticipantCrashPoint.AFTER_VOTE, self.log)
+        elif out.ahead_of > self._gc.durable:  # still ahead of its record
+            self.crash.reached(ParticipantCrashPoint.AFTER_COMMIT_REPLY, self.log)
+
+    def release_paced(self, conn: InboundConnection) -> None:
+        conn.timer = None
+        self._pump(conn)
+
+    def _durable(self, batch: list[Persist]) -> None:
+        if self.crash and any(p.record.state is TxState.COMMITTED for p in batch):
+            for p in batch:
+                self._lazy.pop(p.record.txid, None)
+            self.crash.reached(ParticipantCrashPoint.AFTER_COMMIT, self.log)
+        if self._blocked:
+            blocked, self._blocked = self._blocked, set()
+            for conn in blocked:
+                self._pump(conn)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class PeerLink:
+    """An outgoing connection to a peer participant, for RESOLVE and its replies.
+
+    Any failure just drops the message: the resolve timer asks again."""
+
+    def __init__(self, node: ParticipantNode, peer: str) -> None:
+        self.node = node
+        self.peer = peer
+        self._writer: asyncio.StreamWriter | None = None
+        self._lock = asyncio.Lock()
+        self._reader_task: asyncio.Task[None] | None = None
+
+    async def send(self, msg: Message, barrier: int) -> None:
+        node = self.node
+        await node.wait_durable(barrier)
+        async with self._lock:
+            if self._writer is None or self._writer.is_closing():
+                try:
+                    host, port = self.node.routes.get(self.peer) or parse_address(self.peer)
+                    reader, writer = await asyncio.wait_for(
+                        asyncio.open_connection(host, port, limit=READ_CHUNK), CONNECT_TIMEOUT
+                    )
+                except (OSError, TimeoutError, ValueError) as e:
+                    node.log.event("unreachable", ("peer", self.peer), ("error", str(e) or type(e).__name__))
+                    return
+                self._writer = writer
+                self._reader_task = asyncio.get_running_loop().create_task(self._read(reader, writer))
+            node.log.message("send", self.peer, msg)
+            node.log.flush()
+            self._writer.write(encode(msg))
+            try:
+                await self._writer.drain()
+            except ConnectionError:
+                self._writer.close()
+
+    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        buffer = LineBuffer()
+        try:
+            while data := await reader.read(READ_CHUNK):
+                for line in buffer.feed(data):
+                    msg = decode(line)
+                    self.node.log.message("recv", self.peer, msg)
+                    self.node.on_peer_reply(self.peer, msg)
+                if buffer.error is not None:
+                    raise buffer.error
+        except (ConnectionError, DecodeError) as e:
+            self.node.log.event("disconnect", ("peer", self.peer), ("error", str(e) or type(e).__name__))
+        finally:
+            writer.close()
+            if self._writer is writer:  # not a newer connection made meanwhile
+                self._writer = None
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+        if self._reader_task is not None:
+            self._reader_task.cancel()

@@ -1,0 +1,45 @@
+"""STATUS queries: ask participants for their STATE (harness.status, the runner)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from harness.node.address import READ_CHUNK
+from harness.node.timing import STATUS_TIMEOUT
+from harness.protocol.messages import DecodeError, State, Status, decode, encode
+
+
+async def query_status(address: tuple[str, int], timeout: float = STATUS_TIMEOUT) -> State:
+    """Ask one participant for its STATE. Raises OSError or TimeoutError if it
+    cannot be reached or does not answer, ValueError if it answers nonsense."""
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(*address, limit=READ_CHUNK)
+        try:
+            writer.write(encode(Status()))
+            await writer.drain()
+            line = await reader.readline()
+        finally:
+            writer.close()
+    if not line:
+        raise ConnectionError("closed the connection without answering")
+    try:
+        msg = decode(line)
+    except DecodeError as e:
+        raise ValueError(f"bad STATE reply: {e}") from None
+    if not isinstance(msg, State):
+        raise ValueError(f"answered {msg.kind.value} to STATUS")
+    return msg
+
+
+async def query_all(addresses: list[tuple[str, int]], timeout: float = STATUS_TIMEOUT) -> list[State | str]:
+    """STATE of every participant, or the error (as text) for those that failed."""
+
+    async def one(address: tuple[str, int]) -> State | str:
+        try:
+            return await query_status(address, timeout)
+        except TimeoutError:
+            return f"no answer in {timeout}s"
+        except (OSError, ValueError) as e:
+            return str(e) or type(e).__name__
+
+    return list(await asyncio.gather(*(one(a) for a in addresses)))
