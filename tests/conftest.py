@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WAIT = 20.0  # seconds to wait for a line before the test fails; generous for a loaded CI machine
 
 
-def _env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONUNBUFFERED"] = "1"
@@ -39,7 +39,7 @@ class NodeProcess:
         self.proc = subprocess.Popen(
             [sys.executable, *args],
             cwd=cwd,
-            env=_env(),
+            env=child_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -115,7 +115,7 @@ class Cluster:
         return subprocess.run(
             [sys.executable, "-m", "harness.client", "--servers", self.servers, *args],
             cwd=self.workdir,
-            env=_env(),
+            env=child_env(),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -130,7 +130,7 @@ class Cluster:
         return subprocess.run(
             [sys.executable, "-m", "harness.status", "--servers", self.servers],
             cwd=self.workdir,
-            env=_env(),
+            env=child_env(),
             capture_output=True,
             text=True,
             timeout=WAIT,

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import ROOT, _env
+from conftest import ROOT, child_env
 
 from harness.bench.suite import BenchConfig
 from harness.bench.synth import synthesize_run
@@ -45,7 +45,7 @@ def test_bench_quick_measures_every_section_and_writes_json(tmp_path: Path) -> N
     proc = subprocess.run(
         [sys.executable, "-m", "harness.bench", *TINY, "--workdir", str(tmp_path / "work"), "--json", str(out)],
         cwd=ROOT,
-        env=_env(),
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -85,7 +85,7 @@ def test_synthetic_checker_folder_is_consistent_and_its_size_as_asked(tmp_path: 
 def test_bench_refuses_bad_flags() -> None:
     for flags in (["--repeat", "0"], ["--clients", "0"], ["--only", "nothing"]):
         proc = subprocess.run(
-            [sys.executable, "-m", "harness.bench", *flags], cwd=ROOT, env=_env(), capture_output=True, text=True
+            [sys.executable, "-m", "harness.bench", *flags], cwd=ROOT, env=child_env(), capture_output=True, text=True
         )
         assert proc.returncode == 2, (flags, proc.stderr)
 

@@ -26,19 +26,34 @@ from typing import Any
 
 import pytest
 
-from harness.events.log import utc_timestamp
+from harness.events.log import format_line, format_message_line, utc_timestamp
+from harness.events.schema import (
+    BEGIN,
+    CONNECTED,
+    DECIDE,
+    DURABLE,
+    LISTENING,
+    OUTCOME,
+    RECOVERED,
+    RECV,
+    RESTORED,
+    SEND,
+    STOPPED,
+    EventKind,
+)
 from harness.experiment.config import RunConfig
 from harness.experiment.runner import run
 from harness.protocol import coordinator as co
 from harness.protocol import participant as participant_core
-from harness.protocol.messages import TxState, Vote, format_fields
+from harness.protocol.messages import Abort, Commit, Message, NokCode, Outcome, Prepare, Status, TxState, Vote
 from harness.verify.checker import check_run
 from harness.verify.model import CheckError, CheckReport, Violation
 
 SERVERS = ("server1", "server2", "server3")
 CLIENTS = ("client1", "client2")
 ADDRESS = {"server1": "127.0.0.1:8886", "server2": "127.0.0.1:8887", "server3": "127.0.0.1:8888"}
-PARTICIPANTS = ",".join(ADDRESS[s] for s in SERVERS)
+THREE = tuple(ADDRESS[s] for s in SERVERS)
+PARTICIPANTS = ",".join(THREE)
 CLIENT_PEER = {"client1": "127.0.0.1:50001", "client2": "127.0.0.1:50002"}  # as participants see them
 T0 = 1_800_000_000.0  # the synthetic run's first timestamp (2027-01-15)
 TICK = 0.000_1  # seconds between two synthetic log lines
@@ -74,31 +89,35 @@ class FakeRun:
             self.start(s)
         for c in CLIENTS:
             for s in SERVERS:
-                self.emit(c, "send", ("peer", ADDRESS[s]), ("msg", "STATUS"))
-                self.emit(s, "recv", ("peer", CLIENT_PEER[c]), ("msg", "STATUS"))
-            self.emit(c, "connected", ("participants", PARTICIPANTS))
+                self.message(c, SEND, ADDRESS[s], Status())
+                self.message(s, RECV, CLIENT_PEER[c], Status())
+            self.emit(c, CONNECTED, pid=7001 + CLIENTS.index(c), participants=PARTICIPANTS)
 
     # ------------------------------------------------------------ lines
 
-    def line(self, node: str, event: str, *fields: tuple[str, object]) -> str:
-        """One event line as harness.eventlog.EventLog writes it, at the next tick."""
-        rest = format_fields(fields)
-        ts = utc_timestamp(T0 + next(self._ticks) * TICK)
-        return f"{ts} {node} {event} {rest}" if rest else f"{ts} {node} {event}"
+    def stamp(self) -> str:
+        """The next tick's timestamp."""
+        return utc_timestamp(T0 + next(self._ticks) * TICK)
 
-    def emit(self, node: str, event: str, *fields: tuple[str, object]) -> None:
-        self.logs[node].append(self.line(node, event, *fields))
+    def emit(self, node: str, kind: EventKind, /, **values: object) -> None:
+        """One event line, as EventLog writes it (through the schema), at the next tick."""
+        self.logs[node].append(format_line(self.stamp(), node, kind, **values))
+
+    def message(self, node: str, kind: EventKind, peer: str, msg: Message) -> None:
+        """A message sent or received (``kind`` SEND or RECV), at the next tick."""
+        self.logs[node].append(format_message_line(self.stamp(), node, kind, peer, msg))
 
     def durable_line(self, server: str, txid: str, state: str, value: int, version: int, why: str) -> str:
-        return self.line(
+        return format_line(
+            self.stamp(),
             server,
-            "durable",
-            ("txid", txid),
-            ("state", state),
-            ("value", value),
-            ("version", version),
-            ("participants", PARTICIPANTS),
-            ("why", why),
+            DURABLE,
+            txid=txid,
+            state=state,
+            value=value,
+            version=version,
+            participants=PARTICIPANTS,
+            why=why,
         )
 
     def _persist(self, server: str, txid: str, state: str, value: int, why: str) -> None:
@@ -112,7 +131,7 @@ class FakeRun:
 
     def start(self, server: str, records: dict[str, tuple[str, int, int]] | None = None) -> None:
         """``server`` (re)starts from ``records`` (default: what it holds), logging
-        as nodes.ParticipantNode.start does: each record restored, then listening."""
+        as ParticipantNode.start does: each record restored, then listening."""
         if records is not None:
             self.records[server] = records
         held = self.records[server]
@@ -121,103 +140,90 @@ class FakeRun:
         lock = next((t for t, (state, _, _) in held.items() if state == "prepared"), None)
         if held:
             for txid, (state, value, v) in sorted(held.items(), key=lambda kv: (kv[1][2], kv[0])):
-                self.emit(
-                    server,
-                    "restored",
-                    ("txid", txid),
-                    ("state", state),
-                    ("value", value),
-                    ("version", v),
-                    ("participants", PARTICIPANTS),
-                )
+                self.emit(server, RESTORED, txid=txid, state=state, value=value, version=v, participants=PARTICIPANTS)
             prepared = ",".join(t for t, (state, _, _) in held.items() if state == "prepared")
             self.emit(
                 server,
-                "recovered",
-                ("records", len(held)),
-                ("prepared", prepared or "-"),
-                ("storage_server", storage_server),
-                ("version", version),
+                RECOVERED,
+                records=len(held),
+                prepared=prepared or "-",
+                storage_server=storage_server,
+                version=version,
             )
         self.emit(
             server,
-            "listening",
-            ("addr", ADDRESS[server]),
-            ("pid", next(self._pids)),
-            ("name", ADDRESS[server]),
-            ("storage_server", storage_server),
-            ("version", version),
-            ("lock", lock or "-"),
-            ("records", len(held)),
-            ("data", f"/runs/fake/data/{server}.sqlite3"),
+            LISTENING,
+            addr=ADDRESS[server],
+            pid=next(self._pids),
+            name=ADDRESS[server],
+            storage_server=storage_server,
+            version=version,
+            lock=lock or "-",
+            records=len(held),
+            data=f"/runs/fake/data/{server}.sqlite3",
         )
 
     # ------------------------------------------------------------ protocol steps
 
     def begin(self, client: str, txid: str, value: int) -> None:
         """The client begins ``txid`` and sends PREPARE to every participant."""
-        self.emit(client, "begin", ("txid", txid), ("value", value), ("participants", PARTICIPANTS))
+        self.emit(client, BEGIN, txid=txid, value=value, participants=PARTICIPANTS)
         for s in SERVERS:
-            self.emit(
-                client,
-                "send",
-                ("peer", ADDRESS[s]),
-                ("msg", "PREPARE"),
-                ("txid", txid),
-                ("value", value),
-                ("participants", PARTICIPANTS),
-            )
+            self.message(client, SEND, ADDRESS[s], Prepare(txid=txid, value=value, participants=THREE))
 
     def vote(
         self, server: str, client: str, txid: str, value: int, *, holder: str | None = None, persist_first: bool = True
     ) -> None:
         """``server`` receives PREPARE: votes yes, or no if ``holder`` holds its lock.
         ``persist_first=False`` sends a yes vote before it is durable (a broken node)."""
-        self.emit(
-            server,
-            "recv",
-            ("peer", CLIENT_PEER[client]),
-            ("msg", "PREPARE"),
-            ("txid", txid),
-            ("value", value),
-            ("participants", PARTICIPANTS),
-        )
-        reason = f"locked by {holder}" if holder else None
+        self.message(server, RECV, CLIENT_PEER[client], Prepare(txid=txid, value=value, participants=THREE))
+        reason = f"locked by {holder}" if holder else ""
         state, why = ("aborted", f"vote no: {reason}") if holder else ("prepared", "vote yes")
-        vote = ("vote", "NOK" if holder else "ok")
+        vote = Vote(txid=txid, yes=not holder, code=NokCode.LOCKED if holder else None, reason=reason)
         if persist_first:
             self._persist(server, txid, state, value, why)
-        self.emit(
-            server, "send", ("peer", CLIENT_PEER[client]), ("msg", "VOTE"), ("txid", txid), vote, ("reason", reason)
-        )
+        self.message(server, SEND, CLIENT_PEER[client], vote)
         if not persist_first:
             self._persist(server, txid, state, value, why)
-        self.emit(client, "recv", ("peer", ADDRESS[server]), ("msg", "VOTE"), ("txid", txid), vote, ("reason", reason))
+        self.message(client, RECV, ADDRESS[server], vote)
 
     def decide(self, client: str, txid: str, result: str, reason: str) -> None:
-        self.emit(client, "decide", ("txid", txid), ("result", result), ("reason", reason))
+        self.emit(client, DECIDE, txid=txid, result=result, reason=reason)
 
     def finish(self, server: str, client: str, txid: str, value: int, result: str) -> None:
         """The client sends COMMIT (result committed) or ABORT to ``server``; it applies it and answers."""
         verb = "COMMIT" if result == "committed" else "ABORT"
-        self.emit(client, "send", ("peer", ADDRESS[server]), ("msg", verb), ("txid", txid))
-        self.emit(server, "recv", ("peer", CLIENT_PEER[client]), ("msg", verb), ("txid", txid))
+        request = Commit(txid=txid) if result == "committed" else Abort(txid=txid)
+        self.message(client, SEND, ADDRESS[server], request)
+        self.message(server, RECV, CLIENT_PEER[client], request)
         self._persist(server, txid, result, value, f"{verb} received")
-        self.emit(server, "send", ("peer", CLIENT_PEER[client]), ("msg", "OUTCOME"), ("txid", txid), ("state", result))
-        self.emit(client, "recv", ("peer", ADDRESS[server]), ("msg", "OUTCOME"), ("txid", txid), ("state", result))
+        answer = Outcome(txid=txid, state=TxState(result))
+        self.message(server, SEND, CLIENT_PEER[client], answer)
+        self.message(client, RECV, ADDRESS[server], answer)
 
-    def outcome(self, client: str, txid: str, value: int, op: int, result: str, cause: str, reason: str = "") -> None:
+    def outcome(
+        self,
+        client: str,
+        txid: str,
+        value: int,
+        op: int,
+        result: str,
+        cause: str,
+        reason: str = "",
+        nok: NokCode | None = None,
+    ) -> None:
         self.emit(
             client,
-            "outcome",
-            ("txid", txid),
-            ("result", result),
-            ("op", op),
-            ("attempt", 1),
-            ("value", value),
-            ("latency_ms", "4.250"),
-            ("cause", cause),
-            ("reason", reason or None),
+            OUTCOME,
+            txid=txid,
+            result=result,
+            op=op,
+            attempt=1,
+            value=value,
+            latency_ms="4.250",
+            cause=cause,
+            nok=nok.value if nok else None,
+            reason=reason or None,
         )
 
     def commit_everywhere(self, client: str, txid: str, value: int, op: int) -> None:
@@ -232,7 +238,7 @@ class FakeRun:
 
     def stop(self) -> None:
         for node in self.logs:
-            self.emit(node, "stopped")
+            self.emit(node, STOPPED)
 
     # ------------------------------------------------------------ the folder
 
@@ -320,8 +326,8 @@ def consistent_run(stop: bool = True) -> FakeRun:
     for s in ("server1", "server2"):
         r.finish(s, "client1", ABORTED_1, VALUE[ABORTED_1], "aborted")
     r.finish("server3", "client2", ABORTED_2, VALUE[ABORTED_2], "aborted")
-    r.outcome("client1", ABORTED_1, VALUE[ABORTED_1], 1, "aborted", "no-vote", reason_1)
-    r.outcome("client2", ABORTED_2, VALUE[ABORTED_2], 1, "aborted", "no-vote", reason_2)
+    r.outcome("client1", ABORTED_1, VALUE[ABORTED_1], 1, "aborted", "no-vote", reason_1, NokCode.LOCKED)
+    r.outcome("client2", ABORTED_2, VALUE[ABORTED_2], 1, "aborted", "no-vote", reason_2, NokCode.LOCKED)
     r.commit_everywhere("client1", COMMITTED_1, VALUE[COMMITTED_1], 2)
     r.commit_everywhere("client2", COMMITTED_2, VALUE[COMMITTED_2], 2)
     if stop:
@@ -772,7 +778,16 @@ def test_txid_reused_by_another_client(tmp_path: Path) -> None:
     # client1's third transaction takes client2's (aborted) txid; every participant refuses it
     r = consistent_run(stop=False)
     r.begin("client1", ABORTED_2, 1_000_003)
-    r.outcome("client1", ABORTED_2, 1_000_003, 3, "aborted", "no-vote", "127.0.0.1:8886 voted NOK: already aborted")
+    r.outcome(
+        "client1",
+        ABORTED_2,
+        1_000_003,
+        3,
+        "aborted",
+        "no-vote",
+        "127.0.0.1:8886 voted NOK: already aborted",
+        NokCode.ABORTED,
+    )
     r.stop()
     folder, report = check(r, tmp_path)
     [v] = found(report, "txid-reused", ABORTED_2)
@@ -1229,3 +1244,21 @@ def test_an_abandoned_transaction_is_counted_for_its_client(tmp_path: Path) -> N
     assert report.consistent, show(report)
     assert {c.name: c.abandoned for c in report.clients} == {"client1": 0, "client2": 1}
     assert report.abandoned == 1
+
+
+# ====================================================================== abort causes
+
+
+def test_a_lock_conflict_is_told_by_the_nok_code_not_by_the_prose(tmp_path: Path) -> None:
+    _, report = check(consistent_run(), tmp_path / "a")
+    assert report.consistent, show(report)
+    assert {c.name: c.aborted for c in report.clients} == {
+        "client1": {"no vote: locked": 1},
+        "client2": {"no vote: locked": 1},
+    }
+    r = consistent_run()
+    for i, line in enumerate(r.logs["client1"]):  # the same prose, another code
+        if f"outcome txid={ABORTED_1} " in line:
+            r.logs["client1"][i] = line.replace("nok=locked", "nok=aborted")
+    _, report = check(r, tmp_path / "b")
+    assert {c.name: c.aborted for c in report.clients}["client1"] == {"no vote: other": 1}

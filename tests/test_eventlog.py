@@ -10,6 +10,7 @@ import pytest
 
 from harness.events import log as eventlog
 from harness.events.log import EventLog, read_log
+from harness.events.schema import BEGIN, RECV, SEND, STOPPED, TIMEOUT
 from harness.protocol.messages import Vote
 
 
@@ -28,9 +29,9 @@ def _count_writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 def test_unbuffered_log_writes_each_line_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     writes = _count_writes(monkeypatch)
     log = EventLog(tmp_path / "n.log", "n1")
-    log.event("begin", ("txid", "t1"), ("value", 7))
+    log.write(BEGIN, txid="t1", value=7, participants="p1,p2")
     assert len(writes) == 1
-    assert writes[0].endswith(b" n1 begin txid=t1 value=7\n")
+    assert writes[0].endswith(b" n1 begin txid=t1 value=7 participants=p1,p2\n")
     log.close()
 
 
@@ -40,8 +41,8 @@ def test_buffered_lines_go_out_in_one_write_on_flush_in_order(tmp_path: Path, mo
 
     async def scenario() -> None:
         log = EventLog(path, "n1", buffered=True)
-        log.event("begin", ("txid", "t1"), ("value", 7))
-        log.message("send", "127.0.0.1:8886", Vote(txid="t1", yes=False, reason="locked by t0"))
+        log.write(BEGIN, txid="t1", value=7, participants="p1,p2")
+        log.message(SEND, "127.0.0.1:8886", Vote(txid="t1", yes=False, reason="locked by t0"))
         assert writes == [] and path.read_text() == ""
         log.flush()
         assert len(writes) == 1
@@ -68,8 +69,8 @@ def test_buffered_lines_flush_by_themselves_on_the_running_loop(
 
     async def scenario() -> None:
         log = EventLog(path, "n1", buffered=True)
-        log.event("timeout", ("txid", "t1"))
-        log.event("timeout", ("txid", "t2"))
+        log.write(TIMEOUT, txid="t1")
+        log.write(TIMEOUT, txid="t2")
         assert writes == []
         for _ in range(3):  # yield to the loop: no sleeping for time
             await asyncio.sleep(0)
@@ -83,7 +84,7 @@ def test_buffered_lines_flush_by_themselves_on_the_running_loop(
 def test_buffered_log_without_a_running_loop_writes_at_once(tmp_path: Path) -> None:
     path = tmp_path / "n.log"
     log = EventLog(path, "n1", buffered=True)
-    log.event("stopped")
+    log.write(STOPPED)
     assert path.read_text().endswith(" n1 stopped\n")
     log.close()
 
@@ -94,8 +95,8 @@ def test_message_line_is_the_wire_line_after_msg(tmp_path: Path) -> None:
     path = tmp_path / "n.log"
     log = EventLog(path, "n1")
     vote = Vote(txid="t1", yes=False, reason='say "no"')
-    log.message("recv", "h:1", vote)
-    log.message("recv", "h:1", 'VOTE txid=t1 vote=NOK reason="say \\"no\\""')
+    log.message(RECV, "h:1", vote)
+    log.message(RECV, "h:1", 'VOTE txid=t1 vote=NOK reason="say \\"no\\""')
     log.close()
     first, second = path.read_text().splitlines()
     expected = 'n1 recv peer=h:1 msg=VOTE txid=t1 vote=NOK reason="say \\"no\\""'
@@ -109,16 +110,16 @@ def test_lines_after_the_loop_ended_are_not_stuck_behind_its_timer(
     log = EventLog(path, "n1", buffered=True)
 
     async def write(txid: str) -> None:
-        log.event("timeout", ("txid", txid))
+        log.write(TIMEOUT, txid=txid)
 
     asyncio.run(write("t1"))  # the loop ends before its flush timer fires
-    log.event("timeout", ("txid", "t2"))  # no loop now: written at once, t1 first
+    log.write(TIMEOUT, txid="t2")  # no loop now: written at once, t1 first
     assert [line.fields["txid"] for line in read_log(path)] == ["t1", "t2"]
 
     monkeypatch.setattr(eventlog, "FLUSH_AFTER", 0.0)  # the next pass of the loop
 
     async def write_and_yield(txid: str) -> None:
-        log.event("timeout", ("txid", txid))
+        log.write(TIMEOUT, txid=txid)
         for _ in range(3):  # yield to the loop: its own timer flushes, no sleeping for time
             await asyncio.sleep(0)
         assert [line.fields["txid"] for line in read_log(path)][-1] == txid

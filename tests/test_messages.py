@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.protocol.messages import (
-    _FIELDS,
     MAX_LINE,
     MAX_PARTICIPANTS,
+    MESSAGE_FIELDS,
     VALUE_MAX,
     VALUE_MIN,
     Abort,
@@ -27,6 +27,7 @@ from harness.protocol.messages import (
     Kind,
     LineBuffer,
     Message,
+    NokCode,
     Outcome,
     Prepare,
     Resolve,
@@ -51,7 +52,8 @@ EXAMPLES: list[Message] = [
     Prepare(txid="x.y:z_9-", value=VALUE_MAX, participants=THREE),
     Prepare(txid="neg", value=VALUE_MIN, participants=tuple(f"h{i}:{i}" for i in range(MAX_PARTICIPANTS))),
     Vote(txid="c1-0001", yes=True),
-    Vote(txid="c1-0001", yes=False, reason="locked by c2-0007"),
+    Vote(txid="c1-0001", yes=False, code=NokCode.LOCKED, reason="locked by c2-0007"),
+    Vote(txid="c1-0001", yes=False, code=NokCode.ABORTED),
     Vote(txid="c1-0001", yes=False, reason=AWKWARD),
     Vote(txid="c1-0001", yes=False),
     Vote(txid="c1-0001", yes=True, reason="yes, with a reason"),
@@ -89,7 +91,7 @@ def test_decode_accepts_exactly_the_fields_that_encode_writes() -> None:
     written: dict[Kind, set[str]] = {k: set() for k in Kind}
     for msg in EXAMPLES:
         written[msg.kind] |= {key for key, value in message_fields(msg) if value is not None}
-    assert written == _FIELDS
+    assert written == MESSAGE_FIELDS
     with pytest.raises(DecodeError) as e:
         decode(b"COMMIT txid=t1 value=3")
     assert e.value.code == "unknown-field"

@@ -17,6 +17,7 @@ from harness.protocol.messages import (
     Commit,
     Error,
     Message,
+    NokCode,
     Outcome,
     Prepare,
     Resolve,
@@ -246,6 +247,7 @@ def test_participant_votes_no_when_locked() -> None:
     vote = only_reply(actions)
     assert isinstance(vote, Vote)
     assert vote.yes is False
+    assert vote.code is NokCode.LOCKED  # for programs; the reason is for people
     assert OTHER in vote.reason
     assert core.lock == OTHER
     assert persists(actions)[0].record == TxRecord(txid=TX, state=A, value=VALUE, participants=ALL)
@@ -297,6 +299,7 @@ def test_no_vote_is_remembered_when_the_lock_is_free_again() -> None:
     vote = only_reply(actions)
     assert isinstance(vote, Vote)
     assert vote.yes is False
+    assert vote.code is NokCode.ABORTED  # no longer locked: its earlier no stands
     assert persists(actions) == []
     assert core.lock is None
 
@@ -307,6 +310,7 @@ def test_prepare_after_abort_gets_no_even_with_the_lock_free() -> None:
     vote = only_reply(core.on_request(CONN, prepare()))
     assert isinstance(vote, Vote)
     assert vote.yes is False
+    assert vote.code is NokCode.ABORTED
     assert core.lock is None
 
 

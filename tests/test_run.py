@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import _env
+from conftest import child_env
 
 from harness.events.log import read_log
 from harness.experiment.config import RunConfig
@@ -72,7 +72,7 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", *args], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", *args], cwd=cwd, env=child_env(), capture_output=True, text=True, timeout=120
     )
 
 
@@ -165,7 +165,7 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
                 "r",
             ],
             cwd=tmp_path,
-            env=_env(),
+            env=child_env(),
             stdout=subprocess.PIPE,
             stderr=follower,
             start_new_session=True,

@@ -13,6 +13,8 @@ from typing import Any
 
 from harness.bench.floor import HOST, PARTICIPANTS, STARTUP_CLIENTS, await_all, fork, start_echoes
 from harness.bench.stats import log_time, pct
+from harness.events.log import read_log
+from harness.events.schema import BEGIN, CONNECTED, LISTENING, OUTCOME, EventKind
 from harness.experiment.children import client_child, participant_child
 from harness.experiment.config import RunConfig
 from harness.experiment.processes import MP, READY_TIMEOUT, Processes, RunError, await_ready
@@ -27,31 +29,19 @@ RESULT_WAIT = 60.0  # seconds the memory measurement waits for one transaction b
 
 def _client_window(folder: Path, clients: list[str]) -> float:
     """Seconds from the first ``begin`` to the last ``outcome`` in the clients' logs."""
-    first: str | None = None
-    last: str | None = None
-    for name in clients:
-        with open(folder / f"{name}.log", encoding="utf-8") as f:
-            for raw in f:
-                parts = raw.split(" ", 3)
-                if len(parts) < 3:
-                    continue
-                if parts[2] == "begin" and (first is None or parts[0] < first):
-                    first = parts[0]
-                elif parts[2] == "outcome" and (last is None or parts[0] > last):
-                    last = parts[0]
-    if first is None or last is None:
+    begins = [line.ts for name in clients for line in read_log(folder / f"{name}.log") if line.event == BEGIN.name]
+    ends = [line.ts for name in clients for line in read_log(folder / f"{name}.log") if line.event == OUTCOME.name]
+    if not begins or not ends:
         raise RunError(f"{folder}: no transaction in the clients' logs")
-    return log_time(last) - log_time(first)
+    return log_time(max(ends)) - log_time(min(begins))
 
 
-def _first_event(path: Path, event: str) -> float:
-    """When ``event`` first appears in an event log."""
-    with open(path, encoding="utf-8") as f:
-        for raw in f:
-            parts = raw.split(" ", 3)
-            if len(parts) >= 3 and parts[2] == event:
-                return log_time(parts[0])
-    raise RunError(f"{path}: no {event} line")
+def _first_event(path: Path, kind: EventKind) -> float:
+    """When an event of ``kind`` first appears in an event log."""
+    for line in read_log(path):
+        if line.event == kind.name:
+            return log_time(line.ts)
+    raise RunError(f"{path}: no {kind.name} line")
 
 
 class Runs:
@@ -126,8 +116,8 @@ def startup(runs: Runs) -> dict[str, float]:
     clients' ``connected`` lines (each logged just before its ready message)."""
     t0 = time.time()
     folder, _, _ = runs.run("startup", RunConfig(clients=STARTUP_CLIENTS, participants=PARTICIPANTS, transactions=1))
-    participants = [_first_event(folder / f"server{i}.log", "listening") for i in range(1, PARTICIPANTS + 1)]
-    clients = [_first_event(folder / f"client{i}.log", "connected") for i in range(1, STARTUP_CLIENTS + 1)]
+    participants = [_first_event(folder / f"server{i}.log", LISTENING) for i in range(1, PARTICIPANTS + 1)]
+    clients = [_first_event(folder / f"client{i}.log", CONNECTED) for i in range(1, STARTUP_CLIENTS + 1)]
     return {"participants_ready_s": max(participants) - t0, "all_ready_s": max(clients) - t0}
 
 

@@ -12,20 +12,21 @@ from pathlib import Path
 from typing import Any
 
 from harness.bench.floor import HOST, PARTICIPANTS
-from harness.events.log import EventLog
+from harness.events.log import EventLog, read_log
+from harness.events.schema import BEGIN, CONNECTED, DECIDE, DURABLE, LISTENING, OUTCOME, RECV, SEND, STOPPED, EventKind
 from harness.experiment import workload
 from harness.protocol import coordinator as co
 from harness.protocol.messages import (
     Abort,
     Commit,
     Message,
+    NokCode,
     Outcome,
     Prepare,
     State,
     Status,
     TxState,
     Vote,
-    split_fields,
 )
 from harness.verify.checker import check_run
 from harness.verify.model import CheckError
@@ -70,12 +71,12 @@ def _template(node: str, write: Callable[[EventLog], None]) -> str:
     return "{ts} " + rest
 
 
-def _msg(event: str, msg: Message) -> Callable[[EventLog], None]:
-    return lambda log: log.message(event, SENTINEL["peer"], msg)
+def _msg(kind: EventKind, msg: Message) -> Callable[[EventLog], None]:
+    return lambda log: log.message(kind, SENTINEL["peer"], msg)
 
 
-def _ev(event: str, *fields: tuple[str, object]) -> Callable[[EventLog], None]:
-    return lambda log: log.event(event, *fields)
+def _ev(kind: EventKind, /, **fields: object) -> Callable[[EventLog], None]:
+    return lambda log: log.write(kind, **fields)
 
 
 class _Stamps:
@@ -146,69 +147,68 @@ def synthesize_run(folder: Path, lines: int, clients: int = SYNTH_CLIENTS) -> in
 
     def durable(state: TxState, why: str) -> Callable[[EventLog], None]:
         return _ev(
-            "durable",
-            ("txid", SENTINEL["txid"]),
-            ("state", state.value),
-            ("value", SENTINEL["value"]),
-            ("version", SENTINEL["version"] if state is TxState.COMMITTED else 0),
-            ("participants", listed),
-            ("why", why),
+            DURABLE,
+            txid=SENTINEL["txid"],
+            state=state.value,
+            value=SENTINEL["value"],
+            version=SENTINEL["version"] if state is TxState.COMMITTED else 0,
+            participants=listed,
+            why=why,
         )
 
-    def outcome(result: co.Result, cause: co.Cause, reason: str) -> Callable[[EventLog], None]:
+    def outcome(
+        result: co.Result, cause: co.Cause, reason: str, nok: NokCode | None = None
+    ) -> Callable[[EventLog], None]:
         return _ev(
-            "outcome",
-            ("txid", SENTINEL["txid"]),
-            ("result", result.value),
-            ("op", SENTINEL["op"]),
-            ("attempt", SENTINEL["attempt"]),
-            ("value", SENTINEL["value"]),
-            ("latency_ms", SENTINEL["latency"]),
-            ("cause", cause.value),
-            ("reason", reason),
+            OUTCOME,
+            txid=SENTINEL["txid"],
+            result=result.value,
+            op=SENTINEL["op"],
+            attempt=SENTINEL["attempt"],
+            value=SENTINEL["value"],
+            latency_ms=SENTINEL["latency"],
+            cause=cause.value,
+            nok=nok.value if nok else None,
+            reason=reason,
         )
 
     nok_reason = f"{SENTINEL['peer']} voted NOK: {locked}"
     p_kinds: dict[str, Callable[[EventLog], None]] = {
-        "recv-status": _msg("recv", Status()),
-        "send-state": _msg("send", state),
-        "recv-prepare": _msg("recv", prep),
+        "recv-status": _msg(RECV, Status()),
+        "send-state": _msg(SEND, state),
+        "recv-prepare": _msg(RECV, prep),
         "durable-prepared": durable(TxState.PREPARED, "vote yes"),
         "durable-aborted": durable(TxState.ABORTED, f"vote no: {locked}"),
         "durable-committed": durable(TxState.COMMITTED, "COMMIT received"),
-        "send-yes": _msg("send", Vote(txid=SENTINEL["txid"], yes=True)),
-        "send-no": _msg("send", Vote(txid=SENTINEL["txid"], yes=False, reason=locked)),
-        "recv-commit": _msg("recv", Commit(txid=SENTINEL["txid"])),
-        "recv-abort": _msg("recv", Abort(txid=SENTINEL["txid"])),
-        "send-committed": _msg("send", Outcome(txid=SENTINEL["txid"], state=TxState.COMMITTED)),
-        "send-aborted": _msg("send", Outcome(txid=SENTINEL["txid"], state=TxState.ABORTED)),
-        "stopped": _ev("stopped"),
+        "send-yes": _msg(SEND, Vote(txid=SENTINEL["txid"], yes=True)),
+        "send-no": _msg(SEND, Vote(txid=SENTINEL["txid"], yes=False, code=NokCode.LOCKED, reason=locked)),
+        "recv-commit": _msg(RECV, Commit(txid=SENTINEL["txid"])),
+        "recv-abort": _msg(RECV, Abort(txid=SENTINEL["txid"])),
+        "send-committed": _msg(SEND, Outcome(txid=SENTINEL["txid"], state=TxState.COMMITTED)),
+        "send-aborted": _msg(SEND, Outcome(txid=SENTINEL["txid"], state=TxState.ABORTED)),
+        "stopped": _ev(STOPPED),
     }
     c_kinds: dict[str, Callable[[EventLog], None]] = {
-        "send-status": _msg("send", Status()),
-        "recv-state": _msg("recv", state),
-        "connected": _ev("connected", ("pid", SENTINEL["op"]), ("participants", listed)),
+        "send-status": _msg(SEND, Status()),
+        "recv-state": _msg(RECV, state),
+        "connected": _ev(CONNECTED, pid=SENTINEL["op"], participants=listed),
         "begin": _ev(
-            "begin",
-            ("txid", SENTINEL["txid"]),
-            ("value", SENTINEL["value"]),
-            ("participants", listed),
-            ("prepare", SENTINEL["mode"]),
+            BEGIN, txid=SENTINEL["txid"], value=SENTINEL["value"], participants=listed, prepare=SENTINEL["mode"]
         ),
-        "send-prepare": _msg("send", prep),
-        "recv-yes": _msg("recv", Vote(txid=SENTINEL["txid"], yes=True)),
-        "recv-no": _msg("recv", Vote(txid=SENTINEL["txid"], yes=False, reason=locked)),
+        "send-prepare": _msg(SEND, prep),
+        "recv-yes": _msg(RECV, Vote(txid=SENTINEL["txid"], yes=True)),
+        "recv-no": _msg(RECV, Vote(txid=SENTINEL["txid"], yes=False, code=NokCode.LOCKED, reason=locked)),
         "decide-committed": _ev(
-            "decide", ("txid", SENTINEL["txid"]), ("result", "committed"), ("reason", "every participant voted yes")
+            DECIDE, txid=SENTINEL["txid"], result="committed", reason="every participant voted yes"
         ),
-        "decide-aborted": _ev("decide", ("txid", SENTINEL["txid"]), ("result", "aborted"), ("reason", nok_reason)),
-        "send-commit": _msg("send", Commit(txid=SENTINEL["txid"])),
-        "send-abort": _msg("send", Abort(txid=SENTINEL["txid"])),
-        "recv-committed": _msg("recv", Outcome(txid=SENTINEL["txid"], state=TxState.COMMITTED)),
-        "recv-aborted": _msg("recv", Outcome(txid=SENTINEL["txid"], state=TxState.ABORTED)),
+        "decide-aborted": _ev(DECIDE, txid=SENTINEL["txid"], result="aborted", reason=nok_reason),
+        "send-commit": _msg(SEND, Commit(txid=SENTINEL["txid"])),
+        "send-abort": _msg(SEND, Abort(txid=SENTINEL["txid"])),
+        "recv-committed": _msg(RECV, Outcome(txid=SENTINEL["txid"], state=TxState.COMMITTED)),
+        "recv-aborted": _msg(RECV, Outcome(txid=SENTINEL["txid"], state=TxState.ABORTED)),
         "outcome-committed": outcome(co.Result.COMMITTED, co.Cause.ALL_YES, "every participant voted yes"),
-        "outcome-aborted": outcome(co.Result.ABORTED, co.Cause.NO_VOTE, nok_reason),
-        "stopped": _ev("stopped"),
+        "outcome-aborted": outcome(co.Result.ABORTED, co.Cause.NO_VOTE, nok_reason, NokCode.LOCKED),
+        "stopped": _ev(STOPPED),
     }
     tpl = {node: {k: _template(node, w) for k, w in p_kinds.items()} for node in servers}
     tpl.update({node: {k: _template(node, w) for k, w in c_kinds.items()} for node in client_names})
@@ -230,15 +230,15 @@ def synthesize_run(folder: Path, lines: int, clients: int = SYNTH_CLIENTS) -> in
             _template(
                 node,
                 _ev(
-                    "listening",
-                    ("addr", names[pi]),
-                    ("pid", 4000 + pi),
-                    ("name", names[pi]),
-                    ("storage_server", 0),
-                    ("version", 0),
-                    ("lock", "-"),
-                    ("records", 0),
-                    ("data", folder / "data" / f"{node}.sqlite3"),
+                    LISTENING,
+                    addr=names[pi],
+                    pid=4000 + pi,
+                    name=names[pi],
+                    storage_server=0,
+                    version=0,
+                    lock="-",
+                    records=0,
+                    data=folder / "data" / f"{node}.sqlite3",
                 ),
             ).format(ts=stamps.next(500)),
         )
@@ -378,14 +378,8 @@ def line_shapes(folder: Path) -> set[tuple[str, str, str, tuple[str, ...]]]:
     for path in folder.glob("*.log"):
         if path.name == "nemesis.log":
             continue
-        with open(path, encoding="utf-8") as f:
-            for raw in f:
-                parts = raw.rstrip("\n").split(" ", 3)
-                if len(parts) < 3:
-                    continue
-                fields = list(split_fields(parts[3])) if len(parts) == 4 else []
-                msg = next((v for k, v in fields if k == "msg"), "")
-                shapes.add((parts[1].rstrip("0123456789"), parts[2], msg, tuple(k for k, _ in fields)))
+        for line in read_log(path):
+            shapes.add((line.node.rstrip("0123456789"), line.event, line.fields.get("msg", ""), tuple(line.fields)))
     return shapes
 
 

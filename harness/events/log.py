@@ -29,24 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from harness.protocol.messages import DecodeError, Message, encode_text, format_fields, quote, split_fields
+from harness.events.schema import DURABLE, KINDS, RESTORED, EventKind, FieldType
+from harness.protocol.messages import DecodeError, Message, encode_text, quote, split_fields
 from harness.protocol.participant import TxRecord
-
-# Every event a node writes. The checker flags any other as a bad line (a torn
-# write, a stray print), so a new event must be added here.
-EVENTS = frozenset(
-    {
-        # participants
-        "listening", "restored", "recovered", "durable", "bad-input", "fatal", "error",
-        # clients
-        "connected", "begin", "decide", "outcome", "error-reply",
-        # both
-        "recv", "send", "timeout", "disconnect", "unreachable", "crash", "stopped",
-        # the runner's nemesis and fault proxy
-        "fault", "heal", "drop", "cut",
-    }
-)  # fmt: skip
-
 
 # Lines that nothing sends out are written this long after the first of them,
 # at the latest. A timer and not loop.call_soon: that would cost the loop a
@@ -55,6 +40,45 @@ EVENTS = frozenset(
 FLUSH_AFTER = 0.005
 
 _second: list[object] = [None, ""]  # the last whole second formatted, and its text
+
+
+def format_event_fields(kind: EventKind, values: dict[str, object]) -> str:
+    """The ``key=value ...`` part of a ``kind`` line, fields in the schema's order.
+    ValueError (our bug) for a field ``kind`` does not have, or a required one missing."""
+    parts = []
+    found = 0
+    for f in kind.fields:
+        if f.name not in values:
+            if not f.optional:
+                raise ValueError(f"a {kind.name} event needs {f.name}")
+            continue
+        found += 1
+        value = values[f.name]
+        if value is None:
+            if not f.optional:
+                raise ValueError(f"a {kind.name} event needs {f.name}")
+            continue
+        parts.append(f"{f.name}={quote(str(value))}")
+    if found != len(values):
+        unknown = ", ".join(sorted(set(values) - set(kind.field_names)))
+        raise ValueError(f"a {kind.name} event has no field {unknown}: add it to harness.events.schema")
+    return " ".join(parts)
+
+
+def format_line(stamp: str, node: str, kind: EventKind, /, **values: object) -> str:
+    """A whole event line (no newline), as EventLog writes it at ``stamp`` (utc_timestamp)."""
+    rest = format_event_fields(kind, values)
+    return f"{stamp} {node} {kind.name} {rest}" if rest else f"{stamp} {node} {kind.name}"
+
+
+def format_message_line(stamp: str, node: str, kind: EventKind, peer: str, msg: Message | str) -> str:
+    """A whole ``send`` or ``recv`` line (no newline), as EventLog.message writes it."""
+    return f"{stamp} {node} {kind.name} {_message_fields(peer, msg)}"
+
+
+def _message_fields(peer: str, msg: Message | str) -> str:
+    text = msg if isinstance(msg, str) else encode_text(msg)
+    return f"peer={quote(peer)} msg={text}"
 
 
 def utc_timestamp(t: float) -> str:
@@ -83,19 +107,18 @@ class EventLog:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
-    def event(self, event: str, *fields: tuple[str, object]) -> None:
-        """Write one event line with ``fields`` as (key, value) pairs."""
-        self.line(event, format_fields(fields))
+    def write(self, kind: EventKind, /, **values: object) -> None:
+        """Write one event of ``kind`` (harness.events.schema) with these field values;
+        None leaves an optional field out."""
+        self.line(kind.name, format_event_fields(kind, values))
 
-    def message(self, event: str, peer: str, msg: Message | str) -> None:
-        """A message sent or received: ``event`` is send or recv. ``msg`` may be
+    def message(self, kind: EventKind, peer: str, msg: Message | str) -> None:
+        """A message sent or received: ``kind`` is SEND or RECV. ``msg`` may be
         its wire line already (``encode_text``), to format it only once."""
-        text = msg if isinstance(msg, str) else encode_text(msg)
-        self.line(event, f"peer={quote(peer)} msg={text}")
+        self.line(kind.name, _message_fields(peer, msg))
 
     def line(self, event: str, rest: str) -> None:
         """One event line whose fields are formatted already (``key=value ...``)."""
-        assert event in EVENTS, f"unknown event {event!r}: add it to harness.eventlog.EVENTS"
         stamp = utc_timestamp(time.time())  # when it happened, not when it is flushed
         line = f"{stamp} {self.node} {event} {rest}\n" if rest else f"{stamp} {self.node} {event}\n"
         if self._pending is None:
@@ -138,16 +161,17 @@ class EventLog:
             self._fd = None
 
 
-def log_record(log: EventLog, event: str, r: TxRecord, why: str | None = None) -> None:
-    """A durable record as the checker reads it (events durable and restored)."""
-    log.event(
-        event,
-        ("txid", r.txid),
-        ("state", r.state.value),
-        ("value", r.value),
-        ("version", r.version),
-        ("participants", ",".join(r.participants)),
-        ("why", why),
+def log_record(log: EventLog, kind: EventKind, r: TxRecord, why: str | None = None) -> None:
+    """A durable record as the checker reads it: ``kind`` is DURABLE or RESTORED."""
+    assert kind in (DURABLE, RESTORED)
+    log.write(
+        kind,
+        txid=r.txid,
+        state=r.state.value,
+        value=r.value,
+        version=r.version,
+        participants=",".join(r.participants),
+        why=why,
     )
 
 
@@ -178,3 +202,26 @@ def read_log(path: Path) -> Iterator[LogLine]:
             except DecodeError as e:
                 raise ValueError(f"{path.name}:{number}: {e.detail}") from None
             yield LogLine(parts[0], parts[1], parts[2], fields, f"{path.name}:{number}", text)
+
+
+def typed_fields(kind: EventKind, fields: dict[str, str]) -> dict[str, object]:
+    """A line's fields as the schema types them (int, float or str); ValueError names a bad one.
+    A MESSAGE field stays the wire text; fields the schema does not know are kept as text."""
+    out: dict[str, object] = dict(fields)
+    for f in kind.fields:
+        raw = fields.get(f.name)
+        if raw is None:
+            continue
+        try:
+            if f.type is FieldType.INT:
+                out[f.name] = int(raw)
+            elif f.type is FieldType.FLOAT:
+                out[f.name] = float(raw)
+        except ValueError:
+            raise ValueError(f"{kind.name}: {f.name}={raw!r} is not a {f.type.value}") from None
+    return out
+
+
+def event_kind(line: LogLine) -> EventKind | None:
+    """The schema's kind of a parsed line, None for an event the schema does not have."""
+    return KINDS.get(line.event)

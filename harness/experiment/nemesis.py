@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness.events.log import EventLog
+from harness.events.schema import FAULT, HEAL
 from harness.experiment.children import ClientProcess, ParticipantProcess
 from harness.experiment.config import RunConfig
 from harness.experiment.faults import FaultKind, PartitionPoint
@@ -96,18 +97,9 @@ class Nemesis:
     def record(self, kind: FaultKind, target: str, healed: bool = False, **fields: Any) -> _Fault:
         self.count += 1
         fault = _Fault(self.count, kind, target, None)
-        self.log.event(
-            "fault", ("id", fault.id), ("kind", kind.value), ("target", target), ("t", self._t()), *fields.items()
-        )
+        self.log.write(FAULT, id=fault.id, kind=kind.value, target=target, t=self._t(), **fields)
         if healed:
-            self.log.event(
-                "heal",
-                ("id", fault.id),
-                ("kind", kind.value),
-                ("target", target),
-                ("t", self._t()),
-                ("how", "abandoned"),
-            )
+            self.log.write(HEAL, id=fault.id, kind=kind.value, target=target, t=self._t(), how="abandoned")
         return fault
 
     def begin(self) -> None:
@@ -199,13 +191,13 @@ class Nemesis:
 
     def heal(self, fault: _Fault, final: bool = False) -> None:
         run = self.run
-        how: tuple[tuple[str, str], ...] = ()
+        how: str | None = None  # "abandoned": a killed client was not replaced
         undo = fault.undo
         if isinstance(undo, ParticipantProcess):  # killed, or crashed at its point
             run.restart_participant(undo)
         elif isinstance(undo, ClientProcess):
             if final or not run.restart_client(undo):
-                how = (("how", "abandoned"),)
+                how = "abandoned"
         elif isinstance(undo, int):  # paused
             with contextlib.suppress(ProcessLookupError):  # a paused client may be gone
                 os.kill(undo, signal.SIGCONT)
@@ -217,9 +209,7 @@ class Nemesis:
                     run.proxy.call("set", name, 0.0, 0.0)
             else:
                 run.proxy.call("heal", links)
-        self.log.event(
-            "heal", ("id", fault.id), ("kind", fault.kind.value), ("target", fault.target), ("t", self._t()), *how
-        )
+        self.log.write(HEAL, id=fault.id, kind=fault.kind.value, target=fault.target, t=self._t(), how=how)
         self.active.remove(fault)
         if fault.kind in self.kinds and self.next_at == float("inf") and fault.heal_at is not None:
             self.next_at = time.monotonic() + self.interval * self.rng.uniform(0.5, 1.5)

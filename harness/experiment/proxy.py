@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.events.log import EventLog
+from harness.events.schema import CUT, DROP
 from harness.experiment.processes import MP, Processes, RunError
 from harness.protocol.messages import MAX_LINE
 
@@ -106,11 +107,8 @@ class FaultProxy:
                 if link.severed:
                     return
                 if link.drop and self.rng.random() < link.drop:
-                    self.log.event(
-                        "drop",
-                        ("link", link.name),
-                        ("forward", forward),
-                        ("line", line[:80].decode(errors="replace").rstrip()),
+                    self.log.write(
+                        DROP, link=link.name, forward=forward, line=line[:80].decode(errors="replace").rstrip()
                     )
                     continue
                 if link.delay:
@@ -119,7 +117,7 @@ class FaultProxy:
                 await writer.drain()
                 if link.cut_after is not None and link.cut_after.search(line.decode(errors="replace")):
                     link.cut_after = None
-                    self.log.event("cut", ("link", link.name), ("after", line[:80].decode(errors="replace").rstrip()))
+                    self.log.write(CUT, link=link.name, after=line[:80].decode(errors="replace").rstrip())
                     self.sever(link.name)
                     return
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.events.log import EventLog
+from harness.events.schema import OUTCOME, STOPPED
 from harness.node.client_node import ClientNode, ConnectError, TxResult
 from harness.node.crash import ClientCrashPoint, CrashPlan
 from harness.node.timing import CLIENT_TIMEOUT
@@ -142,16 +143,17 @@ async def run(
                 attempt += 1
                 result = await client.transact(value, ordered=prepare.ordered())
                 prepare.finished(result.cause)
-                log.event(
-                    "outcome",
-                    ("txid", result.txid),
-                    ("result", result.result.value),
-                    ("op", op),
-                    ("attempt", attempt),
-                    ("value", value),
-                    ("latency_ms", f"{result.latency * 1000:.3f}"),
-                    ("cause", result.cause.value),
-                    ("reason", result.reason or None),
+                log.write(
+                    OUTCOME,
+                    txid=result.txid,
+                    result=result.result.value,
+                    op=op,
+                    attempt=attempt,
+                    value=value,
+                    latency_ms=f"{result.latency * 1000:.3f}",
+                    cause=result.cause.value,
+                    nok=result.nok.value if result.nok else None,
+                    reason=result.reason or None,
                 )
                 log.flush()  # what the runner hears is in the log already
                 on_result(op, attempt, result)
@@ -165,6 +167,6 @@ async def run(
                 await asyncio.sleep(backoff(rng, attempt))
     finally:
         await client.close()
-        log.event("stopped")
+        log.write(STOPPED)
         log.close()
     return results

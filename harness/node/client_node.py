@@ -14,10 +14,21 @@ import time
 from dataclasses import dataclass, field
 
 from harness.events.log import EventLog
+from harness.events.schema import BEGIN, CONNECTED, DECIDE, DISCONNECT, ERROR_REPLY, RECV, SEND, TIMEOUT, UNREACHABLE
 from harness.node.crash import ClientCrashPoint, CrashPlan
 from harness.node.timing import CLIENT_TIMEOUT, CONNECT_TIMEOUT, RETRY_INTERVAL
 from harness.protocol import coordinator as co
-from harness.protocol.messages import DecodeError, Error, LineBuffer, Message, State, Status, decode, encode_text
+from harness.protocol.messages import (
+    DecodeError,
+    Error,
+    LineBuffer,
+    Message,
+    NokCode,
+    State,
+    Status,
+    decode,
+    encode_text,
+)
 
 
 class ConnectError(Exception):
@@ -34,6 +45,7 @@ class TxResult:
     reason: str
     cause: co.Cause
     latency: float  # seconds from the first PREPARE to the last acknowledgement
+    nok: NokCode | None = None  # with cause no-vote: the deciding NOK's code
 
 
 @dataclass
@@ -66,19 +78,19 @@ class _ToParticipant(asyncio.Protocol):
         try:
             for line in self.buffer.feed(data):
                 msg = decode(line)
-                client.log.message("recv", link.name, line.decode().strip(" \t\r"))
+                client.log.message(RECV, link.name, line.decode().strip(" \t\r"))
                 client.on_reply(link, msg)
             if self.buffer.error is not None:
                 raise self.buffer.error
         except DecodeError as e:
-            client.log.event("disconnect", ("peer", link.name), ("error", str(e) or type(e).__name__))
+            client.log.write(DISCONNECT, peer=link.name, error=str(e) or type(e).__name__)
             assert self.transport is not None
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if exc is not None:
             error = str(exc) or type(exc).__name__
-            self.link.client.log.event("disconnect", ("peer", self.link.name), ("error", error))
+            self.link.client.log.write(DISCONNECT, peer=self.link.name, error=error)
         self.resume_writing()
         if not self.closed.done():
             self.closed.set_result(None)
@@ -124,7 +136,7 @@ class _ServerLink:
                     loop.create_connection(lambda: _ToParticipant(self), self.host, self.port), CONNECT_TIMEOUT
                 )
             except (OSError, TimeoutError) as e:
-                self.client.log.event("unreachable", ("peer", self.name), ("error", str(e) or type(e).__name__))
+                self.client.log.write(UNREACHABLE, peer=self.name, error=str(e) or type(e).__name__)
                 return False
             if self.client.crash is not None:
                 transport.set_write_buffer_limits(high=0)  # see _ToParticipant.drain
@@ -134,7 +146,7 @@ class _ServerLink:
     def send(self, msg: Message) -> None:
         """Log and send one message now."""
         text = encode_text(msg)
-        self.client.log.message("send", self.name, text)
+        self.client.log.message(SEND, self.name, text)
         self.client.log.flush()  # the log before the world: nothing leaves unlogged
         self.write(text)
 
@@ -200,7 +212,7 @@ class ClientNode:
         self._by_name = {link.name: link for link in self.links}
         if len(self._by_name) != len(self.links):
             raise ConnectError("two --servers entries reach the same participant")
-        self.log.event("connected", ("pid", os.getpid()), ("participants", ",".join(self.participants)))
+        self.log.write(CONNECTED, pid=os.getpid(), participants=",".join(self.participants))
 
     def new_txid(self) -> str:
         self._seq += 1
@@ -215,12 +227,12 @@ class ClientNode:
         txn = _Txn(core=core, done=loop.create_future())
         self._txns[txid] = txn
         started = time.perf_counter()
-        self.log.event(
-            "begin",
-            ("txid", txid),
-            ("value", value),
-            ("participants", ",".join(self.participants)),
-            ("prepare", "ordered" if ordered else "parallel"),
+        self.log.write(
+            BEGIN,
+            txid=txid,
+            value=value,
+            participants=",".join(self.participants),
+            prepare="ordered" if ordered else "parallel",
         )
 
         if self.delay:
@@ -244,6 +256,7 @@ class ClientNode:
             reason=txn.report.reason,
             cause=txn.report.cause,
             latency=latency,
+            nok=txn.report.nok,
         )
 
     async def close(self) -> None:
@@ -269,7 +282,7 @@ class ClientNode:
                         # The common case: no task per message (measured x1.4), and
                         # the fan-out logged in one write before it leaves.
                         text = encode_text(action.msg)
-                        self.log.message("send", link.name, text)
+                        self.log.message(SEND, link.name, text)
                         direct.append((link, text))
                     else:
                         task = loop.create_task(self._send(txn, action))
@@ -282,9 +295,7 @@ class ClientNode:
                     txn.timers[action.timer] = loop.call_later(delay, self._timeout, txn, action.timer)
                 case co.Report():
                     txn.report = action
-                    self.log.event(
-                        "decide", ("txid", txn.core.txid), ("result", action.result.value), ("reason", action.reason)
-                    )
+                    self.log.write(DECIDE, txid=txn.core.txid, result=action.result.value, reason=action.reason)
                 case co.Finished():
                     if not txn.done.done():
                         txn.done.set_result(None)
@@ -322,7 +333,7 @@ class ClientNode:
     def _timeout(self, txn: _Txn, timer: co.Timer) -> None:
         txn.timers.pop(timer, None)
         if txn.core.phase is not co.Phase.DONE:
-            self.log.event("timeout", ("txid", txn.core.txid), ("timer", timer.value), ("phase", txn.core.phase.value))
+            self.log.write(TIMEOUT, txid=txn.core.txid, timer=timer.value, phase=txn.core.phase.value)
             self._feed(txn, txn.core.on_timeout(timer))
 
     def on_reply(self, link: _ServerLink, msg: Message) -> None:
@@ -334,7 +345,7 @@ class ClientNode:
         txn = self._txns.get(txid) if txid else None
         if txn is None:
             if isinstance(msg, Error):
-                self.log.event("error-reply", ("peer", link.name), ("code", msg.code), ("detail", msg.detail))
+                self.log.write(ERROR_REPLY, peer=link.name, code=msg.code, detail=msg.detail)
             return  # a late reply to a finished transaction
         self._feed(txn, txn.core.on_reply(link.name, msg))
 

@@ -14,6 +14,7 @@ import signal
 from dataclasses import dataclass
 
 from harness.events.log import EventLog
+from harness.events.schema import CRASH
 
 
 class ParticipantCrashPoint(enum.StrEnum):
@@ -72,6 +73,6 @@ class CrashPlan:
             return
         self.seen += 1
         if self.seen == self.nth:
-            log.event("crash", ("point", point.value), ("signal", "SIGKILL"))
+            log.write(CRASH, point=point.value, signal="SIGKILL")
             log.flush()
             os.kill(os.getpid(), signal.SIGKILL)

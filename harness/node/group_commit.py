@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 
 from harness.events.log import EventLog, log_record
+from harness.events.schema import DURABLE, FATAL
 from harness.node.storage import Storage
 from harness.protocol.participant import Persist
 
@@ -75,12 +76,12 @@ class GroupCommit:
         except (sqlite3.Error, OSError) as e:
             # Nothing more can be promised: stop at once, as a crash would. The
             # batch is one SQLite transaction, so a restart finds all of it or none.
-            self._log.event("fatal", ("error", f"storage write failed: {e}"))
+            self._log.write(FATAL, error=f"storage write failed: {e}")
             self._log.flush()
             print(f"participant: storage write failed: {e}; stopping", file=sys.stderr, flush=True)
             os._exit(3)
         for p in batch:
-            log_record(self._log, "durable", p.record, p.why)
+            log_record(self._log, DURABLE, p.record, p.why)
         self.durable += len(batch)
         if self._waiters:
             still = []

@@ -31,6 +31,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.events.log import EventLog, log_record
+from harness.events.schema import (
+    BAD_INPUT,
+    DISCONNECT,
+    LISTENING,
+    RECOVERED,
+    RECV,
+    RESTORED,
+    SEND,
+    STOPPED,
+    TIMEOUT,
+    UNREACHABLE,
+)
 from harness.node.address import READ_CHUNK, listen_socket, parse_address
 from harness.node.crash import CrashPlan, ParticipantCrashPoint
 from harness.node.group_commit import GroupCommit
@@ -216,28 +228,28 @@ class ParticipantNode:
             # before a SIGKILL may have missed its "durable" line, and the
             # checker must see every record the participant ever acted on.
             for r in sorted(records, key=lambda r: (r.version, r.txid)):
-                log_record(self.log, "restored", r)
+                log_record(self.log, RESTORED, r)
             prepared = [r.txid for r in records if r.state is TxState.PREPARED]
-            self.log.event(
-                "recovered",
-                ("records", len(records)),
-                ("prepared", ",".join(prepared) or "-"),
-                ("storage_server", c.storage_server),
-                ("version", c.version),
+            self.log.write(
+                RECOVERED,
+                records=len(records),
+                prepared=",".join(prepared) or "-",
+                storage_server=c.storage_server,
+                version=c.version,
             )
         self._perform(self.core.recover(), conn=None)
         await self._server.start_serving()
         # Only now: a reader of this line may connect at once (readiness signal).
-        self.log.event(
-            "listening",
-            ("addr", self.name),
-            ("pid", os.getpid()),
-            ("name", name),
-            ("storage_server", c.storage_server),
-            ("version", c.version),
-            ("lock", c.lock or "-"),
-            ("records", len(records)),
-            ("data", self.storage.path),
+        self.log.write(
+            LISTENING,
+            addr=self.name,
+            pid=os.getpid(),
+            name=name,
+            storage_server=c.storage_server,
+            version=c.version,
+            lock=c.lock or "-",
+            records=len(records),
+            data=self.storage.path,
         )
         self.log.flush()
         return self.address
@@ -263,7 +275,7 @@ class ParticipantNode:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._gc is not None:
             self._gc.close()
-        self.log.event("stopped")
+        self.log.write(STOPPED)
         self.log.flush()
 
     # ------------------------------------------------------------ inputs
@@ -296,7 +308,7 @@ class ParticipantNode:
         if conn.timer is not None:
             conn.timer.cancel()
         if exc is not None and not self._closing:
-            self.log.event("disconnect", ("peer", conn.peer), ("error", type(exc).__name__))
+            self.log.write(DISCONNECT, peer=conn.peer, error=type(exc).__name__)
 
     def on_data(self, conn: InboundConnection, data: bytes) -> None:
         """Bytes arrived on ``conn``: decode each line, feed it to the core, perform the actions."""
@@ -315,7 +327,7 @@ class ParticipantNode:
                 self._refuse(conn, e)
                 return
             # Logged as it came (decode accepted it, so it is one clean line).
-            self.log.message("recv", conn.peer, line.decode().strip(" \t\r"))
+            self.log.message(RECV, conn.peer, line.decode().strip(" \t\r"))
             self._perform(self.core.on_request(conn.id, msg), conn=conn)
             if conn.refused:  # the core closed it: read no further
                 return
@@ -324,7 +336,7 @@ class ParticipantNode:
 
     def _refuse(self, conn: InboundConnection, e: DecodeError) -> None:
         """Their fault: say why (after the replies before it), close, change nothing."""
-        self.log.event("bad-input", ("peer", conn.peer), ("code", e.code), ("detail", e.detail))
+        self.log.write(BAD_INPUT, peer=conn.peer, code=e.code, detail=e.detail)
         conn.queue.append(QueuedReply(self._barrier, encode_text(Error(code=e.code, detail=e.detail))))
         conn.queue.append(QueuedReply(self._barrier, None))
         conn.refused = True
@@ -334,7 +346,7 @@ class ParticipantNode:
         self._timers.pop(txid, None)
         if self._closing or self.core is None:
             return
-        self.log.event("timeout", ("txid", txid), ("after_s", self.resolve_after))
+        self.log.write(TIMEOUT, txid=txid, after_s=self.resolve_after)
         self._perform(self.core.on_timeout(txid), conn=None)
 
     def on_peer_reply(self, peer: str, msg: Message) -> None:
@@ -437,7 +449,7 @@ class ParticipantNode:
                 return
             if out.yes_vote and self.crash:
                 self.crash.reached(ParticipantCrashPoint.BEFORE_VOTE, self.log)
-            self.log.message("send", conn.peer, out.text)
+            self.log.message(SEND, conn.peer, out.text)
             self.log.flush()  # the log before the world: nothing leaves unlogged
             transport.write(f"{out.text}\n".encode())
             if self.crash and (out.yes_vote or out.ahead_of):
@@ -502,11 +514,11 @@ class PeerLink:
                         asyncio.open_connection(host, port, limit=READ_CHUNK), CONNECT_TIMEOUT
                     )
                 except (OSError, TimeoutError, ValueError) as e:
-                    node.log.event("unreachable", ("peer", self.peer), ("error", str(e) or type(e).__name__))
+                    node.log.write(UNREACHABLE, peer=self.peer, error=str(e) or type(e).__name__)
                     return
                 self._writer = writer
                 self._reader_task = asyncio.get_running_loop().create_task(self._read(reader, writer))
-            node.log.message("send", self.peer, msg)
+            node.log.message(SEND, self.peer, msg)
             node.log.flush()
             self._writer.write(encode(msg))
             try:
@@ -520,12 +532,12 @@ class PeerLink:
             while data := await reader.read(READ_CHUNK):
                 for line in buffer.feed(data):
                     msg = decode(line)
-                    self.node.log.message("recv", self.peer, msg)
+                    self.node.log.message(RECV, self.peer, msg)
                     self.node.on_peer_reply(self.peer, msg)
                 if buffer.error is not None:
                     raise buffer.error
         except (ConnectionError, DecodeError) as e:
-            self.node.log.event("disconnect", ("peer", self.peer), ("error", str(e) or type(e).__name__))
+            self.node.log.write(DISCONNECT, peer=self.peer, error=str(e) or type(e).__name__)
         finally:
             writer.close()
             if self._writer is writer:  # not a newer connection made meanwhile

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.events.log import EventLog
+from harness.events.schema import ERROR
 from harness.node.crash import CrashPlan, ParticipantCrashPoint
 from harness.node.participant_node import ParticipantNode
 from harness.node.storage import Storage, StorageError
@@ -67,7 +68,7 @@ async def serve(
         try:
             address = await node.start(config.host, config.port, config.advertise, config.sock)
         except OSError as e:
-            log.event("error", ("error", f"cannot listen on {config.host}:{config.port}: {e.strerror or e}"))
+            log.write(ERROR, error=f"cannot listen on {config.host}:{config.port}: {e.strerror or e}")
             raise StartError(
                 f"cannot listen on {config.host}:{config.port}: {e.strerror or e}"
                 + (" (is another participant running?)" if e.errno == errno.EADDRINUSE else "")

@@ -26,7 +26,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from harness.protocol.messages import Abort, Commit, Error, Message, Outcome, Prepare, Resolve, TxState, Vote
+from harness.protocol.messages import Abort, Commit, Error, Message, NokCode, Outcome, Prepare, Resolve, TxState, Vote
 
 
 class Result(enum.Enum):
@@ -86,6 +86,7 @@ class Report:
     result: Result
     reason: str
     cause: Cause = Cause.ALL_YES
+    nok: NokCode | None = None  # with Cause.NO_VOTE: the code of the NOK that decided it, if it had one
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -148,7 +149,7 @@ class CoordinatorCore:
                 return self._start_resolving() if self.silent <= self.lost else []
             case Phase.VOTING, Vote(yes=False):
                 self.silent.discard(src)  # it released its promise: it needs no ABORT
-                return self._abort(f"{src} voted NOK: {msg.reason or 'no reason given'}", Cause.NO_VOTE)
+                return self._abort(f"{src} voted NOK: {msg.reason or 'no reason given'}", Cause.NO_VOTE, msg.code)
             case Phase.RESOLVING, Outcome(state=TxState.ABORTED):
                 self.silent.discard(src)
                 return self._abort(f"{src} did not answer in time, then aborted", Cause.TIMEOUT)
@@ -166,7 +167,7 @@ class CoordinatorCore:
                 return []
             case Phase.RESOLVING, Vote(yes=False):
                 self.silent.discard(src)
-                return self._abort(f"{src} voted NOK late: {msg.reason or 'no reason given'}", Cause.NO_VOTE)
+                return self._abort(f"{src} voted NOK late: {msg.reason or 'no reason given'}", Cause.NO_VOTE, msg.code)
             case Phase.FINISHING, Outcome(state=TxState.PREPARED):
                 return []  # a late answer to RESOLVE, not an acknowledgement of the decision
             case Phase.FINISHING, Outcome():
@@ -250,14 +251,16 @@ class CoordinatorCore:
     def _commit(self, reason: str, cause: Cause) -> list[CoordinatorAction]:
         return self._decide(Result.COMMITTED, reason, cause, Commit(txid=self.txid))
 
-    def _abort(self, reason: str, cause: Cause) -> list[CoordinatorAction]:
-        return self._decide(Result.ABORTED, reason, cause, Abort(txid=self.txid))
+    def _abort(self, reason: str, cause: Cause, nok: NokCode | None = None) -> list[CoordinatorAction]:
+        return self._decide(Result.ABORTED, reason, cause, Abort(txid=self.txid), nok)
 
-    def _decide(self, result: Result, reason: str, cause: Cause, msg: Commit | Abort) -> list[CoordinatorAction]:
+    def _decide(
+        self, result: Result, reason: str, cause: Cause, msg: Commit | Abort, nok: NokCode | None = None
+    ) -> list[CoordinatorAction]:
         self.phase = Phase.FINISHING
         self.result, self.reason = result, reason
         self.acked = set()
-        actions: list[CoordinatorAction] = [Report(result=result, reason=reason, cause=cause)]
+        actions: list[CoordinatorAction] = [Report(result=result, reason=reason, cause=cause, nok=nok)]
         actions += [Send(to=p, msg=msg) for p in sorted(self._to_acknowledge())]
         if not self._to_acknowledge():
             return actions + self._finish()

@@ -71,6 +71,13 @@ class TxState(enum.Enum):
     ABORTED = "aborted"
 
 
+class NokCode(enum.Enum):
+    """Why a participant voted NOK, for programs (the vote's ``reason`` is for people)."""
+
+    LOCKED = "locked"  # another transaction holds the lock (the seed's pode_Alterar)
+    ABORTED = "aborted"  # this transaction is already aborted here (an earlier NOK, ABORT or RESOLVE)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Prepare:
     """Phase 1. The value travels with the request so that a participant knows
@@ -84,10 +91,11 @@ class Prepare:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Vote:
-    """A participant's vote: ``yes`` (wire ``ok``) or no (wire ``NOK``) with a reason."""
+    """A participant's vote: ``yes`` (wire ``ok``) or no (wire ``NOK``) with a code and a reason."""
 
     txid: str
     yes: bool
+    code: NokCode | None = None  # with NOK; None from a peer that sends none
     reason: str = ""
     kind: Kind = field(default=Kind.VOTE, init=False, repr=False)
 
@@ -186,7 +194,12 @@ def message_fields(msg: Message) -> list[tuple[str, object]]:
         case Prepare():
             return [("txid", msg.txid), ("value", msg.value), ("participants", ",".join(msg.participants))]
         case Vote():
-            return [("txid", msg.txid), ("vote", "ok" if msg.yes else "NOK"), ("reason", msg.reason or None)]
+            return [
+                ("txid", msg.txid),
+                ("vote", "ok" if msg.yes else "NOK"),
+                ("code", msg.code.value if msg.code else None),
+                ("reason", msg.reason or None),
+            ]
         case Commit() | Abort() | Resolve():
             return [("txid", msg.txid)]
         case Outcome():
@@ -334,8 +347,8 @@ def decode(line: bytes) -> Message:
             raise DecodeError("bad-field", f"field {key!r} given twice")
         fields[key] = value
     msg = _build(kind, fields)
-    if not fields.keys() <= _FIELDS[kind]:
-        extra = sorted(fields.keys() - _FIELDS[kind])
+    if not fields.keys() <= MESSAGE_FIELDS[kind]:
+        extra = sorted(fields.keys() - MESSAGE_FIELDS[kind])
         raise DecodeError("unknown-field", f"{kind.value} has no field {extra[0]!r}")
     return msg
 
@@ -343,9 +356,9 @@ def decode(line: bytes) -> Message:
 _KINDS = {k.value: k for k in Kind}
 # Every field a message of each kind may carry: what message_fields writes
 # (tests/test_messages.py holds the two together).
-_FIELDS: dict[Kind, frozenset[str]] = {
+MESSAGE_FIELDS: dict[Kind, frozenset[str]] = {
     Kind.PREPARE: frozenset({"txid", "value", "participants"}),
-    Kind.VOTE: frozenset({"txid", "vote", "reason"}),
+    Kind.VOTE: frozenset({"txid", "vote", "code", "reason"}),
     Kind.COMMIT: frozenset({"txid"}),
     Kind.ABORT: frozenset({"txid"}),
     Kind.RESOLVE: frozenset({"txid"}),
@@ -366,7 +379,12 @@ def _build(kind: Kind, f: dict[str, str]) -> Message:
             vote = _require(f, "vote")
             if vote not in ("ok", "NOK"):
                 raise DecodeError("bad-value", "vote must be ok or NOK")
-            return Vote(txid=_txid(f), yes=vote == "ok", reason=f.get("reason", ""))
+            raw_code = f.get("code")
+            try:
+                code = NokCode(raw_code) if raw_code is not None else None
+            except ValueError:
+                raise DecodeError("bad-value", f"code must be one of {', '.join(c.value for c in NokCode)}") from None
+            return Vote(txid=_txid(f), yes=vote == "ok", code=code, reason=f.get("reason", ""))
         case Kind.COMMIT:
             return Commit(txid=_txid(f))
         case Kind.ABORT:

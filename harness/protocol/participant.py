@@ -47,6 +47,7 @@ from harness.protocol.messages import (
     Commit,
     Error,
     Message,
+    NokCode,
     Outcome,
     Prepare,
     Resolve,
@@ -306,17 +307,20 @@ class ParticipantCore:
         elif answer is Answer.VOTE:
             assert record is not None
             yes = record.state is not TxState.ABORTED
-            reason = "" if yes else self._no_reason(before, event)
-            actions.append(Reply(conn=conn, msg=Vote(txid=txid, yes=yes, reason=reason)))
+            if yes:
+                actions.append(Reply(conn=conn, msg=Vote(txid=txid, yes=True)))
+            else:
+                code, reason = self._no_reason(before, event)
+                actions.append(Reply(conn=conn, msg=Vote(txid=txid, yes=False, code=code, reason=reason)))
         else:
             assert record is not None
             actions.append(Reply(conn=conn, msg=Outcome(txid=txid, state=record.state)))
         return actions
 
-    def _no_reason(self, before: TxState | None, event: Event) -> str:
+    def _no_reason(self, before: TxState | None, event: Event) -> tuple[NokCode, str]:
         if before is NONE and event is Event.PREPARE_LOCK_HELD:
-            return f"locked by {self.lock}"
-        return "already aborted"
+            return NokCode.LOCKED, f"locked by {self.lock}"
+        return NokCode.ABORTED, "already aborted"
 
     def _write(self, txid: str, state: TxState, prepare: Prepare | None, event: Event) -> list[Action]:
         old = self.records.get(txid)

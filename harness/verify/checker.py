@@ -31,6 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from harness.protocol.messages import NokCode
 from harness.verify.model import CheckError, CheckReport, ClientStats, ReplicaStats, Violation, ViolationKind
 from harness.verify.reader import CLIENT_LOG, NEMESIS_LOG, Log, LogReader, Observation, seconds_between
 
@@ -141,7 +142,8 @@ class _Checker:
                     else:
                         cause = f.get("cause", "other")
                         if cause == "no-vote":
-                            cause = "no vote: locked" if "locked by" in f.get("reason", "") else "no vote: other"
+                            # the NOK's code (harness.protocol.messages.NokCode), not its prose
+                            cause = "no vote: locked" if f.get("nok") == NokCode.LOCKED.value else "no vote: other"
                         cstats.aborted[cause] = cstats.aborted.get(cause, 0) + 1
                 except (KeyError, ValueError):
                     self.flag(

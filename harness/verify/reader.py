@@ -13,7 +13,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from harness.events.log import EVENTS
+from harness.events.schema import (
+    BEGIN,
+    DURABLE,
+    EVENTS,
+    FAULT,
+    HEAL,
+    LISTENING,
+    OUTCOME,
+    RESTORED,
+    SEND,
+    EventKind,
+    FieldType,
+)
 from harness.protocol.messages import DecodeError, split_fields
 from harness.verify.model import Violation, ViolationKind
 
@@ -61,34 +73,84 @@ class LogKind:
         self.other = re.compile(rf"\n(?P<ts>{_WORD}*+) (?P<who>{_WORD}*+) {other}")
 
 
+_VALUE = {
+    FieldType.INT: r"-?[0-9]++",
+    FieldType.FLOAT: _BARE,
+    FieldType.WORD: _BARE,
+    FieldType.LIST: _BARE,
+}
+
+
+def _unquote(quoted: str) -> str:
+    """A quoted value's text as split_fields returns it (escapes undone)."""
+    return quoted if "\\" not in quoted else dict(split_fields(f'v="{quoted}"'))["v"]
+
+
+class Shape:
+    """The regex of one event's lines as EventLog writes them, made from the
+    event's fields in harness.events.schema: every field in order, optional
+    ones optional, each value captured as split_fields would return it (a TEXT
+    value bare, or quoted: group ``<field>_q``). A line that does not fit (a
+    value written another way, a field missing) is read field by field
+    instead, so the shape only ever makes reading faster, never different.
+    Groups are named ``<prefix>_<field>``; ``groups`` lists them in the
+    schema's order, a TEXT field's quoted group right after its bare one."""
+
+    def __init__(self, prefix: str, *kinds: EventKind) -> None:
+        fields = kinds[0].fields
+        assert all(k.fields == fields for k in kinds), "one shape reads events with the same fields"
+        self.prefix = prefix
+        self.fields = fields
+        names = "|".join(re.escape(k.name) for k in kinds)
+        parts = [rf"(?P<{prefix}>(?P<{prefix}_event>{names})"]
+        groups = [f"{prefix}_event"]
+        for f in fields:
+            g = f"{prefix}_{f.name}"
+            if f.type is FieldType.TEXT:
+                value = rf'(?:"(?P<{g}_q>[^"\\\n]*+(?:\\.[^"\\\n]*+)*+)"|(?P<{g}>{_BARE}))'
+                groups += [g, f"{g}_q"]
+            else:
+                value = rf"(?P<{g}>{_VALUE[f.type]})"
+                groups.append(g)
+            piece = rf" {f.name}={value}"
+            parts.append(rf"(?:{piece})?" if f.optional else piece)
+        parts.append(rf"{_END})")
+        self.pattern = "".join(parts)
+        self.groups = tuple(groups)
+
+    def values(self, m: re.Match[str]) -> dict[str, str]:
+        """The fields present in a line this shape matched, as split_fields returns them."""
+        out = {}
+        for f in self.fields:
+            g = f"{self.prefix}_{f.name}"
+            raw = m[g]
+            if raw is None and f.type is FieldType.TEXT and (q := m[f"{g}_q"]) is not None:
+                raw = _unquote(q)
+            if raw is not None:
+                out[f.name] = raw
+        return out
+
+
+# The shapes the checker reads fast. The record's fields are unpacked in the
+# schema's order (participant_lines): a change of DURABLE's fields must show here.
+RECORD = Shape("record", DURABLE, RESTORED)
+assert DURABLE.field_names == ("txid", "state", "value", "version", "participants", "why")
+BEGIN_SHAPE = Shape("begin", BEGIN)
+OUTCOME_SHAPE = Shape("outcome", OUTCOME)
+
 PARTICIPANT_LOG = LogKind(
-    # durable and restored as harness.nodes.log_record writes them; a quoted
-    # "why" is captured between its quotes
-    rf"(?P<record>(?P<kind>durable|restored) txid=(?P<txid>{_WORD}++) state=(?P<state>[a-z]++)"
-    rf" value=(?P<value>-?[0-9]++) version=(?P<version>[0-9]++) participants=(?P<participants>{_WORD}*+)"
-    rf'(?: why=(?:"(?P<quoted>[^"\\\n]*+(?:\\.[^"\\\n]*+)*+)"|(?P<why>[^ "\n]++)))?{_END})',
+    RECORD.pattern,
     # a sent VOTE, its reason free of "=" (so that the field-by-field reading
-    # of a vote, which looks for " vote=ok" anywhere, would find the same vote)
+    # of a vote, which looks for " vote=ok" anywhere, would find the same vote);
+    # the message's fields are the protocol's (harness.protocol.messages)
     rf"(?P<vote>send peer={_WORD}++ msg=VOTE txid=(?P<vote_txid>{_WORD}++) vote=(?P<yes>ok|NOK)"
-    rf"(?: reason=[^=\n]*+)?{_END})",
+    rf"(?: code=[a-z]++)?(?: reason=[^=\n]*+)?{_END})",
     # a sent OUTCOME and the state it claims
     rf"(?P<outcome>send peer={_WORD}++ msg=OUTCOME txid=(?P<outcome_txid>{_WORD}++) state=(?P<claim>{_WORD}*+){_END})",
-    wanted=("durable", "restored", "send", "listening"),
+    wanted=(DURABLE.name, RESTORED.name, SEND.name, LISTENING.name),
 )
-CLIENT_LOG = LogKind(
-    # begin and outcome as harness.client writes them: bare values, the reason
-    # bare or quoted without escapes, so that each group is what split_fields returns
-    rf"(?P<begin>begin txid=(?P<begin_txid>{_BARE}) value=(?P<value>{_BARE})"
-    rf" participants=(?P<participants>{_BARE})(?: prepare=(?P<prepare>{_BARE}))?{_END})",
-    rf"(?P<outcome>outcome txid=(?P<txid>{_BARE}) result=(?P<result>{_BARE}) op=(?P<op>{_BARE})"
-    rf" attempt=(?P<attempt>{_BARE}) value=(?P<outcome_value>{_BARE}) latency_ms=(?P<latency_ms>{_BARE})"
-    rf' cause=(?P<cause>{_BARE})(?: reason=(?:"(?P<quoted_reason>[^"\\\n]*+)"|(?P<reason>{_BARE})))?{_END})',
-    wanted=("begin", "outcome"),
-)
-# The groups the checker reads of a shape, in the order it reads them.
-RECORD_GROUPS = ("ts", "kind", "txid", "state", "value", "version", "participants", "why", "quoted")
-OUTCOME_GROUPS = ("txid", "result", "op", "attempt", "outcome_value", "latency_ms", "cause", "quoted_reason", "reason")
-NEMESIS_LOG = LogKind(wanted=("fault", "heal"))
+CLIENT_LOG = LogKind(BEGIN_SHAPE.pattern, OUTCOME_SHAPE.pattern, wanted=(BEGIN.name, OUTCOME.name))
+NEMESIS_LOG = LogKind(wanted=(FAULT.name, HEAL.name))
 
 
 def seconds_between(start: str, end: str) -> float | None:
@@ -226,25 +288,9 @@ class LogReader:
         for m in self.lines_of(log, kind):
             at, shape = m.start() + 1, m.lastgroup
             if shape == "begin":
-                txid, value, participants, prepare = m.group("begin_txid", "value", "participants", "prepare")
-                fields = {"txid": txid, "value": value, "participants": participants}
-                if prepare is not None:
-                    fields["prepare"] = prepare
-                yield "begin", fields, at
+                yield BEGIN.name, BEGIN_SHAPE.values(m), at
             elif shape == "outcome":
-                txid, result, op, attempt, value, latency, cause, quoted, reason = m.group(*OUTCOME_GROUPS)
-                fields = {
-                    "txid": txid,
-                    "result": result,
-                    "op": op,
-                    "attempt": attempt,
-                    "value": value,
-                    "latency_ms": latency,
-                    "cause": cause,
-                }
-                if quoted is not None or reason is not None:
-                    fields["reason"] = reason if quoted is None else quoted
-                yield "outcome", fields, at
+                yield OUTCOME.name, OUTCOME_SHAPE.values(m), at
             elif (f := self.fields(log, at, m["event"], m["rest"] or "")) is not None:
                 yield m["event"], f, at
 
@@ -265,10 +311,11 @@ class LogReader:
                 yield "OUTCOME", at, txid, claim, None
                 continue
             if shape == "record":
-                ts, event, txid, state, value, version, parts, why, quoted = m.group(*RECORD_GROUPS)
+                ts = m["ts"]
+                event, txid, state, value, version, parts, why, quoted = m.group(*RECORD.groups)
                 value, version = int(value), int(version)
                 if quoted is not None:
-                    why = quoted if "\\" not in quoted else dict(split_fields(f'why="{quoted}"'))["why"]
+                    why = _unquote(quoted)
             else:
                 ts, event = m.group("ts", "event")
                 f = self.fields(log, at, event, m["rest"] or "")
