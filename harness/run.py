@@ -1,4 +1,4 @@
-"""``python -m harness.run``: the main job. Argument parsing only; see harness.runner.
+"""``python -m harness.run``: the main job. Argument parsing only; see harness.experiment.runner.
 
 Exit status: 0 consistent, 1 a violation, 2 a usage or infrastructure error.
 """

@@ -1,7 +1,7 @@
 """The checker, fed hand-made run folders and broken protocols: it must catch them.
 
 Theory of operation. ``FakeRun`` writes a synthetic run folder, line by line in
-the format the real nodes write (harness.eventlog's timestamp, harness.protocol's
+the format the real nodes write (harness.events' timestamp, harness.protocol's
 ``key=value`` fields): three participants and two clients that race (both abort,
 the seed's classic), then commit one transaction each. ``consistent_run()`` is
 that folder; the builder is shown right by the checker finding it consistent,

@@ -1,7 +1,7 @@
 """The participant's state machine, driven with messages and timeouts only.
 
 The expected transitions below are written out by hand from the protocol
-(design section 4 and the module docstring), not read from TRANSITIONS, so that
+(docs/protocol.md and the module docstring), not read from TRANSITIONS, so that
 a wrong entry in the table is caught rather than copied.
 """
 

@@ -37,8 +37,8 @@ EPILOG = f"""\
 what it measures (every figure beside its floor, measured in the same run):
   floor       one asyncio client, three forked echo processes, a real PREPARE and
               COMMIT per transaction; fsync of a {FSYNC_APPEND}-byte append in the data folder
-  one-client  harness.runner.run with 1 client, durable and --no-durable: committed/s, p50/p99
-  contention  harness.runner.run with --retry backoff for --duration seconds, per client count
+  one-client  harness.experiment.runner.run with 1 client, durable and --no-durable: committed/s, p50/p99
+  contention  harness.experiment.runner.run with --retry backoff for --duration seconds, per client count
   startup     3 participants and 5 clients ready, from the logs of a runner run
   memory      VmRSS of a participant and a client after --memory-transactions transactions
   checker     check_run on a synthetic run folder of --checker-lines lines and one {CHECKER_SMALL}x smaller
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = BenchConfig()
     p = argparse.ArgumentParser(
         prog="python -m harness.bench",
-        description="Measure the harness against the floor that the machine allows (design section 7), "
+        description="Measure the harness against the floor that the machine allows (docs/architecture.md), "
         "print a table and write the figures as JSON.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -177,7 +177,7 @@ def measure_fsync(directory: Path, count: int) -> list[float]:
 
 
 def measure_storage_write(directory: Path, count: int) -> list[float]:
-    """Seconds of ``count`` durable one-record writes through harness.storage (a vote's persist)."""
+    """Seconds of ``count`` durable one-record writes through harness.node.storage (a vote's persist)."""
     storage = Storage(directory / f"storage-probe-{secrets.token_hex(3)}.sqlite3", "bench", durable=True)
     participants = ("127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3")
     times = []

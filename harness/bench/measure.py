@@ -45,7 +45,7 @@ def _first_event(path: Path, kind: EventKind) -> float:
 
 
 class Runs:
-    """Runs experiments through harness.runner.run in the work folder, and checks each."""
+    """Runs experiments through harness.experiment.runner.run in the work folder, and checks each."""
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir

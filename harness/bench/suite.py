@@ -1,6 +1,6 @@
 """``python -m harness.bench``: how fast the harness runs, as multiples of what the machine allows.
 
-Theory of operation (design section 7). The machines here are shared and
+Theory of operation (docs/architecture.md). The machines here are shared and
 noisy, so an absolute time means little alone: every figure is printed next to
 the floor it should be compared with, measured in the same run, and as a ratio
 to it. The floors:
@@ -11,7 +11,7 @@ to it. The floors:
 * disk: the median fsync of a ~200-byte append in the data directory (a
   durable vote is at least one of those, on the critical path);
 * start-up: forking three echo processes and five processes that connect to
-  them, each ready by a pipe message, through the runner's harness.processes;
+  them, each ready by a pipe message, through the runner's harness.experiment.processes;
 * memory: the resident size of an idle asyncio echo process forked from the
   same parent;
 * checker: reading the same log files line by line and splitting each line.
@@ -21,15 +21,15 @@ all processes together: the floor's from /proc/<pid>/schedstat, a run's from
 RUSAGE_CHILDREN (the runner reaps every process it starts), so that a gap to
 the floor can be told apart from a machine busy with other work.
 
-The measurements drive the product's own code paths: harness.runner.run for
+The measurements drive the product's own code paths: harness.experiment.runner.run for
 the one-client and contention runs and for start-up (read from the event
 logs' timestamps: a participant logs ``listening`` and a client ``connected``
 just before it reports ready), the runner's child entry points for memory,
-and harness.checker.check_run on a synthetic run folder whose lines are
-rendered by harness.eventlog from real messages, and compared line shape by
+and harness.verify.checker.check_run on a synthetic run folder whose lines are
+rendered by harness.events from real messages, and compared line shape by
 line shape with a real run's.
 
-The rules it keeps: every process is started through harness.processes and
+The rules it keeps: every process is started through harness.experiment.processes and
 stopped by its handle; everything listens on 127.0.0.1 ephemeral ports;
 nothing sleeps to wait for readiness; every measurement is repeated and its
 median reported.

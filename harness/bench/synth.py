@@ -121,7 +121,7 @@ class _Files:
 def synthesize_run(folder: Path, lines: int, clients: int = SYNTH_CLIENTS) -> int:
     """Write a consistent run folder of at least ``lines`` event lines; return how many.
 
-    Every line is rendered by harness.eventlog from a real message (or with
+    Every line is rendered by harness.events from a real message (or with
     the fields the nodes log), so its format is exactly a real one's. The
     workload is a run with ``--retry backoff``: in every other round two
     clients contend, one prepares and commits everywhere while the other's

@@ -67,7 +67,7 @@ def build_rows(results: dict[str, Any], config: BenchConfig) -> list[Row]:
         Row("floor", "echo fan-out latency p50", floor_p50, "ms", floor_p50, "echo p50"),
         Row("floor", "echo fan-out latency p99", floor_p99, "ms", floor_p99, "echo p99"),
         Row("floor", f"fsync of a {FSYNC_APPEND}-byte append (median)", fsync, "ms", fsync, "fsync"),
-        Row("floor", "harness.storage durable write, 1 record", f["storage_write_ms"], "ms", fsync, "fsync"),
+        Row("floor", "storage durable write, 1 record", f["storage_write_ms"], "ms", fsync, "fsync"),
         Row("floor", "CPU per tx, client + 3 echo processes", f["cpu_ms_per_tx"], "ms CPU", f["cpu_ms_per_tx"], "echo"),
     ]
     floor_cpu = f["cpu_ms_per_tx"]

@@ -1,6 +1,6 @@
 """The per-node event log: one line per event, for people and for the checker.
 
-Format (design section 5), one event per line::
+Format (docs/architecture.md; every event and its fields: harness.events.schema), one event per line::
 
     2026-11-27T02:41:03.123456Z server1 recv peer=127.0.0.1:53422 msg=PREPARE txid=c1-... value=7
 

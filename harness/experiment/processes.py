@@ -22,7 +22,7 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-logger = logging.getLogger("harness.processes")
+logger = logging.getLogger("harness.experiment.processes")
 
 # fork: children start in milliseconds with the runner's modules already
 # imported (start-up is part of the experiment). The runner never forks while

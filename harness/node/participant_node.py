@@ -14,7 +14,7 @@ persist before it, lazy ones too (so that a version it reports never goes back
 after a crash), a RESOLVE answer for those that are not lazy.
 
 Lines are handled in the protocols' data_received callbacks, not in a task per
-connection, and logged before anything they cause leaves (harness.eventlog).
+connection, and logged before anything they cause leaves (harness.events.log).
 
 Bad input from the network (their fault) is logged, answered with ERROR and
 the connection closed; it never reaches the core, so it never changes state.

@@ -24,7 +24,7 @@ timeout alone.
 
 The rule this module keeps: no I/O, no clock, no randomness. Inputs are a
 message (with the connection it came on) or a timeout; outputs are a list of
-actions the driver (nodes.py, or the simulator) must perform *in order*, with
+actions the driver (harness.node, or the simulator) must perform *in order*, with
 one guarantee on its side: a Persist is durable before any later Reply or Send
 leaves the node. Every state change is a Persist, so nothing a peer sees can be
 lost by a crash, with one exception, a *lazy* Persist: a committed record. The

@@ -6,7 +6,7 @@ participant's STATUS answer and the records read from its storage after it
 stopped). From the participants' ``durable`` and ``restored`` lines it rebuilds,
 per participant and transaction, the sequence of durable states; from the
 clients' ``begin`` and ``outcome`` lines, what each client proposed and was told.
-It then checks design section 4:
+It then checks (docs/architecture.md lists each rule):
 
 * stability (AC2): each participant's record moves only forward:
   none -> prepared -> committed | aborted, or none -> aborted;
@@ -146,19 +146,14 @@ class _Checker:
                             cause = "no vote: locked" if f.get("nok") == NokCode.LOCKED.value else "no vote: other"
                         cstats.aborted[cause] = cstats.aborted.get(cause, 0) + 1
                 except (KeyError, ValueError):
-                    self.flag(
-                        ViolationKind.BAD_LOG_LINE,
-                        f.get("txid"),
-                        f"{log.where(at)}: {event} line lacks a field",
-                        log.cite(at),
-                    )
+                    self.reader.lacks_field(log, at, event, f.get("txid"))
 
     def _read_participant(self, node: str) -> None:
         """Observations of every record, vote counts and restarts, and the
         rules that need the log's order at one participant:
 
         * a yes vote, a NOK or an OUTCOME is sent only once what it says is
-          durable (design section 4, and the Cornus argument: an abort
+          durable (docs/protocol.md, and the Cornus argument: an abort
           recorded for RESOLVE must survive a crash); but "committed" may be
           said once the yes vote is durable (a lazy commit: the votes decided
           it, and a restart learns it again from the peers);

@@ -221,6 +221,10 @@ class LogReader:
     def flag(self, kind: ViolationKind, txid: str | None, message: str, *evidence: str) -> None:
         self.violations.append(Violation(kind, txid, message, tuple(evidence)))
 
+    def lacks_field(self, log: Log, at: int, event: str, txid: str | None) -> None:
+        """Flag the ``event`` line at ``at``: a field it needs is missing or malformed."""
+        self.flag(ViolationKind.BAD_LOG_LINE, txid, f"{log.where(at)}: {event} line lacks a field", log.cite(at))
+
     def log(self, node: str) -> Log | None:
         """A node's log (see _read), or None (flagged) when it is missing."""
         path = self.folder / f"{node}.log"
@@ -330,12 +334,7 @@ class LogReader:
                 try:
                     txid, state, value, version = f["txid"], f["state"], int(f["value"]), int(f["version"])
                 except (KeyError, ValueError):
-                    self.flag(
-                        ViolationKind.BAD_LOG_LINE,
-                        f.get("txid"),
-                        f"{log.where(at)}: {event} line lacks a field",
-                        log.cite(at),
-                    )
+                    self.lacks_field(log, at, event, f.get("txid"))
                     continue
                 parts, why = f.get("participants", ""), f.get("why", "")
             if (participants := listed.get(parts)) is None:
