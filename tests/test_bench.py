@@ -65,6 +65,7 @@ def test_bench_quick_measures_every_section_and_writes_json(tmp_path: Path) -> N
     checker = results["checker"]
     assert checker["large"]["lines"] >= 8000 and checker["small"]["lines"] >= 2000
     assert checker["shapes"]["synthetic_not_in_real"] == []
+    assert checker["large"]["peak_mib"] >= checker["large"]["floor_peak_mib"] > 0
     # every figure of the table has its row in the JSON, with its ratio to the floor where it has one
     assert {r["section"] for r in results["rows"]} >= {"floor", "one client", "memory", "start-up", "checker"}
     assert all(r["ratio"] is not None for r in results["rows"] if r["floor"] is not None)

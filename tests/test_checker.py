@@ -46,6 +46,7 @@ from harness.experiment.runner import run
 from harness.protocol import coordinator as co
 from harness.protocol import participant as participant_core
 from harness.protocol.messages import Abort, Commit, Message, NokCode, Outcome, Prepare, Status, TxState, Vote
+from harness.verify import reader
 from harness.verify.checker import check_run
 from harness.verify.model import CheckError, CheckReport, Violation
 
@@ -1127,6 +1128,25 @@ def test_every_violation_cites_the_log_line_that_proves_it(tmp_path: Path, break
     assert all(v.txid is not None for v in flagged), show(report)
     place = where(folder, node, *needles)
     assert any(v.txid == txid and cites(v, place) for v in flagged), show(report)
+
+
+@pytest.mark.parametrize("breaking", [_undecided, _lock_held, _diverged, _gap], ids=lambda f: f.__name__[1:])
+def test_logs_read_in_small_pieces_give_the_same_report(
+    tmp_path: Path, breaking: Breaking, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checker streams each log in pieces of whole lines: pieces far smaller
+    than a line, cutting lines anywhere, give the same violations, citations
+    and line count as one piece."""
+    r = consistent_run(stop=False)
+    r.logs["client2"].insert(3, "a stray line, not an event")  # malformed lines too
+    _, _, _, final = breaking(r)
+    folder = r.write(tmp_path / "run", final)
+    whole = check_run(folder)
+    monkeypatch.setattr(reader, "CHUNK", 37)
+    pieces = check_run(folder)
+    assert whole.violations and pieces.violations == whole.violations
+    assert pieces.lines == whole.lines == sum(len(lines) for lines in r.logs.values())
+    assert [c.aborted for c in pieces.clients] == [c.aborted for c in whole.clients]
 
 
 # ====================================================================== broken protocols, end to end

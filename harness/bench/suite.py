@@ -57,7 +57,7 @@ from harness.bench.floor import (
 )
 from harness.bench.measure import Runs, contention, memory, one_client, startup
 from harness.bench.stats import median, pct, say
-from harness.bench.synth import line_shapes, synthesize_run, time_check, time_floor
+from harness.bench.synth import check_peak_mib, line_shapes, synthesize_run, time_check, time_floor
 from harness.experiment.config import RunConfig
 from harness.experiment.processes import Processes
 from harness.experiment.workload import RetryMode
@@ -85,6 +85,7 @@ TARGET_STARTUP = 0.5  # seconds until three participants and five clients are re
 
 
 TARGET_CHECKER = 200_000  # log lines per second
+TARGET_CHECKER_MIB = 100.0  # peak resident memory checking a 1-million-line folder
 
 
 TARGET_PARTICIPANT_MIB = 40.0
@@ -311,6 +312,9 @@ class Bench:
                 "check_reps_s": checks[label],
                 "floor_reps_s": floors[label],
             }
+            if label == "large":  # the checker streams: its memory must not grow with the logs
+                out[label]["peak_mib"] = check_peak_mib(folders[label])
+                out[label]["floor_peak_mib"] = check_peak_mib(None)
             say(
                 f"checker, {lines[label]} lines: {out[label]['lines_s']:,.0f} lines/s "
                 f"(floor {out[label]['floor_lines_s']:,.0f})"

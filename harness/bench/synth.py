@@ -6,6 +6,8 @@ import gc
 import io
 import json
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -404,6 +406,25 @@ def time_check(folder: Path, expected: int) -> float:
     if report.lines != expected:
         raise CheckError(f"{folder}: the checker read {report.lines} lines, {expected} were written")
     return elapsed
+
+
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a child of a
+# large benchmark process would report the benchmark's size.
+_PEAK = """
+import sys
+from pathlib import Path
+from harness.verify.checker import check_run
+if sys.argv[1]:
+    check_run(Path(sys.argv[1]))
+print(next(line.split()[1] for line in open("/proc/self/status") if line.startswith("VmHWM:")))
+"""
+
+
+def check_peak_mib(folder: Path | None) -> float:
+    """Peak resident memory, in MiB, of a fresh interpreter that checks ``folder``
+    (None: that only imports the checker, the floor)."""
+    done = subprocess.run([sys.executable, "-c", _PEAK, str(folder or "")], check=True, capture_output=True, text=True)
+    return int(done.stdout.split()[-1]) / 1024
 
 
 def time_floor(folder: Path, expected: int) -> float:

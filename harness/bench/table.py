@@ -13,6 +13,7 @@ from harness.bench.suite import (
     CHECKER_SMALL,
     STARVATION_RUN,
     TARGET_CHECKER,
+    TARGET_CHECKER_MIB,
     TARGET_CLIENT_MIB,
     TARGET_CONTENTION,
     TARGET_CONTENTION_CLIENTS,
@@ -223,6 +224,20 @@ def build_rows(results: dict[str, Any], config: BenchConfig) -> list[Row]:
                 )
             )
         rows.append(Row("checker", f"linearity (time/line, {CHECKER_SMALL}x larger / smaller)", ch["linearity"], ""))
+        large = ch["large"]
+        if "peak_mib" in large:
+            rows.append(
+                Row(
+                    "checker",
+                    f"peak memory checking {large['lines']:,} lines",
+                    large["peak_mib"],
+                    "MiB",
+                    large["floor_peak_mib"],
+                    "import only",
+                    f"<= {TARGET_CHECKER_MIB:g} MiB",
+                    large["peak_mib"] <= TARGET_CHECKER_MIB,
+                )
+            )
     return rows
 
 

@@ -28,12 +28,14 @@ from __future__ import annotations
 import gc
 import json
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
+from sys import intern
 from typing import Any
 
 from harness.protocol.messages import NokCode
 from harness.verify.model import CheckError, CheckReport, ClientStats, ReplicaStats, Violation, ViolationKind
-from harness.verify.reader import CLIENT_LOG, NEMESIS_LOG, Log, LogReader, Observation, seconds_between
+from harness.verify.reader import CLIENT_LOG, NEMESIS_LOG, Log, LogReader, Observation
 
 # States a participant's record may move through, as the logs spell them.
 _NEXT: dict[str | None, set[str]] = {
@@ -42,6 +44,29 @@ _NEXT: dict[str | None, set[str]] = {
     "committed": set(),
     "aborted": set(),
 }
+# A state's bit in _Track.seen, and the states whose record makes a claim true:
+# "prepared" may be said once committed (a late duplicate PREPARE), and
+# "committed" once prepared (a lazy commit: the votes decided it).
+_STATE_BIT = {"prepared": 1, "committed": 2, "aborted": 4}
+_SAYS = {"prepared": 1 | 2, "committed": 2 | 1, "aborted": 4}
+
+
+@dataclass(slots=True)
+class _Track:
+    """What the rules need of one transaction's observations at one participant
+    (not all of them: a long run has hundreds of thousands)."""
+
+    first: Observation  # the first observation of its current state
+    last: Observation = field(init=False)  # the latest observation
+    state: str = field(init=False)
+    prepared: Observation | None = None  # the first prepared observation
+    committed: Observation | None = None  # the first committed observation
+    seen: int = 0  # every state it has been durable in (_STATE_BIT)
+
+    def __post_init__(self) -> None:
+        self.last, self.state = self.first, self.first.state
+
+
 # The "why" of a decision a participant reached with its peers, not its client.
 _BY_PEERS_PREFIXES = ("every participant voted yes", "peer ")
 
@@ -89,8 +114,9 @@ class _Checker:
         self.final = final
         self.violations: list[Violation] = []
         self.reader = LogReader(folder, self.violations)
-        # participant node -> txid -> observations in log order
-        self.obs: dict[str, dict[str, list[Observation]]] = {node: defaultdict(list) for node, _ in participants}
+        # participant node -> txid -> what the rules need of its observations
+        self.tracks: dict[str, dict[str, _Track]] = {node: {} for node, _ in participants}
+        self._stability: list[Violation] = []  # found while reading, reported with the other record rules
         self.replicas = {node: ReplicaStats(node=node, address=address) for node, address in participants}
         self.begins: dict[str, tuple[int, Log, int]] = {}  # txid -> (value, the line: log, at)
         self.outcomes: list[tuple[str, str, Log, int]] = []  # (txid, result, the line: log, at)
@@ -128,7 +154,7 @@ class _Checker:
                             )
                         self.begins[txid] = (int(f["value"]), log, at)
                         continue
-                    result = f["result"]
+                    result = intern(f["result"])
                     self.outcomes.append((txid, result, log, at))
                     cstats.attempted += 1
                     if int(f.get("attempt", "1")) > 1:
@@ -163,12 +189,11 @@ class _Checker:
           acknowledged, is ever lost or changed).
         """
         stats = self.replicas[node]
-        per_txid = self.obs[node]
+        tracks = self.tracks[node]
         durable: dict[str, Observation] = {}  # txid -> its last observation before this start
         restored: dict[str, Observation] = {}  # this start's dump of its storage
         locked: dict[str, Observation] = {}  # txid -> its prepared observation, while undecided
-        prepared_ts: dict[str, str] = {}
-        seen: dict[str, set[str]] = {}  # txid -> every state it has been durable in
+        prepared_ts: dict[str, int] = {}  # txid -> when it was prepared (micros)
         log = self.reader.log(node)
         if log is None:
             return
@@ -197,10 +222,9 @@ class _Checker:
                         stats.yes_votes += 1
                     else:
                         stats.no_votes += 1
-                states = seen.get(txid, ())
-                if claim not in states and not (
-                    (claim == "prepared" and "committed" in states) or (claim == "committed" and "prepared" in states)
-                ):
+                track = tracks.get(txid)
+                states = track.seen if track is not None else 0
+                if not states & _SAYS.get(claim, 0):
                     said = {"prepared": "a yes vote", "aborted": "an abort"}.get(claim, f"state {claim}")
                     self.flag(
                         ViolationKind.DURABILITY,
@@ -209,8 +233,7 @@ class _Checker:
                         log.cite(at),
                     )
                 continue
-            per_txid[txid].append(o)
-            seen.setdefault(txid, set()).add(o.state)
+            self._observe(node, tracks, txid, o)
             if what == "restored":
                 restored[txid] = o
                 continue
@@ -231,12 +254,44 @@ class _Checker:
                 continue
             locked.pop(txid, None)
             if txid in prepared_ts:
-                held = seconds_between(prepared_ts.pop(txid), o.ts)
-                if held is not None and held > self.longest_lock[0]:
+                since = prepared_ts.pop(txid)
+                held = (o.ts - since) / 1e6 if since >= 0 and o.ts >= 0 else 0.0
+                if held > self.longest_lock[0]:
                     self.longest_lock = (held, node, txid)
             if o.why.startswith(_BY_PEERS_PREFIXES):
                 self.resolved_by_peers.add(txid)
         stats.restarts = max(0, stats.restarts - 1)
+
+    def _observe(self, node: str, tracks: dict[str, _Track], txid: str, o: Observation) -> None:
+        """Stability, as the observations of ``txid`` at ``node`` come in:
+        its record only moves forward (none -> prepared -> committed | aborted)."""
+        track = tracks.get(txid)
+        if track is None:
+            if o.state not in _NEXT[None]:
+                self._stability.append(
+                    Violation(
+                        ViolationKind.STABILITY, txid, f"{node} moved {txid} from no record to {o.state}", (o.cite(),)
+                    )
+                )
+            track = tracks[txid] = _Track(o)
+        else:
+            track.last = o
+            if o.state != track.state:
+                if o.state not in _NEXT.get(track.state, set()):
+                    self._stability.append(
+                        Violation(
+                            ViolationKind.STABILITY,
+                            txid,
+                            f"{node} moved {txid} from {track.state} to {o.state}",
+                            (track.first.cite(), o.cite()),
+                        )
+                    )
+                track.state, track.first = o.state, o
+        track.seen |= _STATE_BIT.get(o.state, 0)
+        if o.state == "prepared" and track.prepared is None:
+            track.prepared = o
+        elif o.state == "committed" and track.committed is None:
+            track.committed = o
 
     def _check_restart(
         self, node: str, durable: dict[str, Observation], restored: dict[str, Observation], log: Log, at: int
@@ -308,35 +363,21 @@ class _Checker:
         )
 
     def check_records(self) -> dict[str, dict[str, Observation]]:
-        """Stability per participant, then agreement and validity per txid.
-        Returns txid -> node -> its last observation."""
+        """Stability per participant (found while reading), then agreement and
+        validity per txid. Returns txid -> node -> the first observation of its
+        final state."""
+        self.violations += self._stability
         last: dict[str, dict[str, Observation]] = defaultdict(dict)
         prepared_at: dict[str, dict[str, Observation]] = defaultdict(dict)
-        for node, per_txid in self.obs.items():
+        for node, tracks in self.tracks.items():
             stats = self.replicas[node]
-            for txid, observations in per_txid.items():
-                state: str | None = None
-                previous: Observation | None = None
-                for o in observations:
-                    if o.state == "prepared":
-                        prepared_at[txid].setdefault(node, o)
-                    if o.state == state:
-                        continue
-                    if o.state not in _NEXT.get(state, set()):
-                        evidence = [previous.cite()] if previous else []
-                        self.flag(
-                            ViolationKind.STABILITY,
-                            txid,
-                            f"{node} moved {txid} from {state or 'no record'} to {o.state}",
-                            *evidence,
-                            o.cite(),
-                        )
-                    state, previous = o.state, o
-                assert previous is not None
-                last[txid][node] = previous
-                if previous.state == "committed":
+            for txid, track in tracks.items():
+                if track.prepared is not None:
+                    prepared_at[txid][node] = track.prepared
+                last[txid][node] = track.first
+                if track.state == "committed":
                     stats.commits += 1
-                elif previous.state == "aborted":
+                elif track.state == "aborted":
                     stats.aborts += 1
 
         for txid, by_node in last.items():
@@ -381,7 +422,7 @@ class _Checker:
         early = [
             (q, p)
             for q, p in prepared.items()
-            if p.ts and commit.ts and p.ts > commit.ts and q in {self.node_of.get(a) for a in listed}
+            if p.ts >= 0 and commit.ts >= 0 and p.ts > commit.ts and q in {self.node_of.get(a) for a in listed}
         ]
         for q, p in early:
             self.flag(
@@ -424,15 +465,13 @@ class _Checker:
 
     def _cite_record(self, node: str, txid: str | None) -> list[str]:
         """The log line that shows ``node``'s last record of ``txid``, if any."""
-        observations = self.obs[node].get(txid) if txid else None
-        return [observations[-1].cite()] if observations else []
+        track = self.tracks[node].get(txid) if txid else None
+        return [track.last.cite()] if track is not None else []
 
     def _cite_commit(self, node: str, txid: str | None) -> list[str]:
         """The log line where ``node`` made ``txid`` committed, if any."""
-        for o in self.obs[node].get(txid, ()) if txid else ():
-            if o.state == "committed":
-                return [o.cite()]
-        return []
+        track = self.tracks[node].get(txid) if txid else None
+        return [track.committed.cite()] if track is not None and track.committed is not None else []
 
     def check_replicas(self) -> None:
         sequences: dict[str, list[tuple[str, int, int]]] = {}
@@ -493,7 +532,7 @@ class _Checker:
                     *self._cite_record(node, txid),
                 )
             # the logs and the storage must tell the same story
-            logged = {txid: o for txid, obs in self.obs[node].items() if (o := obs[-1]).state == "committed"}
+            logged = {txid: t.last for txid, t in self.tracks[node].items() if t.last.state == "committed"}
             stored = {t: (v, val) for t, v, val in seq}
             for txid in sorted(set(logged) ^ set(stored)):
                 if txid in logged:

@@ -6,12 +6,14 @@ flags, as violations, every line that is not an event line.
 
 from __future__ import annotations
 
+import os
 import re
 from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from sys import intern
 
 from harness.events.schema import (
     BEGIN,
@@ -153,12 +155,22 @@ CLIENT_LOG = LogKind(BEGIN_SHAPE.pattern, OUTCOME_SHAPE.pattern, wanted=(BEGIN.n
 NEMESIS_LOG = LogKind(wanted=(FAULT.name, HEAL.name))
 
 
-def seconds_between(start: str, end: str) -> float | None:
-    """Seconds between two log timestamps, None if either does not parse."""
+_EPOCH_SECOND: dict[str, int] = {}  # "2026-11-27T02:41:03" -> its second since the epoch
+
+
+def micros(ts: str) -> int:
+    """A log timestamp (2026-11-27T02:41:03.123456Z) as microseconds since the
+    epoch; -1 if it does not parse. (An int is a third of the timestamp's
+    string in memory, and the checker keeps one per durable record.)"""
+    second = _EPOCH_SECOND.get(ts[:19])
     try:
-        return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+        if second is None:
+            second = _EPOCH_SECOND[ts[:19]] = int(datetime.fromisoformat(ts[:19] + "+00:00").timestamp())
+        if len(ts) != 27 or ts[19] != "." or ts[26] != "Z":
+            return -1
+        return second * 1_000_000 + int(ts[20:26])
     except ValueError:
-        return None
+        return -1
 
 
 @dataclass(slots=True)
@@ -172,7 +184,7 @@ class Observation:
     log: Log
     at: int
     why: str = ""
-    ts: str = ""  # the line's UTC timestamp; ISO strings of one width compare in time order
+    ts: int = -1  # the line's UTC time in microseconds since the epoch (micros); -1 unknown
 
     def cite(self) -> str:
         return self.log.cite(self.at)
@@ -182,29 +194,62 @@ def cite(where: str, text: str) -> str:
     return f"{where}: {text[:EVIDENCE_WIDTH]}"
 
 
+# Characters read from a log at a time: the checker streams each log in pieces
+# of whole lines, so that its memory does not grow with the logs' size.
+CHUNK = 1 << 22
+
+
 class Log:
-    """One node's event log, read whole. A line is named by ``at``, the offset
-    of its first character in ``content``; it becomes ``file:line`` and text
-    only when a violation cites it, as most lines never are."""
+    """One node's event log, streamed in pieces of whole lines (``pieces``).
 
-    __slots__ = ("_newlines", "content", "name", "node")
+    A line is named by ``at``: the offset of its first character in "\n" + the
+    whole decoded text (so every line, the first too, follows a newline). It
+    becomes ``file:line`` and text only when a violation cites it, as most
+    lines never are; the text is read again for that, once per log."""
 
-    def __init__(self, name: str, node: str, content: str) -> None:
-        self.name = name
+    __slots__ = ("_content", "_newlines", "name", "node", "path")
+
+    def __init__(self, path: Path, node: str) -> None:
+        self.path = path
+        self.name = path.name
         self.node = node
-        self.content = "\n" + content  # so that every line, the first too, follows a newline
+        self._content: str | None = None  # read back when the first line is cited
         self._newlines: list[int] | None = None  # their offsets, found when the first line is cited
+
+    def pieces(self) -> Iterator[tuple[int, str]]:
+        """(base, piece): the log as "\n" + whole lines, CHUNK characters at a time;
+        offset i of a piece is offset base + i of the whole. OSError if it cannot be read."""
+        base = 0
+        carry = ""
+        with open(self.path, encoding="utf-8", errors="replace") as f:
+            while block := f.read(CHUNK):
+                text = carry + block
+                cut = text.rfind("\n") + 1
+                if cut == 0:  # no line ends in this block: read on
+                    carry = text
+                    continue
+                yield base, "\n" + text[:cut]
+                base += cut
+                carry = text[cut:]
+        if carry:
+            yield base, "\n" + carry
+
+    def content(self) -> str:
+        if self._content is None:
+            self._content = "\n" + self.path.read_text(encoding="utf-8", errors="replace")
+        return self._content
 
     def where(self, at: int) -> str:
         """``file:line`` of the line at ``at`` (the newlines are found once, so
         that citing many lines costs no more than counting them)."""
         if self._newlines is None:
-            self._newlines = [m.start() for m in re.finditer("\n", self.content)]
+            self._newlines = [m.start() for m in re.finditer("\n", self.content())]
         return f"{self.name}:{bisect_left(self._newlines, at)}"
 
     def text(self, at: int) -> str:
-        end = self.content.find("\n", at)
-        return self.content[at : end if end >= 0 else None]
+        content = self.content()
+        end = content.find("\n", at)
+        return content[at : end if end >= 0 else None]
 
     def cite(self, at: int) -> str:
         return cite(self.where(at), self.text(at))
@@ -234,41 +279,49 @@ class LogReader:
         return self.read(path, node)
 
     def read(self, path: Path, node: str) -> Log | None:
-        """The log at ``path``, its lines counted, or None (flagged) when it cannot be read."""
-        try:
-            content = path.read_text(encoding="utf-8", errors="replace")
-        except OSError as e:
-            self.flag(ViolationKind.MISSING_LOG, None, f"{path.name} cannot be read: {e.strerror}")
+        """The log at ``path``, or None (flagged) when it cannot be read. Its
+        lines are counted as ``lines_of`` streams them."""
+        if not path.is_file() or not os.access(path, os.R_OK):
+            reason = "is not a file" if path.exists() and not path.is_file() else "cannot be read"
+            self.flag(ViolationKind.MISSING_LOG, None, f"{path.name} {reason}")
             return None
-        self.lines += content.count("\n") + (0 if content.endswith("\n") or not content else 1)
-        return Log(path.name, node, content)
+        return Log(path, node)
 
-    def lines_of(self, log: Log, kind: LogKind) -> Iterator[re.Match[str]]:
-        """Matches for the lines of ``log`` the checker reads, in log order, each
-        starting at the newline before its line: its lastgroup names the shape
-        that matched, or is "other" (with the groups event and rest); every one
-        has the groups ts and who. A line written by another node is flagged
-        instead; so is every malformed line, ahead of whatever else the log
-        shows, as if the log had been searched for them first."""
+    def lines_of(self, log: Log, kind: LogKind) -> Iterator[tuple[int, re.Match[str]]]:
+        """(at, match) for the lines of ``log`` the checker reads, in log order,
+        each match starting at the newline before its line: its lastgroup names
+        the shape that matched, or is "other" (with the groups event and rest);
+        every one has the groups ts and who. A line written by another node is
+        flagged instead; so is every malformed line, ahead of whatever else the
+        log shows, as if the log had been searched for them first."""
         ahead, malformed = len(self.violations), []
-        content, node = log.content, log.node
-        for m in kind.lines.finditer(content):
-            if m.lastgroup == "malformed":
-                at = m.start() + 1
-                where, text = log.where(at), log.text(at)
-                malformed.append(
-                    Violation(ViolationKind.BAD_LOG_LINE, None, f"{where} is not an event line", (cite(where, text),))
-                )
-                if (read := kind.other.match(content, m.start())) is None:
-                    continue
-                m = read
-            if (who := m["who"]) != node:
-                at = m.start() + 1
-                self.flag(
-                    ViolationKind.BAD_LOG_LINE, None, f"{log.where(at)} is written by {who!r}, not {node}", log.cite(at)
-                )
-                continue
-            yield m
+        node = log.node
+        try:
+            for base, piece in log.pieces():
+                self.lines += piece.count("\n") - (1 if piece.endswith("\n") else 0)  # less the "\n" before it
+                for m in kind.lines.finditer(piece):
+                    at = base + m.start() + 1
+                    if m.lastgroup == "malformed":
+                        where, text = log.where(at), log.text(at)
+                        malformed.append(
+                            Violation(
+                                ViolationKind.BAD_LOG_LINE, None, f"{where} is not an event line", (cite(where, text),)
+                            )
+                        )
+                        if (read := kind.other.match(piece, m.start())) is None:
+                            continue
+                        m = read
+                    if (who := m["who"]) != node:
+                        self.flag(
+                            ViolationKind.BAD_LOG_LINE,
+                            None,
+                            f"{log.where(at)} is written by {who!r}, not {node}",
+                            log.cite(at),
+                        )
+                        continue
+                    yield at, m
+        except OSError as e:
+            self.flag(ViolationKind.MISSING_LOG, None, f"{log.name} cannot be read: {e.strerror}")
         self.violations[ahead:ahead] = malformed
 
     def fields(self, log: Log, at: int, event: str, rest: str) -> dict[str, str] | None:
@@ -289,8 +342,8 @@ class LogReader:
     def events(self, log: Log, kind: LogKind) -> Iterator[tuple[str, dict[str, str], int]]:
         """(event, fields, at) for the lines of a client's or the nemesis's log
         the checker reads."""
-        for m in self.lines_of(log, kind):
-            at, shape = m.start() + 1, m.lastgroup
+        for at, m in self.lines_of(log, kind):
+            shape = m.lastgroup
             if shape == "begin":
                 yield BEGIN.name, BEGIN_SHAPE.values(m), at
             elif shape == "outcome":
@@ -304,8 +357,8 @@ class LogReader:
         state it claims; a "durable" or "restored" record and its observation;
         or "listening" (a start)."""
         listed: dict[str, tuple[str, ...]] = {}  # participants field -> tuple: one per distinct list
-        for m in self.lines_of(log, PARTICIPANT_LOG):
-            at, shape = m.start() + 1, m.lastgroup
+        for at, m in self.lines_of(log, PARTICIPANT_LOG):
+            shape = m.lastgroup
             if shape == "vote":
                 txid, yes = m.group("vote_txid", "yes")
                 yield "VOTE", at, txid, "prepared" if yes == "ok" else "aborted", None
@@ -339,4 +392,6 @@ class LogReader:
                 parts, why = f.get("participants", ""), f.get("why", "")
             if (participants := listed.get(parts)) is None:
                 participants = listed[parts] = tuple(parts.split(",")) if parts else ()
-            yield event, at, txid, "", Observation(state, value, version, participants, log, at, why or "", ts)
+            # Strings the checker keeps, one copy each: most records say the same few things.
+            state, why = intern(state), intern(why) if why else ""
+            yield event, at, txid, "", Observation(state, value, version, participants, log, at, why, micros(ts))
