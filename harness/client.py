@@ -9,12 +9,12 @@ aborted or ended unknown, 2 on a usage or connection error.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from pathlib import Path
 
 from harness.experiment.workload import MAX_RETRIES, ClientConfig, PrepareMode, RetryMode, run
+from harness.node import event_loop
 from harness.node.address import default_servers, servers_arg
 from harness.node.client_node import ConnectError, TxResult
 from harness.node.crash import ClientCrashPoint, CrashPlan
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         crash=args.crash,
     )
     try:
-        results = asyncio.run(run(config, print_result))
+        results = event_loop.run(run(config, print_result))
     except ConnectError as e:
         print(f"client: {e}", file=sys.stderr)
         return 2

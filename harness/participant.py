@@ -9,10 +9,10 @@ finishes its durable writes and exits 0.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
+from harness.node import event_loop
 from harness.node.address import DEFAULT_HOST, default_address
 from harness.node.crash import CrashPlan, ParticipantCrashPoint
 from harness.node.serve import ParticipantConfig, StartError, serve
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         echo=not args.quiet,
     )
     try:
-        asyncio.run(serve(config, ready=lambda addr: None))
+        event_loop.run(serve(config, ready=lambda addr: None))
     except StartError as e:
         print(f"participant {args.id}: {e}", file=sys.stderr)
         return 2

@@ -7,11 +7,11 @@ storage_server and version; 1 otherwise; 2 on a usage error.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
 from tabulate import tabulate
 
+from harness.node import event_loop
 from harness.node.address import default_servers, servers_arg
 from harness.node.query import query_all
 from harness.node.timing import STATUS_TIMEOUT
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    states = asyncio.run(query_all(args.servers, args.timeout))
+    states = event_loop.run(query_all(args.servers, args.timeout))
     rows = []
     for (host, port), s in zip(args.servers, states, strict=True):
         if isinstance(s, State):

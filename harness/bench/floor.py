@@ -12,10 +12,11 @@ import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from harness.bench.stats import pct
 from harness.experiment.processes import MP, READY_TIMEOUT, Processes, RunError, await_ready
+from harness.node import event_loop
 from harness.node.storage import Storage
 from harness.protocol.messages import (
     Commit,
@@ -44,8 +45,8 @@ class _Echo(asyncio.Protocol):
     """Writes back every byte it receives: the cheapest possible participant."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # cast, not isinstance: uvloop's transports are not asyncio.Transport subclasses
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self.transport.write(data)
@@ -59,7 +60,7 @@ def _echo_child(conn: multiprocessing.connection.Connection) -> None:
         conn.close()
         await loop.create_future()  # until the bench stops it (SIGTERM)
 
-    asyncio.run(serve())
+    event_loop.run(serve())
 
 
 def _connector_child(addresses: list[tuple[str, int]], conn: multiprocessing.connection.Connection) -> None:
@@ -71,7 +72,7 @@ def _connector_child(addresses: list[tuple[str, int]], conn: multiprocessing.con
         conn.close()
         await asyncio.get_running_loop().create_future()  # until the bench stops it
 
-    asyncio.run(connect())
+    event_loop.run(connect())
 
 
 def fork(
@@ -149,7 +150,7 @@ async def _fan_out(
 
 def measure_fan_out(echoes: list[tuple[BaseProcess, tuple[str, int]]], transactions: int) -> dict[str, float]:
     pids = [proc.pid for proc, _ in echoes if proc.pid is not None]
-    elapsed, latencies, cpu = asyncio.run(_fan_out([a for _, a in echoes], transactions, pids))
+    elapsed, latencies, cpu = event_loop.run(_fan_out([a for _, a in echoes], transactions, pids))
     return {
         "tx_s": transactions / elapsed,
         "p50_ms": pct(latencies, 50) * 1000,

@@ -61,6 +61,8 @@ from harness.bench.synth import check_peak_mib, line_shapes, synthesize_run, tim
 from harness.experiment.config import RunConfig
 from harness.experiment.processes import Processes
 from harness.experiment.workload import RetryMode
+from harness.node import event_loop
+from harness.node.event_loop import LoopKind
 
 CHECKER_SMALL = 4  # the linearity folder is this many times smaller
 
@@ -94,7 +96,7 @@ TARGET_PARTICIPANT_MIB = 40.0
 TARGET_CLIENT_MIB = 30.0
 
 
-SECTIONS = ("one-client", "contention", "startup", "memory", "checker")
+SECTIONS = ("one-client", "uvloop", "contention", "startup", "memory", "checker")
 
 
 @dataclass
@@ -168,6 +170,7 @@ class Bench:
         steps: list[tuple[str, Callable[[], None]]] = [
             ("memory", self.memory),  # first: see memory()
             ("floor", self.floor_and_one_client),
+            ("uvloop", self.uvloop),
             ("startup", self.startup),
             ("contention", self.contention),
             ("checker", self.checker),
@@ -186,23 +189,62 @@ class Bench:
         """Floor repetitions interleaved with the one-client runs, so that both
         see the same moments of a noisy machine."""
         c = self.config
-        procs = Processes()
-        floor: list[dict[str, float]] = []
         fsyncs: list[float] = []
         writes: list[float] = []
-        durable: list[dict[str, Any]] = []
-        not_durable: list[dict[str, Any]] = []
         probes = self.workdir / "data"
         probes.mkdir(parents=True, exist_ok=True)
+
+        def disk() -> None:
+            nonlocal fsyncs, writes
+            fsyncs += measure_fsync(probes, c.fsyncs)
+            writes += measure_storage_write(probes, c.fsyncs)
+
+        floor, one, addresses = self._floor_and_one_client("floor", disk)
+        self.results["floor"] = {
+            **floor,
+            "fsync_ms": median(fsyncs) * 1000,
+            "fsync_p99_ms": pct(fsyncs, 99) * 1000,
+            "fsync_samples": len(fsyncs),
+            "storage_write_ms": median(writes) * 1000,
+            "storage_write_p99_ms": pct(writes, 99) * 1000,
+            "line_bytes": [len(line) for line in protocol_lines(addresses)],
+        }
+        if one:
+            self.results["one_client"] = one
+
+    def uvloop(self) -> None:
+        """The floor and one client again, every process on uvloop (harness.node.event_loop)."""
+        if not event_loop.available(LoopKind.UVLOOP):
+            say("uvloop is not installed (pip install '.[fast]'): its figures are left out")
+            return
+        before = os.environ.get(event_loop.ENV)
+        event_loop.choose(LoopKind.UVLOOP)  # this process and every child it forks
+        try:
+            floor, one, _ = self._floor_and_one_client("uvloop floor", lambda: None)
+        finally:
+            if before is None:
+                os.environ.pop(event_loop.ENV, None)
+            else:
+                os.environ[event_loop.ENV] = before
+        self.results["uvloop"] = {"floor": floor, **({"one_client": one} if one else {})}
+
+    def _floor_and_one_client(
+        self, label: str, between: Callable[[], None]
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, list[tuple[str, int]]]:
+        """(floor medians, one-client figures or None, echo addresses): floor
+        repetitions, each followed by ``between`` and the one-client runs."""
+        c = self.config
+        procs = Processes()
+        floor: list[dict[str, float]] = []
+        durable: list[dict[str, Any]] = []
+        not_durable: list[dict[str, Any]] = []
         try:
             echoes = start_echoes(procs)
-            addresses = [a for _, a in echoes]
             for rep in range(1, c.repeat + 1):
                 floor.append(measure_fan_out(echoes, c.transactions))
-                fsyncs += measure_fsync(probes, c.fsyncs)
-                writes += measure_storage_write(probes, c.fsyncs)
+                between()
                 f = floor[-1]
-                line = f"floor {rep}/{c.repeat}: {f['tx_s']:.0f} tx/s, p50 {f['p50_ms']:.2f} ms"
+                line = f"{label} {rep}/{c.repeat}: {f['tx_s']:.0f} tx/s, p50 {f['p50_ms']:.2f} ms"
                 if "one-client" in c.sections:
                     durable.append(one_client(self.runs, True, c.transactions))
                     not_durable.append(one_client(self.runs, False, c.transactions))
@@ -213,22 +255,14 @@ class Bench:
                 say(line)
         finally:
             procs.stop()
-        self.results["floor"] = {
-            "reps": floor,
-            **_medians(floor),
-            "fsync_ms": median(fsyncs) * 1000,
-            "fsync_p99_ms": pct(fsyncs, 99) * 1000,
-            "fsync_samples": len(fsyncs),
-            "storage_write_ms": median(writes) * 1000,
-            "storage_write_p99_ms": pct(writes, 99) * 1000,
-            "line_bytes": [len(line) for line in protocol_lines(addresses)],
-        }
+        one = None
         if durable:
-            self.results["one_client"] = {
+            one = {
                 "transactions": c.transactions,
                 "durable": {"reps": durable, **_medians(durable)},
                 "not_durable": {"reps": not_durable, **_medians(not_durable)},
             }
+        return {"reps": floor, **_medians(floor)}, one, [a for _, a in echoes]
 
     def memory(self) -> None:
         reps = []

@@ -17,6 +17,7 @@ from harness.bench.floor import HOST, PARTICIPANTS
 from harness.events.log import EventLog, read_log
 from harness.events.schema import BEGIN, CONNECTED, DECIDE, DURABLE, LISTENING, OUTCOME, RECV, SEND, STOPPED, EventKind
 from harness.experiment import workload
+from harness.node import event_loop
 from harness.protocol import coordinator as co
 from harness.protocol.messages import (
     Abort,
@@ -132,6 +133,7 @@ def synthesize_run(folder: Path, lines: int, clients: int = SYNTH_CLIENTS) -> in
     in order for ORDERED_AFTER_CONTENTION transactions after a NOK vote, as
     ``--prepare adaptive`` does."""
     folder.mkdir(parents=True)
+    loop_name = event_loop.chosen().value  # as the nodes of a run from this process log it
     names = [f"{HOST}:{41001 + i}" for i in range(PARTICIPANTS)]
     servers = [f"server{i}" for i in range(1, PARTICIPANTS + 1)]
     client_names = [f"client{i}" for i in range(1, clients + 1)]
@@ -193,7 +195,7 @@ def synthesize_run(folder: Path, lines: int, clients: int = SYNTH_CLIENTS) -> in
     c_kinds: dict[str, Callable[[EventLog], None]] = {
         "send-status": _msg(SEND, Status()),
         "recv-state": _msg(RECV, state),
-        "connected": _ev(CONNECTED, pid=SENTINEL["op"], participants=listed),
+        "connected": _ev(CONNECTED, pid=SENTINEL["op"], participants=listed, loop=loop_name),
         "begin": _ev(
             BEGIN, txid=SENTINEL["txid"], value=SENTINEL["value"], participants=listed, prepare=SENTINEL["mode"]
         ),
@@ -241,6 +243,7 @@ def synthesize_run(folder: Path, lines: int, clients: int = SYNTH_CLIENTS) -> in
                     lock="-",
                     records=0,
                     data=folder / "data" / f"{node}.sqlite3",
+                    loop=loop_name,
                 ),
             ).format(ts=stamps.next(500)),
         )

@@ -107,6 +107,27 @@ def build_rows(results: dict[str, Any], config: BenchConfig) -> list[Row]:
             Row("one client", "durable: CPU per tx, all processes", d["cpu_ms_per_tx"], "ms CPU", floor_cpu, "echo"),
             Row("one client", "durable - not durable p50, in fsyncs", (d["p50_ms"] - n["p50_ms"]) / fsync, ""),
         ]
+    uv = results.get("uvloop")
+    if uv:  # the same on uvloop, each beside the floor on the same loop
+        uf = uv["floor"]
+        rows += [
+            Row("uvloop", "echo fan-out, 3 processes x 2 rounds", uf["tx_s"], "tx/s", floor_tx, "asyncio echo"),
+            Row("uvloop", "CPU per tx, client + 3 echo processes", uf["cpu_ms_per_tx"], "ms CPU", floor_cpu, "asyncio"),
+        ]
+        if "one_client" in uv:
+            d, n = uv["one_client"]["durable"], uv["one_client"]["not_durable"]
+            rows += [
+                Row("uvloop", "one client not durable: committed/s", n["tx_s"], "tx/s", uf["tx_s"], "uvloop echo"),
+                Row(
+                    "uvloop",
+                    "one client not durable: CPU per tx",
+                    n["cpu_ms_per_tx"],
+                    "ms CPU",
+                    uf["cpu_ms_per_tx"],
+                    "uvloop",
+                ),
+                Row("uvloop", "one client durable: committed/s", d["tx_s"], "tx/s", uf["tx_s"], "uvloop echo"),
+            ]
     mem = results.get("memory")
     if mem:
         echo = mem["echo_mib"]

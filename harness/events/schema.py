@@ -131,6 +131,7 @@ LISTENING = EventKind(
         _f("lock", WORD, "the transaction holding its lock, - if none"),
         _f("records", INT, "durable records restored"),
         _f("data", TEXT, "its storage file"),
+        _f("loop", WORD, "the event loop it runs on (harness.node.event_loop)", optional=True),
     ),
 )
 RESTORED = EventKind("restored", Role.PARTICIPANT, "a durable record read back at a start", _RECORD)
@@ -160,7 +161,11 @@ CONNECTED = EventKind(
     "connected",
     Role.CLIENT,
     "the client reached every participant: its readiness signal",
-    (_f("pid", INT), _f("participants", LIST, "the participants' names, in order")),
+    (
+        _f("pid", INT),
+        _f("participants", LIST, "the participants' names, in order"),
+        _f("loop", WORD, "the event loop it runs on (harness.node.event_loop)", optional=True),
+    ),
 )
 BEGIN = EventKind(
     "begin",

@@ -18,6 +18,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from harness.experiment import workload
+from harness.node import event_loop
 from harness.node.client_node import ConnectError, TxResult
 from harness.node.serve import ParticipantConfig, StartError, serve
 
@@ -25,7 +26,7 @@ from harness.node.serve import ParticipantConfig, StartError, serve
 def participant_child(config: ParticipantConfig, conn: multiprocessing.connection.Connection) -> None:
     """A participant process: serve until SIGTERM, ready once it listens."""
     try:
-        asyncio.run(serve(config, ready=lambda address: conn.send(("ready", address))))
+        event_loop.run(serve(config, ready=lambda address: conn.send(("ready", address))))
     except StartError as e:
         conn.send(("error", str(e)))
         sys.exit(2)
@@ -42,7 +43,7 @@ def client_child(config: workload.ClientConfig, conn: multiprocessing.connection
         conn.send(("result", (op, attempt, result.result.value)))
 
     try:
-        asyncio.run(workload.run(config, on_result, go=wait_go, connected=lambda: conn.send(("ready", None))))
+        event_loop.run(workload.run(config, on_result, go=wait_go, connected=lambda: conn.send(("ready", None))))
     except ConnectError as e:
         conn.send(("error", str(e)))
         sys.exit(2)

@@ -35,6 +35,7 @@ from typing import Any
 from harness.events.log import EventLog
 from harness.events.schema import CUT, DROP
 from harness.experiment.processes import MP, Processes, RunError
+from harness.node import event_loop
 from harness.protocol.messages import MAX_LINE
 
 HOST = "127.0.0.1"
@@ -226,5 +227,5 @@ class ProxyHandle:
 def proxy_child(conn: Any, log_path: Path, seed: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     log = EventLog(log_path, "proxy")
-    asyncio.run(serve(conn, log, seed))
+    event_loop.run(serve(conn, log, seed))
     log.close()

@@ -18,7 +18,6 @@ runner itself die (PR_SET_PDEATHSIG).
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import multiprocessing.connection
@@ -39,6 +38,7 @@ from harness.experiment.nemesis import Nemesis
 from harness.experiment.processes import MP, READY_TIMEOUT, Processes, RunError, await_ready
 from harness.experiment.proxy import ProxyHandle
 from harness.experiment.workload import ClientConfig, RetryMode
+from harness.node import event_loop
 from harness.node.address import listen_socket
 from harness.node.query import query_all
 from harness.node.serve import ParticipantConfig
@@ -361,7 +361,7 @@ class Run:
         c = self.config
         deadline = time.monotonic() + 3 * c.resolve_after + 4 * c.timeout + 5.0
         while True:
-            states = asyncio.run(query_all(addresses, timeout=2.0))
+            states = event_loop.run(query_all(addresses, timeout=2.0))
             locked = [s for s in states if not isinstance(s, State) or s.lock is not None]
             if not locked or time.monotonic() > deadline:
                 break

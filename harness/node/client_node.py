@@ -12,9 +12,11 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import cast
 
 from harness.events.log import EventLog
 from harness.events.schema import BEGIN, CONNECTED, DECIDE, DISCONNECT, ERROR_REPLY, RECV, SEND, TIMEOUT, UNREACHABLE
+from harness.node import event_loop
 from harness.node.crash import ClientCrashPoint, CrashPlan
 from harness.node.timing import CLIENT_TIMEOUT, CONNECT_TIMEOUT, RETRY_INTERVAL
 from harness.protocol import coordinator as co
@@ -70,8 +72,8 @@ class _ToParticipant(asyncio.Protocol):
         self._drained: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # cast, not isinstance: uvloop's transports are not asyncio.Transport subclasses
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         link, client = self.link, self.link.client
@@ -212,7 +214,9 @@ class ClientNode:
         self._by_name = {link.name: link for link in self.links}
         if len(self._by_name) != len(self.links):
             raise ConnectError("two --servers entries reach the same participant")
-        self.log.write(CONNECTED, pid=os.getpid(), participants=",".join(self.participants))
+        self.log.write(
+            CONNECTED, pid=os.getpid(), participants=",".join(self.participants), loop=event_loop.chosen().value
+        )
 
     def new_txid(self) -> str:
         self._seq += 1

@@ -28,7 +28,7 @@ import os
 import socket
 from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from harness.events.log import EventLog, log_record
 from harness.events.schema import (
@@ -43,6 +43,7 @@ from harness.events.schema import (
     TIMEOUT,
     UNREACHABLE,
 )
+from harness.node import event_loop
 from harness.node.address import READ_CHUNK, listen_socket, parse_address
 from harness.node.crash import CrashPlan, ParticipantCrashPoint
 from harness.node.group_commit import GroupCommit
@@ -119,8 +120,8 @@ class InboundConnection(asyncio.Protocol):
         self.crash_on_drain: list[QueuedReply] = []  # their crash points are reached once the kernel has our bytes
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # cast, not isinstance: uvloop's transports are not asyncio.Transport subclasses
+        self.transport = cast(asyncio.Transport, transport)
         self.peer = _peername(transport)
         self.node.on_accept(self)
 
@@ -250,6 +251,7 @@ class ParticipantNode:
             lock=c.lock or "-",
             records=len(records),
             data=self.storage.path,
+            loop=event_loop.chosen().value,
         )
         self.log.flush()
         return self.address
