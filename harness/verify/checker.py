@@ -346,9 +346,9 @@ class _Checker:
     def check(self, run: dict[str, Any]) -> CheckReport:
         self.read()
         self._read_faults()
-        final_state = self.check_records()
+        self.check_records()
         self.check_replicas()
-        abandoned = self.check_clients(final_state)
+        abandoned = self.check_clients()
         return CheckReport(
             self.folder,
             self.violations,
@@ -362,40 +362,49 @@ class _Checker:
             longest_lock=self.longest_lock,
         )
 
-    def check_records(self) -> dict[str, dict[str, Observation]]:
+    def check_records(self) -> None:
         """Stability per participant (found while reading), then agreement and
-        validity per txid. Returns txid -> node -> the first observation of its
-        final state."""
+        validity per txid, one transaction at a time (a long run has hundreds
+        of thousands: nothing per transaction is built for all of them at once)."""
         self.violations += self._stability
-        last: dict[str, dict[str, Observation]] = defaultdict(dict)
-        prepared_at: dict[str, dict[str, Observation]] = defaultdict(dict)
         for node, tracks in self.tracks.items():
             stats = self.replicas[node]
-            for txid, track in tracks.items():
-                if track.prepared is not None:
-                    prepared_at[txid][node] = track.prepared
-                last[txid][node] = track.first
+            for track in tracks.values():
                 if track.state == "committed":
                     stats.commits += 1
                 elif track.state == "aborted":
                     stats.aborts += 1
+        seen: set[str] = set()
+        for tracks in self.tracks.values():
+            for txid in tracks:
+                if txid in seen:
+                    continue
+                seen.add(txid)
+                by_node = self._final(txid)
+                committed = {n: o for n, o in by_node.items() if o.state == "committed"}
+                aborted = {n: o for n, o in by_node.items() if o.state == "aborted"}
+                if committed and aborted:
+                    c_node, c = next(iter(committed.items()))
+                    a_node, a = next(iter(aborted.items()))
+                    self.flag(
+                        ViolationKind.AGREEMENT,
+                        txid,
+                        f"{txid} committed at {c_node} but aborted at {a_node}",
+                        c.cite(),
+                        a.cite(),
+                    )
+                if committed:
+                    prepared = {
+                        n: t.prepared
+                        for n, tracks_at in self.tracks.items()
+                        if (t := tracks_at.get(txid)) is not None and t.prepared is not None
+                    }
+                    for node, o in committed.items():
+                        self._check_validity(txid, node, o, prepared)
 
-        for txid, by_node in last.items():
-            committed = {n: o for n, o in by_node.items() if o.state == "committed"}
-            aborted = {n: o for n, o in by_node.items() if o.state == "aborted"}
-            if committed and aborted:
-                c_node, c = next(iter(committed.items()))
-                a_node, a = next(iter(aborted.items()))
-                self.flag(
-                    ViolationKind.AGREEMENT,
-                    txid,
-                    f"{txid} committed at {c_node} but aborted at {a_node}",
-                    c.cite(),
-                    a.cite(),
-                )
-            for node, o in committed.items():
-                self._check_validity(txid, node, o, prepared_at.get(txid, {}))
-        return last
+    def _final(self, txid: str) -> dict[str, Observation]:
+        """node -> the first observation of ``txid``'s final state there, for every node that knows it."""
+        return {n: t.first for n, tracks in self.tracks.items() if (t := tracks.get(txid)) is not None}
 
     def _check_validity(self, txid: str, node: str, commit: Observation, prepared: dict[str, Observation]) -> None:
         listed = commit.participants
@@ -584,7 +593,7 @@ class _Checker:
                     *(self._cite_commit(reference_node, theirs[0]) if theirs else []),
                 )
 
-    def check_clients(self, last: dict[str, dict[str, Observation]]) -> int:
+    def check_clients(self) -> int:
         """Clients told the truth; returns how many transactions were abandoned
         (begun by a client that died before it could report)."""
         committed_at: dict[str, set[str]] = defaultdict(set)
@@ -610,7 +619,7 @@ class _Checker:
                     txid,
                     f"client was told {txid} committed, but it is not committed at {missing}",
                     log.cite(at),
-                    *self._evidence(last, txid),
+                    *self._evidence(txid),
                 )
             elif result == "aborted" and here:
                 self.flag(
@@ -618,7 +627,7 @@ class _Checker:
                     txid,
                     f"client was told {txid} aborted, but it is committed at {', '.join(sorted(here))}",
                     log.cite(at),
-                    *self._evidence(last, txid),
+                    *self._evidence(txid),
                 )
             elif result == "unknown" and here and here != everyone:
                 self.flag(
@@ -626,12 +635,11 @@ class _Checker:
                     txid,
                     f"{txid} (outcome unknown to its client) is committed at {', '.join(sorted(here))} only",
                     log.cite(at),
-                    *self._evidence(last, txid),
+                    *self._evidence(txid),
                 )
             elif result not in ("committed", "aborted", "unknown"):
                 self.flag(ViolationKind.BAD_LOG_LINE, txid, f"{log.where(at)}: unknown result {result!r}", log.cite(at))
         return len(abandoned)
 
-    @staticmethod
-    def _evidence(last: dict[str, dict[str, Observation]], txid: str) -> list[str]:
-        return [o.cite() for o in last.get(txid, {}).values()]
+    def _evidence(self, txid: str) -> list[str]:
+        return [o.cite() for o in self._final(txid).values()]

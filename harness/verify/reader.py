@@ -194,9 +194,9 @@ def cite(where: str, text: str) -> str:
     return f"{where}: {text[:EVIDENCE_WIDTH]}"
 
 
-# Characters read from a log at a time: the checker streams each log in pieces
+# Characters read from a log at a time (1 Mi: larger pieces gain no speed): the checker streams each log in pieces
 # of whole lines, so that its memory does not grow with the logs' size.
-CHUNK = 1 << 22
+CHUNK = 1 << 20
 
 
 class Log:
