@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="kill a node at a protocol point, at its Nth passage (repeatable): participant:before-vote|"
         "after-vote|after-commit-reply|after-commit, client:after-prepare|after-first-commit (participant means "
         "server1 and client client1; serverN or clientN name another), partition:between-phases (cut client1 from "
-        "server2 right after server2's yes vote)",
+        "server2 right after server2's yes vote), partition:slow-vote (client1's link to server2 slower than its "
+        "--timeout, so that server2's vote comes after the deadline)",
     )
     p.add_argument(
         "--no-durable",

@@ -1282,3 +1282,52 @@ def test_a_lock_conflict_is_told_by_the_nok_code_not_by_the_prose(tmp_path: Path
             r.logs["client1"][i] = line.replace("nok=locked", "nok=aborted")
     _, report = check(r, tmp_path / "b")
     assert {c.name: c.aborted for c in report.clients}["client1"] == {"no vote: other": 1}
+
+
+# A vote that comes after the deadline: client1's link to server2 is slowed past
+# its timeout (partition:slow-vote), so every transaction of client1 times out
+# waiting for server2's vote and must be resolved.
+SLOW_VOTE = {"clients": 1, "transactions": 2, "timeout": 0.5, "crash": ("partition:slow-vote",)}
+
+
+def _slow_vote_run(tmp_path: Path) -> Path:
+    folder = tmp_path / "slow"
+    run(RunConfig(**SLOW_VOTE, base_port=0, out=folder, seed=20261130))  # type: ignore[arg-type]
+    return folder
+
+
+def _timeouts(folder: Path) -> int:
+    return sum(
+        " timeout " in line and "phase=voting" in line for line in (folder / "client1.log").read_text().splitlines()
+    )
+
+
+def test_a_vote_after_the_deadline_is_resolved_consistently(tmp_path: Path) -> None:
+    """The control: the correct coordinator, whose deadline passes before
+    server2's vote arrives, still ends consistent."""
+    folder = _slow_vote_run(tmp_path)
+    report = check_run(folder)
+    assert report.consistent, show(report)
+    assert _timeouts(folder) >= 1, "no vote came after the deadline: the scenario does not test what it should"
+
+
+def test_checker_catches_a_coordinator_committing_on_its_deadline_without_every_vote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A coordinator that, at its deadline, commits when every vote it heard was
+    yes (the silent participant counted as yes) is caught by a real run: its
+    commit is durable at the others before the slow participant voted."""
+    on_timeout = co.CoordinatorCore.on_timeout
+
+    def commits_on_silence(self: co.CoordinatorCore, timer: co.Timer) -> list[co.CoordinatorAction]:
+        if timer is co.Timer.PHASE and self.phase is co.Phase.VOTING and self.yes:
+            self.yes |= set(self.participants)
+            return self._commit("the silent ones count as yes", co.Cause.ALL_YES)
+        return on_timeout(self, timer)
+
+    monkeypatch.setattr(co.CoordinatorCore, "on_timeout", commits_on_silence)
+    folder = _slow_vote_run(tmp_path)
+    report = check_run(folder)
+    assert _timeouts(folder) >= 1
+    validity = [v for v in report.violations if v.kind == "validity" and "before server2 voted yes" in v.message]
+    assert validity, show(report)

@@ -30,6 +30,12 @@ class PartitionPoint(enum.StrEnum):
     """A partition made at a protocol point (``--crash partition:POINT``)."""
 
     BETWEEN_PHASES = "between-phases"  # client1 cut from server2 right after server2's yes vote
+    # client1's link to server2 slowed to SLOW_VOTE_DELAY times its --timeout each
+    # way: server2's vote comes after the deadline, and client1 must resolve.
+    SLOW_VOTE = "slow-vote"
+
+
+SLOW_VOTE_DELAY = 1.5  # x the client's --timeout: later than the deadline, sooner than two
 
 
 def parse_nemesis(text: str) -> tuple[FaultKind, ...]:
@@ -54,7 +60,7 @@ def parse_crashes(specs: tuple[str, ...], participants: int, clients: int) -> di
             if point not in tuple(PartitionPoint):
                 raise ValueError(f"--crash partition:POINT takes one of {', '.join(PartitionPoint)}")
             if participants < 2:
-                raise ValueError("--crash partition:between-phases needs at least 2 participants")
+                raise ValueError(f"--crash partition:{point} needs at least 2 participants")
             out["partition"] = point
             continue
         target = {"participant": "server1", "client": "client1"}.get(role, role)

@@ -14,6 +14,8 @@ previous one healed. Every choice comes from the run's seed.
 
 Targeted crash points (``--crash``) make a node kill itself exactly at a
 protocol point; the runner restarts a crashed participant after a short outage.
+``partition:slow-vote`` slows client1's link to server2 past client1's
+timeout, so that server2's vote comes after the deadline.
 ``partition:between-phases`` cuts client1 from server2 right after server2's
 yes vote reaches client1, so the COMMIT cannot get through.
 
@@ -36,7 +38,7 @@ from harness.events.log import EventLog
 from harness.events.schema import FAULT, HEAL
 from harness.experiment.children import ClientProcess, ParticipantProcess
 from harness.experiment.config import RunConfig
-from harness.experiment.faults import FaultKind, PartitionPoint
+from harness.experiment.faults import SLOW_VOTE_DELAY, FaultKind, PartitionPoint
 from harness.experiment.processes import Processes
 from harness.experiment.proxy import ProxyHandle
 
@@ -82,6 +84,7 @@ class Nemesis:
     def __init__(self, config: RunConfig, seed: int, log_path: Path, run: Cluster) -> None:
         self.kinds = tuple(config.nemesis)
         self.interval = config.nemesis_interval
+        self.client_timeout = config.timeout
         self.rng = random.Random(f"nemesis-{seed}")
         self.log = EventLog(log_path, "nemesis")
         run.procs.held.append(self.log)  # the runner's file: no child keeps it open
@@ -104,11 +107,18 @@ class Nemesis:
 
     def begin(self) -> None:
         """The clients are about to start: arm targeted partitions, schedule the first fault."""
-        if "partition" in self.run.crashes and self.run.proxy is not None:
+        point = self.run.crashes.get("partition")
+        if point is not None and self.run.proxy is not None:
             name = "client1->server2"
-            self.run.proxy.call("cut-after", name, r"^VOTE .*vote=ok")
-            fault = self.record(FaultKind.PARTITION, name, point=PartitionPoint.BETWEEN_PHASES.value)
-            fault.undo = ("severed", [name])
+            if point == PartitionPoint.SLOW_VOTE:
+                delay = round(SLOW_VOTE_DELAY * self.client_timeout, 3)
+                self.run.proxy.call("set", name, delay, 0.0)
+                fault = self.record(FaultKind.PARTITION, name, point=point, delay=delay)
+                fault.undo = ("degraded", [name])
+            else:
+                self.run.proxy.call("cut-after", name, r"^VOTE .*vote=ok")
+                fault = self.record(FaultKind.PARTITION, name, point=point)
+                fault.undo = ("severed", [name])
             self.active.append(fault)  # healed at the end of the run
         if self.kinds:
             self.next_at = time.monotonic() + self.interval * self.rng.uniform(0.5, 1.5)
