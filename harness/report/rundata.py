@@ -267,7 +267,13 @@ def read_run(folder: Path, events: TextIO | None = None) -> RunData:
             head, us, io, peer, verb, txid, rest, event, other = m.groups()
             base = bases.get(head)
             if base is None:
-                base = bases[head] = calendar.timegm(time.strptime(head, "%Y-%m-%dT%H:%M:%S")) * 1_000_000
+                try:
+                    base = calendar.timegm(time.strptime(head, "%Y-%m-%dT%H:%M:%S")) * 1_000_000
+                except ValueError:  # a damaged timestamp: the checker flags the line
+                    base = -1
+                bases[head] = base
+            if base < 0:
+                continue
             t = base + int(us)
             if first < 0:
                 first = t
