@@ -14,6 +14,7 @@ the page is viewed: every script and style is inside it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import json
 import operator
@@ -21,6 +22,7 @@ import re
 import sys
 import zlib
 from array import array
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -72,8 +74,6 @@ def _sorted(order: list[int], *columns: list[Any]) -> list[list[Any]]:
 def _evidence(data: RunData, evidence: tuple[str, ...]) -> list[dict[str, Any]]:
     """Where each cited log line is: file, line, lane, time (from the line's own timestamp)."""
     out = []
-    from datetime import datetime
-
     for e in evidence:
         m = _EVIDENCE.match(e)
         item: dict[str, Any] = {"text": e}
@@ -83,10 +83,8 @@ def _evidence(data: RunData, evidence: tuple[str, ...]) -> list[dict[str, Any]]:
             node = file[: -len(".log")]
             if node in data.lanes:
                 item["lane"] = data.lanes.index(node)
-            try:
+            with contextlib.suppress(ValueError):  # a damaged timestamp: no place in time
                 item["t"] = round((datetime.fromisoformat(ts).timestamp() - data.origin) * 1e6)
-            except ValueError:
-                pass
         out.append(item)
     return out
 
@@ -106,7 +104,9 @@ def page(data: RunData, report: CheckReport | None) -> str:
     blob.add("m_src", "B", src)
     blob.add("m_dst", "B", dst)
     # the kind, and in its high bits: dropped by the proxy (16), no send line (32)
-    blob.add("m_kind", "B", [k | (d << 4) | (32 if s < 0 else 0) for k, d, s in zip(kind, dropped, has_send, strict=True)])
+    blob.add(
+        "m_kind", "B", [k | (d << 4) | (32 if s < 0 else 0) for k, d, s in zip(kind, dropped, has_send, strict=True)]
+    )
     blob.add("m_tx", "i", _delta(tx))
     blob.add("m_detail", "i", det)
     blob.add("m_sline", "i", sline)
@@ -139,9 +139,9 @@ def page(data: RunData, report: CheckReport | None) -> str:
     blob.add("n_holder", "i", data.n_holder)
     # operations, by begin
     order = sorted(range(len(data.o_begin)), key=data.o_begin.__getitem__)
-    ob, oe, olane, otx, ores, ocause, olat, oval, oproc, oline = _sorted(
+    ob, oe, olane, otx, ores, ocause, olat, oval, oline = _sorted(
         order, data.o_begin, data.o_end, data.o_lane, data.o_tx, data.o_result, data.o_cause,
-        data.o_latency_us, data.o_value, data.o_process, data.o_line,
+        data.o_latency_us, data.o_value, data.o_line,
     )  # fmt: skip
     blob.add("o_t", "i", _delta(ob))
     blob.add("o_dur", "i", [e - b if e >= 0 else -1 for b, e in zip(ob, oe, strict=True)])

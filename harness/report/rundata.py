@@ -228,9 +228,11 @@ def read_run(folder: Path, events: TextIO | None = None) -> RunData:
     data = RunData()
     node_of = {addr: node for node, addr in participants}
     proxy_lines = (folder / "proxy.log").exists() and (folder / "proxy.log").stat().st_size > 0
-    order = [n for n, k in logs if k == "client"] + ([PROXY] if proxy_lines else []) + [
-        n for n, k in logs if k == "participant"
-    ]
+    order = (
+        [n for n, k in logs if k == "client"]
+        + ([PROXY] if proxy_lines else [])
+        + [n for n, k in logs if k == "participant"]
+    )
     kinds = {n: k for n, k in logs} | {PROXY: "proxy"}
     data.lanes = order
     data.lane_kinds = [kinds[n] for n in order]

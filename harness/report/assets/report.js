@@ -549,6 +549,10 @@
     R.firstPaintMs = performance.now() - t0;
     R.setView = setView;
     R.select = select;
+    // for tests and the console: where message i is drawn (canvas pixels), and how many of each kind
+    R.ends = (i) => messageEnds(i);
+    R.kindCounts = KIND_NAMES.map(() => 0);
+    for (let i = 0; i < C.m_kind.length; i++) R.kindCounts[C.m_kind[i] & 15]++;
     try { charts(); } catch (e) { R.errors.push("charts: " + e); console.error(e); }
     R.ready = true;
     document.body.dataset.ready = "1";
