@@ -190,6 +190,11 @@ class RunData:
         return self.lanes.index(name)
 
 
+Raw = tuple[int, int, str, str, str, str, int]  # a send or recv line: t, lane, peer, verb, txid, rest, line
+Durable = tuple[int, int, str, str, str, int]  # a durable or restored line: t, lane, txid, state, why, line
+Drop = tuple[int, str, bool, str]  # a line the proxy dropped: t, link, forward, its head
+
+
 class _Interner:
     def __init__(self, items: list[str]) -> None:
         self.items = items
@@ -241,11 +246,10 @@ def read_run(folder: Path, events: TextIO | None = None) -> RunData:
     detail = _Interner(data.strings)
     bases: dict[str, int] = {}  # a timestamp's second -> microseconds since the epoch
 
-    # raw messages: (t, lane, peer, verb, txid, rest, line)
-    sends: list[tuple[int, int, str, str, str, str, int]] = []
-    recvs: list[tuple[int, int, str, str, str, str, int]] = []
-    durable: list[tuple[int, int, str, str, str, int]] = []  # t, lane, txid, state, why, line
-    drops: list[tuple[int, str, bool, str]] = []
+    sends: list[Raw] = []
+    recvs: list[Raw] = []
+    durable: list[Durable] = []
+    drops: list[Drop] = []
     begins: dict[str, tuple[int, int, int, int, int]] = {}  # txid -> t, lane, value, process, line
     generation: dict[int, int] = defaultdict(lambda: -1)
     span: list[int] = []  # the first and last time of each log
@@ -457,7 +461,7 @@ def _fault(data: RunData, event: str, f: dict[str, str], t: int, line: int) -> N
             break
 
 
-def _match_messages(data: RunData, sends: list, recvs: list, drops: list, node_of: dict[str, str],
+def _match_messages(data: RunData, sends: list[Raw], recvs: list[Raw], drops: list[Drop], node_of: dict[str, str],
                     lane_of: dict[str, int], tx: _Interner, detail: _Interner) -> None:  # fmt: skip
     """Pair send and recv lines into messages (see the module's docstring)."""
     lane_at = {addr: lane_of[node] for addr, node in node_of.items() if node in lane_of}
@@ -474,15 +478,14 @@ def _match_messages(data: RunData, sends: list, recvs: list, drops: list, node_o
         dst = lane_at.get(peer)
         if dst is None or not txid:
             continue
-        key = (dst, verb, txid)
-        was = senders.get(key)
-        senders[key] = lane if was is None or was == lane else -2  # -2: ambiguous
+        was = senders.get((dst, verb, txid))
+        senders[dst, verb, txid] = lane if was is None or was == lane else -2  # -2: ambiguous
     for _, lane, peer, verb, txid, _, _ in recvs:
         if peer in lane_at or (lane, peer) in conn or not txid:
             continue
-        src = senders.get((lane, verb, txid), -2)
-        if src >= 0:
-            conn[lane, peer] = src
+        sender = senders.get((lane, verb, txid), -2)
+        if sender >= 0:
+            conn[lane, peer] = sender
     others = -1
 
     def resolve(lane: int, peer: str) -> int:
@@ -544,13 +547,13 @@ def _match_messages(data: RunData, sends: list, recvs: list, drops: list, node_o
     if drops:
         for t, link, forward, head in drops:
             a, _, b = link.partition("->")
-            src, dst = (a, b) if forward else (b, a)
-            if src not in lane_of or dst not in lane_of:
+            from_node, to_node = (a, b) if forward else (b, a)
+            if from_node not in lane_of or to_node not in lane_of:
                 continue
             words = head.split()
             verb = words[0] if words else ""
             txid = next((w[5:] for w in words if w.startswith("txid=")), "")
-            queue = pending.get((lane_of[src], lane_of[dst], verb, txid))
+            queue = pending.get((lane_of[from_node], lane_of[to_node], verb, txid))
             while queue:
                 i = queue.popleft()
                 if data.m_recv[i] < 0 and data.m_send[i] <= t:
@@ -578,7 +581,7 @@ def _message(data: RunData, t_send: int, t_recv: int, src: int, dst: int, verb: 
     data.m_dropped.append(0)
 
 
-def _locks(data: RunData, durable: list, tx: _Interner, last_t: int) -> None:
+def _locks(data: RunData, durable: list[Durable], tx: _Interner, last_t: int) -> None:
     """Lock intervals: a participant's prepared record holds its lock until the
     record is decided; a NOK vote "locked by X" refused a transaction meanwhile."""
     held: dict[tuple[int, str], int] = {}  # (lane, txid) -> interval index
