@@ -30,7 +30,7 @@ import calendar
 import json
 import re
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
@@ -112,8 +112,10 @@ PROXY = "proxy"
 # message (its peer, verb, txid, the rest) or another event and its fields.
 # Lines that match neither (torn, damaged) are skipped here; the checker flags them.
 _LINE = re.compile(
-    r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{6})Z \S+ "
-    r"(?:(send|recv) peer=(\S+) msg=([A-Z]+)(?: txid=(\S+))?(.*)|(\S+) ?(.*))",
+    r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{6})Z \S+ "
+    r"(?:(send|recv) peer=(\S+) msg=([A-Z]+)(?: txid=(\S+))?(.*)|(\S+) ?(.*))$"
+    r"|^.*$",  # any other line, so that findall yields one row per line: its index is its number
+    re.M,
 )
 _FIELD = re.compile(r'(\w+)=(?:"((?:[^"\\]|\\.)*)"|(\S*))')
 _DURABLE_LINE = re.compile(r'txid=(\S+) state=(\w+).*? why=(?:"((?:[^"\\]|\\.)*)"|(\S*))|txid=(\S+) state=(\w+)')
@@ -253,6 +255,8 @@ def read_run(folder: Path, events: TextIO | None = None) -> RunData:
     begins: dict[str, tuple[int, int, int, int, int]] = {}  # txid -> t, lane, value, process, line
     generation: dict[int, int] = defaultdict(lambda: -1)
     span: list[int] = []  # the first and last time of each log
+    marks: list[tuple[int, int, int, int, int, int]] = []  # t, lane, kind, tx, line, detail
+    mark = marks.append
     nclients = max(1, len(clients))
 
     def scan(name: str, path: Path, lane: int) -> None:
@@ -260,17 +264,14 @@ def read_run(folder: Path, events: TextIO | None = None) -> RunData:
             content = path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return
-        match = _LINE.match
         out = events.write if events is not None else None
         fname = path.name
         send, recv = sends.append, recvs.append
         t = first = -1
         count = 0
-        for number, line in enumerate(content.split("\n"), 1):
-            m = match(line)
-            if m is None:
+        for number, (head, us, io, peer, verb, txid, rest, event, other) in enumerate(_LINE.findall(content), 1):
+            if not head:
                 continue
-            head, us, io, peer, verb, txid, rest, event, other = m.groups()
             base = bases.get(head)
             if base is None:
                 try:
@@ -286,8 +287,8 @@ def read_run(folder: Path, events: TextIO | None = None) -> RunData:
             count += 1
             if out is not None:
                 _event_json(out, head, us, fname, number, name, io, peer, verb, txid, rest, event, other)
-            if io is not None:
-                (send if io == "send" else recv)((t, lane, peer, verb, txid or "", rest, number))
+            if io:
+                (send if io == "send" else recv)((t, lane, peer, verb, txid, rest, number))
                 continue
             if event == "durable" or event == "restored":
                 d = _DURABLE_LINE.search(other)
@@ -300,17 +301,17 @@ def read_run(folder: Path, events: TextIO | None = None) -> RunData:
                     durable.append((t, lane, txid, state, why, number))
                     k = _DURABLE.get(state)
                     if k is not None:  # a NOK's holder is in the NOK table: one string for all
-                        _mark(data, t, lane, k, tx(txid), number, detail(why.split(" by ", 1)[0]))
+                        mark((t, lane, k, tx(txid), number, detail(why.split(" by ", 1)[0])))
                 else:
                     durable.append((t, lane, txid, "restored-" + state, "", number))
-                    _mark(data, t, lane, Mark.RESTORED, tx(txid), number, detail(state))
+                    mark((t, lane, Mark.RESTORED, tx(txid), number, detail(state)))
             elif event == "listening" or event == "connected":
                 f = _fields(other)
                 if event == "listening" and "addr" in f:
                     node_of.setdefault(f["addr"], name)
                 if event == "connected":
                     generation[lane] += 1
-                _mark(data, t, lane, Mark.START, -1, number, detail(f"{event} {other[:200]}"))
+                mark((t, lane, Mark.START, -1, number, detail(f"{event} {other[:200]}")))
             elif event == "begin":
                 f = _fields(other)
                 try:
@@ -319,10 +320,10 @@ def read_run(folder: Path, events: TextIO | None = None) -> RunData:
                     value = 0
                 process = _client_index(name, clients) + max(0, generation[lane]) * nclients
                 begins[f.get("txid", "")] = (t, lane, value, process, number)
-                _mark(data, t, lane, Mark.BEGIN, tx(f.get("txid")), number, detail(f.get("prepare")))
+                mark((t, lane, Mark.BEGIN, tx(f.get("txid")), number, detail(f.get("prepare"))))
             elif event == "decide":
                 f = _fields(other)
-                _mark(data, t, lane, Mark.DECIDE, tx(f.get("txid")), number, detail(f.get("result")))
+                mark((t, lane, Mark.DECIDE, tx(f.get("txid")), number, detail(f.get("result"))))
             elif event == "outcome":
                 f = _fields(other)
                 txid = f.get("txid", "")
@@ -362,12 +363,12 @@ def read_run(folder: Path, events: TextIO | None = None) -> RunData:
                         if event == "heal":
                             k = Mark.RESUME if k == Mark.PAUSE else Mark.START
                         # a negative line number: a line of nemesis.log, not of the lane's log
-                        _mark(data, t, lane_of[target], k, -1, -number, detail(f"nemesis: {event} {f.get('kind')}"))
+                        mark((t, lane_of[target], k, -1, -number, detail(f"nemesis: {event} {f.get('kind')}")))
             elif event in _SIMPLE_MARKS:
                 f = _fields(other)
                 if event == "drop":
                     drops.append((t, f.get("link", ""), f.get("forward") == "True", f.get("line", "")))
-                _mark(data, t, lane, _SIMPLE_MARKS[event], tx(f.get("txid")), number, detail(other[:200]))
+                mark((t, lane, _SIMPLE_MARKS[event], tx(f.get("txid")), number, detail(other[:200])))
         data.lines += count
         if first >= 0:
             span.extend((first, t))
@@ -384,6 +385,11 @@ def read_run(folder: Path, events: TextIO | None = None) -> RunData:
     last_t = max(span, default=0)
     data.origin = origin / 1_000_000
     data.end = last_t - origin
+    rows = [r for r in marks if r[1] >= 0]
+    if rows:
+        data.k_t, data.k_lane, data.k_kind, data.k_tx, data.k_line, data.k_detail = (
+            list(c) for c in zip(*rows, strict=True)
+        )
     _match_messages(data, sends, recvs, drops, node_of, lane_of, tx, detail)
     _locks(data, durable, tx, last_t)
     for txid, (t, lane, value, process, number) in begins.items():  # begun, never reported
@@ -392,11 +398,11 @@ def read_run(folder: Path, events: TextIO | None = None) -> RunData:
     return data
 
 
-def _event_json(out: Any, head: str, us: str, fname: str, number: int, node: str, io: str | None, peer: str,
-                verb: str, txid: str | None, rest: str, event: str, other: str) -> None:  # fmt: skip
+def _event_json(out: Any, head: str, us: str, fname: str, number: int, node: str, io: str, peer: str,
+                verb: str, txid: str, rest: str, event: str, other: str) -> None:  # fmt: skip
     """One line of events.jsonl: where the line is, who wrote it, its event, and
     its fields as strings (a bare value needs no JSON escaping: the fast path)."""
-    if io is not None:
+    if io:
         body = f"peer={peer} msg={verb}" + (f" txid={txid}" if txid else "") + rest
         event = io
     else:
@@ -410,17 +416,6 @@ def _event_json(out: Any, head: str, us: str, fname: str, number: int, node: str
 
 def _client_index(name: str, clients: list[str]) -> int:
     return clients.index(name) if name in clients else len(clients)
-
-
-def _mark(data: RunData, t: int, lane: int, kind: Mark, txi: int, line: int, det: int) -> None:
-    if lane < 0:
-        return
-    data.k_t.append(t)
-    data.k_lane.append(lane)
-    data.k_kind.append(kind)
-    data.k_tx.append(txi)
-    data.k_line.append(line)
-    data.k_detail.append(det)
 
 
 def _operation(data: RunData, lane: int, txi: int, begin: int, end: int, result: Result, cause: int, latency: int,
@@ -472,20 +467,30 @@ def _match_messages(data: RunData, sends: list[Raw], recvs: list[Raw], drops: li
             m = re.search(r"node=(\S+)", rest)
             if m and m.group(1) in lane_at:
                 conn[lane, peer] = lane_at[m.group(1)]
-    # Who sent (verb, txid) to whom, for the connections a receiver names by port.
+    # A connection a receiver names by port: the first few (verb, txid) received
+    # on it, then who sent those to that receiver (one sender names it).
+    first: dict[tuple[int, str], list[tuple[str, str]]] = {}
+    for _, lane, peer, verb, txid, _, _ in recvs:
+        if txid and peer not in lane_at:
+            seen = first.get((lane, peer))
+            if seen is None:
+                first[lane, peer] = [(verb, txid)]
+            elif len(seen) < 8:
+                seen.append((verb, txid))
+    wanted = {txid for seen in first.values() for _, txid in seen}
     senders: dict[tuple[int, str, str], int] = {}
     for _, lane, peer, verb, txid, _, _ in sends:
-        dst = lane_at.get(peer)
-        if dst is None or not txid:
-            continue
-        was = senders.get((dst, verb, txid))
-        senders[dst, verb, txid] = lane if was is None or was == lane else -2  # -2: ambiguous
-    for _, lane, peer, verb, txid, _, _ in recvs:
-        if peer in lane_at or (lane, peer) in conn or not txid:
-            continue
-        sender = senders.get((lane, verb, txid), -2)
-        if sender >= 0:
-            conn[lane, peer] = sender
+        if txid in wanted:
+            dst = lane_at.get(peer)
+            if dst is not None:
+                was = senders.get((dst, verb, txid))
+                senders[dst, verb, txid] = lane if was is None or was == lane else -2  # -2: ambiguous
+    for (lane, peer), seen in first.items():
+        for verb, txid in seen:
+            sender = senders.get((lane, verb, txid), -2)
+            if sender >= 0 and (lane, peer) not in conn:
+                conn[lane, peer] = sender
+                break
     others = -1
 
     def resolve(lane: int, peer: str) -> int:
@@ -501,48 +506,63 @@ def _match_messages(data: RunData, sends: list[Raw], recvs: list[Raw], drops: li
             dst = others
         return dst
 
-    pending: dict[tuple[int, int, str, str], deque[int]] = {}
-    m_send, m_recv, m_src, m_dst, m_kind = data.m_send, data.m_recv, data.m_src, data.m_dst, data.m_kind
-    m_tx, m_detail, m_send_line, m_recv_line = data.m_tx, data.m_detail, data.m_send_line, data.m_recv_line
-    m_dropped = data.m_dropped
-    kind_of = _KIND_OF_VERB
-    for t, lane, peer, verb, txid, rest, number in sends:
-        i = len(m_send)
-        dst = lane_at.get(peer)
+    # Unreceived sends by (sender, receiver, verb, txid): one index, or a list
+    # of them in log order when a message was sent more than once (most are not).
+    pending: dict[tuple[int, int, str, str], int | list[int]] = {}
+    n = len(sends)
+    data.m_send = [r[0] for r in sends]
+    data.m_src = [r[1] for r in sends]
+    data.m_send_line = [r[6] for r in sends]
+    data.m_recv = m_recv = [-1] * n
+    data.m_recv_line = m_recv_line = [0] * n
+    data.m_dropped = [0] * n
+    known = tx.index.get
+    data.m_tx = [known(r[4], -2) if r[4] else -1 for r in sends]  # -2: a txid not seen before
+    for i in [i for i, x in enumerate(data.m_tx) if x == -2]:
+        data.m_tx[i] = tx(sends[i][4])
+    m_dst, m_kind, m_detail = data.m_dst, data.m_kind, data.m_detail
+    kind_of, plain, get = _KIND_OF_VERB, _PLAIN, lane_at.get
+    vote_ok, vote_nok = Kind.VOTE_OK, Kind.VOTE_NOK
+    for i, (_, lane, peer, verb, txid, rest, _) in enumerate(sends):
+        dst = get(peer)
         if dst is None:
             dst = resolve(lane, peer)
-        key = (lane, dst, verb, txid)
-        queue = pending.get(key)
-        if queue is None:
-            queue = pending[key] = deque()
-        queue.append(i)
-        m_send.append(t)
-        m_recv.append(-1)
-        m_src.append(lane)
         m_dst.append(dst)
-        m_send_line.append(number)
-        m_recv_line.append(0)
-        m_dropped.append(0)
-        m_tx.append(tx(txid) if txid else -1)
+        key = (lane, dst, verb, txid)
+        held = pending.get(key)
+        if held is None:
+            pending[key] = i
+        elif isinstance(held, int):
+            pending[key] = [held, i]
+        else:
+            held.append(i)
         if verb == "VOTE":
-            ok = rest == " vote=ok"
-            m_kind.append(Kind.VOTE_OK if ok else Kind.VOTE_NOK)
-            m_detail.append(-1 if ok else detail(rest.strip()))
+            if rest == " vote=ok":
+                m_kind.append(vote_ok)
+                m_detail.append(-1)
+            else:
+                m_kind.append(vote_nok)
+                m_detail.append(detail(rest))
         else:
             m_kind.append(kind_of.get(verb, Kind.ERROR))
             # PREPARE's value is its operation's; COMMIT, ABORT, RESOLVE say nothing more
-            m_detail.append(-1 if verb in _PLAIN else detail(f"{verb} {rest.strip()}"))
+            m_detail.append(-1 if verb in plain else detail(rest))
     for t, lane, peer, verb, txid, rest, number in recvs:
-        src = lane_at.get(peer)
+        src = get(peer)
         if src is None:
             src = resolve(lane, peer)
-        queue = pending.get((src, lane, verb, txid))
-        if queue:
-            i = queue.popleft()
-            m_recv[i] = t
-            m_recv_line[i] = number
-        else:
+        held = pending.pop((src, lane, verb, txid), None)
+        if held is None:
             _message(data, -1, t, src, lane, verb, rest, tx(txid or None), detail, 0, number)
+            continue
+        if isinstance(held, int):
+            i = held
+        else:
+            i = held.pop(0)
+            if held:
+                pending[src, lane, verb, txid] = held
+        m_recv[i] = t
+        m_recv_line[i] = number
     # A line the proxy dropped: the oldest unreceived send on that link with that head.
     if drops:
         for t, link, forward, head in drops:
@@ -553,10 +573,9 @@ def _match_messages(data: RunData, sends: list[Raw], recvs: list[Raw], drops: li
             words = head.split()
             verb = words[0] if words else ""
             txid = next((w[5:] for w in words if w.startswith("txid=")), "")
-            queue = pending.get((lane_of[from_node], lane_of[to_node], verb, txid))
-            while queue:
-                i = queue.popleft()
-                if data.m_recv[i] < 0 and data.m_send[i] <= t:
+            held = pending.get((lane_of[from_node], lane_of[to_node], verb, txid))
+            for i in [held] if isinstance(held, int) else held or ():
+                if data.m_recv[i] < 0 and data.m_send[i] <= t and not data.m_dropped[i]:
                     data.m_dropped[i] = 1
                     break
 
@@ -575,7 +594,7 @@ def _message(data: RunData, t_send: int, t_recv: int, src: int, dst: int, verb: 
     data.m_dst.append(dst)
     data.m_kind.append(kind)
     data.m_tx.append(txi)
-    data.m_detail.append(detail(f"{verb} {extra}".strip()))
+    data.m_detail.append(-1 if verb in _PLAIN or extra == "vote=ok" else detail(f" {extra}"))
     data.m_send_line.append(send_line)
     data.m_recv_line.append(recv_line)
     data.m_dropped.append(0)
