@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -30,19 +28,12 @@ from harness.experiment.config import RunConfig
 from harness.experiment.runner import run
 from harness.protocol import coordinator as co
 from harness.protocol.messages import Vote
+from harness.report import chromium
 from harness.report.files import write_all
 from harness.report.rundata import Kind
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = ("PREPARE", "VOTE", "COMMIT", "ABORT", "RESOLVE", "OUTCOME")
-
-
-def chromium() -> str | None:
-    """The Chromium binary itself (Debian's /usr/bin/chromium is a shell wrapper)."""
-    for path in (os.environ.get("CHROMIUM"), "/usr/lib/chromium/chromium", shutil.which("chromium")):
-        if path and os.access(path, os.X_OK):
-            return path
-    return None
 
 
 @pytest.fixture
@@ -51,7 +42,7 @@ def browser() -> Iterator[Callable[[], Any]]:
     synchronous API keeps an event loop on this thread that the runner's own
     asyncio.run would refuse."""
     sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed (pip install '.[test]')")
-    binary = chromium()
+    binary = chromium.binary()
     if binary is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium; CI installs it)")
     with contextlib.ExitStack() as stack:
