@@ -443,7 +443,10 @@ def _fault(data: RunData, event: str, f: dict[str, str], t: int, line: int) -> N
                 "start": t,
                 "end": -1,
                 "line": line,
-                "detail": " ".join(f"{k}={v}" for k, v in f.items() if k in ("point", "links", "how", "mode")),
+                "detail": " ".join(f"{k}={v}" for k, v in f.items() if k in ("point", "links", "delay", "drop")),
+                # the nodes a fault touches: its target, or both ends of each link it cuts
+                "lanes": sorted({n for link in f.get("links", "").split(",") if link for n in link.split("->")})
+                or [f.get("target", "")],
             }
         )
         return

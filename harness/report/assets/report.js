@@ -201,8 +201,10 @@
       if (b < LEFT || a > width) continue;
       ctx.fillStyle = FAULT_COLOURS[f.kind] || "rgba(120,120,120,0.12)";
       ctx.fillRect(a, TOP, Math.max(2, b - a), height - TOP);
-      const lane = H.lanes.indexOf(f.target);
-      if (lane >= 0) { ctx.fillRect(a, laneY[lane] - LANE_H / 2, Math.max(2, b - a), LANE_H); }
+      for (const name of f.lanes || [f.target]) {
+        const lane = H.lanes.indexOf(name);
+        if (lane >= 0) ctx.fillRect(a, laneY[lane] - LANE_H / 2, Math.max(2, b - a), LANE_H);
+      }
       ctx.fillStyle = "#6b3a2a"; ctx.fillText(`${f.kind} ${f.target}`, a + 3, TOP + 7);
     }
     axis();
