@@ -100,7 +100,10 @@ def _browser(path: Path) -> dict[str, Any]:
                 f"""(() => {{
                     const out = [], end = REPORT.header.end, c = end / 2;
                     let w = end;
-                    for (let k = 0; k < {ZOOMS}; k++, w /= 3) out.push(REPORT.redraw(c - w / 2, c + w / 2));
+                    for (let k = 0; k < {ZOOMS}; k++, w /= 3) {{
+                        out.push(REPORT.redraw(c - w / 2, c + w / 2));
+                        console.log(JSON.stringify(REPORT.parts));
+                    }}
                     return out;
                 }})()"""
             )

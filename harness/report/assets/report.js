@@ -17,8 +17,8 @@
   const KIND_NAMES = ["PREPARE", "vote ok", "vote NOK", "COMMIT", "ABORT", "RESOLVE", "OUTCOME", "STATUS/STATE", "ERROR"];
   const FAULT_COLOURS = {"kill-participant": "rgba(214,39,40,0.13)", "kill-client": "rgba(255,127,14,0.13)",
     pause: "rgba(148,103,189,0.13)", partition: "rgba(140,86,75,0.15)", crash: "rgba(214,39,40,0.13)"};
-  const LIMIT = 25000; // messages drawn in one frame at most: more would be a smear, and slow
-  const MARK_LIMIT = 20000;
+  const LIMIT = 20000; // messages drawn in one frame at most: more would be a smear, and slow
+  const MARK_LIMIT = 10000;
   const LANE_H = 36, LOCK_H = 20, TOP = 26, LEFT = 96;
   const el = (tag, attrs, ...kids) => {
     const e = document.createElement(tag);
@@ -63,7 +63,9 @@
 
   function lowerBound(a, x) { let lo = 0, hi = a.length; while (lo < hi) { const m = (lo + hi) >> 1; if (a[m] < x) lo = m + 1; else hi = m; } return lo; }
 
-  function txColour(tx) { return `hsl(${(tx * 137.508) % 360},62%,${45 + (tx % 3) * 8}%)`; }
+  // one colour per transaction, from a palette: neighbours differ, and a frame sets few fill styles
+  const PALETTE = Array.from({length: 48}, (_, k) => `hsl(${(k * 137.508) % 360},62%,${45 + (k % 3) * 8}%)`);
+  function txColour(tx) { return PALETTE[tx % PALETTE.length]; }
 
   function logOf(lane) { const n = H.lanes[lane]; return n === "proxy" ? "proxy.log" : n + ".log"; }
 
@@ -210,11 +212,16 @@
     axis();
     ctx.save();
     ctx.beginPath(); ctx.rect(LEFT, TOP, width - LEFT, height - TOP); ctx.clip();
+    const t1 = performance.now();
     drawLocks();
+    const t2 = performance.now();
     drawMessages();
+    const t3 = performance.now();
     drawMarks();
+    const t4 = performance.now();
     drawSelection();
     drawPins();
+    R.parts = {background: t1 - start, locks: t2 - t1, messages: t3 - t2, marks: t4 - t3};
     ctx.restore();
     R.lastDrawMs = performance.now() - start;
     R.view = {v0: V.v0, v1: V.v1};
@@ -289,47 +296,78 @@
   const MARK_STYLE = [
     ["sq", "#1f77b4"], ["sq", "#2ca02c"], ["sq", "#d62728"], ["hollow", "#555"], ["start", "#2ca02c"], ["crash", "#d62728"],
     ["bar", "#777"], ["circle", "#ff7f0e"], ["dash", "#999"], ["dash", "#bbb"], ["crash", "#d62728"], ["crash", "#8c564b"],
-    ["pause", "#9467bd"], ["start", "#9467bd"], ["tick", "#888"], ["diamond", "#333"],
+    ["pause", "#9467bd"], ["start", "#9467bd"], ["tick", "#888"], ["sq", "#333"],
   ];
+
+  // Durable writes, begins and decisions are many: sampled like messages when too many are in
+  // view. Starts, crashes, pauses, timeouts and the proxy's drops are few: always drawn.
+  const FREQUENT = new Set([0, 1, 2, 14, 15]);
+
+  function markPath(p, shape, x, y) {
+    if (shape === "sq") p.rect(x - 2.5, y - 2.5, 5, 5);
+    else if (shape === "hollow") p.rect(x - 2.5, y - 2.5, 5, 5);
+    else if (shape === "crash") { p.moveTo(x - 6, y - 6); p.lineTo(x + 6, y + 6); p.moveTo(x + 6, y - 6); p.lineTo(x - 6, y + 6); }
+    else if (shape === "start") { p.moveTo(x, y - 7); p.lineTo(x + 6, y + 5); p.lineTo(x - 6, y + 5); p.closePath(); }
+    else if (shape === "pause") { p.rect(x - 4, y - 7, 3, 14); p.rect(x + 1, y - 7, 3, 14); }
+    else if (shape === "bar") p.rect(x - 1, y - 10, 3, 20);
+    else if (shape === "circle") { p.moveTo(x + 4, y); p.arc(x, y, 4, 0, 7); }
+    else if (shape === "diamond") { p.moveTo(x, y - 4); p.lineTo(x + 4, y); p.lineTo(x, y + 4); p.lineTo(x - 4, y); p.closePath(); }
+    else if (shape === "tick") p.rect(x - 0.5, y - 4, 1, 8);
+    else p.rect(x - 3, y - 0.5, 6, 1.5);
+  }
 
   function drawMarks() {
     const lo = lowerBound(C.k_t, V.v0), hi = lowerBound(C.k_t, V.v1 + 1);
     const stride = Math.max(1, Math.ceil((hi - lo) / MARK_LIMIT));
+    const byKind = MARK_STYLE.map(() => []);
     drawnMarks = [];
-    for (let i = lo; i < hi; i += stride) {
-      const kind = C.k_kind[i], [shape, colour] = MARK_STYLE[kind] || ["dash", "#999"];
-      const x = xAt(C.k_t[i]), y = laneY[C.k_lane[i]] + (kind <= 3 ? 8 : kind >= 14 ? -8 : 0);
-      ctx.fillStyle = colour; ctx.strokeStyle = colour; ctx.lineWidth = 2;
-      if (shape === "sq") ctx.fillRect(x - 2.5, y - 2.5, 5, 5);
-      else if (shape === "hollow") ctx.strokeRect(x - 2.5, y - 2.5, 5, 5);
-      else if (shape === "crash") { ctx.beginPath(); ctx.moveTo(x - 6, y - 6); ctx.lineTo(x + 6, y + 6); ctx.moveTo(x + 6, y - 6); ctx.lineTo(x - 6, y + 6); ctx.stroke(); }
-      else if (shape === "start") { ctx.beginPath(); ctx.moveTo(x, y - 7); ctx.lineTo(x + 6, y + 5); ctx.lineTo(x - 6, y + 5); ctx.fill(); }
-      else if (shape === "pause") { ctx.fillRect(x - 4, y - 7, 3, 14); ctx.fillRect(x + 1, y - 7, 3, 14); }
-      else if (shape === "bar") ctx.fillRect(x - 1, y - 10, 3, 20);
-      else if (shape === "circle") { ctx.beginPath(); ctx.arc(x, y, 4, 0, 7); ctx.stroke(); }
-      else if (shape === "diamond") { ctx.beginPath(); ctx.moveTo(x, y - 4); ctx.lineTo(x + 4, y); ctx.lineTo(x, y + 4); ctx.lineTo(x - 4, y); ctx.fill(); }
-      else if (shape === "tick") ctx.fillRect(x - 0.5, y - 4, 1, 8);
-      else ctx.fillRect(x - 3, y - 0.5, 6, 1.5);
+    let seen = 0;
+    for (let i = lo; i < hi; i++) {
+      const kind = C.k_kind[i];
+      if (FREQUENT.has(kind) && seen++ % stride) continue;
+      (byKind[kind] || byKind[8]).push(i);
       drawnMarks.push(i);
     }
+    ctx.lineWidth = 2;
+    byKind.forEach((list, k) => {
+      if (!list.length) return;
+      const [shape, colour] = MARK_STYLE[k];
+      ctx.fillStyle = colour; ctx.strokeStyle = colour;
+      if (shape === "sq" || shape === "tick") { // the many: plain rectangles, Skia's fastest path
+        const [w, h] = shape === "sq" ? [5, 5] : [1.5, 8];
+        for (const i of list) ctx.fillRect(xAt(C.k_t[i]) - w / 2, laneY[C.k_lane[i]] + markOffset(k) - h / 2, w, h);
+        return;
+      }
+      const p = new Path2D();
+      for (const i of list) markPath(p, shape, xAt(C.k_t[i]), laneY[C.k_lane[i]] + markOffset(k));
+      if (shape === "crash" || shape === "circle" || shape === "hollow") ctx.stroke(p); else ctx.fill(p);
+    });
   }
+
+  const markOffset = (kind) => (kind <= 3 ? 8 : kind >= 14 ? -8 : 0);
 
   function drawLocks() {
     const lo = lowerBound(C.l_t, V.v0 - C.maxLock), hi = lowerBound(C.l_t, V.v1 + 1);
     drawnLocks = [];
-    let lastX = {};
+    const lastX = {}, bars = PALETTE.map(() => new Path2D()), held = new Path2D(), labels = [];
     for (let i = lo; i < hi; i++) {
-      const y = lockY[C.l_lane[i]];
+      const lane = C.l_lane[i], y = lockY[lane];
       if (y === undefined) continue;
       const a = xAt(C.l_t[i]), b = xAt(C.l_t[i] + C.l_dur[i]);
       if (b < LEFT) continue;
-      const w = Math.max(1, b - a);
-      if (w < 1.5 && lastX[C.l_lane[i]] === Math.round(a)) continue; // sub-pixel: one bar per pixel is enough
-      lastX[C.l_lane[i]] = Math.round(a);
-      ctx.fillStyle = C.l_endline[i] ? txColour(C.l_tx[i]) : "#d62728";
-      ctx.fillRect(a, y + 2, w, LOCK_H - 8);
-      if (w > 60) { ctx.fillStyle = "#fff"; ctx.fillText(C.txids[C.l_tx[i]], a + 3, y + LOCK_H / 2 - 2, w - 6); }
+      const w = Math.max(1, b - a), px = Math.round(a);
+      if (w < 1.5 && lastX[lane] === px) continue; // sub-pixel: one bar per pixel is enough
+      lastX[lane] = px;
+      (C.l_endline[i] ? bars[C.l_tx[i] % PALETTE.length] : held).rect(a, y + 2, w, LOCK_H - 8);
+      if (w > 60) labels.push(i);
       drawnLocks.push(i);
+    }
+    bars.forEach((p, k) => { ctx.fillStyle = PALETTE[k]; ctx.fill(p); });
+    ctx.fillStyle = "#d62728"; ctx.fill(held);
+    ctx.fillStyle = "#fff";
+    for (const i of labels) {
+      const a = Math.max(LEFT, xAt(C.l_t[i])), b = xAt(C.l_t[i] + C.l_dur[i]);
+      ctx.fillText(C.txids[C.l_tx[i]], a + 3, lockY[C.l_lane[i]] + LOCK_H / 2 - 2, b - a - 6);
     }
     // refused while locked: a NOK tick under the bar
     const nlo = lowerBound(C.n_t, V.v0), nhi = lowerBound(C.n_t, V.v1 + 1);
@@ -382,7 +420,7 @@
     let best = null, bd = 6;
     if (drawnMarks) for (const i of drawnMarks) {
       const kind = C.k_kind[i];
-      const d = Math.hypot(xAt(C.k_t[i]) - x, laneY[C.k_lane[i]] + (kind <= 3 ? 8 : kind >= 14 ? -8 : 0) - y);
+      const d = Math.hypot(xAt(C.k_t[i]) - x, laneY[C.k_lane[i]] + markOffset(kind) - y);
       if (d < bd) { bd = d; best = {type: "mark", i, tx: C.k_tx[i]}; }
     }
     if (best) return best;
