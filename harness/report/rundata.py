@@ -36,6 +36,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, TextIO
 
+from harness.protocol.messages import DecodeError, split_fields
+
 
 class Kind(IntEnum):
     """A message's kind, as the diagram colours it."""
@@ -108,17 +110,7 @@ _PLAIN = frozenset({"PREPARE", "COMMIT", "ABORT", "RESOLVE"})  # messages whose 
 OTHERS = "others"  # the lane of senders no log names
 PROXY = "proxy"
 
-# One line: timestamp (its second, its microseconds), node, and either a
-# message (its peer, verb, txid, the rest) or another event and its fields.
-# Lines that match neither (torn, damaged) are skipped here; the checker flags them.
-_LINE = re.compile(
-    r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)\.(\d{6})Z \S+ "
-    r"(?:(send|recv) peer=(\S+) msg=([A-Z]+)(?: txid=(\S+))?(.*)|(\S+) ?(.*))$"
-    r"|^.*$",  # any other line, so that findall yields one row per line: its index is its number
-    re.M,
-)
-_FIELD = re.compile(r'(\w+)=(?:"((?:[^"\\]|\\.)*)"|(\S*))')
-_DURABLE_LINE = re.compile(r'txid=(\S+) state=(\w+).*? why=(?:"((?:[^"\\]|\\.)*)"|(\S*))|txid=(\S+) state=(\w+)')
+_FIELD = re.compile(r'(\w+)=(?:"((?:[^"\\]|\\.)*)"|(\S*))')  # a damaged line's fields, as far as they go
 
 
 def _unquote(v: str) -> str:
@@ -126,9 +118,12 @@ def _unquote(v: str) -> str:
 
 
 def _fields(rest: str) -> dict[str, str]:
-    """The fields of a line (values unquoted), tolerant of damage: the report
-    shows what it can."""
-    return {k: _unquote(q) if q else b for k, q, b in _FIELD.findall(rest)}
+    """The fields of a line, values unquoted (the protocol's own parser), or of
+    a damaged line as far as they go: the report shows what it can."""
+    try:
+        return dict(split_fields(rest))
+    except DecodeError:
+        return {k: _unquote(q) if q else b for k, q, b in _FIELD.findall(rest)}
 
 
 @dataclass
@@ -269,34 +264,52 @@ def read_run(folder: Path, events: TextIO | None = None) -> RunData:
         send, recv = sends.append, recvs.append
         t = first = -1
         count = 0
-        for number, (head, us, io, peer, verb, txid, rest, event, other) in enumerate(_LINE.findall(content), 1):
-            if not head:
+        for number, line in enumerate(content.split("\n"), 1):
+            parts = line.split(" ", 5)
+            if len(parts) < 3:
                 continue
+            ts, event = parts[0], parts[2]
+            head = ts[:19]
             base = bases.get(head)
             if base is None:
                 try:
+                    if len(ts) != 27 or ts[19] != "." or ts[26] != "Z":
+                        raise ValueError(ts)
                     base = calendar.timegm(time.strptime(head, "%Y-%m-%dT%H:%M:%S")) * 1_000_000
-                except ValueError:  # a damaged timestamp: the checker flags the line
+                except ValueError:  # not an event line: the checker flags it
                     base = -1
                 bases[head] = base
-            if base < 0:
+            if base < 0 or len(ts) != 27:
                 continue
-            t = base + int(us)
+            try:
+                t = base + int(ts[20:26])
+            except ValueError:
+                continue
             if first < 0:
                 first = t
             count += 1
-            if out is not None:
-                _event_json(out, head, us, fname, number, name, io, peer, verb, txid, rest, event, other)
-            if io:
-                (send if io == "send" else recv)((t, lane, peer, verb, txid, rest, number))
+            if (event == "send" or event == "recv") and len(parts) > 4 and parts[3][:5] == "peer=":
+                peer, verb = parts[3][5:], parts[4][4:]
+                rest = parts[5] if len(parts) > 5 else ""
+                txid = ""
+                if rest[:5] == "txid=":
+                    txid, _, rest = rest[5:].partition(" ")
+                if out is not None:
+                    _event_json(out, ts, fname, number, name, event, line[len(ts) + len(parts[1]) + len(event) + 3 :])
+                (send if event == "send" else recv)((t, lane, peer, verb, txid, rest, number))
                 continue
+            other = line[len(ts) + len(parts[1]) + len(event) + 3 :]
+            if out is not None:
+                _event_json(out, ts, fname, number, name, event, other)
             if event == "durable" or event == "restored":
-                d = _DURABLE_LINE.search(other)
-                if d is None:
+                # as harness.events.log.log_record writes it: txid and state first, why last
+                fields = other.split(" ", 2)
+                if len(fields) < 2 or fields[0][:5] != "txid=" or fields[1][:6] != "state=":
                     continue
-                txid, state, quoted, bare, txid2, state2 = d.groups()
-                txid, state = txid or txid2, state or state2
-                why = _unquote(quoted) if quoted else bare or ""
+                txid, state = fields[0][5:], fields[1][6:]
+                why = other.rpartition(" why=")[2] if " why=" in other else ""
+                if why[:1] == '"':
+                    why = _unquote(why[1:-1])
                 if event == "durable":
                     durable.append((t, lane, txid, state, why, number))
                     k = _DURABLE.get(state)
@@ -398,16 +411,10 @@ def read_run(folder: Path, events: TextIO | None = None) -> RunData:
     return data
 
 
-def _event_json(out: Any, head: str, us: str, fname: str, number: int, node: str, io: str, peer: str,
-                verb: str, txid: str, rest: str, event: str, other: str) -> None:  # fmt: skip
+def _event_json(out: Any, ts: str, fname: str, number: int, node: str, event: str, body: str) -> None:
     """One line of events.jsonl: where the line is, who wrote it, its event, and
     its fields as strings (a bare value needs no JSON escaping: the fast path)."""
-    if io:
-        body = f"peer={peer} msg={verb}" + (f" txid={txid}" if txid else "") + rest
-        event = io
-    else:
-        body = other
-    head = f'{{"ts":"{head}.{us}Z","file":"{fname}","line":{number},"node":"{node}","event":"{event}","fields":'
+    head = f'{{"ts":"{ts}","file":"{fname}","line":{number},"node":"{node}","event":"{event}","fields":'
     if '"' not in body and "\\" not in body and body.count("=") == body.count(" ") + 1:
         out(head + '{"' + body.replace("=", '":"').replace(" ", '","') + '"}}\n')
     else:
@@ -463,23 +470,24 @@ def _match_messages(data: RunData, sends: list[Raw], recvs: list[Raw], drops: li
                     lane_of: dict[str, int], tx: _Interner, detail: _Interner) -> None:  # fmt: skip
     """Pair send and recv lines into messages (see the module's docstring)."""
     lane_at = {addr: lane_of[node] for addr, node in node_of.items() if node in lane_of}
-    # A client's connection to the proxy: named by the STATE received on it.
+    # A connection a receiver names by port: a client's connection to the proxy
+    # by the STATE received on it; another by the first few (verb, txid)
+    # received on it, and who sent those to that receiver (one sender names it).
     conn: dict[tuple[int, str], int] = {}
-    for _, lane, peer, verb, _, rest, _ in recvs:
-        if verb == "STATE" and peer not in lane_at and (lane, peer) not in conn:
-            m = re.search(r"node=(\S+)", rest)
-            if m and m.group(1) in lane_at:
-                conn[lane, peer] = lane_at[m.group(1)]
-    # A connection a receiver names by port: the first few (verb, txid) received
-    # on it, then who sent those to that receiver (one sender names it).
     first: dict[tuple[int, str], list[tuple[str, str]]] = {}
-    for _, lane, peer, verb, txid, _, _ in recvs:
-        if txid and peer not in lane_at:
+    for _, lane, peer, verb, txid, rest, _ in recvs:
+        if peer in lane_at:
+            continue
+        if txid:
             seen = first.get((lane, peer))
             if seen is None:
                 first[lane, peer] = [(verb, txid)]
             elif len(seen) < 8:
                 seen.append((verb, txid))
+        elif verb == "STATE" and (lane, peer) not in conn:
+            m = re.search(r"node=(\S+)", rest)
+            if m and m.group(1) in lane_at:
+                conn[lane, peer] = lane_at[m.group(1)]
     wanted = {txid for seen in first.values() for _, txid in seen}
     senders: dict[tuple[int, str, str], int] = {}
     for _, lane, peer, verb, txid, _, _ in sends:
@@ -540,7 +548,7 @@ def _match_messages(data: RunData, sends: list[Raw], recvs: list[Raw], drops: li
         else:
             held.append(i)
         if verb == "VOTE":
-            if rest == " vote=ok":
+            if rest == "vote=ok":
                 m_kind.append(vote_ok)
                 m_detail.append(-1)
             else:
