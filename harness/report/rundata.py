@@ -262,6 +262,7 @@ def read_run(folder: Path, events: TextIO | None = None) -> RunData:
         out = events.write if events is not None else None
         fname = path.name
         send, recv = sends.append, recvs.append
+        client = _client_index(name, clients)
         t = first = -1
         count = 0
         for number, line in enumerate(content.split("\n"), 1):
@@ -325,18 +326,22 @@ def read_run(folder: Path, events: TextIO | None = None) -> RunData:
                 if event == "connected":
                     generation[lane] += 1
                 mark((t, lane, Mark.START, -1, number, detail(f"{event} {other[:200]}")))
-            elif event == "begin":
-                f = _fields(other)
+            elif event == "begin" or event == "decide":
+                # as the client writes them: txid first, then value (begin) or result (decide)
+                fields = other.split(" ", 2)
+                if len(fields) < 2 or fields[0][:5] != "txid=":
+                    continue
+                txid, second = fields[0][5:], fields[1].partition("=")[2]
+                if event == "decide":
+                    mark((t, lane, Mark.DECIDE, tx(txid), number, detail(second)))
+                    continue
                 try:
-                    value = int(f.get("value", "0"))
+                    value = int(second)
                 except ValueError:
                     value = 0
-                process = _client_index(name, clients) + max(0, generation[lane]) * nclients
-                begins[f.get("txid", "")] = (t, lane, value, process, number)
-                mark((t, lane, Mark.BEGIN, tx(f.get("txid")), number, detail(f.get("prepare"))))
-            elif event == "decide":
-                f = _fields(other)
-                mark((t, lane, Mark.DECIDE, tx(f.get("txid")), number, detail(f.get("result"))))
+                begins[txid] = (t, lane, value, client + max(0, generation[lane]) * nclients, number)
+                prepare = other.rpartition(" prepare=")[2] if " prepare=" in other else None
+                mark((t, lane, Mark.BEGIN, tx(txid), number, detail(prepare)))
             elif event == "outcome":
                 f = _fields(other)
                 txid = f.get("txid", "")
@@ -346,7 +351,7 @@ def read_run(folder: Path, events: TextIO | None = None) -> RunData:
                     value = int(f.get("value", "0"))
                 except ValueError:
                     latency, value = 0, 0
-                process = b[3] if b else _client_index(name, clients) + max(0, generation[lane]) * nclients
+                process = b[3] if b else client + max(0, generation[lane]) * nclients
                 cause = f.get("cause", "")
                 if cause == "no-vote":
                     cause = "no vote: locked" if "locked by" in f.get("reason", "") else "no vote: other"
