@@ -426,6 +426,15 @@ def _event_json(out: Any, ts: str, fname: str, number: int, node: str, event: st
         out(head + json.dumps(_fields(body)) + "}\n")
 
 
+def _fault_lanes(f: dict[str, str]) -> list[str]:
+    """The nodes a fault touches: its target, or the nodes on every link it cuts
+    (the isolated node), else on any of them."""
+    links = [set(link.split("->")) for link in f.get("links", "").split(",") if "->" in link]
+    if not links:
+        return [f.get("target", "")]
+    return sorted(set.intersection(*links) or set.union(*links))
+
+
 def _client_index(name: str, clients: list[str]) -> int:
     return clients.index(name) if name in clients else len(clients)
 
@@ -456,9 +465,7 @@ def _fault(data: RunData, event: str, f: dict[str, str], t: int, line: int) -> N
                 "end": -1,
                 "line": line,
                 "detail": " ".join(f"{k}={v}" for k, v in f.items() if k in ("point", "links", "delay", "drop")),
-                # the nodes a fault touches: its target, or both ends of each link it cuts
-                "lanes": sorted({n for link in f.get("links", "").split(",") if link for n in link.split("->")})
-                or [f.get("target", "")],
+                "lanes": _fault_lanes(f),
             }
         )
         return
