@@ -193,7 +193,7 @@ def test_damaged_logs_do_not_stop_the_report(tmp_path: Path, bad: str) -> None:
 
 
 def test_fault_windows_come_from_nemesis_log_with_the_nodes_they_touch(tmp_path: Path) -> None:
-    folder, known = one_transaction(tmp_path)
+    folder, _ = one_transaction(tmp_path)
     links = "server1->server3,server2->server3,server3->server1,client1->server3"
     quoted = format_fields([("target", "server3 isolated")])
     lines = [
