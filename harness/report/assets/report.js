@@ -64,7 +64,8 @@
   function lowerBound(a, x) { let lo = 0, hi = a.length; while (lo < hi) { const m = (lo + hi) >> 1; if (a[m] < x) lo = m + 1; else hi = m; } return lo; }
 
   // one colour per transaction, from a palette: neighbours differ, and a frame sets few fill styles
-  const PALETTE = Array.from({length: 48}, (_, k) => `hsl(${(k * 137.508) % 360},62%,${45 + (k % 3) * 8}%)`);
+  // (no reds: red is a lock never released, and aborts)
+  const PALETTE = Array.from({length: 48}, (_, k) => `hsl(${30 + ((k * 137.508) % 290)},58%,${45 + (k % 3) * 8}%)`);
   function txColour(tx) { return PALETTE[tx % PALETTE.length]; }
 
   function logOf(lane) { const n = H.lanes[lane]; return n === "proxy" ? "proxy.log" : n + ".log"; }
@@ -251,7 +252,7 @@
   }
 
   function drawMessages() {
-    const n = C.m_t.length;
+    const n = C.m_t.length, others = H.lanes.indexOf("others");
     const lo = lowerBound(C.m_t, V.v0 - C.maxDur), hi = lowerBound(C.m_t, V.v1 + 1);
     const first = lowerBound(C.m_t, V.v0);
     R.visibleMessages = hi - first;
@@ -266,7 +267,8 @@
       if (Math.max(x1, x2) < LEFT || Math.min(x1, x2) > width) continue;
       const p = paths[C.m_kind[i] & 15];
       p.moveTo(x1, y1); p.lineTo(x2, y2);
-      if (stub) { stubs.moveTo(x2 - 3, y2 - 3); stubs.lineTo(x2 + 3, y2 + 3); stubs.moveTo(x2 + 3, y2 - 3); stubs.lineTo(x2 - 3, y2 + 3); }
+      // a cross where a message was lost; none towards "others", whose receipt no log records
+      if (stub && C.m_dst[i] !== others) { stubs.moveTo(x2 - 3, y2 - 3); stubs.lineTo(x2 + 3, y2 + 3); stubs.moveTo(x2 + 3, y2 - 3); stubs.lineTo(x2 - 3, y2 + 3); }
       drawn[count++] = i;
     }
     drawn = drawn.subarray(0, count);
@@ -443,8 +445,9 @@
     if (h.type === "msg") {
       const k = C.m_kind[i] & 15, det = C.m_detail[i] >= 0 ? C.strings[C.m_detail[i]] : "";
       const dur = C.m_dur[i];
-      const from = C.m_kind[i] & 32 ? "(no send line)" : `${logOf(C.m_src[i])}:${C.m_sline[i]}`;
-      const to = dur >= 0 ? `${logOf(C.m_dst[i])}:${C.m_rline[i]}` : (C.m_kind[i] & 16 ? "dropped by the proxy" : "never received");
+      const from = C.m_kind[i] & 32 ? "(a sender without a log)" : `${logOf(C.m_src[i])}:${C.m_sline[i]}`;
+      const to = dur >= 0 ? `${logOf(C.m_dst[i])}:${C.m_rline[i]}` : C.m_kind[i] & 16 ? "dropped by the proxy"
+        : H.lanes[C.m_dst[i]] === "others" ? "(a receiver without a log)" : "never received";
       return `<b>${KIND_NAMES[k]}</b> ${H.lanes[C.m_src[i]]} \u2192 ${H.lanes[C.m_dst[i]]}<br>${tx ? "txid " + tx + "<br>" : ""}` +
         `${det ? escapeHtml(det) + "<br>" : ""}sent ${secs(C.m_t[i])}${dur >= 0 ? ", took " + ms(dur) : ""}<br>${from} \u2192 ${to}`;
     }
