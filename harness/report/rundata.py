@@ -429,7 +429,8 @@ def _event_json(out: Any, ts: str, fname: str, number: int, node: str, event: st
 def _fault_lanes(f: dict[str, str]) -> list[str]:
     """The nodes a fault touches: its target, or the nodes on every link it cuts
     (the isolated node), else on any of them."""
-    links = [set(link.split("->")) for link in f.get("links", "").split(",") if "->" in link]
+    cut = f.get("links") or f.get("target", "")  # a crash point's partition names its one link as its target
+    links = [set(link.split("->")) for link in cut.split(",") if "->" in link]
     if not links:
         return [f.get("target", "")]
     return sorted(set.intersection(*links) or set.union(*links))
