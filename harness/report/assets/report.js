@@ -58,6 +58,8 @@
     let maxLock = 0;
     for (let i = 0; i < C.l_dur.length; i++) if (C.l_dur[i] > maxLock) maxLock = C.l_dur[i];
     C.maxLock = maxLock;
+    C.opOfTx = new Int32Array(C.txids.length).fill(-1); // a transaction's client operation, if any
+    for (let i = 0; i < C.o_tx.length; i++) if (C.o_tx[i] >= 0) C.opOfTx[C.o_tx[i]] = i;
     return C;
   }
 
@@ -443,7 +445,8 @@
     const i = h.i;
     const tx = h.tx >= 0 ? C.txids[h.tx] : "";
     if (h.type === "msg") {
-      const k = C.m_kind[i] & 15, det = C.m_detail[i] >= 0 ? C.strings[C.m_detail[i]] : "";
+      const k = C.m_kind[i] & 15, op = h.tx >= 0 ? C.opOfTx[h.tx] : -1;
+      const det = C.m_detail[i] >= 0 ? C.strings[C.m_detail[i]] : k === 0 && op >= 0 ? `value=${C.o_value[op]}` : "";
       const dur = C.m_dur[i];
       const from = C.m_kind[i] & 32 ? "(a sender without a log)" : `${logOf(C.m_src[i])}:${C.m_sline[i]}`;
       const to = dur >= 0 ? `${logOf(C.m_dst[i])}:${C.m_rline[i]}` : C.m_kind[i] & 16 ? "dropped by the proxy"
@@ -483,8 +486,7 @@
     for (let i = 0; i < C.m_tx.length; i++) if (C.m_tx[i] === tx) msgs.push(i);
     for (let i = 0; i < C.l_tx.length; i++) if (C.l_tx[i] === tx) locks.push(i);
     V.selMsgs = msgs; V.selLocks = locks;
-    let op = -1;
-    for (let i = 0; i < C.o_tx.length; i++) if (C.o_tx[i] === tx) { op = i; break; }
+    const op = C.opOfTx[tx];
     const result = op >= 0 ? H.results[C.o_result[op]].toLowerCase() : "no client outcome";
     box.append(el("b", {}, `transaction ${C.txids[tx]}`),
       `: ${result}${op >= 0 ? `, value ${C.o_value[op]}, ${H.lanes[C.o_lane[op]]}` : ""}; ${msgs.length} messages, ` +
