@@ -107,7 +107,7 @@
 
   // ---------------------------------------------------------------- diagram
   const V = { v0: 0, v1: 1, sel: -1, selMsgs: null, selLocks: null, pins: [], hover: null };
-  let C, canvas, ctx, tip, width = 0, laneY = [], lockY = {}, height = 0, drawn = null, drawnMarks = null, drawnLocks = null;
+  let C, canvas, ctx, tip, width = 0, laneY = [], lockY = {}, height = 0, drawn = null, drawnMarks = null, drawnLocks = null, drawnNoks = [];
 
   function layout() {
     laneY = H.lanes.map((_, i) => TOP + LANE_H * i + LANE_H / 2);
@@ -377,10 +377,12 @@
     const nlo = lowerBound(C.n_t, V.v0), nhi = lowerBound(C.n_t, V.v1 + 1);
     const stride = Math.max(1, Math.ceil((nhi - nlo) / MARK_LIMIT));
     ctx.fillStyle = "#d62728";
+    drawnNoks = [];
     for (let i = nlo; i < nhi; i += stride) {
       const y = lockY[C.n_lane[i]];
       if (y === undefined) continue;
       ctx.fillRect(xAt(C.n_t[i]) - 0.5, y + LOCK_H - 6, 1.5, 6);
+      drawnNoks.push(i);
     }
   }
 
@@ -434,6 +436,10 @@
       if (d < bd) { bd = d; best = {type: "msg", i, tx: C.m_tx[i]}; }
     }
     if (best) return best;
+    for (const i of drawnNoks) { // a PREPARE refused while the lock was held: the tick under the bar
+      const ly = lockY[C.n_lane[i]];
+      if (y >= ly + LOCK_H - 8 && y <= ly + LOCK_H + 2 && Math.abs(xAt(C.n_t[i]) - x) < 3) return {type: "nok", i, tx: C.n_tx[i]};
+    }
     if (drawnLocks) for (const i of drawnLocks) {
       const ly = lockY[C.l_lane[i]];
       if (y >= ly && y <= ly + LOCK_H && x >= xAt(C.l_t[i]) - 1 && x <= xAt(C.l_t[i] + C.l_dur[i]) + 1) return {type: "lock", i, tx: C.l_tx[i]};
@@ -459,6 +465,9 @@
       const line = C.k_line[i] < 0 ? `nemesis.log:${-C.k_line[i]}` : `${logOf(C.k_lane[i])}:${C.k_line[i]}`;
       return `<b>${H.marks[C.k_kind[i]].toLowerCase()}</b> at ${H.lanes[C.k_lane[i]]}<br>${tx ? "txid " + tx + "<br>" : ""}` +
         `${det ? escapeHtml(det) + "<br>" : ""}${secs(C.k_t[i])}<br>${line}`;
+    }
+    if (h.type === "nok") {
+      return `<b>vote NOK</b> at ${H.lanes[C.n_lane[i]]}: ${tx} refused<br>its lock held by ${C.txids[C.n_holder[i]] || "?"}<br>${secs(C.n_t[i])}`;
     }
     return `<b>lock</b> of ${H.lanes[C.l_lane[i]]} held by ${tx}<br>from ${secs(C.l_t[i])} for ${ms(C.l_dur[i])}` +
       `${C.l_endline[i] ? "" : " (never released)"}<br>${logOf(C.l_lane[i])}:${C.l_line[i]}` +
