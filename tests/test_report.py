@@ -28,8 +28,9 @@ from report_folders import ADDRESS, EXPECTED, PARTICIPANTS, T0, TX, Folder, one_
 from harness.events.log import utc_timestamp
 from harness.protocol.messages import format_fields
 from harness.report import history, html
+from harness.report.columns import Kind, Mark, Result
 from harness.report.files import write_all
-from harness.report.rundata import Kind, Mark, Result, read_run
+from harness.report.rundata import read_run
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -29,8 +29,8 @@ from harness.experiment.runner import run
 from harness.protocol import coordinator as co
 from harness.protocol.messages import Vote
 from harness.report import chromium
+from harness.report.columns import Kind
 from harness.report.files import write_all
-from harness.report.rundata import Kind
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = ("PREPARE", "VOTE", "COMMIT", "ABORT", "RESOLVE", "OUTCOME")

@@ -27,7 +27,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from harness.report.rundata import Kind, Mark, Result, RunData
+from harness.report.columns import Kind, Mark, Result, RunData
 from harness.verify.model import CheckReport
 
 _ASSETS = ("uPlot.min.css", "report.css", "uPlot.iife.min.js", "report.js")
