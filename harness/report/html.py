@@ -164,7 +164,7 @@ def page(data: RunData, report: CheckReport | None) -> str:
             for v in report.violations
         ]
     header = {
-        "title": str(report.folder.name if report is not None else ""),
+        "title": report.folder.resolve().name if report is not None else "",
         "command": run.get("command"),
         "seed": run.get("seed"),
         "origin": data.origin,
