@@ -70,7 +70,7 @@
   const PALETTE = Array.from({length: 48}, (_, k) => `hsl(${30 + ((k * 137.508) % 290)},58%,${45 + (k % 3) * 8}%)`);
   function txColour(tx) { return PALETTE[tx % PALETTE.length]; }
 
-  function logOf(lane) { const n = H.lanes[lane]; return n === "proxy" ? "proxy.log" : n + ".log"; }
+  function logOf(lane) { const n = H.lanes[lane]; return escapeHtml(n === "proxy" ? "proxy.log" : n + ".log"); }
 
   // ---------------------------------------------------------------- header
   function summary(C) {
@@ -449,7 +449,7 @@
 
   function describe(h) {
     const i = h.i;
-    const tx = h.tx >= 0 ? C.txids[h.tx] : "";
+    const tx = h.tx >= 0 ? escapeHtml(C.txids[h.tx]) : ""; // what a log says is text, never markup
     if (h.type === "msg") {
       const k = C.m_kind[i] & 15, op = h.tx >= 0 ? C.opOfTx[h.tx] : -1;
       const det = C.m_detail[i] >= 0 ? C.strings[C.m_detail[i]] : k === 0 && op >= 0 ? `value=${C.o_value[op]}` : "";
@@ -457,23 +457,24 @@
       const from = C.m_kind[i] & 32 ? "(a sender without a log)" : `${logOf(C.m_src[i])}:${C.m_sline[i]}`;
       const to = dur >= 0 ? `${logOf(C.m_dst[i])}:${C.m_rline[i]}` : C.m_kind[i] & 16 ? "dropped by the proxy"
         : H.lanes[C.m_dst[i]] === "others" ? "(a receiver without a log)" : "never received";
-      return `<b>${KIND_NAMES[k]}</b> ${H.lanes[C.m_src[i]]} \u2192 ${H.lanes[C.m_dst[i]]}<br>${tx ? "txid " + tx + "<br>" : ""}` +
+      return `<b>${KIND_NAMES[k]}</b> ${laneName(C.m_src[i])} \u2192 ${laneName(C.m_dst[i])}<br>${tx ? "txid " + tx + "<br>" : ""}` +
         `${det ? escapeHtml(det) + "<br>" : ""}sent ${secs(C.m_t[i])}${dur >= 0 ? ", took " + ms(dur) : ""}<br>${from} \u2192 ${to}`;
     }
     if (h.type === "mark") {
       const det = C.k_detail[i] >= 0 ? C.strings[C.k_detail[i]] : "";
       const line = C.k_line[i] < 0 ? `nemesis.log:${-C.k_line[i]}` : `${logOf(C.k_lane[i])}:${C.k_line[i]}`;
-      return `<b>${H.marks[C.k_kind[i]].toLowerCase()}</b> at ${H.lanes[C.k_lane[i]]}<br>${tx ? "txid " + tx + "<br>" : ""}` +
+      return `<b>${H.marks[C.k_kind[i]].toLowerCase()}</b> at ${laneName(C.k_lane[i])}<br>${tx ? "txid " + tx + "<br>" : ""}` +
         `${det ? escapeHtml(det) + "<br>" : ""}${secs(C.k_t[i])}<br>${line}`;
     }
     if (h.type === "nok") {
-      return `<b>vote NOK</b> at ${H.lanes[C.n_lane[i]]}: ${tx} refused<br>its lock held by ${C.txids[C.n_holder[i]] || "?"}<br>${secs(C.n_t[i])}`;
+      return `<b>vote NOK</b> at ${laneName(C.n_lane[i])}: ${tx} refused<br>its lock held by ${escapeHtml(C.txids[C.n_holder[i]] || "?")}<br>${secs(C.n_t[i])}`;
     }
-    return `<b>lock</b> of ${H.lanes[C.l_lane[i]]} held by ${tx}<br>from ${secs(C.l_t[i])} for ${ms(C.l_dur[i])}` +
+    return `<b>lock</b> of ${laneName(C.l_lane[i])} held by ${tx}<br>from ${secs(C.l_t[i])} for ${ms(C.l_dur[i])}` +
       `${C.l_endline[i] ? "" : " (never released)"}<br>${logOf(C.l_lane[i])}:${C.l_line[i]}` +
       (C.l_endline[i] ? ` to :${C.l_endline[i]}` : "");
   }
 
+  const laneName = (i) => escapeHtml(H.lanes[i]);
   function escapeHtml(s) { return s.replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})[c]); }
 
   function hover(x, y) {
