@@ -173,6 +173,12 @@ def micros(ts: str) -> int:
         return -1
 
 
+def seconds_between(start: str, end: str) -> float | None:
+    """Seconds between two log timestamps, None if either does not parse."""
+    a, b = micros(start), micros(end)
+    return None if a < 0 or b < 0 else (b - a) / 1_000_000
+
+
 @dataclass(slots=True)
 class Observation:
     """One observation of a participant's durable record: the line at ``at`` of ``log``."""
