@@ -9,8 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.experiment.config import RunConfig, with_default_timeouts
-from harness.experiment.faults import NEMESIS_KINDS, parse_crashes, parse_nemesis
+from harness.experiment.config import Backend, RunConfig, with_default_timeouts
+from harness.experiment.faults import NEMESIS_KINDS, POSTGRES_NEMESIS_KINDS, parse_crashes, parse_nemesis
 from harness.experiment.processes import RunError
 from harness.experiment.runner import run
 from harness.experiment.workload import PrepareMode, RetryMode
@@ -138,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
         "server2 right after server2's yes vote)",
     )
     p.add_argument(
+        "--backend",
+        type=Backend,
+        choices=list(Backend),
+        default=d.backend,
+        help="the participants: our participant processes (ours), or PostgreSQL clusters made for the run, "
+        "coordinated with prepared transactions (postgres: needs PostgreSQL and pip install '.[postgres]'; "
+        "--nemesis then takes " + ",".join(POSTGRES_NEMESIS_KINDS) + "; docs/postgres.md)",
+    )
+    p.add_argument(
         "--no-durable",
         dest="durable",
         action="store_false",
@@ -167,8 +176,9 @@ def _main(argv: list[str] | None) -> int:
     if (args.timeout is not None and args.timeout <= 0) or (args.resolve_after is not None and args.resolve_after <= 0):
         parser.error("--timeout and --resolve-after must be > 0")
     try:
-        nemesis = parse_nemesis(args.nemesis)
-        parse_crashes(tuple(args.crash), args.participants, args.clients)
+        postgres = args.backend is Backend.POSTGRES
+        nemesis = parse_nemesis(args.nemesis, POSTGRES_NEMESIS_KINDS if postgres else NEMESIS_KINDS)
+        parse_crashes(tuple(args.crash), args.participants, args.clients, postgres=postgres)
     except ValueError as e:
         parser.error(str(e))
     if args.duration is not None and args.duration <= 0:
@@ -192,6 +202,7 @@ def _main(argv: list[str] | None) -> int:
             nemesis=nemesis,
             nemesis_interval=args.nemesis_interval,
             crash=tuple(args.crash),
+            backend=args.backend,
         )
     )
     if args.timeout is not None:

@@ -44,6 +44,8 @@ EVENTS = frozenset(
         "recv", "send", "timeout", "disconnect", "unreachable", "crash", "stopped",
         # the runner's nemesis and fault proxy
         "fault", "heal", "drop", "cut",
+        # the resolver of abandoned PostgreSQL prepared transactions
+        "resolved",
     }
 )  # fmt: skip
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import secrets
 import shlex
 import time
@@ -13,6 +14,13 @@ from harness.experiment.faults import FaultKind
 from harness.experiment.workload import PrepareMode, RetryMode
 from harness.node.address import BASE_PORT, DEFAULT_HOST
 from harness.node.timing import CLIENT_TIMEOUT, RESOLVE_AFTER, client_timeout, resolve_after
+
+
+class Backend(enum.StrEnum):
+    """What the participants are (``--backend``)."""
+
+    OURS = "ours"  # our participant processes (harness.node)
+    POSTGRES = "postgres"  # PostgreSQL clusters with prepared transactions (harness.postgres)
 
 
 @dataclass
@@ -37,6 +45,7 @@ class RunConfig:
     nemesis: tuple[FaultKind, ...] = ()  # fault kinds (harness.experiment.faults.NEMESIS_KINDS)
     nemesis_interval: float = 1.0  # seconds between faults, roughly
     crash: tuple[str, ...] = ()  # targeted crash points, e.g. "participant:after-vote"
+    backend: Backend = Backend.OURS
 
     @property
     def faulty(self) -> bool:
