@@ -262,9 +262,12 @@ class PgClient:
         except psycopg.OperationalError as e:
             self.log.unreachable(link.name, e)
             return self._ballot(link, txid, VoteKind.NO, "unreachable", co.Cause.UNREACHABLE)
+        during_prepare = self._terminate_due(TerminatePoint.DURING_PREPARE, link)
         try:
             await conn.tpc_begin(txid)
             await conn.execute(f"SET LOCAL lock_timeout = '{schema.TRANSACTION_LOCK_TIMEOUT}'")
+            if during_prepare:  # before the insert: the hold trigger's WHEN is evaluated there
+                await conn.execute(f"SET LOCAL harness.hold_prepare = '{HOLD_PREPARE}'")
             await conn.execute(schema.LOCK)
             await conn.execute(schema.CLAIM_AS_TRANSACTION, (txid,))
             cur = await conn.execute(schema.WRITE, (value,))
@@ -286,8 +289,7 @@ class PgClient:
         hold = None
         if self._terminate_due(TerminatePoint.BEFORE_PREPARE, link):
             await self._terminate(TerminatePoint.BEFORE_PREPARE, link)
-        elif self._terminate_due(TerminatePoint.DURING_PREPARE, link):
-            await conn.execute(f"SET LOCAL harness.hold_prepare = '{HOLD_PREPARE}'")
+        elif during_prepare:
             hold = asyncio.create_task(self._terminate_soon(TerminatePoint.DURING_PREPARE, link))
         try:
             await conn.tpc_prepare()
@@ -379,7 +381,8 @@ class PgClient:
                     return
                 self.log.error(link.name, txid, "commit" if commit else "rollback", RuntimeError(held.value))
             except psycopg.Error as e:
-                self.log.error(link.name, txid, "commit" if commit else "rollback", e)
+                if not recovering:  # the first failure; the retries' are alike
+                    self.log.error(link.name, txid, "commit" if commit else "rollback", e)
             await link.drop()
             recovering = True
             if time.monotonic() >= deadline:

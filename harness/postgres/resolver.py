@@ -56,6 +56,7 @@ class Resolver:
         self.clusters = clusters
         self.log = log
         self.resolve_after = resolve_after
+        self.down: set[str] = set()  # clusters found unreachable on the last pass
 
     async def pending(self) -> dict[str, float]:
         """txid -> the longest it has been prepared at any reachable cluster (seconds)."""
@@ -65,8 +66,11 @@ class Resolver:
                 async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                     for x in await schema.prepared_xacts(conn):
                         found[x.gid] = max(found.get(x.gid, 0.0), x.age_s)
+                self.down.discard(name)
             except psycopg.OperationalError as e:
-                self.log.event("unreachable", ("peer", name), ("error", first_line(e)))
+                if name not in self.down:  # once per outage, not once per pass
+                    self.down.add(name)
+                    self.log.event("unreachable", ("peer", name), ("error", first_line(e)))
         return found
 
     async def resolve(self, txid: str, age_s: float = 0.0) -> Resolution:
