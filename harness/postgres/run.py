@@ -82,14 +82,15 @@ class PostgresRun:
                 self.relay = RelayHandle.start(self.procs, self.folder)
             self._write_run_json()
             direct = {cl.name: cl.conninfo() for cl in self.clusters}
-            self.procs.start(
+            resolver = self.procs.start(
                 resolver_child, (direct, self.folder / "resolver.log", c.resolve_after, resolver_stop), "resolver"
             )
             self._run_clients()
             if self.nemesis is not None:
                 self.nemesis.heal_all()
             resolver_stop.set()
-            self.procs.stop([p for p in self.procs.procs if p.name == "resolver"])
+            resolver.join(READY_TIMEOUT)  # it ends its pass and its log; stop() below if it does not
+            self.procs.stop([resolver])
             final = self._settle(direct)
             _write_json(self.folder / "final_states.json", final)
             return final

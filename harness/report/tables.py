@@ -100,9 +100,9 @@ def figure_lines(report: CheckReport) -> list[str]:
             else f"faults injected: {len(report.faults)}, SOME NOT HEALED"
         )
     if report.resolved_by_peers or report.faults:
-        lines.append(
-            f"transactions the participants decided among themselves, without their client: {report.resolved_by_peers}"
-        )
+        postgres = report.run.get("backend") == "postgres"
+        who = "the resolver decided" if postgres else "the participants decided among themselves"
+        lines.append(f"transactions {who}, without their client: {report.resolved_by_peers}")
     if report.abandoned:
         lines.append(f"transactions abandoned by a client killed before it could report: {report.abandoned}")
     held, node, txid = report.longest_lock

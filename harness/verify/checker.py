@@ -31,7 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from harness.verify.databases import check_database
+from harness.verify.databases import check_database, postmaster_restarts, resolver_decisions
 from harness.verify.model import CheckError, CheckReport, ClientStats, ReplicaStats, Violation, ViolationKind
 from harness.verify.reader import CLIENT_LOG, NEMESIS_LOG, Log, LogReader, Observation, seconds_between
 
@@ -299,6 +299,12 @@ class _Checker:
     def check(self, run: dict[str, Any]) -> CheckReport:
         self.read()
         self._read_faults()
+        if self.databases:
+            resolved, longest = resolver_decisions(self.folder)
+            self.resolved_by_peers |= resolved
+            self.longest_lock = max(self.longest_lock, longest, key=lambda held: held[0])
+            for node in self.databases & set(self.replicas):
+                self.replicas[node].restarts = postmaster_restarts(self.faults, node)
         final_state = self.check_records()
         self.check_replicas()
         abandoned = self.check_clients(final_state)

@@ -12,8 +12,10 @@ databases as for our participants, by harness.verify.checker.
 
 from __future__ import annotations
 
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
+from harness.events.log import read_log
 from harness.verify.model import ViolationKind
 from harness.verify.reader import Log
 
@@ -51,3 +53,31 @@ def check_database(checker: _Checker, node: str, committed: list[tuple[str, int,
                 begin[1].cite(begin[2]),
                 f"final_states.json: {node} harness_commits version={version} txid={txid} value={value}",
             )
+
+
+def resolver_decisions(folder: Path) -> tuple[set[str], tuple[float, str | None, str | None]]:
+    """The txids the resolver finished without their client (``resolved`` lines
+    of resolver.log), and the longest any of them had been prepared: a prepared
+    transaction holds its row lock until it is resolved."""
+    path = folder / "resolver.log"
+    resolved: set[str] = set()
+    longest: tuple[float, str | None, str | None] = (0.0, None, None)
+    if not path.exists():
+        return resolved, longest
+    for line in read_log(path):
+        if line.event != "resolved" or "txid" not in line.fields:
+            continue
+        txid = line.fields["txid"]
+        resolved.add(txid)
+        try:
+            age = float(line.fields.get("age_s", "0"))
+        except ValueError:
+            continue
+        if age > longest[0]:
+            longest = (age, "resolver", txid)
+    return resolved, longest
+
+
+def postmaster_restarts(faults: list[dict[str, Any]], node: str) -> int:
+    """How many times the nemesis killed ``node``'s postmaster (each followed by a restart)."""
+    return sum(1 for f in faults if f.get("kind") == "kill-postmaster" and f.get("target") == node)
