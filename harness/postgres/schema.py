@@ -32,6 +32,8 @@ from typing import Any
 import psycopg
 from psycopg import errors
 
+from harness.postgres.cluster import DATABASE
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS harness_state (
     id int PRIMARY KEY CHECK (id = 1),
@@ -134,11 +136,19 @@ class PreparedXact:
 
 
 async def prepared_xacts(conn: psycopg.AsyncConnection[Any]) -> list[PreparedXact]:
-    cur = await conn.execute(
-        "SELECT gid, prepared, extract(epoch FROM now() - prepared) FROM pg_prepared_xacts "
-        "WHERE database = current_database() ORDER BY prepared"
-    )
-    return [PreparedXact(str(g), p.isoformat(), float(a)) for g, p, a in await cur.fetchall()]
+    """The harness's prepared transactions at a cluster (``tpc_recover``: pg_prepared_xacts),
+    oldest first, with their age by the cluster's clock. ``conn`` is in autocommit."""
+    xids = await conn.tpc_recover()
+    cur = await conn.execute("SELECT now()")
+    row = await cur.fetchone()
+    assert row is not None
+    now = row[0]
+    found = [
+        PreparedXact(x.gtrid, x.prepared.isoformat(), (now - x.prepared).total_seconds())
+        for x in xids
+        if x.database == DATABASE and x.prepared is not None
+    ]
+    return sorted(found, key=lambda x: x.prepared)
 
 
 async def final_state(conninfo: str) -> dict[str, Any]:
