@@ -69,7 +69,10 @@ def repeat_command(config: RunConfig, seed: int) -> str:
     )
     args = ["python", "-m", "harness.run"]
     for name, value in asdict(config).items():
-        if name in ("seed", "out") or value == getattr(defaults, name):
+        # The faults are given to the defaults only for the timeouts they imply:
+        # they are compared with no faults, or --nemesis and --crash would be dropped.
+        default = getattr(RunConfig() if name in ("nemesis", "crash") else defaults, name)
+        if name in ("seed", "out") or value == default:
             continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):

@@ -45,7 +45,7 @@ from harness.events.log import EventLog
 from harness.node.client_node import TxResult
 from harness.node.crash import ClientCrashPoint, CrashPlan
 from harness.postgres import schema
-from harness.postgres.points import TerminatePoint
+from harness.postgres.points import TerminatePoint, parse_terminate_point
 from harness.postgres.schema import Held, first_line
 from harness.protocol import coordinator as co
 from harness.protocol.messages import Abort, Commit, Message, Outcome, Prepare, Resolve, TxState, Vote
@@ -162,8 +162,6 @@ class PgClient:
         self.terminate: tuple[TerminatePoint, int] | None = None
         self._terminate_seen = 0
         if crash:
-            from harness.postgres.points import parse_terminate_point
-
             self.terminate = parse_terminate_point(crash)
             if self.terminate is None:
                 self.kill = CrashPlan.parse(crash, ClientCrashPoint)

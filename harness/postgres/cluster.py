@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import grp
 import os
 import pwd
+import re
 import shutil
 import signal
 import subprocess
@@ -54,7 +54,10 @@ def find_bin() -> Path | None:
     Debian install (/usr/lib/postgresql/<version>/bin, not on PATH), else PATH."""
     if env := os.environ.get(PG_BIN_ENV):
         return Path(env) if (Path(env) / "initdb").exists() else None
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parent.parent.name or 0))
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: [int(n) for n in re.findall(r"\d+", Path(p).parent.parent.name)],
+    )
     if found:
         return Path(found[-1]).parent
     initdb = shutil.which("initdb")
@@ -120,8 +123,6 @@ def _create_user() -> None:
             pwd.getpwnam(PG_USER)  # another run created it meanwhile
             return
         raise PgError(f"cannot create the user {PG_USER} that PostgreSQL runs as: {done.stderr.strip()}")
-    with contextlib.suppress(KeyError):
-        grp.getgrnam(PG_USER)
 
 
 def _free_port(host: str) -> int:

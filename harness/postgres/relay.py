@@ -124,7 +124,15 @@ async def serve(conn: multiprocessing.connection.Connection, log: EventLog) -> N
     relay = Relay(log)
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
-    loop.add_reader(conn.fileno(), lambda: queue.put_nowait(conn.recv() if conn.poll() else None))
+
+    def readable() -> None:
+        try:
+            queue.put_nowait(conn.recv())
+        except EOFError:  # the runner is gone: stop
+            loop.remove_reader(conn.fileno())
+            queue.put_nowait(None)
+
+    loop.add_reader(conn.fileno(), readable)
     conn.send(("ready", None))
     while (cmd := await queue.get()) is not None:
         try:

@@ -57,17 +57,23 @@ class Resolver:
         self.log = log
         self.resolve_after = resolve_after
         self.down: set[str] = set()  # clusters found unreachable on the last pass
+        # One session per cluster for the scans, kept: a new one every pass would
+        # fork a backend per cluster ten times a second.
+        self.scanning: dict[str, psycopg.AsyncConnection[Any]] = {}
 
     async def pending(self) -> dict[str, float]:
         """txid -> the longest it has been prepared at any reachable cluster (seconds)."""
         found: dict[str, float] = {}
         for name, conninfo in self.clusters.items():
             try:
-                async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
-                    for x in await schema.prepared_xacts(conn):
-                        found[x.gid] = max(found.get(x.gid, 0.0), x.age_s)
+                conn = self.scanning.get(name)
+                if conn is None or conn.closed or conn.broken:
+                    conn = self.scanning[name] = await psycopg.AsyncConnection.connect(conninfo, autocommit=True)
+                for x in await schema.prepared_xacts(conn):
+                    found[x.gid] = max(found.get(x.gid, 0.0), x.age_s)
                 self.down.discard(name)
             except psycopg.OperationalError as e:
+                self.scanning.pop(name, None)
                 if name not in self.down:  # once per outage, not once per pass
                     self.down.add(name)
                     self.log.event("unreachable", ("peer", name), ("error", first_line(e)))
@@ -117,22 +123,33 @@ class Resolver:
         self.log.flush()
         return out
 
+    async def close(self) -> None:
+        for conn in self.scanning.values():
+            await conn.close()
+        self.scanning.clear()
+
     async def run_until(self, stop: Any) -> None:
         """Sweep every PASS_INTERVAL until ``stop()`` is true (the resolver process's loop)."""
-        while not stop():
-            await self.sweep()
-            await asyncio.sleep(PASS_INTERVAL)  # a periodic scan, as a prepared-transaction monitor does
+        try:
+            while not stop():
+                await self.sweep()
+                await asyncio.sleep(PASS_INTERVAL)  # a periodic scan, as a prepared-transaction monitor does
+        finally:
+            await self.close()
 
     async def settle(self, patience: float) -> list[Resolution]:
         """At the end of a run, no client left: resolve everything, until nothing
         is prepared or ``patience`` seconds have passed."""
         deadline = time.monotonic() + patience
         done: list[Resolution] = []
-        while True:
-            done += [r for r in await self.sweep(older_than=0.0) if r.decision != "undecided"]
-            if not await self.pending() or time.monotonic() > deadline:
-                return done
-            await asyncio.sleep(PASS_INTERVAL)  # a cluster restarting or a session ending: poll again
+        try:
+            while True:
+                done += [r for r in await self.sweep(older_than=0.0) if r.decision != "undecided"]
+                if not await self.pending() or time.monotonic() > deadline:
+                    return done
+                await asyncio.sleep(PASS_INTERVAL)  # a cluster restarting or a session ending: poll again
+        finally:
+            await self.close()
 
 
 def _show(held: dict[str, Held]) -> str:
