@@ -10,6 +10,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from harness.report.lanes import lane_lines
 from harness.verify.model import CheckReport, ClientStats
 
 ABORT_CAUSES = ("no vote: locked", "no vote: other", "timeout", "unreachable")
@@ -142,6 +143,8 @@ def render(report: CheckReport, fmt: str = "simple", extra: list[str] | None = N
     if report.faults:
         headers, rows = fault_rows(report)
         out += [tabulate(rows, headers=headers, tablefmt=fmt), ""]
+        lanes = lane_lines(report)
+        out += ["```", *lanes, "```", ""] if fmt == "github" else [*lanes, ""]
     figures = figure_lines(report)
     out += [*figures, ""] if figures else []
     out.append(verdict_line(report))
