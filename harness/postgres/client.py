@@ -63,6 +63,10 @@ class PgLog:
 
     def message(self, event: str, cluster: str, msg: Message) -> None:
         self.log.message(event, cluster, msg)
+        if event == "send":
+            # The log before the world, as our clients do: a client killed after
+            # this cannot have begun a transaction its log does not show.
+            self.log.flush()
 
     def begin(self, txid: str, value: int, clusters: tuple[str, ...], ordered: bool) -> None:
         self.log.event(
