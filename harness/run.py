@@ -181,6 +181,8 @@ def _main(argv: list[str] | None) -> int:
         parse_crashes(tuple(args.crash), args.participants, args.clients, postgres=postgres)
     except ValueError as e:
         parser.error(str(e))
+    if postgres and (not args.durable or args.delay):
+        parser.error("--no-durable and --delay do not apply to --backend postgres (its fsync stays on)")
     if args.duration is not None and args.duration <= 0:
         parser.error("--duration must be > 0")
     if args.nemesis_interval <= 0:

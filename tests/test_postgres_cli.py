@@ -19,6 +19,7 @@ from harness.run import main
         (["--backend", "postgres", "--crash", "client:terminate-during-prepare:0"], "positive integer"),
         (["--crash", "client:terminate-after-prepare"], "crash point must be one of"),
         (["--backend", "mysql"], "invalid Backend value"),
+        (["--backend", "postgres", "--no-durable"], "do not apply to --backend postgres"),
     ],
 )
 def test_bad_postgres_flags_exit_2_with_a_message(
