@@ -144,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.backend,
         help="the participants: our participant processes (ours), or PostgreSQL clusters made for the run, "
         "coordinated with prepared transactions (postgres: needs PostgreSQL and pip install '.[postgres]'; "
-        "--nemesis then takes " + ",".join(POSTGRES_NEMESIS_KINDS) + "; docs/postgres.md)",
+        "--nemesis then takes " + ",".join(POSTGRES_NEMESIS_KINDS) + ", and --crash client:terminate-before-prepare|"
+        "terminate-during-prepare|terminate-after-prepare|terminate-during-commit|terminate-after-commit; "
+        "docs/postgres.md)",
     )
     p.add_argument(
         "--no-durable",
