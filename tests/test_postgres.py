@@ -1,6 +1,6 @@
 """PostgreSQL clusters as participants: real clusters, real prepared transactions, real faults.
 
-Three clusters are started once per test session (``clusters``) for the
+Three clusters are started once per test session (``clusters``, module-scoped) for the
 tests of the client, the resolver and the faults; the runner's tests make
 their own, as ``harness.run --backend postgres`` does. Where PostgreSQL or
 psycopg is absent every test here is skipped with the reason, except where
@@ -51,7 +51,10 @@ def _folder() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+# Module scope: every test that uses the clusters is in this module, so they are
+# made once per session; and their removal is charged to this module's last test
+# (its timeout fits it), not to whatever test happens to end the session.
+@pytest.fixture(scope="module")
 def clusters() -> Iterator[list[PgCluster]]:
     folder = _folder()
     made = make_clusters(folder, 3, max_prepared=20, max_connections=40)

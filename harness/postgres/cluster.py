@@ -251,17 +251,18 @@ class PgCluster:
             return False
         return True
 
-    def stop(self) -> None:
-        """A fast shutdown (SIGKILL if it does not stop); no error if not running."""
+    def stop(self, mode: str = "fast") -> None:
+        """Shut it down (SIGKILL if it does not stop); no error if not running."""
         if not self.data.exists() or not self.running():
             return
-        done = self._pg_ctl("-m", "fast", "-w", "-t", "30", "stop")
+        done = self._pg_ctl("-m", mode, "-w", "-t", "30", "stop")
         if done.returncode != 0:
             self.kill9()
 
     def remove(self) -> None:
-        """Stop it and delete its data directory (its server log stays in the run folder)."""
-        self.stop()
+        """Stop it and delete its data directory (its server log stays in the run folder).
+        An immediate shutdown: nothing in it is needed any more."""
+        self.stop("immediate")
         if self.data.exists():
             shutil.rmtree(self.data, ignore_errors=True)
         with contextlib.suppress(OSError):  # the clusters' parent, once the last one is gone
