@@ -256,8 +256,13 @@ def _final(out: Path) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(120)
-def test_run_contends_and_is_consistent_and_removes_its_clusters(folder: Path) -> None:
-    out = _run(folder, clients=3, transactions=4, seed=101)
+def test_run_contends_and_is_consistent_and_removes_its_clusters(folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(folder)  # a relative --out, as reports/... is by default
+    config = with_default_timeouts(
+        RunConfig(out=Path("run"), backend=Backend.POSTGRES, clients=3, transactions=4, seed=101)
+    )
+    out = run(config).folder
+    assert not out.is_absolute()
     report = check_run(out)
     assert report.consistent, [v.message for v in report.violations]
     assert sum(c.committed for c in report.clients) >= 1

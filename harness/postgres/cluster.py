@@ -283,6 +283,7 @@ def make_clusters(folder: Path, count: int, max_prepared: int, max_connections: 
     """Create and start ``count`` clusters under ``folder``/pg. On failure,
     the ones made so far are removed before the error is raised."""
     run_as = RunAs.for_this_process()
+    folder = folder.resolve()  # the server runs in its data directory: a relative path would not resolve there
     base = folder / "pg"
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)
@@ -292,7 +293,7 @@ def make_clusters(folder: Path, count: int, max_prepared: int, max_connections: 
             c = PgCluster(name=f"pg{i}", data=base / f"pg{i}", log=folder / f"pg{i}.server.log", run_as=run_as)
             clusters.append(c)
             c.create(max_prepared, max_connections)
-            c.start()
+            c.start(patience=0.0)  # a new cluster has no old backends to wait for: a failure is final
     except BaseException:
         for c in clusters:
             c.remove()
