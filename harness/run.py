@@ -11,8 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from harness.experiment.config import RunConfig, with_default_timeouts
-from harness.experiment.faults import NEMESIS_KINDS, parse_crashes, parse_nemesis
+from harness.experiment.config import Backend, RunConfig, with_default_timeouts
+from harness.experiment.faults import NEMESIS_KINDS, POSTGRES_NEMESIS_KINDS, parse_crashes, parse_nemesis
 from harness.experiment.processes import RunError
 from harness.experiment.runner import run
 from harness.experiment.workload import PrepareMode, RetryMode
@@ -154,6 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the protocol's events as they happen, one short line each (default: on with --delay)",
     )
     p.add_argument(
+        "--backend",
+        type=Backend,
+        choices=list(Backend),
+        default=d.backend,
+        help="the participants: our participant processes (ours), or PostgreSQL clusters made for the run, "
+        "coordinated with prepared transactions (postgres: needs PostgreSQL and pip install '.[postgres]'; "
+        "--nemesis then takes " + ",".join(POSTGRES_NEMESIS_KINDS) + ", and --crash client:terminate-before-prepare|"
+        "terminate-during-prepare|terminate-after-prepare|terminate-during-commit|terminate-after-commit; "
+        "docs/postgres.md)",
+    )
+    p.add_argument(
         "--no-durable",
         dest="durable",
         action="store_false",
@@ -184,10 +195,13 @@ def _main(argv: list[str] | None) -> int:
     if args.value is not None and not VALUE_MIN <= args.value <= VALUE_MAX:
         parser.error(f"--value must be within [{VALUE_MIN}, {VALUE_MAX}] (a signed 64-bit integer)")
     try:
-        nemesis = parse_nemesis(args.nemesis)
-        parse_crashes(tuple(args.crash), args.participants, args.clients)
+        postgres = args.backend is Backend.POSTGRES
+        nemesis = parse_nemesis(args.nemesis, POSTGRES_NEMESIS_KINDS if postgres else NEMESIS_KINDS)
+        parse_crashes(tuple(args.crash), args.participants, args.clients, postgres=postgres)
     except ValueError as e:
         parser.error(str(e))
+    if postgres and (not args.durable or args.delay):
+        parser.error("--no-durable and --delay do not apply to --backend postgres (its fsync stays on)")
     if args.duration is not None and args.duration <= 0:
         parser.error("--duration must be > 0")
     if args.nemesis_interval <= 0:
@@ -209,6 +223,7 @@ def _main(argv: list[str] | None) -> int:
             nemesis=nemesis,
             nemesis_interval=args.nemesis_interval,
             crash=tuple(args.crash),
+            backend=args.backend,
         )
     )
     if args.timeout is not None:

@@ -40,6 +40,7 @@ class Role(enum.Enum):
     NODE = "node"  # participants and clients alike
     NEMESIS = "nemesis"  # the runner's fault injector (nemesis.log)
     PROXY = "proxy"  # the fault proxy (proxy.log)
+    RESOLVER = "resolver"  # the resolver of abandoned PostgreSQL prepared transactions (harness.postgres)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,13 +108,19 @@ TIMEOUT = EventKind(
         _f("after_s", FLOAT, "participant: the --resolve-after that passed", optional=True),
         _f("timer", WORD, "client: phase or retry", optional=True),
         _f("phase", WORD, "client: the coordinator's phase when it fired", optional=True),
+        _f("held", TEXT, "resolver: what each cluster holds of it (none decided it yet)", optional=True),
     ),
 )
 CRASH = EventKind(
     "crash",
     Role.NODE,
     "the node kills itself at its --crash point",
-    (_f("point", WORD, "the crash point"), _f("signal", WORD)),
+    (
+        _f("point", WORD, "the crash point"),
+        _f("peer", WORD, "a PostgreSQL client: the cluster whose session it terminates", optional=True),
+        _f("signal", WORD, "SIGKILL, or pg_terminate_backend"),
+        _f("how", TEXT, "what was terminated, and when", optional=True),
+    ),
 )
 STOPPED = EventKind("stopped", Role.NODE, "the node stopped cleanly")
 
@@ -231,13 +238,39 @@ HEAL = EventKind(
     "heal",
     Role.NEMESIS,
     "a fault ends",
-    (*_FAULT_ID, _f("how", WORD, "abandoned: a killed client was not replaced", optional=True)),
+    (
+        *_FAULT_ID,
+        _f("how", TEXT, "abandoned: a killed client was not replaced; or why a restart failed", optional=True),
+    ),
 )
 DROP = EventKind(
     "drop",
     Role.PROXY,
     "the fault proxy dropped a message on a degraded link",
     (_f("link", WORD, "src->dst"), _f("forward", WORD, "True: towards dst"), _f("line", TEXT, "its first bytes")),
+)
+DB_ERROR = EventKind(
+    "db-error",
+    Role.NODE,
+    "a PostgreSQL statement failed (a client or the resolver; harness.postgres)",
+    (
+        _f("peer", WORD, "the cluster", optional=True),
+        _f("txid", WORD, optional=True),
+        _f("step", WORD, "where: before-prepare, prepare, commit, rollback, ...", optional=True),
+        _f("sqlstate", WORD, "PostgreSQL's error code", optional=True),
+        _f("error", TEXT),
+    ),
+)
+RESOLVED = EventKind(
+    "resolved",
+    Role.RESOLVER,
+    "the resolver finished a prepared transaction its client abandoned",
+    (
+        _TXID,
+        _f("decision", WORD, "committed or aborted"),
+        _f("held", TEXT, "what each cluster held of it"),
+        _f("age_s", FLOAT, "how long it had been prepared"),
+    ),
 )
 CUT = EventKind(
     "cut",
@@ -272,6 +305,8 @@ KINDS: dict[str, EventKind] = {
         HEAL,
         DROP,
         CUT,
+        DB_ERROR,
+        RESOLVED,
     )
 }
 # Every event name; the checker flags a line whose event is not one of them.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import secrets
 import shlex
 import time
@@ -13,6 +14,13 @@ from harness.experiment.faults import FaultKind
 from harness.experiment.workload import PrepareMode, RetryMode
 from harness.node.address import BASE_PORT, DEFAULT_HOST
 from harness.node.timing import CLIENT_TIMEOUT, RESOLVE_AFTER, client_timeout, resolve_after
+
+
+class Backend(enum.StrEnum):
+    """What the participants are (``--backend``)."""
+
+    OURS = "ours"  # our participant processes (harness.node)
+    POSTGRES = "postgres"  # PostgreSQL clusters with prepared transactions (harness.postgres)
 
 
 @dataclass
@@ -37,6 +45,7 @@ class RunConfig:
     nemesis: tuple[FaultKind, ...] = ()  # fault kinds (harness.experiment.faults.NEMESIS_KINDS)
     nemesis_interval: float = 1.0  # seconds between faults, roughly
     crash: tuple[str, ...] = ()  # targeted crash points, e.g. "participant:after-vote"
+    backend: Backend = Backend.OURS
 
     @property
     def faulty(self) -> bool:
@@ -60,7 +69,10 @@ def repeat_command(config: RunConfig, seed: int) -> str:
     )
     args = ["python", "-m", "harness.run"]
     for name, value in asdict(config).items():
-        if name in ("seed", "out") or value == getattr(defaults, name):
+        # The faults are given to the defaults only for the timeouts they imply:
+        # they are compared with no faults, or --nemesis and --crash would be dropped.
+        default = getattr(RunConfig() if name in ("nemesis", "crash") else defaults, name)
+        if name in ("seed", "out") or value == default:
             continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 
 from harness.node.crash import ClientCrashPoint, ParticipantCrashPoint, parse_crash_point
+from harness.postgres.points import parse_terminate_point
 
 
 class FaultKind(enum.StrEnum):
@@ -20,10 +21,20 @@ class FaultKind(enum.StrEnum):
     PAUSE = "pause"  # SIGSTOP, later SIGCONT, of a participant or a client
     PARTITION = "partition"  # links of the fault proxy cut, or degraded
     CRASH = "crash"  # a node killed itself at its --crash point (recorded, not drawn)
+    # --backend postgres (harness.postgres.nemesis)
+    KILL_POSTMASTER = "kill-postmaster"  # SIGKILL of a cluster's postmaster, then a restart (crash recovery)
+    TERMINATE_BACKEND = "terminate-backend"  # pg_terminate_backend of a client's session, at any moment
+    CUT = "cut"  # a client cut from a cluster through the byte relay, then healed
 
 
-# What --nemesis may name: every kind but the crash points, which --crash asks for.
-NEMESIS_KINDS = tuple(k for k in FaultKind if k is not FaultKind.CRASH)
+# What --nemesis may name: with our participants, and with --backend postgres.
+NEMESIS_KINDS = (FaultKind.KILL_PARTICIPANT, FaultKind.KILL_CLIENT, FaultKind.PAUSE, FaultKind.PARTITION)
+POSTGRES_NEMESIS_KINDS = (
+    FaultKind.KILL_POSTMASTER,
+    FaultKind.TERMINATE_BACKEND,
+    FaultKind.CUT,
+    FaultKind.KILL_CLIENT,
+)
 
 
 class PartitionPoint(enum.StrEnum):
@@ -38,21 +49,24 @@ class PartitionPoint(enum.StrEnum):
 SLOW_VOTE_DELAY = 1.5  # x the client's --timeout: later than the deadline, sooner than two
 
 
-def parse_nemesis(text: str) -> tuple[FaultKind, ...]:
+def parse_nemesis(text: str, allowed: tuple[FaultKind, ...] = NEMESIS_KINDS) -> tuple[FaultKind, ...]:
     """``--nemesis kill-participant,pause`` -> the kinds; ValueError naming a bad one."""
     kinds = []
     for name in (k for k in text.split(",") if k):
-        if name not in NEMESIS_KINDS:
-            raise ValueError(f"--nemesis: {name!r} is not one of {', '.join(NEMESIS_KINDS)}")
+        if name not in allowed:
+            raise ValueError(f"--nemesis: {name!r} is not one of {', '.join(allowed)}")
         kinds.append(FaultKind(name))
     return tuple(kinds)
 
 
-def parse_crashes(specs: tuple[str, ...], participants: int, clients: int) -> dict[str, str]:
+def parse_crashes(specs: tuple[str, ...], participants: int, clients: int, postgres: bool = False) -> dict[str, str]:
     """``--crash`` values to {target: POINT[:N]}. ``participant`` means server1 and
     ``client`` client1; ``serverN`` / ``clientN`` name one; ``:N`` after the
     point crashes at its Nth passage; ``partition:between-phases`` is kept
-    under the target "partition". Raises ValueError with a readable message."""
+    under the target "partition". With ``postgres`` (--backend postgres) the
+    participants are clusters, which have no crash points, and a client also
+    takes the points of harness.postgres.points. Raises ValueError with a
+    readable message."""
     out: dict[str, str] = {}
     for spec in specs:
         role, _, point = spec.partition(":")
@@ -64,6 +78,12 @@ def parse_crashes(specs: tuple[str, ...], participants: int, clients: int) -> di
             out["partition"] = point
             continue
         target = {"participant": "server1", "client": "client1"}.get(role, role)
+        if postgres and target.startswith("client") and target[6:].isdigit() and 1 <= int(target[6:]) <= clients:
+            if parse_terminate_point(point) is not None:
+                out[target] = point
+                continue
+        elif postgres:
+            raise ValueError(f"--crash {spec!r}: with --backend postgres only clients and partition have crash points")
         points: type[ParticipantCrashPoint] | type[ClientCrashPoint]
         if target.startswith("server") and target[6:].isdigit() and 1 <= int(target[6:]) <= participants:
             points = ParticipantCrashPoint

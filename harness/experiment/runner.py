@@ -36,7 +36,7 @@ from typing import Any
 
 from harness import __version__
 from harness.experiment.children import ClientProcess, ParticipantProcess, client_child, participant_child
-from harness.experiment.config import RunConfig, client_values, default_folder, repeat_command
+from harness.experiment.config import Backend, RunConfig, client_values, default_folder, repeat_command
 from harness.experiment.faults import FaultKind, parse_crashes
 from harness.experiment.nemesis import Nemesis
 from harness.experiment.processes import MP, READY_TIMEOUT, Processes, RunError, await_ready
@@ -82,6 +82,8 @@ def run(config: RunConfig, progress_stream: Any = None, watch: bool = False) -> 
     except OSError as e:
         raise RunError(f"cannot create {folder}: {e.strerror}") from None
     with interrupted_by_sigterm():
+        if config.backend is Backend.POSTGRES:
+            return _run_postgres(config, seed, folder, progress_stream)
         return Run(config, seed, folder, progress_stream, watch).execute()
 
 
@@ -104,6 +106,18 @@ def interrupted_by_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _run_postgres(config: RunConfig, seed: int, folder: Path, progress_stream: Any) -> RunResult:
+    """--backend postgres: harness.postgres.run (imported here: it needs the postgres extra)."""
+    try:
+        from harness.postgres.run import PostgresRun
+    except ImportError as e:
+        raise RunError(f"--backend postgres needs psycopg: pip install '.[postgres]' ({e})") from None
+    total = None if config.duration else config.clients * config.transactions
+    pg = PostgresRun(config, seed, folder, Progress(total, progress_stream))
+    final = pg.execute()
+    return RunResult(folder=folder, seed=seed, command=pg.command, elapsed=time.monotonic() - pg.started, final=final)
 
 
 class Run:

@@ -14,6 +14,7 @@ from typing import Any
 from tabulate import tabulate
 
 from harness.report import fairness
+from harness.report.lanes import lane_lines
 from harness.report.terminal import clip, fit_table, wrap
 from harness.verify.model import CheckReport, ClientStats
 
@@ -113,9 +114,9 @@ def figure_lines(report: CheckReport) -> list[str]:
             else f"faults injected: {len(report.faults)}, SOME NOT HEALED"
         )
     if report.resolved_by_peers or report.faults:
-        lines.append(
-            f"transactions the participants decided among themselves, without their client: {report.resolved_by_peers}"
-        )
+        postgres = report.run.get("backend") == "postgres"
+        who = "the resolver decided" if postgres else "the participants decided among themselves"
+        lines.append(f"transactions {who}, without their client: {report.resolved_by_peers}")
     if report.abandoned:
         lines.append(f"transactions abandoned by a client killed before it could report: {report.abandoned}")
     held, node, txid = report.longest_lock
@@ -171,6 +172,8 @@ def render(report: CheckReport, fmt: str = "simple", extra: list[str] | None = N
     if report.faults:
         headers, rows = fault_rows(report)
         out += [table(headers, rows, keep=tuple(range(len(headers)))), ""]
+        lanes = lane_lines(report)
+        out += ["```", *lanes, "```", ""] if markdown else [*lanes, ""]
     prose = figure_lines(report)
     prose += [""] if prose else []
     prose.append(verdict_line(report))

@@ -23,6 +23,7 @@ class ViolationKind(enum.StrEnum):
     CLIENT_TRUTH = "client-truth"  # a client was told something the replicas do not show
     LOCK_HELD = "lock-held"  # a lock still held at the end (AC5), or no STATUS answer
     UNDECIDED = "undecided"  # a transaction still prepared at the end (AC5)
+    PREPARED_LEFT = "prepared-left"  # a prepared transaction left behind in a database (pg_prepared_xacts)
     TXID_REUSED = "txid-reused"  # one txid begun twice
     BAD_LOG_LINE = "bad-log-line"  # a line that is not an event line, or lacks a field
     MISSING_LOG = "missing-log"  # a node's log is missing or unreadable
