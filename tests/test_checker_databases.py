@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from harness.events.log import EventLog
+from harness.events.schema import BEGIN, OUTCOME
 from harness.verify.checker import check_run
 from harness.verify.model import CheckReport, ViolationKind
 
@@ -34,16 +35,16 @@ def write_folder(folder: Path, final: dict[str, Any], results: tuple[str, str] =
     )
     log = EventLog(folder / "client1.log", "client1")
     for op, (txid, result) in enumerate(zip((T1, T2), results, strict=True), 1):
-        log.event("begin", ("txid", txid), ("value", op), ("participants", ",".join(CLUSTERS)), ("prepare", "parallel"))
-        log.event(
-            "outcome",
-            ("txid", txid),
-            ("result", result),
-            ("op", op),
-            ("attempt", 1),
-            ("value", op),
-            ("latency_ms", "1.000"),
-            ("cause", "all-yes" if result == "committed" else "no-vote"),
+        log.write(BEGIN, txid=txid, value=op, participants=",".join(CLUSTERS), prepare="parallel")
+        log.write(
+            OUTCOME,
+            txid=txid,
+            result=result,
+            op=op,
+            attempt=1,
+            value=op,
+            latency_ms="1.000",
+            cause="all-yes" if result == "committed" else "no-vote",
         )
     log.close()
     (folder / "final_states.json").write_text(json.dumps(final))

@@ -115,7 +115,7 @@ def _run_postgres(config: RunConfig, seed: int, folder: Path, progress_stream: A
     except ImportError as e:
         raise RunError(f"--backend postgres needs psycopg: pip install '.[postgres]' ({e})") from None
     total = None if config.duration else config.clients * config.transactions
-    pg = PostgresRun(config, seed, folder, Progress(total, progress_stream))
+    pg = PostgresRun(config, seed, folder, Progress(total, config.duration, progress_stream))
     final = pg.execute()
     return RunResult(folder=folder, seed=seed, command=pg.command, elapsed=time.monotonic() - pg.started, final=final)
 

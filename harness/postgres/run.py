@@ -171,7 +171,7 @@ class PostgresRun:
                     op, _attempt, result = payload
                     if result != "aborted" or self.config.retry is RetryMode.NONE:
                         client.done_ops = max(client.done_ops, op)
-                    self.progress.add(result)
+                    self.progress.add(result, sum(cp.done_ops for cp in self.clients))
             if self.nemesis is not None:
                 self.nemesis.step()
             self.progress.show()
