@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from harness.events.log import EchoSink, EventLog
 from harness.events.schema import OUTCOME, STOPPED
@@ -102,29 +103,75 @@ class ClientConfig:
     echo: EchoSink | None = None  # also print the client's events here (harness.client -v)
 
 
+class Workload(Protocol):
+    """What a client does, whatever it coordinates: its operations, retries and prepare mode
+    (ClientConfig here; harness.postgres's client configuration too)."""
+
+    count: int
+    duration: float | None
+    first_op: int
+    connect_patience: float
+    retry: RetryMode
+    prepare: PrepareMode
+    max_retries: int
+    seed: int | None
+
+    @property
+    def values(self) -> Callable[[int], int]:
+        """Operation number (1-based) -> the value it writes."""
+        ...
+
+
+class Transactor(Protocol):
+    """A client that coordinates one transaction at a time: our ClientNode, or a
+    PostgreSQL client (harness.postgres.client.PgClient)."""
+
+    async def connect(self) -> None: ...
+
+    async def transact(self, value: int, ordered: bool = False) -> TxResult: ...
+
+    async def close(self) -> None: ...
+
+
 async def run(
     config: ClientConfig,
     on_result: Callable[[int, int, TxResult], None],
     go: Callable[[], Awaitable[None]] | None = None,
     connected: Callable[[], None] | None = None,
 ) -> list[TxResult]:
-    """Connect, wait for ``go`` (if given), then run ``config.count`` operations.
-
-    ``on_result(op, attempt, result)`` is called after every attempt; the
-    list returned holds each operation's last attempt. Raises
-    ConnectError if a participant cannot be reached at start-up."""
+    """Connect to our participants, wait for ``go`` (if given), then run the
+    workload (``drive``). Raises ConnectError if a participant cannot be
+    reached at start-up."""
     crash = CrashPlan.parse(config.crash, ClientCrashPoint) if config.crash else None
     log = EventLog(config.log, config.name, echo=config.echo, buffered=True)
     client = ClientNode(config.name, config.servers, log, timeout=config.timeout, delay=config.delay, crash=crash)
-    rng = random.Random(config.seed)
+    return await drive(client, log, config, on_result, go=go, connected=connected, unavailable=(ConnectError,))
+
+
+async def drive(
+    client: Transactor,
+    log: EventLog,
+    work: Workload,
+    on_result: Callable[[int, int, TxResult], None],
+    *,
+    go: Callable[[], Awaitable[None]] | None = None,
+    connected: Callable[[], None] | None = None,
+    unavailable: tuple[type[BaseException], ...],
+) -> list[TxResult]:
+    """Connect ``client`` (retrying ``unavailable`` for ``work.connect_patience``
+    seconds), wait for ``go``, then run ``work``'s operations one after the
+    other, logging each attempt's outcome. ``on_result(op, attempt, result)``
+    is called after every attempt; the list returned holds each operation's
+    last attempt. Closes the client and ``log`` at the end."""
+    rng = random.Random(work.seed)
     results: list[TxResult] = []
     try:
-        patience_until = time.monotonic() + config.connect_patience
+        patience_until = time.monotonic() + work.connect_patience
         while True:
             try:
                 await client.connect()
                 break
-            except ConnectError:
+            except unavailable:
                 if time.monotonic() >= patience_until:
                     raise
                 await asyncio.sleep(0.05)  # a participant is being restarted: try again shortly
@@ -133,12 +180,12 @@ async def run(
             connected()
         if go is not None:
             await go()
-        prepare = PrepareChooser(config.prepare)
-        until = None if config.duration is None else time.monotonic() + config.duration
-        for op in range(config.first_op, config.count + 1) if until is None else itertools.count(config.first_op):
+        prepare = PrepareChooser(work.prepare)
+        until = None if work.duration is None else time.monotonic() + work.duration
+        for op in range(work.first_op, work.count + 1) if until is None else itertools.count(work.first_op):
             if until is not None and time.monotonic() >= until:
                 break
-            value = config.values(op)
+            value = work.values(op)
             attempt = 0
             while True:
                 attempt += 1
@@ -160,8 +207,8 @@ async def run(
                 on_result(op, attempt, result)
                 if (
                     result.result is not co.Result.ABORTED
-                    or config.retry is not RetryMode.BACKOFF
-                    or attempt > config.max_retries
+                    or work.retry is not RetryMode.BACKOFF
+                    or attempt > work.max_retries
                 ):
                     results.append(result)
                     break

@@ -10,12 +10,9 @@ The resolver child sweeps the clusters until the runner sets its stop Event.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import multiprocessing.connection
-import random
 import signal
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +22,10 @@ import psycopg
 
 from harness.events.log import EventLog
 from harness.events.schema import STOPPED
-from harness.experiment.workload import MAX_RETRIES, PrepareChooser, PrepareMode, RetryMode, backoff
+from harness.experiment.workload import MAX_RETRIES, PrepareMode, RetryMode, drive
 from harness.node import event_loop
 from harness.postgres.client import PgClient
 from harness.postgres.resolver import Resolver
-from harness.protocol import coordinator as co
 
 
 @dataclass
@@ -45,55 +41,33 @@ class PgClientConfig:
     timeout: float = 2.0
     retry: RetryMode = RetryMode.NONE
     prepare: PrepareMode = PrepareMode.ADAPTIVE
+    max_retries: int = MAX_RETRIES
     seed: int | None = None
     crash: str | None = None
 
 
 async def run_client(
-    config: PgClientConfig, on_result: Callable[[int, int, str], None], go: Any = None, ready: Any = None
+    config: PgClientConfig,
+    on_result: Callable[[int, int, str], None],
+    go: Any = None,
+    ready: Callable[[], None] | None = None,
 ) -> None:
+    """The workload of harness.experiment.workload, on PostgreSQL clusters."""
     log = EventLog(config.log, config.name, buffered=True)
     client = PgClient(config.name, config.clusters, log, timeout=config.timeout, crash=config.crash)
-    rng = random.Random(config.seed)
-    try:
-        patience_until = time.monotonic() + config.connect_patience
-        while True:
-            try:
-                await client.connect()
-                break
-            except psycopg.OperationalError:
-                if time.monotonic() >= patience_until:
-                    raise
-                await asyncio.sleep(0.05)  # a cluster is restarting: try again shortly
-        log.flush()
-        if ready is not None:
-            ready()
-        if go is not None:
-            await asyncio.get_running_loop().run_in_executor(None, go.wait)
-        prepare = PrepareChooser(config.prepare)
-        until = None if config.duration is None else time.monotonic() + config.duration
-        ops = range(config.first_op, config.count + 1) if until is None else itertools.count(config.first_op)
-        for op in ops:
-            if until is not None and time.monotonic() >= until:
-                break
-            value = config.values(op)
-            attempt = 0
-            while True:
-                attempt += 1
-                result = await client.transact(value, ordered=prepare.ordered())
-                prepare.finished(result.cause)
-                client.log.outcome(result, op, attempt)
-                log.flush()  # what the runner hears is in the log already
-                on_result(op, attempt, result.result.value)
-                if result.result is not co.Result.ABORTED or config.retry is not RetryMode.BACKOFF:
-                    break
-                if attempt > MAX_RETRIES:
-                    break
-                await asyncio.sleep(backoff(rng, attempt))
-    finally:
-        await client.close()
-        log.write(STOPPED)
-        log.close()
+
+    async def wait_go() -> None:
+        await asyncio.get_running_loop().run_in_executor(None, go.wait)
+
+    await drive(
+        client,
+        log,
+        config,
+        lambda op, attempt, result: on_result(op, attempt, result.result.value),
+        go=wait_go if go is not None else None,
+        connected=ready,
+        unavailable=(psycopg.OperationalError,),
+    )
 
 
 def pg_client_child(config: PgClientConfig, conn: multiprocessing.connection.Connection, go: Any) -> None:

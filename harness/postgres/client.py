@@ -42,7 +42,7 @@ import psycopg
 from psycopg import errors
 
 from harness.events.log import EventLog
-from harness.events.schema import BEGIN, CONNECTED, CRASH, DB_ERROR, DECIDE, OUTCOME, RECV, SEND, UNREACHABLE, EventKind
+from harness.events.schema import BEGIN, CONNECTED, CRASH, DB_ERROR, DECIDE, RECV, SEND, UNREACHABLE, EventKind
 from harness.node import event_loop
 from harness.node.client_node import TxResult
 from harness.node.crash import ClientCrashPoint, CrashPlan
@@ -86,20 +86,6 @@ class PgLog:
 
     def fault(self, point: str, cluster: str, detail: str) -> None:
         self.log.write(CRASH, point=point, peer=cluster, signal="pg_terminate_backend", how=detail)
-
-    def outcome(self, result: TxResult, op: int, attempt: int) -> None:
-        self.log.write(
-            OUTCOME,
-            txid=result.txid,
-            result=result.result.value,
-            op=op,
-            attempt=attempt,
-            value=result.value,
-            latency_ms=f"{result.latency * 1000:.3f}",
-            cause=result.cause.value,
-            nok=result.nok.value if result.nok else None,
-            reason=result.reason or None,
-        )
 
 
 class VoteKind(enum.Enum):
