@@ -699,6 +699,30 @@ def test_a_run_stopped_by_a_signal_is_not_held_to_termination_and_says_so(tmp_pa
     assert sum("termination" in note and THIRD in note for note in report.unchecked) == 6
 
 
+def test_an_interrupted_run_may_stop_between_a_commit_at_some_replicas_and_the_others(tmp_path: Path) -> None:
+    r = consistent_run(stop=False)
+    leave_stuck(r)  # every participant voted yes: committed by the rule, though not yet everywhere
+    r.decide("client1", THIRD, "committed", "every participant voted yes")
+    for server in ("server1", "server2"):
+        r.finish(server, "client1", THIRD, 1_000_003, "committed")
+    r.outcome("client1", THIRD, 1_000_003, 3, "committed", "all-yes", "every participant voted yes")
+    folder = r.write(tmp_path / "run")
+    # the same folder from a run that was not interrupted: server3 lags, and that is flagged
+    assert {"replicas", "undecided"} <= kinds(check_run(folder))
+    run_json = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**run_json, "interrupted": "SIGINT"}))
+    report = check_run(folder)
+    assert report.consistent, show(report)
+    assert any("replicas not yet equal" in note and THIRD in note for note in report.unchecked)
+    # agreement is never excused: server3 aborting what the others committed is a violation
+    i = len(r.logs["server3"])
+    r.finish("server3", "client1", THIRD, 1_000_003, "aborted")
+    assert len(r.logs["server3"]) > i
+    folder = r.write(tmp_path / "run2")
+    (folder / "run.json").write_text(json.dumps({**run_json, "interrupted": "SIGINT"}))
+    assert "agreement" in kinds(check_run(folder))
+
+
 def test_a_folder_without_final_states_is_checked_from_its_logs(tmp_path: Path) -> None:
     r = consistent_run()
     i = r.find("server3", "durable", f"txid={COMMITTED_1}", "state=committed")

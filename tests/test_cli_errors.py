@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import child_env
+from conftest import Cluster, child_env
 
 from harness import __version__
 from harness.node.storage import Storage
@@ -186,3 +186,21 @@ def test_a_reader_that_goes_away_is_not_met_with_a_traceback(tmp_path: Path) -> 
     proc.stdout.close()
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and err == ""
+
+
+def test_a_participant_goes_on_from_its_records_and_fresh_starts_from_zero(cluster: Cluster) -> None:
+    storage = Storage(cluster.workdir / "data" / "server1.sqlite3", "server1")
+    storage.write(
+        [TxRecord(txid="c1-000000000000-1", state=TxState.COMMITTED, value=42, participants=("a:1",), version=1)]
+    )
+    storage.close()
+    (cluster.workdir / "logs").mkdir()
+    (cluster.workdir / "logs" / "server1.log").write_text("an old session's log\n")
+    old = cluster.start_participant(1)
+    assert any("going on from data/server1.sqlite3; --fresh starts from 0" in line for line in old.seen)
+    assert " storage_server=42 " in old.seen[-1]
+    old.stop()
+    fresh = cluster.start_participant(1, "--fresh")
+    assert any("removed data/server1.sqlite3" in line and "logs/server1.log" in line for line in fresh.seen)
+    assert " storage_server=0 version=0 " in fresh.seen[-1]
+    assert "an old session" not in (cluster.workdir / "logs" / "server1.log").read_text()

@@ -138,11 +138,9 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split(") ")[-1][0] != "Z"
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_run_stops_every_process_and_checks_what_it_did(tmp_path: Path, signum: int) -> None:
-    # A terminal, so that the runner shows progress: its first progress line
-    # says the clients are running. SIGINT goes to the runner's process group,
-    # as a terminal's Ctrl-C does; SIGTERM to the runner alone, as kill does.
+def _start_in_a_terminal(tmp_path: Path) -> tuple[subprocess.Popen[str], int]:
+    """harness.run with its standard error on a terminal (so that it shows progress), in a session
+    of its own; the terminal's reading end."""
     leader, follower = pty.openpty()
     # A shell's background job starts with SIGINT ignored, and an ignored
     # signal stays ignored across exec: give the runner the default a terminal
@@ -178,12 +176,36 @@ def test_an_interrupted_run_stops_every_process_and_checks_what_it_did(tmp_path:
         if sigint is not None:  # None: a handler not set from Python, left as it was
             signal.signal(signal.SIGINT, sigint)
     os.close(follower)
+    return proc, leader
+
+
+def _read_until(leader: int, seen: bytes, pattern: bytes) -> bytes:
+    while not re.search(pattern, seen):
+        chunk = os.read(leader, 4096)
+        assert chunk, f"the runner closed its terminal before printing {pattern!r}: {seen[-500:]!r}"
+        seen += chunk
+    return seen
+
+
+def _read_rest(leader: int, seen: bytes) -> bytes:
+    while True:  # what the runner wrote to its terminal after the signal
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # EIO: the terminal's other end is closed
+            return seen
+        if not chunk:
+            return seen
+        seen += chunk
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_stops_every_process_and_checks_what_it_did(tmp_path: Path, signum: int) -> None:
+    # SIGINT goes to the runner's process group, as a terminal's Ctrl-C does;
+    # SIGTERM to the runner alone, as kill does.
+    proc, leader = _start_in_a_terminal(tmp_path)
     seen = b""
     try:
-        while not re.search(rb"/3000 transactions \([1-9]", seen):  # the clients have committed some
-            chunk = os.read(leader, 4096)
-            assert chunk, "the runner closed its terminal before showing progress"
-            seen += chunk
+        seen = _read_until(leader, seen, rb"/3000 transactions \([1-9]")  # the clients have committed some
         if signum == signal.SIGINT:
             os.killpg(proc.pid, signum)
         else:
@@ -194,14 +216,7 @@ def test_an_interrupted_run_stops_every_process_and_checks_what_it_did(tmp_path:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        while True:  # what the runner wrote to its terminal after the signal
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:  # EIO: the terminal's other end is closed
-                break
-            if not chunk:
-                break
-            seen += chunk
+        seen = _read_rest(leader, seen)
         os.close(leader)
         assert proc.stdout is not None
         proc.stdout.close()
@@ -213,6 +228,33 @@ def test_an_interrupted_run_stops_every_process_and_checks_what_it_did(tmp_path:
     assert 0 < sum(c["committed"] for c in summary["clients"]) < 3000
     again = _cli("harness.check", "r", cwd=tmp_path)
     assert again.returncode == 0 and f"INTERRUPTED ({name})" in again.stdout
+    pids = _pids(tmp_path / "r")
+    assert len(pids) == 6
+    assert [p for p in pids if _alive(p)] == []
+
+
+def test_a_second_ctrl_c_stops_at_once_and_the_folder_still_checks(tmp_path: Path) -> None:
+    proc, leader = _start_in_a_terminal(tmp_path)
+    seen = b""
+    try:
+        seen = _read_until(leader, seen, rb"/3000 transactions \([1-9]")
+        os.killpg(proc.pid, signal.SIGINT)
+        seen = _read_until(leader, seen, rb"Ctrl-C again to stop at once")
+        os.killpg(proc.pid, signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 130, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        seen = _read_rest(leader, seen)
+        os.close(leader)
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert b"Traceback" not in seen
+    # wherever the second interruption struck, the folder is checked as far as it goes
+    again = _cli("harness.check", "r", cwd=tmp_path)
+    assert again.returncode == 0 and "INTERRUPTED (" in again.stdout, again.stdout + again.stderr
     pids = _pids(tmp_path / "r")
     assert len(pids) == 6
     assert [p for p in pids if _alive(p)] == []

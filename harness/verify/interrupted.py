@@ -6,7 +6,9 @@ final_states.json), is checked like any other: every rule that the logs
 prove still holds of what it did. Its clients were stopped mid-way, though,
 and its participants maybe before they could finish what those had begun or
 before their storage was read: so termination (no lock held, nothing left
-prepared) and the comparison with storage cannot be asked of it. Those
+prepared, replicas equal, every client's answer applied everywhere, for the
+transactions still prepared somewhere) and the comparison with storage
+cannot be asked of it. Agreement, stability, validity and the rest can. Those
 violations become notes of what was not checked, printed under the verdict,
 never dropped silently.
 """
@@ -25,14 +27,26 @@ _EXCUSED = {
     ViolationKind.UNDECIDED: "termination: a transaction still prepared at the end",
 }
 
+# What a transaction still prepared somewhere may cause, and what it is called then.
+_UNFINISHED = {
+    ViolationKind.REPLICAS: "termination: replicas not yet equal",
+    ViolationKind.CLIENT_TRUTH: "termination: a client's answer not yet at every replica",
+}
+
 
 def excuse_interrupted(report: CheckReport, why: str) -> CheckReport:
     """``report`` of a run stopped by ``why``: the violations it could not avoid become
     notes of what was not checked (CheckReport.unchecked)."""
+    # Transactions still prepared somewhere: their decision had not reached every replica
+    # when the run stopped, so replicas may differ by them and a client's answer may not
+    # show everywhere yet. Agreement (committed here, aborted there) is never excused.
+    undecided = {v.txid for v in report.violations if v.kind is ViolationKind.UNDECIDED}
     kept, notes = [], []
     for v in report.violations:
         if v.kind in _EXCUSED:
             notes.append(f"{_EXCUSED[v.kind]} ({v.message})")
+        elif v.kind in _UNFINISHED and v.txid in undecided:
+            notes.append(f"{_UNFINISHED[v.kind]}, {v.txid} still prepared at some ({v.message})")
         else:
             kept.append(v)
     report.violations = kept
