@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "status": ("harness.status", "a table of every participant's state"),
     "run": ("harness.run", "start participants and clients, contend, check, report"),
     "check": ("harness.check", "re-check a run folder"),
+    "report": ("harness.report.__main__", "write a run folder's report.html, history.jsonl and events.jsonl"),
     "sim": ("harness.sim.__main__", "simulate or exhaustively explore the protocol core"),
     "bench": ("harness.bench.__main__", "measure the harness against the machine's floor"),
 }
