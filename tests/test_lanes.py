@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.report.lanes import WIDTH, lane_lines
+from harness.report.lanes import LANE_WIDTH, lane_lines
 from harness.verify.model import CheckReport, ReplicaStats
 
 
@@ -28,8 +28,8 @@ def test_each_fault_is_drawn_on_the_lanes_of_the_nodes_it_hit() -> None:
     )
     lanes = {line.split()[0]: line.split()[1] for line in lines[1:]}
     assert list(lanes) == ["pg1", "pg2", "pg3", "client3", "client1"]  # the clusters first, in order
-    assert all(len(lane) == WIDTH for lane in lanes.values())
-    half = WIDTH // 2
+    assert all(len(lane) == LANE_WIDTH for lane in lanes.values())
+    half = LANE_WIDTH // 2
     assert lanes["pg2"][:half] == "x" * half and set(lanes["pg2"][half + 1 :]) == {"."}
     assert lanes["pg3"][half:] == "/" * half and lanes["client3"] == lanes["pg3"]
     assert lanes["pg1"].count("!") == 1 and lanes["pg1"].endswith("!")  # an instant fault: one column

@@ -172,7 +172,7 @@ def render(report: CheckReport, fmt: str = "simple", extra: list[str] | None = N
     if report.faults:
         headers, rows = fault_rows(report)
         out += [table(headers, rows, keep=tuple(range(len(headers)))), ""]
-        lanes = lane_lines(report)
+        lanes = lane_lines(report, None if markdown else width)
         out += ["```", *lanes, "```", ""] if markdown else [*lanes, ""]
     prose = figure_lines(report)
     prose += [""] if prose else []
