@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import io
 from collections.abc import Iterable
-from typing import Any
 
 import pytest
 
@@ -33,8 +32,9 @@ from harness.sim.invariants import (
     tcommit_reachable,
     tcommit_step,
 )
-from harness.sim.model import Violation, ordered_coordinator
+from harness.sim.model import PropertyViolation, ordered_coordinator
 from harness.sim.simulate import SimParams, random_runs, simulate
+from harness.sim.states import PSnap
 
 # ====================================================================== broken variants
 
@@ -109,7 +109,7 @@ def test_tcommit_forbids_commit_while_one_is_working_and_abort_after_a_commit() 
     assert tcommit_step((p, p, w), (p, p, w)) == "stutter"
 
 
-def rules(violations: list[Violation]) -> set[str]:
+def rules(violations: list[PropertyViolation]) -> set[str]:
     return {v.rule for v in violations}
 
 
@@ -165,19 +165,19 @@ def test_a_held_commit_record_outlives_other_steps_and_is_lost_in_a_crash() -> N
         (step,) = [st for st in explorer.steps(state) if explorer.describe(state, st) == text]
         state = explorer.apply(state, step)[0]
 
-    def p1() -> tuple[Any, ...]:
-        return explorer._snaps[state[0]]  # (up, core, durable, timers, held)
+    def p1() -> PSnap:
+        return explorer.psnap(state.nodes[0])
 
     take("client1 begins t1 (value=1)")
     for p in ("p1", "p2", "p3"):  # each vote is handled by the client as it arrives
         take(f"client1 -> {p}: PREPARE txid=t1 value=1 participants=p1:1,p2:2,p3:3")
     take("client1 -> p1: COMMIT txid=t1")
-    assert [r.state for r in p1()[4]] == [TxState.COMMITTED]  # acknowledged, held
+    assert [r.state for r in p1().held] == [TxState.COMMITTED]  # acknowledged, held
     take("client1 -> p2: COMMIT txid=t1")  # another node's step: still held, and its write still a step
-    assert [r.state for r in p1()[4]] == [TxState.COMMITTED]
+    assert [r.state for r in p1().held] == [TxState.COMMITTED]
     assert "p1 writes the commit record(s) it held" in [explorer.describe(state, st) for st in explorer.steps(state)]
     take("p1 crashes")
-    assert [r.state for r in p1()[2]] == [TxState.PREPARED] and p1()[4] == ()  # the yes vote is all it has
+    assert [r.state for r in p1().durable] == [TxState.PREPARED] and p1().held == ()  # the yes vote is all it has
 
 
 def test_real_protocol_without_faults_commits_or_aborts_cleanly() -> None:

@@ -395,7 +395,7 @@ def effect_text(topo: Topology, node: int, effect: Effect) -> str | None:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Violation:
+class PropertyViolation:
     """A property that does not hold. ``rule`` names it (AC1, truth, ...)."""
 
     rule: str

@@ -46,8 +46,8 @@ from harness.sim.model import (
     Fx,
     ParticipantFactory,
     PNode,
+    PropertyViolation,
     Topology,
-    Violation,
     Wire,
     effect_text,
     message_text,
@@ -80,11 +80,11 @@ class SimParams:
 
 
 @dataclass
-class RunResult:
+class SimRun:
     """What one run did and found."""
 
     seed: int
-    violations: list[Violation] = field(default_factory=list)
+    violations: list[PropertyViolation] = field(default_factory=list)
     transactions: int = 0  # started
     results: dict[co.Result, int] = field(default_factory=lambda: dict.fromkeys(co.Result, 0))
     events: int = 0
@@ -115,7 +115,7 @@ class _Stop(Exception):
 
 
 class Simulation:
-    """One seeded run. ``run()`` returns its RunResult."""
+    """One seeded run. ``run()`` returns its SimRun."""
 
     def __init__(
         self,
@@ -132,7 +132,7 @@ class Simulation:
         self.pfactory = participant_factory
         self.cfactory = coordinator_factory
         self.tracing = trace
-        self.result = RunResult(seed=seed)
+        self.result = SimRun(seed=seed)
         self.np, self.nc = p.participants, p.clients
         self.now = 0
         self._seq = 0
@@ -163,7 +163,7 @@ class Simulation:
     def _say(self, line: str) -> None:
         self.result.trace.append(f"{self.now:>7} {line}")
 
-    def run(self) -> RunResult:
+    def run(self) -> SimRun:
         p, rng = self.params, self.rng
         for c in range(self.nc):
             self._at(rng.randint(0, p.think), _Ev.START, (c,))
@@ -176,14 +176,14 @@ class Simulation:
                 self.now, _, ev, data = heapq.heappop(self._heap)
                 self.result.events += 1
                 if self.result.events > p.max_events:
-                    self._violate(Violation(rule=LIVENESS, detail=f"still busy after {p.max_events} events"))
+                    self._violate(PropertyViolation(rule=LIVENESS, detail=f"still busy after {p.max_events} events"))
                 self._event(ev, data)
             self._final()
         except _Stop:
             pass
         return self.result
 
-    def _violate(self, *violations: Violation, txid: str | None = None) -> None:
+    def _violate(self, *violations: PropertyViolation, txid: str | None = None) -> None:
         self.result.violations = list(violations)
         self.result.txid = txid
         if self.tracing:
@@ -480,7 +480,7 @@ def simulate(
     participant_factory: ParticipantFactory = real_participant,
     coordinator_factory: CoordinatorFactory = real_coordinator,
     trace: bool = False,
-) -> RunResult:
+) -> SimRun:
     """One run; a failing run is re-run with its trace when ``trace`` is False."""
     result = Simulation(
         seed, params, participant_factory=participant_factory, coordinator_factory=coordinator_factory, trace=trace
@@ -504,7 +504,7 @@ class Summary:
     lost: int = 0
     duplicated: int = 0
     cpu_seconds: float = 0.0
-    failure: RunResult | None = None
+    failure: SimRun | None = None
 
     @property
     def transactions_per_cpu_second(self) -> float:
