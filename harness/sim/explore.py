@@ -40,6 +40,7 @@ class ExploreResult:
     complete: bool  # False when stopped by max_states
     violations: list[PropertyViolation] = field(default_factory=list)
     trace: list[str] = field(default_factory=list)  # the counterexample, one line per step or effect
+    symmetry: bool = False  # states counted are classes under renaming (harness.sim.symmetry)
 
     @property
     def ok(self) -> bool:
@@ -71,11 +72,13 @@ class Explorer(Transitions):
 
     def _run(self) -> ExploreResult:
         t0 = time.perf_counter()
-        init = self.initial_state()
-        index: dict[State, int] = {init: 0}
-        order: list[State] = [init]
+        pack, unpack, canonical = self.packer.pack, self.packer.unpack, self.canonical
+        init = pack(self.initial_state())
+        # The store: each state once, packed (harness.sim.states.Packer), as the
+        # representative of its class under symmetry (harness.sim.symmetry).
+        index: dict[bytes, int] = {init: 0}
+        order: list[bytes] = [init]
         parent = array("l", [-1])
-        via: list[Step | None] = [None]
         depth = array("H", [0])
         heal = array("l", [-1])
         transitions = 0
@@ -84,22 +87,23 @@ class Explorer(Transitions):
         next_report = 50_000
         steps, apply, heal_rank = self.steps, self.apply, self.heal_rank
         while i < len(order):
-            state = order[i]
+            state = unpack(order[i])
             best_rank, best = NO_RANK, -1
             for step in steps(state):
                 nxt, _, violations = apply(state, step)
                 transitions += 1
-                j = index.get(nxt)
+                key = pack(canonical(nxt))
+                j = index.get(key)
                 if j is None:
-                    j = index[nxt] = len(order)
-                    order.append(nxt)
+                    j = index[key] = len(order)
+                    order.append(key)
                     parent.append(i)
-                    via.append(step)
                     depth.append(depth[i] + 1)
                     heal.append(-1)
                 if violations:
-                    trace = self._trace(order, parent, via, i) + self._lines(state, step)
-                    trace += [f"VIOLATION {v}" for v in violations]
+                    path = self._path(parent, i)
+                    trace, last = self._replay(order, path)
+                    lines, violations = self._violating_step(last, key)
                     return ExploreResult(
                         states=len(order),
                         transitions=transitions,
@@ -107,7 +111,8 @@ class Explorer(Transitions):
                         seconds=time.perf_counter() - t0,
                         complete=False,
                         violations=violations,
-                        trace=trace,
+                        trace=trace + lines,
+                        symmetry=self.sym is not None,
                     )
                 rank = heal_rank(step)
                 if rank < best_rank and j != i:
@@ -126,17 +131,17 @@ class Explorer(Transitions):
             depth=max(depth),
             seconds=0.0,
             complete=complete,
+            symmetry=self.sym is not None,
         )
         if complete and self.liveness:
-            self._check_healing(order, parent, via, heal, result)
+            self._check_healing(order, parent, heal, result)
         result.seconds = time.perf_counter() - t0
         return result
 
-    def _check_healing(
-        self, order: list[State], parent: array[int], via: list[Step | None], heal: array[int], result: ExploreResult
-    ) -> None:
+    def _check_healing(self, order: list[bytes], parent: array[int], heal: array[int], result: ExploreResult) -> None:
         """From every state, follow the healing schedule to a quiet state, which
         must pass check_quiescent. Memoised: each state is followed once."""
+        unpack = self.packer.unpack
         status = bytearray(len(order))  # 0 unknown, 1 heals, 2 does not, 3 on the current path
         for start in range(len(order)):
             if status[start]:
@@ -154,7 +159,7 @@ class Explorer(Transitions):
                 status[j] = 3
                 path.append(j)
                 if heal[j] == -1:
-                    verdict = 2 if self.quiescent_violations(order[j]) else 1
+                    verdict = 2 if self.quiescent_violations(unpack(order[j])) else 1
                     break
                 j = heal[j]
             for x in path:
@@ -164,39 +169,60 @@ class Explorer(Transitions):
         bad = status.find(2)
         if bad < 0:
             return
-        lines = self._trace(order, parent, via, bad)
-        lines.append("-- faults stop here; the healing schedule follows --")
-        seen = set()
+        path = self._path(parent, bad)
+        seen = {bad}
         j = bad
-        while heal[j] != -1 and j not in seen:
+        while heal[j] != -1 and heal[j] not in seen:
+            j = heal[j]
             seen.add(j)
-            nxt = heal[j]
-            step = next(st for st in self.steps(order[j]) if self.apply(order[j], st)[0] == order[nxt])
-            lines += self._lines(order[j], step)
-            j = nxt
+            path.append(j)
+        fault_free = len(self._path(parent, bad))
+        lines, last = self._replay(order, path, mark=fault_free)
         violations = (
             [PropertyViolation(rule=LIVENESS, detail="the healing schedule loops without reaching a quiet state")]
             if heal[j] != -1
-            else self.quiescent_violations(order[j])
+            else self.quiescent_violations(last)
         )
         result.violations = violations
         result.trace = lines + [f"VIOLATION {v}" for v in violations]
 
     # ------------------------------------------------------------ words
 
-    def _trace(self, order: list[State], parent: array[int], via: list[Step | None], last: int) -> list[str]:
-        """The steps from the initial state to ``order[last]``, in words."""
-        chain = []
-        j = last
-        while j > 0:
-            chain.append(j)
-            j = parent[j]
+    @staticmethod
+    def _path(parent: array[int], last: int) -> list[int]:
+        """The state indices from the initial state to ``last``."""
+        chain = [last]
+        while chain[-1] > 0:
+            chain.append(parent[chain[-1]])
+        return chain[::-1]
+
+    def _replay(self, order: list[bytes], path: list[int], mark: int = 0) -> tuple[list[str], State]:
+        """The steps along ``path`` (stored representatives), in words, from the
+        initial state and in its names: at each point, the first step whose
+        successor's class is the next on the path. Returns the lines and the
+        state reached. ``mark``: the line "faults stop here" goes after that many states."""
+        pack, canonical = self.packer.pack, self.canonical
+        state = self.initial_state()
         lines: list[str] = []
-        for j in reversed(chain):
-            step = via[j]
-            assert step is not None
-            lines += self._lines(order[parent[j]], step)
-        return lines
+        for n, j in enumerate(path[1:], start=1):
+            step = next(st for st in self.steps(state) if pack(canonical(self.apply(state, st)[0])) == order[j])
+            lines += self._lines(state, step)
+            state = self.apply(state, step)[0]
+            if n + 1 == mark:
+                lines.append("-- faults stop here; the healing schedule follows --")
+        if mark == 1:
+            lines.insert(0, "-- faults stop here; the healing schedule follows --")
+        return lines, state
+
+    def _violating_step(self, state: State, key: bytes) -> tuple[list[str], list[PropertyViolation]]:
+        """The first step from ``state`` that breaks a property and leads to the
+        class ``key``: its lines and the violations, in ``state``'s names."""
+        pack, canonical = self.packer.pack, self.canonical
+        for step in self.steps(state):
+            nxt, _, violations = self.apply(state, step)
+            if violations and pack(canonical(nxt)) == key:
+                return self._lines(state, step) + [f"VIOLATION {v}" for v in violations], violations
+        raise AssertionError("the violating step was not found again")
 
     def _lines(self, state: State, step: Step) -> list[str]:
         _, effects, _ = self.apply(state, step)

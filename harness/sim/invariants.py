@@ -18,6 +18,12 @@ moment it happens, against the views just before it:
 * refinement: the change maps to a step of Gray and Lamport's TCommit (one
   resource manager's Prepare or Decide) or to no change. The mapping is the
   view itself: none -> working, prepared, committed, aborted.
+* lock exclusion: a participant never holds two transactions prepared at
+  once (judged on its durable records, after each write).
+* AC4 non-triviality: a transaction that met no fault and no conflict is
+  reported COMMITTED. The caller decides what "no fault, no conflict" means
+  for its model (the simulator and the explorer say it in their docstrings).
+* codec: every message decodes (harness.protocol.messages) to what was encoded.
 
 Once faults stop and the system is quiet (:func:`check_quiescent`): every
 transaction is decided at every participant that knows of it, a commit is
@@ -46,6 +52,9 @@ AC3 = "AC3 validity"
 TRUTH = "client told the truth"
 REFINEMENT = "refinement of TCommit"
 LIVENESS = "liveness"
+LOCK = "lock exclusion"
+AC4 = "AC4 non-triviality"
+CODEC = "codec round trip"
 REPLICAS = "identical replicas"
 
 # Gray and Lamport, "Consensus on Transaction Commit" (2004), TCommit.tla with
@@ -200,6 +209,30 @@ def check_report(txid: str, names: Sequence[str], view: View, result: Result, cl
                 )
             ]
     return []
+
+
+def check_lock(name: str, prepared: Sequence[str]) -> list[PropertyViolation]:
+    """Judge participant ``name`` whose durable records hold ``prepared``
+    (the txids in state PREPARED) after a write."""
+    if len(prepared) > 1:
+        return [
+            PropertyViolation(
+                rule=LOCK, detail=f"{name} holds {len(prepared)} transactions prepared: " + ", ".join(sorted(prepared))
+            )
+        ]
+    return []
+
+
+def check_nontrivial(txid: str, result: Result, client: str) -> list[PropertyViolation]:
+    """Judge ``client`` reporting ``result`` for a transaction that met no
+    fault and no conflict (AC4: it must commit)."""
+    if result is Result.COMMITTED:
+        return []
+    return [
+        PropertyViolation(
+            rule=AC4, detail=f"{client} reports {txid} {result.value.upper()} although it met no fault and no conflict"
+        )
+    ]
 
 
 # ====================================================================== once quiet

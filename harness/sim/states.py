@@ -17,6 +17,7 @@ a hashable value and back); the search lives in :mod:`harness.sim.explore`.
 from __future__ import annotations
 
 import enum
+from array import array
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -98,6 +99,38 @@ class State(NamedTuple):
     losses: int
     duplicates: int
     early: int
+
+
+class Packer:
+    """States as compact bytes, for the explorer's store: snapshot ids as
+    32-bit words, connection states and budgets as bytes, then the network
+    mask (little-endian, as long as it needs)."""
+
+    def __init__(self, nodes: int, conns: int) -> None:
+        self._nodes = nodes
+        self._conn0 = 4 * nodes
+        self._budget0 = self._conn0 + conns
+        self._net0 = self._budget0 + 4
+
+    @staticmethod
+    def pack(state: State) -> bytes:
+        net = state.net
+        return b"".join(
+            (
+                array("I", state.nodes).tobytes(),
+                bytes(state.conns),
+                bytes((state.crashes, state.losses, state.duplicates, state.early)),
+                net.to_bytes((net.bit_length() + 7) >> 3, "little"),
+            )
+        )
+
+    def unpack(self, data: bytes) -> State:
+        c0, b0, n0 = self._conn0, self._budget0, self._net0
+        nodes = array("I")
+        nodes.frombytes(data[:c0])
+        crashes, losses, duplicates, early = data[b0:n0]
+        net = int.from_bytes(data[n0:], "little")
+        return tuple.__new__(State, (tuple(nodes), tuple(data[c0:b0]), net, crashes, losses, duplicates, early))
 
 
 FrozenCore = tuple[type, tuple[tuple[str, object], ...]]

@@ -42,13 +42,22 @@ The model, and why each choice:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple, cast
 
 from harness.protocol import coordinator as co
 from harness.protocol.messages import Message, TxState
 from harness.protocol.participant import ParticipantCore, TxRecord
-from harness.sim.invariants import LIVENESS, check_persist, check_quiescent, check_report
+from harness.sim.invariants import (
+    CODEC,
+    LIVENESS,
+    check_lock,
+    check_nontrivial,
+    check_persist,
+    check_quiescent,
+    check_report,
+)
 from harness.sim.model import (
     CNode,
     CoordinatorFactory,
@@ -59,6 +68,7 @@ from harness.sim.model import (
     PropertyViolation,
     Topology,
     Wire,
+    WireCodec,
     message_text,
     real_coordinator,
     real_participant,
@@ -71,6 +81,7 @@ from harness.sim.states import (
     Entry,
     Fate,
     FinishedCore,
+    Packer,
     PSnap,
     State,
     Step,
@@ -78,6 +89,7 @@ from harness.sim.states import (
     freeze_core,
     thaw_core,
 )
+from harness.sim.symmetry import Renaming, Symmetry
 
 NO_RANK = 99
 
@@ -95,9 +107,10 @@ class _Op(NamedTuple):
     refused: int = -1  # CSEND: the entry for a refused connection
     record: TxRecord | None = None  # PERSIST
     result: co.Result | None = None  # REPORT
+    problem: str = ""  # CODEC: the message did not survive the codec
 
 
-_OP_SEND, _OP_CSEND, _OP_PERSIST, _OP_REPORT, _OP_CRASH = range(5)
+_OP_SEND, _OP_CSEND, _OP_PERSIST, _OP_REPORT, _OP_CRASH, _OP_CODEC = range(6)
 
 
 class _Call(NamedTuple):
@@ -139,8 +152,10 @@ class Transitions:
         *,
         participant_factory: ParticipantFactory = real_participant,
         coordinator_factory: CoordinatorFactory = real_coordinator,
+        codec: WireCodec | None = None,
         max_states: int = 0,
         liveness: bool = True,
+        symmetry: bool = True,
         progress: Callable[[int, int, int, float], None] | None = None,
     ) -> None:
         self.topo = Topology(participants, clients)
@@ -168,10 +183,27 @@ class Transitions:
         self._to_node = [0] * (participants + clients)  # mask of the entries addressed to each node
         self._verdicts: dict[tuple[Any, ...], list[PropertyViolation]] = {}  # check_persist is pure: memoised
         self._calls: dict[tuple[Any, ...], _Call] = {}
+        self.codec = codec or WireCodec()
+        self.packer = Packer(participants + clients, participants * clients)
+        # Symmetry reduction (harness.sim.symmetry): ordered prepare keeps its first participant.
+        probe = coordinator_factory("t0", 0, self.topo.participant_names)
+        self.sym = (
+            Symmetry(self.topo.participant_names, self.txids, fixed_first=bool(getattr(probe, "ordered", False)))
+            if symmetry
+            else None
+        )
+        self._group_size = len(self.sym.group) if self.sym is not None else 1
+        self._ren: dict[int, int] = {}  # snapshot id * group size + renaming -> renamed snapshot id
+        self._blur: dict[int, int] = {}  # snapshot id * 8 + client renaming -> blurred key
+        self._blur_ids: dict[PSnap | CSnap, int] = {}
+        # Memoised canonicalisation: per node vector, the least renamed vector and the renamings that give it.
+        self._canon_nodes: dict[tuple[tuple[int, ...], bool], tuple[tuple[int, ...], list[int]]] = {}
+        self._net_ren: dict[tuple[int, int], int] = {}
+        self._eren: dict[int, list[int]] = {}  # entry id -> its id under each renaming
 
     # ------------------------------------------------------------ interning
 
-    def _intern(self, snap: PSnap | CSnap, node: int, live: PNode | CNode | None = None) -> int:
+    def _intern(self, snap: PSnap | CSnap) -> int:
         sid = self._sid.get(snap)
         if sid is None:
             sid = self._sid[snap] = len(self._snaps)
@@ -185,7 +217,7 @@ class Transitions:
                 self._holds.append(bool(snap.held))
             else:
                 self._durable_state.append({})
-                self._active.append(isinstance(live, CNode) and live.active)
+                self._active.append(snap.alive and snap.core is not None and snap.core is not FINISHED)
                 self._startable.append(snap.alive and snap.core is None)
                 self._up.append(snap.alive)
                 self._accepts.append(snap.alive and snap.core is not FINISHED)
@@ -195,7 +227,7 @@ class Transitions:
     def _intern_participant(self, node: PNode) -> int:
         durable = tuple(node.durable[t] for t in sorted(node.durable))
         core = freeze_core(node.core) if node.core is not None else None
-        return self._intern(PSnap(node.up, core, durable, frozenset(node.timers), tuple(node.held)), node.index)
+        return self._intern(PSnap(node.up, core, durable, frozenset(node.timers), tuple(node.held)))
 
     def _intern_client(self, node: CNode) -> int:
         core: Any
@@ -207,7 +239,7 @@ class Transitions:
             core = FINISHED
         else:
             core = freeze_core(node.core)
-        return self._intern(CSnap(node.alive, core, node.reported, frozenset(node.timers)), node.index, node)
+        return self._intern(CSnap(node.alive, core, node.reported, frozenset(node.timers)))
 
     def _entry(self, e: Entry) -> int:
         eid = self._eid.get(e)
@@ -252,6 +284,120 @@ class Transitions:
         b = self.bounds
         return State(tuple(parts + clients), conns, 0, b.crashes, b.losses, b.duplicates, b.early)
 
+    # ------------------------------------------------------------ symmetry
+
+    def _renamed_sid(self, sid: int, gi: int) -> int:
+        key = sid * self._group_size + gi
+        out = self._ren.get(key)
+        if out is None:
+            assert self.sym is not None
+            out = self._ren[key] = self._intern(self.sym.snapshot(gi, self._snaps[sid])) if gi else sid
+        return out
+
+    def _blurred(self, sid: int, hi: int) -> int:
+        """A key of participant snapshot ``sid`` under client renaming ``hi``
+        that is the same whichever participant it is (names blurred)."""
+        key = sid * 8 + hi
+        out = self._blur.get(key)
+        if out is None:
+            assert self.sym is not None
+            snap = self.sym.snapshot(self.sym.blurred0 + hi, self._snaps[sid])
+            out = self._blur[key] = self._blur_ids.setdefault(snap, len(self._blur_ids))
+        return out
+
+    def _renamed_entries(self, eid: int) -> list[int]:
+        ren = self._eren.get(eid)
+        if ren is None:
+            sym = self.sym
+            assert sym is not None
+            e = self._entries[eid]
+            ren = self._eren[eid] = [eid] + [
+                self._entry(Entry(e.wire, sym.node_of(gi, e.src), sym.node_of(gi, e.dst), sym.value(gi, e.msg)))
+                for gi in range(1, len(sym.group))
+            ]
+        return ren
+
+    def _candidates(self, state: State) -> list[int]:
+        """The renamings among which the representative is chosen: every client
+        renaming; once no crash is left, each combined with the participant
+        renamings that sort the participants by their blurred keys (all orders
+        of equal keys). The set is the same for every state of a class, renamed,
+        so the least candidate is a class invariant."""
+        sym = self.sym
+        assert sym is not None
+        if state.crashes:
+            return list(range(sym.client_only))
+        out: list[int] = []
+        nodes, np = state.nodes, self.np
+        first = 1 if sym.fixed_first else 0
+        for hi, h in enumerate(sym.cperms):
+            keys = sorted((self._blurred(nodes[i], hi), i) for i in range(first, np))
+            groups: list[list[int]] = []
+            last = None
+            for k, i in keys:
+                if k != last:
+                    groups.append([])
+                    last = k
+                groups[-1].append(i)
+            for combo in itertools.product(*(itertools.permutations(gr) for gr in groups)):
+                pperm = [0] * np
+                slot = first
+                for gr in combo:
+                    for i in gr:
+                        pperm[i] = slot
+                        slot += 1
+                out.append(sym.index[Renaming(tuple(pperm), h)])
+        return out
+
+    def canonical(self, state: State) -> State:
+        """The representative of ``state``'s class (harness.sim.symmetry): the
+        least renaming among the candidates. Without symmetry, ``state``."""
+        sym = self.sym
+        if sym is None or self._group_size == 1:
+            return state
+        nodes = state.nodes
+        memo_key = (nodes, state.crashes == 0)
+        hit = self._canon_nodes.get(memo_key)
+        if hit is None:
+            node_from = sym.node_from
+            ren = self._renamed_sid
+            best: tuple[int, ...] | None = None
+            ties: list[int] = []
+            for gi in self._candidates(state):
+                cand = tuple([ren(nodes[o], gi) for o in node_from[gi]])
+                if best is None or cand < best:
+                    best, ties = cand, [gi]
+                elif cand == best:
+                    ties.append(gi)
+            assert best is not None
+            hit = self._canon_nodes[memo_key] = (best, ties)
+        best, ties = hit
+        if ties == [0]:
+            return state._replace(nodes=best)
+        best_rest: tuple[tuple[int, ...], int] | None = None
+        for gi in ties:
+            conns = state.conns
+            if gi:
+                rest = (tuple([conns[o] for o in sym.conn_from[gi]]), self._renamed_net(state.net, gi))
+            else:
+                rest = (conns, state.net)
+            if best_rest is None or rest < best_rest:
+                best_rest = rest
+        assert best_rest is not None
+        return cast(State, _new(State, (best, *best_rest, state.crashes, state.losses, state.duplicates, state.early)))
+
+    def _renamed_net(self, net: int, gi: int) -> int:
+        key = (net, gi)
+        out = self._net_ren.get(key)
+        if out is None:
+            out = 0
+            while net:
+                low = net & -net
+                net ^= low
+                out |= 1 << self._renamed_entries(low.bit_length() - 1)[gi]
+            self._net_ren[key] = out
+        return out
+
     # ------------------------------------------------------------ one node, memoised
 
     def _call(self, node: int, sid: int, kind: StepKind, arg: Any, k: int | None) -> _Call:
@@ -295,15 +441,21 @@ class Transitions:
         ops: list[_Op] = []
         for effect in effects:
             what = effect[0]
+            if what is Fx.SEND or what is Fx.CSEND:
+                # What goes on the wire arrives as the codec decodes it (model.WireCodec).
+                arrived, problem = self.codec.carry(cast(Message, effect[-1]))
+                if arrived is None or problem:
+                    ops.append(_Op(_OP_CODEC, problem=problem))
+                    continue
             if what is Fx.SEND:
                 dst = cast(int, effect[1])
                 if 0 <= dst < self.np + self.nc:
-                    entry = self._entry(Entry(cast(Wire, effect[2]), node, dst, cast(Message, effect[3])))
+                    entry = self._entry(Entry(cast(Wire, effect[2]), node, dst, arrived))
                     ops.append(_Op(_OP_SEND, node=dst, entry=entry))
             elif what is Fx.CSEND:
                 p_ = cast(int, effect[1])
                 if 0 <= p_ < self.np:
-                    request = self._entry(Entry(Wire.REQUEST, node, p_, cast(Message, effect[2])))
+                    request = self._entry(Entry(Wire.REQUEST, node, p_, arrived))
                     refused = self._entry(Entry(Wire.REFUSED, p_, node, None))
                     ops.append(_Op(_OP_CSEND, node=p_, entry=request, refused=refused))
             elif what is Fx.PERSIST:
@@ -471,7 +623,7 @@ class Transitions:
                 down = PSnap(False, None, snap.durable, frozenset(), ())
             else:
                 down = CSnap(False, None, snap.reported, frozenset())
-            s[node] = self._intern(down, node)
+            s[node] = self._intern(down)
             net = self._crash_links(node, s, conns, net)
         for reply in replies:
             # A reply to a client is handled there at once (see the module docstring), unless its fate says otherwise.
@@ -552,9 +704,15 @@ class Transitions:
             elif what == _OP_PERSIST:
                 assert op.record is not None
                 violations += self._judge_persist(before, s, node, op.record)
+                if op.record.state is TxState.PREPARED:
+                    violations += self._judge_lock(s[node], node)
             elif what == _OP_REPORT:
                 assert op.result is not None
                 violations += self._judge_report(s, node, op.result)
+                if self._no_fault_no_conflict(s, node, budget):
+                    violations += check_nontrivial(self.txids[node - self.np], op.result, self.topo.display[node])
+            elif what == _OP_CODEC:
+                violations.append(PropertyViolation(rule=CODEC, detail=op.problem))
             else:  # _OP_CRASH: the node crashed between two of its actions
                 budget.crashes -= 1
                 net = self._crash_links(node, s, conns, net)
@@ -605,6 +763,23 @@ class Transitions:
                 txid, self.topo.display[: self.np], before, node, record.state, reported
             )
         return verdict
+
+    def _judge_lock(self, sid: int, node: int) -> list[PropertyViolation]:
+        prepared = [t for t, st in self._durable_state[sid].items() if st is TxState.PREPARED]
+        return check_lock(self.topo.display[node], prepared) if len(prepared) > 1 else []
+
+    def _no_fault_no_conflict(self, s: list[int], client: int, budget: _Budget) -> bool:
+        """AC4 applies to a client's report when no fault happened yet in the
+        whole run (every budget untouched) and no other client has started."""
+        b = self.bounds
+        if (budget.crashes, budget.losses, budget.duplicates, budget.early) != (
+            b.crashes,
+            b.losses,
+            b.duplicates,
+            b.early,
+        ):
+            return False
+        return all(self._startable[s[n]] for n in range(self.np, self.np + self.nc) if n != client)
 
     def _judge_report(self, s: list[int], node: int, result: co.Result) -> list[PropertyViolation]:
         txid = self.txids[node - self.np]
