@@ -39,6 +39,7 @@ re-run with a trace (it is the same run) to print what happened.
 from __future__ import annotations
 
 import enum
+import functools
 import heapq
 import random
 import time
@@ -128,6 +129,20 @@ class _Ev(enum.IntEnum):
     RESTART = 5  # (participant,)
     HEAL = 6  # ()
     WRITE = 7  # (participant,): its held lazy records are written
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _persist_verdict(
+    txid: str,
+    names: tuple[str, ...],
+    before: tuple[TxState | None, ...],
+    i: int,
+    new: TxState,
+    reported: co.Result | None,
+) -> tuple[PropertyViolation, ...]:
+    """check_persist, memoised: it is pure, and the same txids, views and
+    writes recur from run to run."""
+    return tuple(check_persist(txid, names, before, i, new, reported))
 
 
 class _Stop(Exception):
@@ -482,7 +497,9 @@ class Simulation:
     def _judge_persist(self, node: int, record: TxRecord) -> None:
         view = self._view(record.txid)
         names = self.topo.display[: self.np]
-        violations = check_persist(record.txid, names, tuple(view), node, record.state, self.reports.get(record.txid))
+        violations = list(
+            _persist_verdict(record.txid, names, tuple(view), node, record.state, self.reports.get(record.txid))
+        )
         view[node] = record.state
         if record.state is TxState.PREPARED:
             durable = self.pnodes[node].durable
