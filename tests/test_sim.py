@@ -494,3 +494,15 @@ def test_cli_help_gives_every_option_its_default(command: str, capsys: pytest.Ca
         assert flag in text
         if action.default not in (None, False):
             assert f"(default: {action.default})" in text, flag
+
+
+def test_cli_explore_prints_the_tcommit_count_for_the_participants_asked_and_both_state_counts() -> None:
+    reduced, full = io.StringIO(), io.StringIO()
+    argv = ["explore", "--participants", "2", "--clients", "1", "--crashes", "0"]
+    assert cli.main(argv, reduced) == 0 and cli.main([*argv, "--no-symmetry"], full) == 0
+    assert len(tcommit_reachable(2)) == 12  # working, prepared, committed, aborted: 16 pairs less 4 that mix
+    for out in (reduced, full):
+        assert "TCommit model: 12 distinct states for 2 resource managers\n" in out.getvalue()
+    # Two participants, one client, no fault: the two participants are interchangeable.
+    assert reduced.getvalue().startswith("explored 6 states (one per class up to renaming")
+    assert full.getvalue().startswith("explored 8 states (")
