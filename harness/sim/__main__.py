@@ -48,8 +48,10 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="python -m harness.sim",
         description="Check the 2PC protocol core (harness.protocol) by exhaustive exploration or seeded random "
-        "simulation. Properties: AC1 agreement, AC2 stability, AC3 validity, clients told the truth and refinement "
-        "of Gray and Lamport's TCommit on every step; liveness and identical replicas once faults stop.",
+        "simulation. Properties: AC1 agreement, AC2 stability, AC3 validity, clients told the truth, refinement "
+        "of Gray and Lamport's TCommit, lock exclusion and every message through the real codec on every step; "
+        "AC4 (a transaction with no fault and no conflict commits) on every report; liveness and identical "
+        "replicas once faults stop.",
         epilog="Exit status: 0 no violation, 1 violation (the counterexample and the command that repeats it are "
         "printed), 2 usage error.",
     )
