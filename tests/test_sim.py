@@ -8,6 +8,7 @@ real protocol must pass the same checks: together they show the checks can fail.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 from collections.abc import Iterable
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from harness.protocol import coordinator as co
-from harness.protocol.messages import Message, Prepare, TxState
+from harness.protocol.messages import Message, Prepare, TxState, Vote, decode, encode
 from harness.protocol.participant import Action, ParticipantCore, Persist, Reply, TxRecord
 from harness.sim import __main__ as cli
 from harness.sim.explore import Bounds, Explorer
@@ -23,7 +24,10 @@ from harness.sim.invariants import (
     AC1,
     AC2,
     AC3,
+    AC4,
+    CODEC,
     LIVENESS,
+    LOCK,
     REFINEMENT,
     RM,
     TCOMMIT_STATES_FOR_3_RMS,
@@ -33,8 +37,9 @@ from harness.sim.invariants import (
     tcommit_reachable,
     tcommit_step,
 )
-from harness.sim.model import Violation, ordered_coordinator
+from harness.sim.model import PropertyViolation, WireCodec, ordered_coordinator
 from harness.sim.simulate import SimParams, random_runs, simulate
+from harness.sim.states import PSnap
 
 # ====================================================================== broken variants
 
@@ -90,6 +95,63 @@ def commit_with_missing_vote(txid: str, value: int, participants: tuple[str, ...
     return CommitWithMissingVote(txid=txid, value=value, participants=participants)
 
 
+class NokReleasesLock(ParticipantCore):
+    """Votes no on a locked PREPARE and, wrongly, releases the lock it holds for the other transaction."""
+
+    def on_request(self, conn: int, msg: Message) -> list[Action]:
+        actions = super().on_request(conn, msg)
+        if isinstance(msg, Prepare) and any(
+            isinstance(a, Reply) and isinstance(a.msg, Vote) and not a.msg.yes for a in actions
+        ):
+            self.lock = None
+        return actions
+
+
+class NeverPrepare(co.CoordinatorCore):
+    """Never sends PREPARE: every transaction times out and aborts."""
+
+    def _prepare(self, targets: tuple[str, ...] | list[str]) -> list[co.CoordinatorAction]:
+        return []
+
+
+class NeverCommit(co.CoordinatorCore):
+    """Never decides commit: with every vote yes it waits, then reports UNKNOWN
+    (the participants then commit among themselves, so only AC4 sees it)."""
+
+    def _all_yes(self) -> bool:
+        return False
+
+
+def never_prepare(txid: str, value: int, participants: tuple[str, ...]) -> co.CoordinatorCore:
+    return NeverPrepare(txid=txid, value=value, participants=participants)
+
+
+def never_commit(txid: str, value: int, participants: tuple[str, ...]) -> co.CoordinatorCore:
+    return NeverCommit(txid=txid, value=value, participants=participants)
+
+
+def every_vote_ok(msg: Message) -> bytes:
+    """A broken encoder: every vote goes out as ok."""
+    return encode(dataclasses.replace(msg, yes=True, reason="") if isinstance(msg, Vote) else msg)
+
+
+BROKEN_CODEC = WireCodec(every_vote_ok, decode)
+
+
+# Every broken variant, as keyword arguments for Explorer, simulate and random_runs.
+BROKEN: dict[str, dict[str, Any]] = {
+    "vote-before-persist": {"participant_factory": VoteBeforePersist.restore},
+    "commit-with-missing-vote": {"coordinator_factory": commit_with_missing_vote},
+    "abort-on-timeout": {"participant_factory": AbortOnTimeout.restore},
+    "forget-lock-on-restart": {"participant_factory": ForgetLockOnRestart.restore},
+    "forget-no-vote": {"participant_factory": ForgetNoVote.restore},
+    "never-prepare": {"coordinator_factory": never_prepare},
+    "never-commit": {"coordinator_factory": never_commit},
+    "nok-releases-lock": {"participant_factory": NokReleasesLock.restore},
+    "codec-every-vote-ok": {"codec": BROKEN_CODEC},
+}
+
+
 # ====================================================================== TCommit and the rules
 
 
@@ -109,7 +171,7 @@ def test_tcommit_forbids_commit_while_one_is_working_and_abort_after_a_commit() 
     assert tcommit_step((p, p, w), (p, p, w)) == "stutter"
 
 
-def rules(violations: list[Violation]) -> set[str]:
+def rules(violations: list[PropertyViolation]) -> set[str]:
     return {v.rule for v in violations}
 
 
@@ -148,9 +210,38 @@ def test_reporting_committed_before_every_vote_is_durable_breaks_truth() -> None
 def test_real_protocol_small_configuration_with_a_crash_has_no_violation() -> None:
     result = Explorer(3, 2, Bounds(crashes=1)).run()
     assert result.violations == [], "\n".join(result.trace)
-    assert result.complete
-    # Crashes anywhere, inside steps too: far more than the 5,283 fault-free states.
-    assert result.states > 100_000
+    assert result.complete and result.symmetry
+    # Classes of states up to renaming (829,258 states without symmetry
+    # reduction: python -m harness.sim explore --no-symmetry). Pinned: a change
+    # to the model or the reduction shows here.
+    assert result.states == 78_070
+
+
+def test_symmetry_reduction_keeps_the_verdict_and_shrinks_the_state_count() -> None:
+    for participants, clients, crashes in [(2, 2, 1), (3, 2, 0), (2, 3, 0)]:
+        reduced = Explorer(participants, clients, Bounds(crashes=crashes)).run()
+        full = Explorer(participants, clients, Bounds(crashes=crashes), symmetry=False).run()
+        assert reduced.ok and full.ok and reduced.complete and full.complete
+        assert reduced.depth == full.depth
+        assert reduced.states < full.states
+    assert (reduced.states, full.states) == (400, 4_329)  # 2 participants, 3 clients, no crash: pinned
+
+
+# Each broken variant on a small configuration that catches it (one crash, or
+# three clients for a lock released by a no vote).
+SMALL = {name: (2, 3, 0) if name == "nok-releases-lock" else (2, 2, 1) for name in BROKEN}
+
+
+@pytest.mark.parametrize("name", sorted(set(BROKEN) - {"forget-no-vote"}))
+def test_symmetry_reduction_gives_every_broken_variant_the_same_verdict(name: str) -> None:
+    participants, clients, crashes = SMALL[name]
+    found = []
+    for symmetry in (True, False):
+        result = Explorer(participants, clients, Bounds(crashes=crashes), symmetry=symmetry, **BROKEN[name]).run()
+        assert not result.ok, name
+        assert result.trace[-1].startswith("VIOLATION")
+        found.append((rules(result.violations), result.depth))
+    assert found[0] == found[1]
 
 
 def test_a_held_commit_record_outlives_other_steps_and_is_lost_in_a_crash() -> None:
@@ -165,25 +256,65 @@ def test_a_held_commit_record_outlives_other_steps_and_is_lost_in_a_crash() -> N
         (step,) = [st for st in explorer.steps(state) if explorer.describe(state, st) == text]
         state = explorer.apply(state, step)[0]
 
-    def p1() -> tuple[Any, ...]:
-        return explorer._snaps[state[0]]  # (up, core, durable, timers, held)
+    def p1() -> PSnap:
+        return explorer.psnap(state.nodes[0])
 
     take("client1 begins t1 (value=1)")
     for p in ("p1", "p2", "p3"):  # each vote is handled by the client as it arrives
         take(f"client1 -> {p}: PREPARE txid=t1 value=1 participants=p1:1,p2:2,p3:3")
     take("client1 -> p1: COMMIT txid=t1")
-    assert [r.state for r in p1()[4]] == [TxState.COMMITTED]  # acknowledged, held
+    assert [r.state for r in p1().held] == [TxState.COMMITTED]  # acknowledged, held
     take("client1 -> p2: COMMIT txid=t1")  # another node's step: still held, and its write still a step
-    assert [r.state for r in p1()[4]] == [TxState.COMMITTED]
+    assert [r.state for r in p1().held] == [TxState.COMMITTED]
     assert "p1 writes the commit record(s) it held" in [explorer.describe(state, st) for st in explorer.steps(state)]
     take("p1 crashes")
-    assert [r.state for r in p1()[2]] == [TxState.PREPARED] and p1()[4] == ()  # the yes vote is all it has
+    assert [r.state for r in p1().durable] == [TxState.PREPARED] and p1().held == ()  # the yes vote is all it has
 
 
 def test_real_protocol_without_faults_commits_or_aborts_cleanly() -> None:
     result = Explorer(3, 2, Bounds(crashes=0)).run()
     assert result.ok and result.complete
-    assert result.states > 1_000
+    assert result.states == 485  # 5,283 without symmetry reduction
+
+
+def test_explorer_catches_a_coordinator_that_never_prepares() -> None:
+    result = Explorer(3, 1, Bounds(crashes=0), coordinator_factory=never_prepare).run()
+    assert rules(result.violations) == {AC4}
+    assert "client1 reports t1 ABORTED although it met no fault and no conflict" in str(result.violations[0])
+    assert result.depth == 3  # begin, timer, the RESOLVE answered: the shortest
+
+
+def test_explorer_catches_a_coordinator_that_never_commits() -> None:
+    result = Explorer(3, 1, Bounds(crashes=0), coordinator_factory=never_commit).run()
+    assert rules(result.violations) == {AC4}
+    assert "reports t1 UNKNOWN" in str(result.violations[0])
+    assert sum("VOTE txid=t1 vote=ok" in line for line in result.trace) == 3
+
+
+def test_explorer_catches_a_no_vote_that_releases_the_lock() -> None:
+    result = Explorer(1, 3, Bounds(crashes=0), participant_factory=NokReleasesLock.restore).run()
+    assert rules(result.violations) == {LOCK}
+    assert "p1 holds 2 transactions prepared" in str(result.violations[0])
+    assert any("vote=NOK" in line for line in result.trace)
+
+
+def test_explorer_catches_a_codec_that_changes_a_vote() -> None:
+    result = Explorer(2, 2, Bounds(crashes=0), codec=BROKEN_CODEC).run()
+    assert rules(result.violations) == {CODEC}
+    assert "vote=ok" in str(result.violations[0]) and "yes=False" in str(result.violations[0])
+
+
+def test_explorer_passes_every_message_through_the_codec() -> None:
+    carried: list[Message] = []
+
+    def counting_decode(line: bytes) -> Message:
+        msg = decode(line)
+        carried.append(msg)
+        return msg
+
+    Explorer(2, 1, Bounds(crashes=0), codec=WireCodec(encode, counting_decode)).run()
+    kinds = {type(m).__name__ for m in carried}
+    assert {"Prepare", "Vote", "Commit", "Outcome"} <= kinds
 
 
 def test_real_protocol_with_one_client_a_crash_a_loss_and_a_duplicate_has_no_violation() -> None:
@@ -274,22 +405,9 @@ def test_explorer_catches_a_no_vote_that_is_not_durable() -> None:
     assert any("[duplicated: a copy stays in flight]" in line for line in result.trace)
 
 
-@pytest.mark.parametrize(
-    ("participant_factory", "coordinator_factory"),
-    [
-        (VoteBeforePersist.restore, None),
-        (None, commit_with_missing_vote),
-        (AbortOnTimeout.restore, None),
-        (ForgetLockOnRestart.restore, None),
-    ],
-    ids=["vote-before-persist", "commit-with-missing-vote", "abort-on-timeout", "forget-lock-on-restart"],
-)
-def test_random_simulation_catches_broken_variant(participant_factory, coordinator_factory) -> None:  # type: ignore[no-untyped-def]
-    kwargs = {}
-    if participant_factory is not None:
-        kwargs["participant_factory"] = participant_factory
-    if coordinator_factory is not None:
-        kwargs["coordinator_factory"] = coordinator_factory
+@pytest.mark.parametrize("name", sorted(set(BROKEN) - {"forget-no-vote"}))
+def test_random_simulation_catches_broken_variant(name: str) -> None:
+    kwargs = BROKEN[name]
     summary = random_runs(300, seed=1, **kwargs)
     failure = summary.failure
     assert failure is not None
@@ -376,3 +494,15 @@ def test_cli_help_gives_every_option_its_default(command: str, capsys: pytest.Ca
         assert flag in text
         if action.default not in (None, False):
             assert f"(default: {action.default})" in text, flag
+
+
+def test_cli_explore_prints_the_tcommit_count_for_the_participants_asked_and_both_state_counts() -> None:
+    reduced, full = io.StringIO(), io.StringIO()
+    argv = ["explore", "--participants", "2", "--clients", "1", "--crashes", "0"]
+    assert cli.main(argv, reduced) == 0 and cli.main([*argv, "--no-symmetry"], full) == 0
+    assert len(tcommit_reachable(2)) == 12  # working, prepared, committed, aborted: 16 pairs less 4 that mix
+    for out in (reduced, full):
+        assert "TCommit model: 12 distinct states for 2 resource managers\n" in out.getvalue()
+    # Two participants, one client, no fault: the two participants are interchangeable.
+    assert reduced.getvalue().startswith("explored 6 states (one per class up to renaming")
+    assert full.getvalue().startswith("explored 8 states (")

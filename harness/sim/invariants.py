@@ -18,6 +18,12 @@ moment it happens, against the views just before it:
 * refinement: the change maps to a step of Gray and Lamport's TCommit (one
   resource manager's Prepare or Decide) or to no change. The mapping is the
   view itself: none -> working, prepared, committed, aborted.
+* lock exclusion: a participant never holds two transactions prepared at
+  once (judged on its durable records, after each write).
+* AC4 non-triviality: a transaction that met no fault and no conflict is
+  reported COMMITTED. The caller decides what "no fault, no conflict" means
+  for its model (the simulator and the explorer say it in their docstrings).
+* codec: every message decodes (harness.protocol.messages) to what was encoded.
 
 Once faults stop and the system is quiet (:func:`check_quiescent`): every
 transaction is decided at every participant that knows of it, a commit is
@@ -36,7 +42,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from harness.protocol.coordinator import Result
 from harness.protocol.messages import TxState
 from harness.protocol.participant import ParticipantCore, TxRecord
-from harness.sim.model import Violation
+from harness.sim.model import PropertyViolation
 
 View = tuple[TxState | None, ...]
 
@@ -46,6 +52,9 @@ AC3 = "AC3 validity"
 TRUTH = "client told the truth"
 REFINEMENT = "refinement of TCommit"
 LIVENESS = "liveness"
+LOCK = "lock exclusion"
+AC4 = "AC4 non-triviality"
+CODEC = "codec round trip"
 REPLICAS = "identical replicas"
 
 # Gray and Lamport, "Consensus on Transaction Commit" (2004), TCommit.tla with
@@ -144,20 +153,22 @@ def _state(s: TxState | None) -> str:
 
 def check_persist(
     txid: str, names: Sequence[str], before: View, i: int, new: TxState, reported: Result | None
-) -> list[Violation]:
+) -> list[PropertyViolation]:
     """Judge participant ``i`` durably writing ``new`` for ``txid``, given the
     view just before and what the user was told (if anything)."""
     old = before[i]
     after = (*before[:i], new, *before[i + 1 :])
-    out: list[Violation] = []
+    out: list[PropertyViolation] = []
     who = names[i]
     if new not in _FORWARD[old]:
-        out.append(Violation(rule=AC2, detail=f"{who}'s durable state of {txid} went {_state(old)} -> {new.value}"))
+        out.append(
+            PropertyViolation(rule=AC2, detail=f"{who}'s durable state of {txid} went {_state(old)} -> {new.value}")
+        )
     if new is TxState.COMMITTED and old is not TxState.COMMITTED:
         missing = [f"{names[j]} ({_state(s)})" for j, s in enumerate(before) if s not in _YES]
         if missing:
             out.append(
-                Violation(
+                PropertyViolation(
                     rule=AC3,
                     detail=f"{who} commits {txid} but not every participant durably voted yes: {', '.join(missing)}",
                 )
@@ -165,25 +176,25 @@ def check_persist(
     if TxState.COMMITTED in after and TxState.ABORTED in after:
         c = ",".join(names[j] for j, s in enumerate(after) if s is TxState.COMMITTED)
         a = ",".join(names[j] for j, s in enumerate(after) if s is TxState.ABORTED)
-        out.append(Violation(rule=AC1, detail=f"{txid} is committed at {c} and aborted at {a}"))
+        out.append(PropertyViolation(rule=AC1, detail=f"{txid} is committed at {c} and aborted at {a}"))
     if reported is Result.ABORTED and new is TxState.COMMITTED:
-        out.append(Violation(rule=TRUTH, detail=f"the user was told {txid} ABORTED, but {who} commits it"))
+        out.append(PropertyViolation(rule=TRUTH, detail=f"the user was told {txid} ABORTED, but {who} commits it"))
     if reported is Result.COMMITTED and new is TxState.ABORTED:
-        out.append(Violation(rule=TRUTH, detail=f"the user was told {txid} COMMITTED, but {who} aborts it"))
+        out.append(PropertyViolation(rule=TRUTH, detail=f"the user was told {txid} COMMITTED, but {who} aborts it"))
     if tcommit_step(before, after) is None:
         b = ",".join(RM_OF[s].value for s in before)
         a = ",".join(RM_OF[s].value for s in after)
-        out.append(Violation(rule=REFINEMENT, detail=f"{txid}: <{b}> -> <{a}> is no TCommit action"))
+        out.append(PropertyViolation(rule=REFINEMENT, detail=f"{txid}: <{b}> -> <{a}> is no TCommit action"))
     return out
 
 
-def check_report(txid: str, names: Sequence[str], view: View, result: Result, client: str) -> list[Violation]:
+def check_report(txid: str, names: Sequence[str], view: View, result: Result, client: str) -> list[PropertyViolation]:
     """Judge a client telling its user ``result``, given the durable view now."""
     if result is Result.COMMITTED:
         missing = [f"{names[j]} ({_state(s)})" for j, s in enumerate(view) if s not in _YES]
         if missing:
             return [
-                Violation(
+                PropertyViolation(
                     rule=TRUTH,
                     detail=f"{client} reports {txid} COMMITTED before every participant durably voted yes: "
                     + ", ".join(missing),
@@ -193,11 +204,35 @@ def check_report(txid: str, names: Sequence[str], view: View, result: Result, cl
         committed = [names[j] for j, s in enumerate(view) if s is TxState.COMMITTED]
         if committed:
             return [
-                Violation(
+                PropertyViolation(
                     rule=TRUTH, detail=f"{client} reports {txid} ABORTED but it is committed at {','.join(committed)}"
                 )
             ]
     return []
+
+
+def check_lock(name: str, prepared: Sequence[str]) -> list[PropertyViolation]:
+    """Judge participant ``name`` whose durable records hold ``prepared``
+    (the txids in state PREPARED) after a write."""
+    if len(prepared) > 1:
+        return [
+            PropertyViolation(
+                rule=LOCK, detail=f"{name} holds {len(prepared)} transactions prepared: " + ", ".join(sorted(prepared))
+            )
+        ]
+    return []
+
+
+def check_nontrivial(txid: str, result: Result, client: str) -> list[PropertyViolation]:
+    """Judge ``client`` reporting ``result`` for a transaction that met no
+    fault and no conflict (AC4: it must commit)."""
+    if result is Result.COMMITTED:
+        return []
+    return [
+        PropertyViolation(
+            rule=AC4, detail=f"{client} reports {txid} {result.value.upper()} although it met no fault and no conflict"
+        )
+    ]
 
 
 # ====================================================================== once quiet
@@ -215,18 +250,20 @@ def check_quiescent(
     stores: Sequence[Mapping[str, TxRecord]],
     reports: Mapping[str, Result],
     waiting: Sequence[str],
-) -> list[Violation]:
+) -> list[PropertyViolation]:
     """Liveness and replica checks once faults stopped and nothing is left to
     happen: every participant up (``cores``, with its durable ``stores``),
     ``reports`` what users were told per txid, ``waiting`` the live clients
     whose transaction never finished."""
-    out: list[Violation] = []
+    out: list[PropertyViolation] = []
     for name, core, store in zip(names, cores, stores, strict=True):
         held = sorted(t for t, r in store.items() if r.state is TxState.PREPARED)
         if held:
-            out.append(Violation(rule=LIVENESS, detail=f"{name} is still prepared (locked) on {', '.join(held)}"))
+            out.append(
+                PropertyViolation(rule=LIVENESS, detail=f"{name} is still prepared (locked) on {', '.join(held)}")
+            )
         elif core.lock is not None:
-            out.append(Violation(rule=LIVENESS, detail=f"{name} still holds its lock for {core.lock}"))
+            out.append(PropertyViolation(rule=LIVENESS, detail=f"{name} still holds its lock for {core.lock}"))
     txids = sorted({t for store in stores for t in store})
     for txid in txids:
         known = [(name, store[txid]) for name, store in zip(names, stores, strict=True) if txid in store]
@@ -240,7 +277,7 @@ def check_quiescent(
             ]
             if lacking:
                 out.append(
-                    Violation(
+                    PropertyViolation(
                         rule=LIVENESS,
                         detail=f"{txid} is committed at {','.join(committed)} but never at {','.join(lacking)}",
                     )
@@ -254,17 +291,19 @@ def check_quiescent(
             ]
             if lacking:
                 out.append(
-                    Violation(rule=TRUTH, detail=f"{txid} was reported COMMITTED but is not committed at {lacking}")
+                    PropertyViolation(
+                        rule=TRUTH, detail=f"{txid} was reported COMMITTED but is not committed at {lacking}"
+                    )
                 )
     for client in waiting:
-        out.append(Violation(rule=LIVENESS, detail=f"{client} never finished its transaction"))
+        out.append(PropertyViolation(rule=LIVENESS, detail=f"{client} never finished its transaction"))
     finals = []
     for name, core, store in zip(names, cores, stores, strict=True):
         seq = committed_sequence(store)
         last = store[seq[-1]].value if seq else 0
         if core.storage_server != last or core.version != len(seq):
             out.append(
-                Violation(
+                PropertyViolation(
                     rule=REPLICAS,
                     detail=f"{name} has storage_server={core.storage_server} version={core.version}, but its "
                     f"records say {last} after {len(seq)} commits",
@@ -275,5 +314,5 @@ def check_quiescent(
         detail = "; ".join(
             f"{n}: storage_server={v} version={ver} committed={','.join(s) or '-'}" for n, v, ver, s in finals
         )
-        out.append(Violation(rule=REPLICAS, detail=detail))
+        out.append(PropertyViolation(rule=REPLICAS, detail=detail))
     return out

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from harness.protocol import coordinator as co
-from harness.protocol.messages import Message, TxState, encode
+from harness.protocol.messages import DecodeError, Message, TxState, decode, encode
 from harness.protocol.participant import (
     CancelTimer,
     Close,
@@ -394,8 +394,41 @@ def effect_text(topo: Topology, node: int, effect: Effect) -> str | None:
     return None
 
 
+# ====================================================================== the wire
+
+
+Encoder = Callable[[Message], bytes]
+Decoder = Callable[[bytes], Message]
+
+
+class WireCodec:
+    """Every simulated message goes through the real codec (or a broken one a
+    test passes): what arrives is what ``decode(encode(msg))`` gives. The
+    codec is pure, so each distinct message is converted once (memoised).
+    ``carry`` returns the message that arrives, or None with ``problem`` set
+    when the message does not come back as it left (or does not decode)."""
+
+    def __init__(self, encoder: Encoder = encode, decoder: Decoder = decode) -> None:
+        self.encoder, self.decoder = encoder, decoder
+        self._seen: dict[Message, tuple[Message | None, str]] = {}
+
+    def carry(self, msg: Message) -> tuple[Message | None, str]:
+        hit = self._seen.get(msg)
+        if hit is None:
+            line = b""
+            try:
+                line = self.encoder(msg)
+                back = self.decoder(line)
+            except DecodeError as e:
+                hit = (None, f"{msg!r} was encoded as {line!r}, which does not decode: {e}")
+            else:
+                hit = (back, "" if back == msg else f"{msg!r} was encoded as {line!r} and decoded as {back!r}")
+            self._seen[msg] = hit
+        return hit
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Violation:
+class PropertyViolation:
     """A property that does not hold. ``rule`` names it (AC1, truth, ...)."""
 
     rule: str

@@ -20,25 +20,45 @@ then. A message in flight to a participant that crashed is lost if it arrives
 while the participant is down, and delivered if it arrives after the restart
 (a network that holds messages: more than TCP allows, so a safe superset).
 
-Every durable write and every report is judged as it happens
-(harness.sim.invariants), so a run stops at the first violation; liveness and
-identical replicas are judged once the run is quiet. A failing run is
+Every message goes through the codec (model.WireCodec): what arrives is what
+the wire line decodes to. Every durable write and every report is judged as it
+happens (harness.sim.invariants), so a run stops at the first violation;
+liveness and identical replicas are judged once the run is quiet.
+
+AC4 (non-triviality) is judged on the transactions that met no fault and no
+conflict: from the start of the transaction to its report, no crash, restart,
+loss, duplicate, refused or broken connection anywhere; at its start no other
+transaction running, every participant up and unlocked; while it runs, no
+other transaction starts and no participant prepares another txid (a late
+duplicate). Such a transaction must be reported COMMITTED. It is judged only
+when the timers leave room for every message (4 x max_delay < resolve_after,
+2 x max_delay < client_timeout): otherwise a slow message is a fault too. A failing run is
 re-run with a trace (it is the same run) to print what happened.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import heapq
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.protocol import coordinator as co
 from harness.protocol.messages import Message, TxState
 from harness.protocol.participant import TxRecord
-from harness.sim.invariants import LIVENESS, check_persist, check_quiescent, check_report
+from harness.sim.invariants import (
+    CODEC,
+    LIVENESS,
+    check_lock,
+    check_nontrivial,
+    check_persist,
+    check_quiescent,
+    check_report,
+)
 from harness.sim.model import (
     CNode,
     CoordinatorFactory,
@@ -46,9 +66,10 @@ from harness.sim.model import (
     Fx,
     ParticipantFactory,
     PNode,
+    PropertyViolation,
     Topology,
-    Violation,
     Wire,
+    WireCodec,
     effect_text,
     message_text,
     real_coordinator,
@@ -80,11 +101,11 @@ class SimParams:
 
 
 @dataclass
-class RunResult:
+class SimRun:
     """What one run did and found."""
 
     seed: int
-    violations: list[Violation] = field(default_factory=list)
+    violations: list[PropertyViolation] = field(default_factory=list)
     transactions: int = 0  # started
     results: dict[co.Result, int] = field(default_factory=lambda: dict.fromkeys(co.Result, 0))
     events: int = 0
@@ -110,12 +131,26 @@ class _Ev(enum.IntEnum):
     WRITE = 7  # (participant,): its held lazy records are written
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _persist_verdict(
+    txid: str,
+    names: tuple[str, ...],
+    before: tuple[TxState | None, ...],
+    i: int,
+    new: TxState,
+    reported: co.Result | None,
+) -> tuple[PropertyViolation, ...]:
+    """check_persist, memoised: it is pure, and the same txids, views and
+    writes recur from run to run."""
+    return tuple(check_persist(txid, names, before, i, new, reported))
+
+
 class _Stop(Exception):
     """A violation: the run ends here."""
 
 
 class Simulation:
-    """One seeded run. ``run()`` returns its RunResult."""
+    """One seeded run. ``run()`` returns its SimRun."""
 
     def __init__(
         self,
@@ -125,14 +160,16 @@ class Simulation:
         participant_factory: ParticipantFactory = real_participant,
         coordinator_factory: CoordinatorFactory = real_coordinator,
         trace: bool = False,
+        codec: WireCodec | None = None,
     ) -> None:
         self.params = p = params or SimParams()
+        self.codec = codec or WireCodec()
         self.rng = random.Random(seed)
         self.topo = topo = Topology(p.participants, p.clients)
         self.pfactory = participant_factory
         self.cfactory = coordinator_factory
         self.tracing = trace
-        self.result = RunResult(seed=seed)
+        self.result = SimRun(seed=seed)
         self.np, self.nc = p.participants, p.clients
         self.now = 0
         self._seq = 0
@@ -153,6 +190,12 @@ class Simulation:
         self.ctimers: dict[tuple[int, co.Timer], int] = {}
         self.views: dict[str, list[TxState | None]] = {}
         self.reports: dict[str, co.Result] = {}
+        # AC4 bookkeeping (the module docstring): faults so far, and per client
+        # whether its transaction is still clean and the fault count at its start.
+        self.fault_count = 0
+        self.clean = [False] * p.clients
+        self.faults_at_start = [0] * p.clients
+        self.timely = 4 * p.max_delay < p.resolve_after and 2 * p.max_delay < p.client_timeout
 
     # ------------------------------------------------------------ scheduling
 
@@ -163,7 +206,7 @@ class Simulation:
     def _say(self, line: str) -> None:
         self.result.trace.append(f"{self.now:>7} {line}")
 
-    def run(self) -> RunResult:
+    def run(self) -> SimRun:
         p, rng = self.params, self.rng
         for c in range(self.nc):
             self._at(rng.randint(0, p.think), _Ev.START, (c,))
@@ -176,14 +219,14 @@ class Simulation:
                 self.now, _, ev, data = heapq.heappop(self._heap)
                 self.result.events += 1
                 if self.result.events > p.max_events:
-                    self._violate(Violation(rule=LIVENESS, detail=f"still busy after {p.max_events} events"))
+                    self._violate(PropertyViolation(rule=LIVENESS, detail=f"still busy after {p.max_events} events"))
                 self._event(ev, data)
             self._final()
         except _Stop:
             pass
         return self.result
 
-    def _violate(self, *violations: Violation, txid: str | None = None) -> None:
+    def _violate(self, *violations: PropertyViolation, txid: str | None = None) -> None:
         self.result.violations = list(violations)
         self.result.txid = txid
         if self.tracing:
@@ -272,6 +315,11 @@ class Simulation:
         value = (c + 1) * 1000 + n
         self.result.transactions += 1
         self.current[c] = txid
+        others = [d for d, other in enumerate(self.cnodes) if d != c and other.active]
+        for d in others:
+            self.clean[d] = False
+        self.clean[c] = not others and all(pn.up and pn.core is not None and pn.core.lock is None for pn in self.pnodes)
+        self.faults_at_start[c] = self.fault_count
         node = self.np + c
         if self.tracing:
             self._say(f"{self.topo.display[node]} begins {txid} (value={value})")
@@ -313,8 +361,14 @@ class Simulation:
 
     def _send(self, tag: Wire, src: int, dst: int, msg: Message) -> None:
         p, rng = self.params, self.rng
+        arrived, problem = self.codec.carry(msg)
+        if arrived is None or problem:
+            self._violate(PropertyViolation(rule=CODEC, detail=problem), txid=getattr(msg, "txid", None))
+        assert arrived is not None
+        msg = arrived
         if self.faults and rng.random() < p.loss:
             self.result.lost += 1
+            self.fault_count += 1
             if self.tracing:
                 self._say(
                     f"    (the network loses {self.topo.display[src]} -> {self.topo.display[dst]}: {message_text(msg)})"
@@ -323,6 +377,7 @@ class Simulation:
         self._at(self.now + rng.randint(p.min_delay, p.max_delay), _Ev.DELIVER, (tag, src, dst, msg))
         if self.faults and rng.random() < p.duplicate:
             self.result.duplicated += 1
+            self.fault_count += 1
             self._at(self.now + rng.randint(p.min_delay, p.max_delay), _Ev.DELIVER, (tag, src, dst, msg))
 
     def _effects(self, node: int, effects: list[Effect]) -> None:
@@ -357,6 +412,7 @@ class Simulation:
                     self.conns[c][dst] = True
                     self._send(Wire.REQUEST, node, dst, effect[2])  # type: ignore[arg-type]
                 else:
+                    self.fault_count += 1
                     self._at(self.now + p.min_delay, _Ev.DELIVER, (Wire.REFUSED, dst, node, None))
             elif what is Fx.PERSIST:
                 record = effect[1]
@@ -409,6 +465,7 @@ class Simulation:
     def _crashed(self, node: int) -> None:
         """What a crash does outside the node."""
         self.armed.discard(node)
+        self.fault_count += 1
         if node >= self.np:
             self.left[node - self.np] = 0
             return
@@ -424,6 +481,7 @@ class Simulation:
         pn = self.pnodes[node]
         if pn.up:
             return
+        self.fault_count += 1
         if self.tracing:
             self._say(f"{self.topo.display[node]} restarts from {len(pn.durable)} durable record(s)")
         self._effects(node, pn.restart(self.pfactory, self._crash_point(node)))
@@ -439,8 +497,16 @@ class Simulation:
     def _judge_persist(self, node: int, record: TxRecord) -> None:
         view = self._view(record.txid)
         names = self.topo.display[: self.np]
-        violations = check_persist(record.txid, names, tuple(view), node, record.state, self.reports.get(record.txid))
+        violations = list(
+            _persist_verdict(record.txid, names, tuple(view), node, record.state, self.reports.get(record.txid))
+        )
         view[node] = record.state
+        if record.state is TxState.PREPARED:
+            durable = self.pnodes[node].durable
+            violations += check_lock(names[node], [t for t, r in durable.items() if r.state is TxState.PREPARED])
+            for c, cn in enumerate(self.cnodes):
+                if cn.active and self.current[c] != record.txid:
+                    self.clean[c] = False  # another transaction holds a lock meanwhile
         if violations:
             self._violate(*violations, txid=record.txid)
 
@@ -452,6 +518,9 @@ class Simulation:
         violations = check_report(
             txid, self.topo.display[: self.np], tuple(self._view(txid)), result, self.topo.display[node]
         )
+        c = node - self.np
+        if self.timely and self.clean[c] and self.fault_count == self.faults_at_start[c]:
+            violations += check_nontrivial(txid, result, self.topo.display[node])
         if violations:
             self._violate(*violations, txid=txid)
 
@@ -480,15 +549,17 @@ def simulate(
     participant_factory: ParticipantFactory = real_participant,
     coordinator_factory: CoordinatorFactory = real_coordinator,
     trace: bool = False,
-) -> RunResult:
+    codec: WireCodec | None = None,
+) -> SimRun:
     """One run; a failing run is re-run with its trace when ``trace`` is False."""
-    result = Simulation(
-        seed, params, participant_factory=participant_factory, coordinator_factory=coordinator_factory, trace=trace
-    ).run()
+    kwargs: dict[str, Any] = {
+        "participant_factory": participant_factory,
+        "coordinator_factory": coordinator_factory,
+        "codec": codec,
+    }
+    result = Simulation(seed, params, trace=trace, **kwargs).run()
     if not result.ok and not trace:
-        result = Simulation(
-            seed, params, participant_factory=participant_factory, coordinator_factory=coordinator_factory, trace=True
-        ).run()
+        result = Simulation(seed, params, trace=True, **kwargs).run()
     return result
 
 
@@ -504,7 +575,7 @@ class Summary:
     lost: int = 0
     duplicated: int = 0
     cpu_seconds: float = 0.0
-    failure: RunResult | None = None
+    failure: SimRun | None = None
 
     @property
     def transactions_per_cpu_second(self) -> float:
@@ -519,13 +590,19 @@ def random_runs(
     participant_factory: ParticipantFactory = real_participant,
     coordinator_factory: CoordinatorFactory = real_coordinator,
     progress: Callable[[int, Summary], None] | None = None,
+    codec: WireCodec | None = None,
 ) -> Summary:
     """Runs with seeds seed, seed+1, ...; stops at the first failing run."""
     summary = Summary()
+    codec = codec or WireCodec()  # shared: each distinct message is encoded and decoded once
     t0 = time.process_time()
     for i in range(runs):
         result = Simulation(
-            seed + i, params, participant_factory=participant_factory, coordinator_factory=coordinator_factory
+            seed + i,
+            params,
+            participant_factory=participant_factory,
+            coordinator_factory=coordinator_factory,
+            codec=codec,
         ).run()
         summary.runs += 1
         summary.transactions += result.transactions
@@ -543,6 +620,7 @@ def random_runs(
                 participant_factory=participant_factory,
                 coordinator_factory=coordinator_factory,
                 trace=True,
+                codec=codec,
             )
             return summary
         if progress is not None:
