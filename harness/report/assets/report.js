@@ -17,8 +17,8 @@
   const KIND_NAMES = ["PREPARE", "vote ok", "vote NOK", "COMMIT", "ABORT", "RESOLVE", "OUTCOME", "STATUS/STATE", "ERROR"];
   const FAULT_COLOURS = {"kill-participant": "rgba(214,39,40,0.13)", "kill-client": "rgba(255,127,14,0.13)",
     pause: "rgba(148,103,189,0.13)", partition: "rgba(140,86,75,0.15)", crash: "rgba(214,39,40,0.13)"};
-  const LIMIT = 20000; // messages drawn in one frame at most: more would be a smear, and slow
-  const MARK_LIMIT = 10000;
+  const LIMIT = 12000; // messages drawn in one frame at most: more would be a smear in 1,000-odd pixels, and slow
+  const MARK_LIMIT = 6000;
   const LANE_H = 36, LOCK_H = 20, TOP = 26, LEFT = 96;
   const el = (tag, attrs, ...kids) => {
     const e = document.createElement(tag);
