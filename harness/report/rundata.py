@@ -115,7 +115,8 @@ def read_run(folder: Path, events: TextIO | None = None) -> RunData:
             content = path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             return
-        out = events.write if events is not None else None
+        json_lines: list[str] = []  # this log's events.jsonl lines, written in one go
+        out = json_lines.append if events is not None else None
         fname = path.name
         send, recv = sends.append, recvs.append
         client = _client_index(name, clients)
@@ -244,6 +245,8 @@ def read_run(folder: Path, events: TextIO | None = None) -> RunData:
                     drops.append((t, f.get("link", ""), f.get("forward") == "True", f.get("line", "")))
                 mark((t, lane, _SIMPLE_MARKS[event], tx(f.get("txid")), number, detail(other[:200])))
         data.lines += count
+        if events is not None:
+            events.writelines(json_lines)
         if first >= 0:
             span.extend((first, t))
 
