@@ -156,6 +156,9 @@ def test_report_of_a_real_run_with_faults_draws_every_message_and_zooms(
     page.page.mouse.wheel(0, -600)
     page.page.wait_for_function(f"REPORT.view.v1 - REPORT.view.v0 < {(before['v1'] - before['v0']) / 2}")
     assert page.js("REPORT.lastDrawMs") < 1000
+    # zoomed in, every message sent in view is drawn (and those received in it)
+    assert page.js("REPORT.stride") == 1
+    assert page.js("REPORT.drawnMessages") >= page.js("REPORT.visibleMessages") > 0
     page.screenshot(tmp_path / "faults.png")
 
 

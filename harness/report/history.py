@@ -19,7 +19,13 @@ from typing import Any
 
 from harness.report.columns import Result, RunData
 
-_TYPES = {Result.COMMITTED: "ok", Result.ABORTED: "fail", Result.UNKNOWN: "info", Result.ABANDONED: "info"}
+_TYPES: dict[int, str] = {
+    Result.COMMITTED: "ok",
+    Result.ABORTED: "fail",
+    Result.UNKNOWN: "info",
+    Result.ABANDONED: "info",
+}
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode  # one encoder: json.dumps builds one per call
 
 
 def operations(data: RunData) -> list[dict[str, Any]]:
@@ -35,10 +41,10 @@ def operations(data: RunData) -> list[dict[str, Any]]:
         }
         begin, end = data.o_begin[i], data.o_end[i]
         entries.append((begin, 0, i, {"type": "invoke", **common, "time": begin * 1000}))
-        result = Result(data.o_result[i])
+        result = data.o_result[i]
         done: dict[str, Any] = {"type": _TYPES[result], **common, "time": (end if end >= 0 else data.end) * 1000}
         cause = data.strings[data.o_cause[i]] if data.o_cause[i] >= 0 else ""
-        if result is Result.ABANDONED:
+        if result == Result.ABANDONED:
             done["error"] = "client killed before it reported"
         else:
             done["latency_ms"] = data.o_latency_us[i] / 1000
@@ -46,12 +52,12 @@ def operations(data: RunData) -> list[dict[str, Any]]:
                 done["cause"] = cause
             done.update(data.o_extra[i])
         entries.append((end if end >= 0 else data.end, 1, i, done))
-    entries.sort(key=lambda e: (e[0], e[1], e[2]))
+    entries.sort()  # by time, invoke first, then operation: unique, so the dicts are never compared
     return [e[3] for e in entries]
 
 
 def write(folder: Path, data: RunData) -> Path:
     path = folder / "history.jsonl"
     with open(path, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(op, separators=(",", ":")) + "\n" for op in operations(data))
+        f.writelines(_ENCODE(op) + "\n" for op in operations(data))
     return path

@@ -68,7 +68,13 @@ def _delta(values: list[int]) -> list[int]:
 
 
 def _sorted(order: list[int], *columns: list[Any]) -> list[list[Any]]:
-    return [[c[i] for i in order] for c in columns]
+    """Each column in ``order`` (itemgetter: the permutation in C)."""
+    if not order:
+        return [[] for _ in columns]
+    if len(order) == 1:
+        return [[c[order[0]]] for c in columns]
+    pick = operator.itemgetter(*order)
+    return [list(pick(c)) for c in columns]
 
 
 def _evidence(data: RunData, evidence: tuple[str, ...]) -> list[dict[str, Any]]:

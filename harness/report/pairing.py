@@ -64,10 +64,9 @@ def pair_messages(data: RunData, sends: list[Raw], recvs: list[Raw], drops: list
     others = -1
 
     def resolve(lane: int, peer: str) -> int:
+        """The lane at the other end of ``lane``'s connection ``peer`` (not an address)."""
         nonlocal others
-        dst = lane_at.get(peer)
-        if dst is None:
-            dst = conn.get((lane, peer))
+        dst = conn.get((lane, peer))
         if dst is None:
             if others < 0:
                 others = len(data.lanes)
@@ -96,7 +95,9 @@ def pair_messages(data: RunData, sends: list[Raw], recvs: list[Raw], drops: list
     for i, (_, lane, peer, verb, txid, rest, _) in enumerate(sends):
         dst = get(peer)
         if dst is None:
-            dst = resolve(lane, peer)
+            dst = conn.get((lane, peer))
+            if dst is None:
+                dst = resolve(lane, peer)
         m_dst.append(dst)
         key = (lane, dst, verb, txid)
         held = pending.get(key)
@@ -120,7 +121,9 @@ def pair_messages(data: RunData, sends: list[Raw], recvs: list[Raw], drops: list
     for t, lane, peer, verb, txid, rest, number in recvs:
         src = get(peer)
         if src is None:
-            src = resolve(lane, peer)
+            src = conn.get((lane, peer))
+            if src is None:
+                src = resolve(lane, peer)
         held = pending.pop((src, lane, verb, txid), None)
         if held is None:
             _message(data, -1, t, src, lane, verb, rest, tx(txid or None), detail, 0, number)

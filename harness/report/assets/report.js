@@ -17,8 +17,8 @@
   const KIND_NAMES = ["PREPARE", "vote ok", "vote NOK", "COMMIT", "ABORT", "RESOLVE", "OUTCOME", "STATUS/STATE", "ERROR"];
   const FAULT_COLOURS = {"kill-participant": "rgba(214,39,40,0.13)", "kill-client": "rgba(255,127,14,0.13)",
     pause: "rgba(148,103,189,0.13)", partition: "rgba(140,86,75,0.15)", crash: "rgba(214,39,40,0.13)"};
-  const LIMIT = 20000; // messages drawn in one frame at most: more would be a smear, and slow
-  const MARK_LIMIT = 10000;
+  const LIMIT = 12000; // messages drawn in one frame at most: more would be a smear in 1,000-odd pixels, and slow
+  const MARK_LIMIT = 6000;
   const LANE_H = 36, LOCK_H = 20, TOP = 26, LEFT = 96;
   const el = (tag, attrs, ...kids) => {
     const e = document.createElement(tag);
@@ -254,25 +254,35 @@
   }
 
   function drawMessages() {
-    const n = C.m_t.length, others = H.lanes.indexOf("others");
-    const lo = lowerBound(C.m_t, V.v0 - C.maxDur), hi = lowerBound(C.m_t, V.v1 + 1);
-    const first = lowerBound(C.m_t, V.v0);
+    const others = H.lanes.indexOf("others"), proxy = H.lanes.indexOf("proxy");
+    // Messages sent before the view that are received in it, all of them (a cheap test each);
+    // then those sent in the view, one in every `stride` when there are too many.
+    const lo = lowerBound(C.m_t, V.v0 - C.maxDur), first = lowerBound(C.m_t, V.v0), hi = lowerBound(C.m_t, V.v1 + 1);
     R.visibleMessages = hi - first;
-    const stride = Math.max(1, Math.ceil((hi - lo) / LIMIT));
+    const stride = Math.max(1, Math.ceil((hi - first) / LIMIT));
     R.stride = stride;
     const paths = KIND_NAMES.map(() => new Path2D());
     const stubs = new Path2D();
-    drawn = new Int32Array(Math.ceil((hi - lo) / stride) + 1);
+    const mt = C.m_t, md = C.m_dur, mk = C.m_kind, ms_ = C.m_src, mdst = C.m_dst;
+    const k = (width - LEFT) / (V.v1 - V.v0), v0 = V.v0;
+    drawn = new Int32Array(Math.ceil((hi - first) / stride) + (first - lo) + 1);
     let count = 0;
-    for (let i = lo; i < hi && i < n; i += stride) {
-      const [x1, y1, x2, y2, stub] = messageEnds(i);
-      if (Math.max(x1, x2) < LEFT || Math.min(x1, x2) > width) continue;
-      const p = paths[C.m_kind[i] & 15];
+    const one = (i) => {
+      const dur = md[i], x1 = LEFT + (mt[i] - v0) * k, y1 = laneY[ms_[i]];
+      let x2, y2;
+      if (dur >= 0) { x2 = LEFT + (mt[i] + dur - v0) * k; y2 = laneY[mdst[i]]; }
+      else {
+        x2 = x1 + 14;
+        y2 = (mk[i] & 16) && proxy >= 0 ? laneY[proxy] : y1 + (laneY[mdst[i]] - y1) * 0.35;
+        // a cross where a message was lost; none towards "others", whose receipt no log records
+        if (mdst[i] !== others) { stubs.moveTo(x2 - 3, y2 - 3); stubs.lineTo(x2 + 3, y2 + 3); stubs.moveTo(x2 + 3, y2 - 3); stubs.lineTo(x2 - 3, y2 + 3); }
+      }
+      const p = paths[mk[i] & 15];
       p.moveTo(x1, y1); p.lineTo(x2, y2);
-      // a cross where a message was lost; none towards "others", whose receipt no log records
-      if (stub && C.m_dst[i] !== others) { stubs.moveTo(x2 - 3, y2 - 3); stubs.lineTo(x2 + 3, y2 + 3); stubs.moveTo(x2 + 3, y2 - 3); stubs.lineTo(x2 - 3, y2 + 3); }
       drawn[count++] = i;
-    }
+    };
+    for (let i = lo; i < first; i++) if (md[i] >= 0 && mt[i] + md[i] >= v0) one(i);
+    for (let i = first; i < hi; i += stride) one(i);
     drawn = drawn.subarray(0, count);
     R.drawnMessages = count;
     const heads = count < 4000;
