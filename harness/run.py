@@ -6,14 +6,17 @@ Exit status: 0 consistent, 1 a violation, 2 a usage or infrastructure error.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
 from harness.experiment.config import RunConfig, with_default_timeouts
-from harness.experiment.faults import NEMESIS_KINDS, parse_crashes, parse_nemesis
+from harness.experiment.faults import KERNEL_KINDS, NEMESIS_KINDS, parse_crashes, parse_nemesis
 from harness.experiment.processes import RunError
 from harness.experiment.runner import run
 from harness.experiment.workload import PrepareMode, RetryMode
+from harness.hosts import netns
+from harness.hosts.netns import NetworkMode
 from harness.node.timing import (
     CLIENT_TIMEOUT_PER_DELAY,
     FAULT_CLIENT_TIMEOUT,
@@ -30,6 +33,8 @@ examples:
   python -m harness.run --clients 20 --transactions 50 --retry backoff
   python -m harness.run --clients 3 --transactions 2 --delay 1     # the seed's pace, to watch
   python -m harness.run --base-port 0                               # any free ports
+  sudo python -m harness.run --network netns --nemesis partition,loss  # a namespace per node, kernel faults
+  python -m harness.run --hosts hosts.toml                          # participants on remote hosts, over SSH
 exit status: 0 consistent, 1 a violation was found, 2 usage or infrastructure error.
 """
 
@@ -138,6 +143,27 @@ def build_parser() -> argparse.ArgumentParser:
         "server2 right after server2's yes vote)",
     )
     p.add_argument(
+        "--network",
+        type=NetworkMode,
+        choices=list(NetworkMode),
+        default=d.network,
+        help="where nodes live: all on 127.0.0.1 (loopback, the default), or each in a network namespace of its "
+        "own on a bridge the run makes, with partitions, loss and bandwidth limits made by the kernel (netns; "
+        "needs root)",
+    )
+    p.add_argument(
+        "--hosts",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="run the participants on the remote hosts this inventory names, over SSH (docs/hosts.md)",
+    )
+    p.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="remove the namespaces (and their rules) that netns runs killed before their end left behind, then exit",
+    )
+    p.add_argument(
         "--no-durable",
         dest="durable",
         action="store_false",
@@ -154,9 +180,18 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds like Ctrl-C: every process, namespace and rule removed
+
+
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.cleanup:
+        return _cleanup()
+    if args.network is NetworkMode.NETNS and (why := netns.check_root()) is not None:
+        print(f"harness.run: {why}", file=sys.stderr)
+        return 2
     for name, low in (("clients", 1), ("participants", 1), ("transactions", 1)):
         if getattr(args, name) < low:
             parser.error(f"--{name} must be {low} or more")
@@ -173,6 +208,12 @@ def _main(argv: list[str] | None) -> int:
         parser.error(str(e))
     if args.duration is not None and args.duration <= 0:
         parser.error("--duration must be > 0")
+    if args.network is not NetworkMode.NETNS and (kernel := [k for k in nemesis if k in KERNEL_KINDS]):
+        parser.error(f"--nemesis {','.join(kernel)} needs --network netns (the kernel makes them)")
+    if args.hosts is not None and args.network is NetworkMode.NETNS:
+        parser.error("--hosts and --network netns do not go together: remote hosts have networks of their own")
+    if args.hosts is not None and args.base_port == 0:
+        parser.error("--hosts needs a fixed --base-port: remote participants bind their own ports")
     if args.nemesis_interval <= 0:
         parser.error("--nemesis-interval must be > 0")
     config = with_default_timeouts(
@@ -192,12 +233,15 @@ def _main(argv: list[str] | None) -> int:
             nemesis=nemesis,
             nemesis_interval=args.nemesis_interval,
             crash=tuple(args.crash),
+            network=args.network,
+            hosts=args.hosts,
         )
     )
     if args.timeout is not None:
         config.timeout = args.timeout
     if args.resolve_after is not None:
         config.resolve_after = args.resolve_after
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         result = run(config)
     except RunError as e:
@@ -220,6 +264,18 @@ def _main(argv: list[str] | None) -> int:
         )
     )
     return 0 if checked.consistent else 1
+
+
+def _cleanup() -> int:
+    """``--cleanup``: remove what netns runs whose runner is gone left behind."""
+    if (why := netns.check_root()) is not None:
+        print(f"harness.run: {why}", file=sys.stderr)
+        return 2
+    removed = netns.cleanup_abandoned()
+    print(f"removed {len(removed)} namespaces of runs that ended without cleaning up" + (": " if removed else ""))
+    for name in removed:
+        print(f"  {name}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -18,12 +18,16 @@ class FaultKind(enum.StrEnum):
     KILL_PARTICIPANT = "kill-participant"  # SIGKILL, then a restart from its storage after an outage
     KILL_CLIENT = "kill-client"  # SIGKILL; a new client process takes over its unfinished operations
     PAUSE = "pause"  # SIGSTOP, later SIGCONT, of a participant or a client
-    PARTITION = "partition"  # links of the fault proxy cut, or degraded
+    PARTITION = "partition"  # links of the fault proxy cut, or degraded; in netns runs, nftables drop rules
+    LOSS = "loss"  # netns runs: a node's frames dropped at random by nftables
+    BANDWIDTH = "bandwidth"  # netns runs: a token bucket (tc tbf) on a node's link
     CRASH = "crash"  # a node killed itself at its --crash point (recorded, not drawn)
 
 
 # What --nemesis may name: every kind but the crash points, which --crash asks for.
 NEMESIS_KINDS = tuple(k for k in FaultKind if k is not FaultKind.CRASH)
+# What only the kernel makes: --nemesis names them with --network netns only.
+KERNEL_KINDS = (FaultKind.LOSS, FaultKind.BANDWIDTH)
 
 
 class PartitionPoint(enum.StrEnum):

@@ -1,0 +1,153 @@
+"""Where a run's nodes live and how the runner reaches them: the launcher behind ``--network`` and ``--hosts``.
+
+Theory of operation. The runner asks its placement four things, and nothing
+else about where nodes live:
+
+* ``listen(node, port)``: a listening socket for a participant, bound before
+  anything starts (so every address is known), or None where the node binds
+  its own port (a remote host);
+* ``start(procs, node, target, args, keep)``: a process for a node, by handle;
+* ``signal(node, proc, sig)``: SIGKILL, SIGSTOP, SIGCONT for the nemesis;
+* ``collect(folder)``: bring logs and storage files home at the end.
+
+:class:`Loopback` forks on this machine, every node on 127.0.0.1 (the default).
+:class:`Netns` makes a namespace per node (harness.hosts.netns), enters the
+hub for the length of the run, binds each participant's socket inside its
+namespace and forks each child into its own; its network faults are made by
+the kernel (:attr:`kernel`). ``harness.experiment.remote_hosts.Ssh`` starts
+participants on remote hosts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import signal
+import socket
+from collections.abc import Callable
+from multiprocessing.process import BaseProcess
+from pathlib import Path
+from typing import Any
+
+from harness.experiment.config import RunConfig
+from harness.experiment.processes import Processes, RunError
+from harness.hosts import netns
+from harness.hosts.kernel_faults import KernelFaults
+from harness.node.address import listen_socket
+
+
+class Loopback:
+    """Every node a local process on ``host`` (127.0.0.1 by default)."""
+
+    kernel: KernelFaults | None = None  # network faults made by the kernel, where there are
+    shared_clock = True  # every node's log stamped by this machine's clock
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+
+    def open(self, participants: list[str], clients: list[str]) -> None:
+        """Make whatever the nodes need before any starts."""
+
+    def listen(self, node: str, port: int) -> socket.socket | None:
+        return listen_socket(self.host, port)
+
+    def address(self, node: str) -> str:
+        """The address a node (a participant) listens on."""
+        return self.host
+
+    def start(
+        self,
+        procs: Processes,
+        node: str,
+        target: Callable[..., None],
+        args: tuple[Any, ...],
+        keep: socket.socket | None = None,
+    ) -> BaseProcess:
+        return procs.start(target, args, node, keep=keep)
+
+    def signal(self, node: str, proc: BaseProcess, sig: signal.Signals) -> None:
+        if proc.pid is not None:
+            with contextlib.suppress(ProcessLookupError):  # gone already: nothing to signal
+                os.kill(proc.pid, sig)
+
+    def local(self, path: Path) -> Path:
+        """Where a node's file (its log, its storage) is on this machine once collected."""
+        return path
+
+    def collect(self, folder: Path) -> None:
+        """Bring every node's files into the run folder (they are there already)."""
+
+    def check_healed(self) -> None:
+        """RunError if a fault of the run is still in place after healing."""
+
+    def close(self) -> None:
+        """Remove whatever open() made. Idempotent."""
+
+
+class Netns(Loopback):
+    """Every node in a network namespace of its own, on the run's bridge."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(netns.HUB_ADDRESS)
+        self.folder = folder
+        self.net: netns.Network | None = None
+        self.stack = contextlib.ExitStack()
+
+    def open(self, participants: list[str], clients: list[str]) -> None:
+        why = netns.check_root()
+        if why is not None:
+            raise RunError(why)
+        try:
+            netns.cleanup_abandoned()  # what runners killed before their end left behind
+            self.net = netns.Network.create(participants + clients, self.folder)
+            # The runner's side: STATUS queries and readiness go over the bridge.
+            self.stack.enter_context(netns.entered(self.net.hub))
+            self.kernel = KernelFaults(self.net)
+        except netns.NetnsError as e:
+            raise RunError(f"--network netns: {e}") from None
+
+    def _net(self) -> netns.Network:
+        assert self.net is not None, "open() first"
+        return self.net
+
+    def address(self, node: str) -> str:
+        return self._net().nodes[node]
+
+    def listen(self, node: str, port: int) -> socket.socket | None:
+        net = self._net()
+        with netns.entered(net.ns(node)):  # the socket stays in the namespace it was made in
+            return listen_socket(net.nodes[node], port)
+
+    def start(
+        self,
+        procs: Processes,
+        node: str,
+        target: Callable[..., None],
+        args: tuple[Any, ...],
+        keep: socket.socket | None = None,
+    ) -> BaseProcess:
+        enter = functools.partial(netns.enter, self._net().ns(node))
+        return procs.start(target, args, node, keep=keep, enter=enter)
+
+    def check_healed(self) -> None:
+        if self.kernel is None:
+            return
+        self.kernel.heal_all()
+        left = self.kernel.leftovers()
+        if left:
+            raise RunError("kernel faults still in place after healing: " + "; ".join(left))
+
+    def close(self) -> None:
+        try:
+            self.stack.close()  # back to the namespace the runner came from
+        finally:
+            if self.net is not None:
+                self.net.destroy()
+
+
+def for_run(config: RunConfig, folder: Path) -> Loopback:
+    """The placement ``config`` asks for."""
+    if config.network is netns.NetworkMode.NETNS:
+        return Netns(folder)
+    return Loopback(config.host)
