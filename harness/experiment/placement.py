@@ -21,8 +21,10 @@ participants on remote hosts.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
+import shlex
 import signal
 import socket
 from collections.abc import Callable
@@ -32,9 +34,9 @@ from typing import Any
 
 from harness.experiment.config import RunConfig
 from harness.experiment.processes import Processes, RunError
-from harness.hosts import netns
+from harness.hosts import netns, ssh
 from harness.hosts.kernel_faults import KernelFaults
-from harness.node.address import listen_socket
+from harness.node.address import DEFAULT_HOST, listen_socket
 
 
 class Loopback:
@@ -148,6 +150,79 @@ class Netns(Loopback):
 
 def for_run(config: RunConfig, folder: Path) -> Loopback:
     """The placement ``config`` asks for."""
+    if config.hosts is not None:
+        return Ssh(config.hosts, folder)
     if config.network is netns.NetworkMode.NETNS:
         return Netns(folder)
     return Loopback(config.host)
+
+
+class Ssh(Loopback):
+    """Participants on remote hosts over SSH (harness.hosts.ssh); clients local."""
+
+    shared_clock = False  # each host stamps its log with its own clock
+
+    def __init__(self, inventory: Path, folder: Path) -> None:
+        super().__init__("")
+        self.inventory = inventory
+        self.folder = folder
+        self.hosts: list[ssh.Host] = []
+        self.placed: dict[str, ssh.Host] = {}  # participant -> its host
+
+    def open(self, participants: list[str], clients: list[str]) -> None:
+        try:
+            self.hosts = ssh.read_inventory(self.inventory)
+        except ssh.InventoryError as e:
+            raise RunError(f"--hosts: {e}") from None
+        self.placed = {node: self.hosts[i % len(self.hosts)] for i, node in enumerate(participants)}
+
+    def _used(self) -> list[ssh.Host]:
+        """The hosts that run a participant, each once."""
+        return list({id(h): h for h in self.placed.values()}.values())
+
+    def workdir(self, host: ssh.Host) -> str:
+        return f"{host.dir}/{self.folder.name}"
+
+    def address(self, node: str) -> str:
+        return self.placed[node].address if node in self.placed else DEFAULT_HOST
+
+    def listen(self, node: str, port: int) -> socket.socket | None:
+        return None  # the remote participant binds its own port
+
+    def start(
+        self,
+        procs: Processes,
+        node: str,
+        target: Callable[..., None],
+        args: tuple[Any, ...],
+        keep: socket.socket | None = None,
+    ) -> BaseProcess:
+        host = self.placed.get(node)
+        if host is None:  # a client: on this machine
+            return procs.start(target, args, node, keep=keep)
+        config, conn = args
+        remote = dataclasses.replace(config, data=Path("data", config.data.name), log=Path(f"{node}.log"), sock=None)
+        command = host.python_command(self.workdir(host), "harness.hosts.remote", "participant", ssh.encode(remote))
+        command = f"mkdir -p {shlex.quote(self.workdir(host))} && {command}"
+        return procs.start(ssh.relay, (host.ssh(command), conn), node)
+
+    def signal(self, node: str, proc: BaseProcess, sig: signal.Signals) -> None:
+        host = self.placed.get(node)
+        if host is None:
+            super().signal(node, proc, sig)
+            return
+        pidfile = shlex.quote(f"{self.workdir(host)}/{node}.pid")
+        try:
+            host.run(f"kill -{sig.name[3:]} $(cat {pidfile})")
+        except ssh.InventoryError as e:
+            if sig is not signal.SIGCONT:  # resuming a node that is gone is no fault
+                raise RunError(f"cannot signal {node}: {e}") from None
+
+    def local(self, path: Path) -> Path:
+        return path if path.is_absolute() else self.folder / path
+
+    def collect(self, folder: Path) -> None:
+        try:
+            ssh.fetch_dirs([(host, self.workdir(host)) for host in self._used()], folder)
+        except ssh.InventoryError as e:
+            raise RunError(f"cannot bring the logs home: {e}") from None
