@@ -21,6 +21,7 @@ import pytest
 from harness.hosts import netns
 
 ROOT = Path(__file__).resolve().parent.parent
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"  # sshd refuses to start by a relative path
 
 
 def need_root(*tools: str) -> None:
@@ -76,7 +77,7 @@ def ssh_hosts(tmp: Path, count: int = 3) -> Iterator[tuple[netns.Network, Path]]
             )
             sshds.append(
                 subprocess.Popen(
-                    ["ip", "netns", "exec", net.ns(node), shutil.which("sshd") or "/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+                    ["ip", "netns", "exec", net.ns(node), SSHD, "-D", "-e", "-f", str(config)],
                     stdout=subprocess.DEVNULL,
                     stderr=open(tmp / f"sshd-{node}.log", "wb"),  # noqa: SIM115 - closed with the process
                 )
