@@ -58,6 +58,7 @@ def ssh_hosts(tmp: Path, count: int = 3) -> Iterator[tuple[netns.Network, Path]]
     keys made here; yields the network and an inventory file naming them."""
     net = netns.Network.create([f"host{i}" for i in range(1, count + 1)])
     sshds: list[subprocess.Popen[bytes]] = []
+    logs = []
     try:
         keys = tmp / "keys"
         keys.mkdir()
@@ -75,11 +76,12 @@ def ssh_hosts(tmp: Path, count: int = 3) -> Iterator[tuple[netns.Network, Path]]
                 f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
                 f"PidFile {tmp / f'sshd-{node}.pid'}\n"
             )
+            logs.append(open(tmp / f"sshd-{node}.log", "wb"))  # noqa: SIM115 - closed in finally
             sshds.append(
                 subprocess.Popen(
                     ["ip", "netns", "exec", net.ns(node), SSHD, "-D", "-e", "-f", str(config)],
                     stdout=subprocess.DEVNULL,
-                    stderr=open(tmp / f"sshd-{node}.log", "wb"),  # noqa: SIM115 - closed with the process
+                    stderr=logs[-1],
                 )
             )
         deadline = time.monotonic() + 20
@@ -103,4 +105,6 @@ def ssh_hosts(tmp: Path, count: int = 3) -> Iterator[tuple[netns.Network, Path]]
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        for log in logs:
+            log.close()
         net.destroy()
