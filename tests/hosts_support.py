@@ -53,7 +53,7 @@ def wait_port(ns: str, address: str, port: int, deadline: float) -> None:
 
 
 @contextmanager
-def ssh_hosts(tmp: Path, count: int = 3) -> Iterator[tuple[netns.Network, Path]]:
+def ssh_hosts(tmp: Path, count: int = 3, clients: str = "local") -> Iterator[tuple[netns.Network, Path]]:
     """``count`` hosts, each a namespace on a bridge running its own sshd with
     keys made here; yields the network and an inventory file naming them."""
     net = netns.Network.create([f"host{i}" for i in range(1, count + 1)])
@@ -89,7 +89,7 @@ def ssh_hosts(tmp: Path, count: int = 3) -> Iterator[tuple[netns.Network, Path]]
             wait_port(net.hub, address, 22, deadline)
         inventory = tmp / "hosts.toml"
         inventory.write_text(
-            "[defaults]\n"
+            f'clients = "{clients}"\n[defaults]\n'
             f'user = "root"\nkey = "{keys / "user_key"}"\npython = "{sys.executable}"\n'
             f'dir = "{tmp / "remote"}"\nknown_hosts = "{keys / "known_hosts"}"\n'
             f'env = {{ PYTHONPATH = "{ROOT}" }}\n\n'

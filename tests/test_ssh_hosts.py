@@ -31,7 +31,9 @@ def test_inventory_defaults_and_overrides(tmp_path: Path) -> None:
         '[defaults]\nuser = "h2pc"\npython = "/opt/py/bin/python3"\n\n'
         '[[host]]\naddress = "192.0.2.1"\n[[host]]\naddress = "192.0.2.2"\nport = 2222\nuser = "other"\n'
     )
-    a, b = ssh.read_inventory(path)
+    inventory = ssh.read_inventory(path)
+    a, b = inventory.hosts
+    assert not inventory.remote_clients
     assert (a.address, a.user, a.port, a.python) == ("192.0.2.1", "h2pc", 22, "/opt/py/bin/python3")
     assert (b.address, b.user, b.port) == ("192.0.2.2", "other", 2222)
     argv = b.ssh("true")
@@ -52,10 +54,10 @@ def test_inventory_errors_name_the_problem(tmp_path: Path, text: str, error: str
 
 def test_remote_command_quotes_and_sets_env() -> None:
     host = ssh.Host(address="192.0.2.1", python="/p y/python", env={"PYTHONPATH": "/a b"})
-    command = host.python_command("/tmp/x y", "harness.hosts.remote", "participant", '{"a": 1}')
+    command = host.python_command("/tmp/x y", "harness.experiment.remote", "participant", '{"a": 1}')
     assert (
         command
-        == "cd '/tmp/x y' && env PYTHONPATH='/a b' '/p y/python' -m harness.hosts.remote participant '{\"a\": 1}'"
+        == "cd '/tmp/x y' && env PYTHONPATH='/a b' '/p y/python' -m harness.experiment.remote participant '{\"a\": 1}'"
     )
 
 
@@ -95,12 +97,13 @@ def test_validity_compares_timestamps_across_nodes_only_on_one_clock(tmp_path: P
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_participants_on_three_ssh_hosts_with_kills_and_pauses(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("clients", "kinds"), [("local", "kill-participant,pause"), ("hosts", "kill-client,pause")])
+def test_nodes_on_three_ssh_hosts_with_kills_and_pauses(tmp_path: Path, clients: str, kinds: str) -> None:
     need_root("sshd", "ssh", "ssh-keygen")
-    with ssh_hosts(tmp_path) as (net, inventory):
+    with ssh_hosts(tmp_path, clients=clients) as (net, inventory):
         done = subprocess.run(
             ["ip", "netns", "exec", net.hub, sys.executable, "-m", "harness.run", "--hosts", str(inventory),
-             "--clients", "3", "--duration", "5", "--retry", "backoff", "--nemesis", "kill-participant,pause",
+             "--clients", "3", "--duration", "5", "--retry", "backoff", "--nemesis", kinds,
              "--nemesis-interval", "1", "--seed", "905", "--out", str(tmp_path / "run")],
             env=env(), capture_output=True, text=True, timeout=200,
         )  # fmt: skip
@@ -114,6 +117,9 @@ def test_participants_on_three_ssh_hosts_with_kills_and_pauses(tmp_path: Path) -
         for i in (1, 2, 3):  # brought home from the hosts
             assert "listening addr=10.213.3." in (folder / f"server{i}.log").read_text()
             assert (folder / "data" / f"server{i}.sqlite3").exists()
+        if clients == "hosts":  # clients ran there too: their logs came home with the participants'
+            assert all((folder / f"client{i}.log").exists() for i in (1, 2, 3))
+            assert json.loads((folder / "summary.json").read_text())["clients"]
         assert not list(folder.glob("*.pid"))
         nemesis = (folder / "nemesis.log").read_text()
         assert " fault " in nemesis and nemesis.count(" fault ") == nemesis.count(" heal ")
@@ -121,7 +127,7 @@ def test_participants_on_three_ssh_hosts_with_kills_and_pauses(tmp_path: Path) -
         # Nothing is left running on the hosts: every remote participant's pid is gone.
         for pidfile in (tmp_path / "remote" / "run").glob("*.pid"):
             pid = int(pidfile.read_text())
-            assert not Path(f"/proc/{pid}").exists() or "harness.hosts.remote" not in Path(
+            assert not Path(f"/proc/{pid}").exists() or "harness.experiment.remote" not in Path(
                 f"/proc/{pid}/cmdline"
             ).read_text(errors="replace"), f"{pidfile.name}: still running"
     assert os.path.exists(tmp_path / "run" / "summary.json")

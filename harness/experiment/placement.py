@@ -34,9 +34,11 @@ from typing import Any
 
 from harness.experiment.config import RunConfig
 from harness.experiment.processes import Processes, RunError
+from harness.experiment.remote import encode_client
 from harness.hosts import netns, ssh
 from harness.hosts.kernel_faults import KernelFaults
-from harness.node.address import DEFAULT_HOST, listen_socket
+from harness.node.address import listen_socket
+from harness.node.serve import ParticipantConfig
 
 
 class Loopback:
@@ -151,30 +153,33 @@ class Netns(Loopback):
 def for_run(config: RunConfig, folder: Path) -> Loopback:
     """The placement ``config`` asks for."""
     if config.hosts is not None:
-        return Ssh(config.hosts, folder)
+        return Ssh(config.hosts, folder, config.value)
     if config.network is netns.NetworkMode.NETNS:
         return Netns(folder)
     return Loopback(config.host)
 
 
 class Ssh(Loopback):
-    """Participants on remote hosts over SSH (harness.hosts.ssh); clients local."""
+    """Participants (and, if the inventory says so, clients) on remote hosts over SSH (harness.hosts.ssh)."""
 
     shared_clock = False  # each host stamps its log with its own clock
 
-    def __init__(self, inventory: Path, folder: Path) -> None:
+    def __init__(self, inventory: Path, folder: Path, value: int | None) -> None:
         super().__init__("")
         self.inventory = inventory
         self.folder = folder
-        self.hosts: list[ssh.Host] = []
-        self.placed: dict[str, ssh.Host] = {}  # participant -> its host
+        self.value = value  # --value: a remote client rebuilds its values from it
+        self.placed: dict[str, ssh.Host] = {}  # node -> its host
 
     def open(self, participants: list[str], clients: list[str]) -> None:
         try:
-            self.hosts = ssh.read_inventory(self.inventory)
+            inventory = ssh.read_inventory(self.inventory)
         except ssh.InventoryError as e:
             raise RunError(f"--hosts: {e}") from None
-        self.placed = {node: self.hosts[i % len(self.hosts)] for i, node in enumerate(participants)}
+        hosts = inventory.hosts
+        self.placed = {node: hosts[i % len(hosts)] for i, node in enumerate(participants)}
+        if inventory.remote_clients:
+            self.placed |= {node: hosts[i % len(hosts)] for i, node in enumerate(clients)}
 
     def _used(self) -> list[ssh.Host]:
         """The hosts that run a participant, each once."""
@@ -184,7 +189,7 @@ class Ssh(Loopback):
         return f"{host.dir}/{self.folder.name}"
 
     def address(self, node: str) -> str:
-        return self.placed[node].address if node in self.placed else DEFAULT_HOST
+        return self.placed[node].address
 
     def listen(self, node: str, port: int) -> socket.socket | None:
         return None  # the remote participant binds its own port
@@ -198,13 +203,24 @@ class Ssh(Loopback):
         keep: socket.socket | None = None,
     ) -> BaseProcess:
         host = self.placed.get(node)
-        if host is None:  # a client: on this machine
+        if host is None:  # a client on this machine
             return procs.start(target, args, node, keep=keep)
-        config, conn = args
-        remote = dataclasses.replace(config, data=Path("data", config.data.name), log=Path(f"{node}.log"), sock=None)
-        command = host.python_command(self.workdir(host), "harness.hosts.remote", "participant", ssh.encode(remote))
+        go = None
+        if isinstance(args[0], ParticipantConfig):
+            config, conn = args
+            remote = dataclasses.replace(
+                config, data=Path("data", config.data.name), log=Path(f"{node}.log"), sock=None
+            )
+            role, blob = "participant", ssh.encode(remote)
+        else:
+            client, conn, go = args
+            role, blob = (
+                "client",
+                encode_client(dataclasses.replace(client, log=Path(f"{node}.log")), int(node[6:]), self.value),
+            )
+        command = host.python_command(self.workdir(host), "harness.experiment.remote", role, blob)
         command = f"mkdir -p {shlex.quote(self.workdir(host))} && {command}"
-        return procs.start(ssh.relay, (host.ssh(command), conn), node)
+        return procs.start(ssh.relay, (host.ssh(command), conn, go), node)
 
     def signal(self, node: str, proc: BaseProcess, sig: signal.Signals) -> None:
         host = self.placed.get(node)
@@ -215,7 +231,9 @@ class Ssh(Loopback):
         try:
             host.run(f"kill -{sig.name[3:]} $(cat {pidfile})")
         except ssh.InventoryError as e:
-            if sig is not signal.SIGCONT:  # resuming a node that is gone is no fault
+            # A node that has just exited (a client done with its work) has
+            # nothing to signal, as a local zombie has not: its exit is seen anyway.
+            if "No such process" not in str(e):
                 raise RunError(f"cannot signal {node}: {e}") from None
 
     def local(self, path: Path) -> Path:

@@ -11,17 +11,20 @@ Theory of operation. ``harness.run --hosts FILE`` reads an inventory (TOML)::
     known_hosts = "~/.ssh/known_hosts"
     env = { PYTHONPATH = "/opt/2pc" }   # set for the remote command
 
+    clients = "hosts"               # optional: clients on the hosts too (default "local")
+
     [[host]]
     address = "192.0.2.10"
     [[host]]
     address = "192.0.2.11"
 
 Participant i runs on host ``(i-1) mod len(hosts)``, listening on the host's
-address and ``--base-port + i - 1``. Everything goes through the ``ssh``
+address and ``--base-port + i - 1``; with ``clients = "hosts"``, client i runs
+on host ``(i-1) mod len(hosts)`` too, else on the runner's machine. Everything goes through the ``ssh``
 command (BatchMode: a key, never a password prompt):
 
 * a node is ``ssh HOST 'cd DIR && env ... PYTHON -m harness.experiment.remote
-  participant CONFIG'``, run by a *relay*: a local child of the runner that
+  participant CONFIG'`` (or ``client``), run by a *relay*: a local child of the runner that
   turns the remote's JSON lines on standard output into the pipe messages a
   local child would send (``ready``, ``error``), and exits as the remote did
   (killed by SIGKILL there: killed by SIGKILL here), so the runner handles a
@@ -50,6 +53,7 @@ import signal
 import subprocess
 import sys
 import tarfile
+import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,11 +107,22 @@ class Host:
         return done.stdout
 
 
-def read_inventory(path: Path) -> list[Host]:
+@dataclass(frozen=True)
+class Inventory:
+    hosts: list[Host]
+    remote_clients: bool = False  # clients on the hosts too, not on the runner's machine
+
+
+def read_inventory(path: Path) -> Inventory:
     try:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise InventoryError(f"{path}: {e}") from None
+    unknown_top = set(data) - {"defaults", "host", "clients"}
+    if unknown_top:
+        raise InventoryError(f"{path}: unknown keys {', '.join(sorted(unknown_top))}")
+    if data.get("clients", "local") not in ("local", "hosts"):
+        raise InventoryError(f'{path}: clients must be "local" or "hosts"')
     defaults = {**DEFAULTS, **data.get("defaults", {})}
     hosts = []
     for i, entry in enumerate(data.get("host", []), 1):
@@ -123,7 +138,7 @@ def read_inventory(path: Path) -> list[Host]:
             raise InventoryError(f"{path}: host {i}: {e}") from None
     if not hosts:
         raise InventoryError(f"{path}: no [[host]] entries")
-    return hosts
+    return Inventory(hosts, remote_clients=data.get("clients") == "hosts")
 
 
 def fetch_dirs(sources: list[tuple[Host, str]], local: Path) -> None:
@@ -149,9 +164,10 @@ def _die_with_relay() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def relay(argv: list[str], conn: multiprocessing.connection.Connection) -> None:
+def relay(argv: list[str], conn: multiprocessing.connection.Connection, go: Any = None) -> None:
     """Run ``ssh`` for a remote node; forward its JSON lines as pipe messages;
-    exit as it exited. SIGTERM closes the remote's standard input: it stops."""
+    once it is ready and ``go`` (an Event) is set, tell it ``go``; exit as it
+    exited. SIGTERM closes the remote's standard input: it stops."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner stops us
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_die_with_relay)
     assert proc.stdin is not None and proc.stdout is not None
@@ -160,6 +176,12 @@ def relay(argv: list[str], conn: multiprocessing.connection.Connection) -> None:
     def stop(signum: int, frame: object) -> None:
         with contextlib.suppress(OSError, ValueError):
             stdin.close()
+
+    def start_when_go() -> None:
+        go.wait()
+        with contextlib.suppress(OSError, ValueError):
+            stdin.write(b"go\n")
+            stdin.flush()
 
     signal.signal(signal.SIGTERM, stop)
     for raw in proc.stdout:
@@ -170,6 +192,8 @@ def relay(argv: list[str], conn: multiprocessing.connection.Connection) -> None:
             continue
         with contextlib.suppress(OSError):
             conn.send((kind, payload))
+        if kind == "ready" and go is not None:
+            threading.Thread(target=start_when_go, daemon=True).start()
     code = proc.wait()
     if 128 < code < 128 + signal.NSIG:
         signal.signal(code - 128, signal.SIG_DFL)
