@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from hosts_support import env, need_root
 
 from harness.experiment.config import RunConfig, with_default_timeouts
 from harness.experiment.faults import FaultKind
+from harness.experiment.processes import RunError
 from harness.experiment.runner import run
 from harness.experiment.workload import RetryMode
 from harness.hosts import kernel_faults, netns
@@ -354,3 +356,31 @@ def test_cleanup_spares_a_live_run() -> None:
     finally:
         netns.remove_prefix(prefix)
     assert f"{prefix}hub" not in netns.list_namespaces()
+
+
+# ------------------------------------------------------------ delay: the proxy, or netem where the kernel has it
+
+
+def test_delay_stays_with_the_proxy_on_loopback(tmp_path: Path) -> None:
+    config = RunConfig(clients=2, duration=2.0, base_port=0, nemesis=(FaultKind.DELAY,), nemesis_interval=0.4, seed=906)
+    result = run(with_default_timeouts(replace(config, out=tmp_path / "run")))
+    assert check_run(result.folder).consistent
+    faults = [line for line in (result.folder / "nemesis.log").read_text().splitlines() if " fault " in line]
+    assert faults and all("kind=delay" in f and "ms each way" in f for f in faults)
+
+
+def test_delay_in_netns_mode_uses_netem_or_says_it_cannot(tmp_path: Path) -> None:
+    need_root()
+    net = netns.Network.create(["server1"])
+    try:
+        netem = kernel_faults.has_netem(net)
+    finally:
+        net.destroy()
+    config = RunConfig(network=NetworkMode.NETNS, clients=1, duration=1.5, nemesis=(FaultKind.DELAY,), seed=907)
+    if netem:
+        _netns_run(tmp_path, **{k: getattr(config, k) for k in ("clients", "duration", "nemesis", "seed")})
+        return
+    with pytest.raises(RunError, match="no netem"):
+        run(with_default_timeouts(replace(config, out=tmp_path / "run")))
+    network = json.loads((tmp_path / "run" / "network.json").read_text())
+    assert not [n for n in netns.list_namespaces() if n.startswith(network["prefix"])]

@@ -21,6 +21,9 @@ class FaultKind(enum.StrEnum):
     PARTITION = "partition"  # links of the fault proxy cut, or degraded; in netns runs, nftables drop rules
     LOSS = "loss"  # netns runs: a node's frames dropped at random by nftables
     BANDWIDTH = "bandwidth"  # netns runs: a token bucket (tc tbf) on a node's link
+    DELAY = (
+        "delay"  # every message to and from a participant delayed: the fault proxy, or netem where the kernel has it
+    )
     CRASH = "crash"  # a node killed itself at its --crash point (recorded, not drawn)
 
 

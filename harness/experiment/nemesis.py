@@ -43,7 +43,7 @@ from harness.experiment.children import ClientProcess, ParticipantProcess
 from harness.experiment.config import RunConfig
 from harness.experiment.faults import FaultKind, PartitionPoint
 from harness.experiment.placement import Loopback
-from harness.experiment.processes import Processes
+from harness.experiment.processes import Processes, RunError
 from harness.experiment.proxy import ProxyHandle
 from harness.hosts import kernel_faults
 from harness.hosts.netns import NetworkMode
@@ -110,7 +110,7 @@ class Nemesis:
         self.next_at = float("inf")
         self.active: list[_Fault] = []  # at most one scheduled fault, plus crash-point outages
         self.count = 0
-        partitions = FaultKind.PARTITION in self.kinds or "partition" in run.crashes
+        partitions = FaultKind.PARTITION in self.kinds or FaultKind.DELAY in self.kinds or "partition" in run.crashes
         self.needs_proxy = partitions and config.network is NetworkMode.LOOPBACK
 
     def _t(self) -> str:
@@ -136,6 +136,10 @@ class Nemesis:
     def begin(self) -> None:
         """The clients are about to start: arm targeted partitions, schedule the first fault."""
         kernel = self.run.place.kernel
+        if FaultKind.DELAY in self.kinds and kernel is not None and not kernel.netem:
+            raise RunError(
+                "--nemesis delay: this kernel has no netem; delay needs the fault proxy (--network loopback)"
+            )
         if "partition" in self.run.crashes and kernel is not None:
             made = kernel_faults.between_phases("client1", "server2", kernel.net)
             fault = self.record(FaultKind.PARTITION, made.what, point=PartitionPoint.BETWEEN_PHASES.value)
@@ -193,6 +197,15 @@ class Nemesis:
             fault.undo = Paused(name, proc)
         elif run.place.kernel is not None:
             fault = self._kernel_fault(kind, run.place.kernel)
+        elif kind is FaultKind.DELAY:
+            assert run.proxy is not None
+            node = self.rng.choice([p.node for p in run.participants])
+            ms = self.rng.randint(5, 100)
+            links = [n for n in run.proxy.links if node in n.split("->")]
+            fault = self.record(kind, f"{node} delayed {ms} ms each way", links=",".join(links))
+            for name in links:
+                run.proxy.call("set", name, ms / 1000, 0.0)
+            fault.undo = ("degraded", links)
         else:
             assert run.proxy is not None
             what, links = self._partition_links()
@@ -220,6 +233,8 @@ class Nemesis:
                 "loss",
                 kernel_faults.loss(self.rng.choice(servers + clients), self.rng.randint(5, 40), kernel.net),
             )
+        elif kind is FaultKind.DELAY:
+            scheme, made = "netem", kernel_faults.delay(self.rng.choice(servers), self.rng.randint(5, 100))
         elif kind is FaultKind.BANDWIDTH:
             scheme, made = (
                 "tbf",

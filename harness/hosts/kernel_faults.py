@@ -58,6 +58,7 @@ class KernelFault:
     what: str
     rules: tuple[str, ...] = ()
     buckets: tuple[tuple[str, int], ...] = ()
+    delays: tuple[tuple[str, int], ...] = ()  # (node, milliseconds): netem, where the kernel has it
 
 
 def has_netem(net: Network) -> bool:
@@ -78,6 +79,7 @@ class KernelFaults:
         self.table = "h2pc_" + net.prefix[len("h2pc-") : -1]
         self.active: dict[int, KernelFault] = {}
         in_netns(net.hub, "nft", "-f", "-", stdin=self._ruleset())
+        self.netem = has_netem(net)
 
     def addr(self, node: str) -> str:
         return self.net.nodes[node]
@@ -97,17 +99,20 @@ class KernelFaults:
     def apply(self, fid: int, fault: KernelFault) -> None:
         self.active[fid] = fault
         in_netns(self.net.hub, "nft", "-f", "-", stdin=self._ruleset())
-        for node, kbit in fault.buckets:
+        if fault.delays and not self.netem:
+            raise NetnsError("this kernel has no netem: delay needs the fault proxy (--network loopback)")
+        shaped = [(n, ["tbf", "rate", f"{kbit}kbit", "burst", "16kb", "latency", "200ms"]) for n, kbit in fault.buckets]
+        shaped += [(n, ["netem", "delay", f"{ms}ms"]) for n, ms in fault.delays]
+        for node, spec in shaped:
             for ns, dev in self._ends(node):
-                spec = ["tbf", "rate", f"{kbit}kbit", "burst", "16kb", "latency", "200ms"]
                 run_tool(["tc", "-n", ns, "qdisc", "replace", "dev", dev, "root", *spec])
 
     def heal(self, fid: int) -> None:
         """Undo fault ``fid``; healing one already healed changes nothing."""
         fault = self.active.pop(fid, None)
         in_netns(self.net.hub, "nft", "-f", "-", stdin=self._ruleset())
-        for node, _ in fault.buckets if fault is not None else ():
-            if any(node == n for f in self.active.values() for n, _ in f.buckets):
+        for node, _ in (fault.buckets + fault.delays) if fault is not None else ():
+            if any(node == n for f in self.active.values() for n, _ in f.buckets + f.delays):
                 continue
             for ns, dev in self._ends(node):
                 try:
@@ -195,6 +200,10 @@ def loss(node: str, percent: int, net: Network) -> KernelFault:
 
 def bandwidth(node: str, kbit: int) -> KernelFault:
     return KernelFault(f"{node} limited to {kbit} kbit/s", buckets=((node, kbit),))
+
+
+def delay(node: str, ms: int) -> KernelFault:
+    return KernelFault(f"{node} delayed {ms} ms each way", delays=((node, ms),))
 
 
 def between_phases(client: str, server: str, net: Network) -> KernelFault:
