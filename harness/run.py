@@ -124,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--nemesis",
         default="",
         help="faults to inject, comma-separated: " + ",".join(NEMESIS_KINDS) + " (kill = SIGKILL, then a restart "
-        "for participants; pause = SIGSTOP/SIGCONT; partition = links cut through a fault proxy; default none)",
+        "for participants; pause = SIGSTOP/SIGCONT; partition = links cut through a fault proxy, or nftables drop "
+        "rules with --network netns; loss, bandwidth = nftables random drops, a tc token bucket: --network netns "
+        "only; delay = a participant's messages delayed by the proxy, or netem; default none)",
     )
     p.add_argument(
         "--nemesis-interval",

@@ -332,9 +332,25 @@ def _ours() -> set[str]:
     return {n for n in netns.list_namespaces() if n.startswith(netns.PREFIX_HEAD)}
 
 
+def _run_processes(folder: Path) -> list[int]:
+    """Pids of processes of the run writing to ``folder`` (the runner's children share its command line)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if str(folder).encode() in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue  # gone meanwhile
+    return pids
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
-def test_a_killed_runner_leaves_nothing_after_cleanup(tmp_path: Path, how: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    ("how", "then"),
+    [(signal.SIGKILL, "--cleanup"), (signal.SIGKILL, "a later run"), (signal.SIGTERM, ""), (signal.SIGINT, "")],
+)
+def test_a_killed_runner_leaves_nothing_behind(tmp_path: Path, how: signal.Signals, then: str) -> None:
     need_root()
     before = _ours()
     runner = subprocess.Popen(
@@ -360,13 +376,20 @@ def test_a_killed_runner_leaves_nothing_after_cleanup(tmp_path: Path, how: signa
             runner.wait()
         if runner.stderr is not None:
             runner.stderr.close()
-    if how is signal.SIGKILL:
+    deadline = time.monotonic() + 20
+    while _run_processes(tmp_path / "run"):  # its children die with it (PR_SET_PDEATHSIG)
+        assert time.monotonic() < deadline, f"processes of the run left: {_run_processes(tmp_path / 'run')}"
+        time.sleep(0.02)  # polling the kernel's process table
+    if then == "--cleanup":
         assert any(n.startswith(prefix) for n in netns.list_namespaces())  # left behind, as expected
         done = subprocess.run(
             [sys.executable, "-m", "harness.run", "--cleanup"],
             env=env(), capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert done.returncode == 0 and f"{prefix}hub" in done.stdout, done.stdout + done.stderr
+    elif then == "a later run":
+        assert any(n.startswith(prefix) for n in netns.list_namespaces())
+        _netns_run(tmp_path / "later", clients=1, transactions=1, seed=908)
     assert not [n for n in netns.list_namespaces() if n.startswith(prefix)]
     assert not (netns.REGISTRY / f"{prefix}json").exists()
     assert (

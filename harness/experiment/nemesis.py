@@ -42,7 +42,7 @@ from harness.events.log import EventLog
 from harness.experiment.children import ClientProcess, ParticipantProcess
 from harness.experiment.config import RunConfig
 from harness.experiment.faults import FaultKind, PartitionPoint
-from harness.experiment.placement import Loopback
+from harness.experiment.placement import Placement
 from harness.experiment.processes import Processes, RunError
 from harness.experiment.proxy import ProxyHandle
 from harness.hosts import kernel_faults
@@ -62,7 +62,7 @@ class Cluster(Protocol):
     proxy: ProxyHandle | None
     crashes: dict[str, str]  # --crash: target -> POINT[:N]
     procs: Processes
-    place: Loopback  # where nodes live: how to signal them, the kernel's faults if any
+    place: Placement  # where nodes live: how to signal them, the kernel's faults if any
 
     def restart_participant(self, p: ParticipantProcess) -> None:
         """Start ``p`` again on its port, from its storage."""
@@ -243,7 +243,9 @@ class Nemesis:
         else:
             drawn, made = kernel_faults.draw_partition(self.rng, servers, clients, kernel.net)
             scheme = drawn.value
-        fault = self.record(kind, made.what, scheme=scheme, rules=len(made.rules) + len(made.buckets))
+        fault = self.record(
+            kind, made.what, scheme=scheme, rules=len(made.rules) + len(made.buckets) + len(made.delays)
+        )
         kernel.apply(fault.id, made)
         fault.undo = KernelMade(fault.id)
         return fault

@@ -10,12 +10,13 @@ else about where nodes live:
 * ``signal(node, proc, sig)``: SIGKILL, SIGSTOP, SIGCONT for the nemesis;
 * ``collect(folder)``: bring logs and storage files home at the end.
 
-:class:`Loopback` forks on this machine, every node on 127.0.0.1 (the default).
+:class:`Placement` itself forks on this machine, every node on 127.0.0.1 (the default).
 :class:`Netns` makes a namespace per node (harness.hosts.netns), enters the
 hub for the length of the run, binds each participant's socket inside its
 namespace and forks each child into its own; its network faults are made by
-the kernel (:attr:`kernel`). ``harness.experiment.remote_hosts.Ssh`` starts
-participants on remote hosts.
+the kernel (:attr:`kernel`). :class:`Ssh` starts participants (and, if the
+inventory says so, clients) on remote hosts, through a relay per node
+(harness.hosts.ssh).
 """
 
 from __future__ import annotations
@@ -41,8 +42,9 @@ from harness.node.address import listen_socket
 from harness.node.serve import ParticipantConfig
 
 
-class Loopback:
-    """Every node a local process on ``host`` (127.0.0.1 by default)."""
+class Placement:
+    """Where nodes live. This base places every node in a local process on
+    ``host`` (127.0.0.1 by default): loopback, the default mode."""
 
     kernel: KernelFaults | None = None  # network faults made by the kernel, where there are
     shared_clock = True  # every node's log stamped by this machine's clock
@@ -89,7 +91,7 @@ class Loopback:
         """Remove whatever open() made. Idempotent."""
 
 
-class Netns(Loopback):
+class Netns(Placement):
     """Every node in a network namespace of its own, on the run's bridge."""
 
     def __init__(self, folder: Path) -> None:
@@ -150,16 +152,16 @@ class Netns(Loopback):
                 self.net.destroy()
 
 
-def for_run(config: RunConfig, folder: Path) -> Loopback:
+def for_run(config: RunConfig, folder: Path) -> Placement:
     """The placement ``config`` asks for."""
     if config.hosts is not None:
         return Ssh(config.hosts, folder, config.value)
     if config.network is netns.NetworkMode.NETNS:
         return Netns(folder)
-    return Loopback(config.host)
+    return Placement(config.host)
 
 
-class Ssh(Loopback):
+class Ssh(Placement):
     """Participants (and, if the inventory says so, clients) on remote hosts over SSH (harness.hosts.ssh)."""
 
     shared_clock = False  # each host stamps its log with its own clock
