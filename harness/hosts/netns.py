@@ -75,20 +75,26 @@ def check_root() -> str | None:
 
 
 def new_prefix() -> str:
-    return f"{PREFIX_HEAD}{secrets.token_hex(3)}-"
+    """A prefix no namespace or registration uses yet."""
+    while True:
+        prefix = f"{PREFIX_HEAD}{secrets.token_hex(3)}-"
+        if not (REGISTRY / f"{prefix}json").exists() and not any(n.startswith(prefix) for n in list_namespaces()):
+            return prefix
+
+
+# Each role's block of the /16: its first third octet and how many /24s it may span.
+BLOCKS = {"server": (1, 1), "host": (3, 1), "client": (4, 200)}
 
 
 def node_address(node: str) -> str:
     """server<i> -> 10.213.1.<i>; host<i> -> 10.213.3.<i>; client<i> -> 10.213.<4 + (i-1)//250>.<(i-1)%250 + 1>."""
-    for role, third in (("server", 1), ("host", 3), ("client", 4)):
-        if node.startswith(role) and node[len(role) :].isdigit():
-            i = int(node[len(role) :]) - 1
-            if role == "server" and i < 250:
-                return f"{SUBNET}.{third}.{i + 1}"
-            if role == "host" and i < 250:
-                return f"{SUBNET}.{third}.{i + 1}"
-            if role == "client" and i < 250 * 200:
-                return f"{SUBNET}.{third + i // 250}.{i % 250 + 1}"
+    role = node.rstrip("0123456789")
+    number = node[len(role) :]
+    if role in BLOCKS and number.isdigit() and int(number) >= 1:
+        third, blocks = BLOCKS[role]
+        i = int(number) - 1
+        if i < 250 * blocks:
+            return f"{SUBNET}.{third + i // 250}.{i % 250 + 1}"
     raise NetnsError(f"no address for node {node!r} (server1..250, host1..250, client1..50000)")
 
 
