@@ -26,6 +26,7 @@ import dataclasses
 import functools
 import os
 import shlex
+import shutil
 import signal
 import socket
 from collections.abc import Callable
@@ -174,6 +175,8 @@ class Ssh(Placement):
         self.placed: dict[str, ssh.Host] = {}  # node -> its host
 
     def open(self, participants: list[str], clients: list[str]) -> None:
+        if shutil.which("ssh") is None:
+            raise RunError("--hosts needs the OpenSSH client, ssh (Debian: apt-get install openssh-client)")
         try:
             inventory = ssh.read_inventory(self.inventory)
         except ssh.InventoryError as e:

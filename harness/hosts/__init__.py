@@ -2,7 +2,8 @@
 
 * ``netns``: network namespaces, a bridge, addresses, setns, cleanup by the run's prefix.
 * ``kernel_faults``: partitions, loss and bandwidth limits made by nftables and tc in those namespaces.
-* ``placement``: the runner's launcher: where a node's process runs and how it is signalled.
-* ``ssh`` and ``remote``: the inventory of remote hosts, OpenSSH commands, and the entry point
-  a remote host runs.
+* ``ssh``: the inventory of remote hosts, OpenSSH commands, and the relay of a remote node.
+
+The runner's launcher, which picks one of these per run, is harness.experiment.placement; what a
+remote host runs is harness.experiment.remote. This package imports nothing of the experiment.
 """
