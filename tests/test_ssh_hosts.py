@@ -131,3 +131,20 @@ def test_nodes_on_three_ssh_hosts_with_kills_and_pauses(tmp_path: Path, clients:
                 f"/proc/{pid}/cmdline"
             ).read_text(errors="replace"), f"{pidfile.name}: still running"
     assert os.path.exists(tmp_path / "run" / "summary.json")
+
+
+@pytest.mark.slow
+def test_a_host_that_refuses_the_key_is_an_infrastructure_error(tmp_path: Path) -> None:
+    need_root("sshd", "ssh", "ssh-keygen")
+    with ssh_hosts(tmp_path, count=1) as (net, inventory):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "stranger")], check=True)
+        text = inventory.read_text()
+        key = text.split('key = "')[1].split('"')[0]
+        inventory.write_text(text.replace(key, str(tmp_path / "stranger")))
+        done = subprocess.run(
+            ["ip", "netns", "exec", net.hub, sys.executable, "-m", "harness.run", "--hosts", str(inventory),
+             "--clients", "1", "--out", str(tmp_path / "run")],
+            env=env(), capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert f"ssh to root@{net.nodes['host1']}:22 failed" in done.stderr

@@ -29,13 +29,16 @@ import shlex
 import shutil
 import signal
 import socket
+import subprocess
+import tempfile
+import time
 from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
 from harness.experiment.config import RunConfig
-from harness.experiment.processes import Processes, RunError
+from harness.experiment.processes import STOP_TIMEOUT, Processes, RunError
 from harness.experiment.remote import encode_client
 from harness.hosts import netns, ssh
 from harness.hosts.kernel_faults import KernelFaults
@@ -173,6 +176,8 @@ class Ssh(Placement):
         self.folder = folder
         self.value = value  # --value: a remote client rebuilds its values from it
         self.placed: dict[str, ssh.Host] = {}  # node -> its host
+        self.masters: list[subprocess.Popen[bytes]] = []  # one shared connection per host
+        self.control_dir: Path | None = None
 
     def open(self, participants: list[str], clients: list[str]) -> None:
         if shutil.which("ssh") is None:
@@ -181,10 +186,38 @@ class Ssh(Placement):
             inventory = ssh.read_inventory(self.inventory)
         except ssh.InventoryError as e:
             raise RunError(f"--hosts: {e}") from None
-        hosts = inventory.hosts
-        self.placed = {node: hosts[i % len(hosts)] for i, node in enumerate(participants)}
+        n = len(inventory.hosts)
+        # Participant i on host (i-1) mod n; client i too, if the inventory puts clients on the hosts.
+        where = {node: i % n for i, node in enumerate(participants)}
         if inventory.remote_clients:
-            self.placed |= {node: hosts[i % len(hosts)] for i, node in enumerate(clients)}
+            where |= {node: i % n for i, node in enumerate(clients)}
+        self.control_dir = Path(tempfile.mkdtemp(prefix="h2pc-ssh-"))  # 0700: the sockets are ours alone
+        # Every host's master at once (each costs a key exchange), then wait for each.
+        started = {
+            i: self._start_master(inventory.hosts[i], str(self.control_dir / str(i))) for i in set(where.values())
+        }
+        hosts = {i: self._await_master(host, master) for i, (host, master) in started.items()}
+        self.placed = {node: hosts[i] for node, i in where.items()}
+
+    def _start_master(self, host: ssh.Host, control: str) -> tuple[ssh.Host, subprocess.Popen[bytes]]:
+        """Start the host's master connection: the host using it, and the master."""
+        master = subprocess.Popen(host.master(control), stdin=subprocess.DEVNULL, preexec_fn=ssh.die_with_parent)
+        self.masters.append(master)
+        return dataclasses.replace(host, control=control), master
+
+    def _await_master(self, host: ssh.Host, master: subprocess.Popen[bytes]) -> ssh.Host:
+        """``host``, once its master connection is up."""
+        assert host.control is not None
+        deadline = time.monotonic() + ssh.SSH_TIMEOUT
+        while not (os.path.exists(host.control) and host.check_master()):
+            if master.poll() is not None:
+                raise RunError(
+                    f"--hosts: ssh to {host.user}@{host.address}:{host.port} failed (exit {master.returncode})"
+                )
+            if time.monotonic() > deadline:
+                raise RunError(f"--hosts: ssh to {host.address} not up after {ssh.SSH_TIMEOUT:g}s")
+            time.sleep(0.02)  # polling ssh's control socket: it announces nothing
+        return host
 
     def _used(self) -> list[ssh.Host]:
         """The hosts that run a participant, each once."""
@@ -249,3 +282,16 @@ class Ssh(Placement):
             ssh.fetch_dirs([(host, self.workdir(host)) for host in self._used()], folder)
         except ssh.InventoryError as e:
             raise RunError(f"cannot bring the logs home: {e}") from None
+
+    def close(self) -> None:
+        for master in self.masters:
+            master.terminate()
+        for master in self.masters:
+            try:
+                master.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                master.kill()
+                master.wait()
+        self.masters.clear()
+        if self.control_dir is not None:
+            shutil.rmtree(self.control_dir, ignore_errors=True)

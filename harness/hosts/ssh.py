@@ -18,6 +18,11 @@ Theory of operation. ``harness.run --hosts FILE`` reads an inventory (TOML)::
     [[host]]
     address = "192.0.2.11"
 
+The runner opens one master connection per host (``ssh -M``, its socket in a
+private temporary directory) and every later command shares it, so a kill or a
+pause costs a round trip, not a key exchange; the masters are stopped by
+handle at the end, and die with the runner.
+
 Participant i runs on host ``(i-1) mod len(hosts)``, listening on the host's
 address and ``--base-port + i - 1``; with ``clients = "hosts"``, client i runs
 on host ``(i-1) mod len(hosts)`` too, else on the runner's machine. Everything goes through the ``ssh``
@@ -78,17 +83,41 @@ class Host:
     port: int = 22
     known_hosts: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    control: str | None = None  # the socket of this run's master connection to the host, once it has one
 
-    def ssh(self, *command: str, tty: bool = False) -> list[str]:
-        """The argv of ``ssh`` running ``command`` (one shell string) on this host."""
-        argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"]
+    def _options(self) -> list[str]:
+        argv = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"]
         if self.known_hosts:
             argv += ["-o", f"UserKnownHostsFile={os.path.expanduser(self.known_hosts)}"]
             argv += ["-o", "StrictHostKeyChecking=yes"]
         if self.key:
             argv += ["-i", os.path.expanduser(self.key), "-o", "IdentitiesOnly=yes"]
-        argv += ["-p", str(self.port), "-l", self.user, self.address, "--", *command]
-        return argv
+        return [*argv, "-p", str(self.port), "-l", self.user]
+
+    def ssh(self, *command: str) -> list[str]:
+        """The argv of ``ssh`` running ``command`` (one shell string) on this host,
+        over the run's master connection if it has one."""
+        control = ["-o", f"ControlPath={self.control}", "-o", "ControlMaster=no"] if self.control else []
+        return ["ssh", *control, *self._options(), self.address, "--", *command]
+
+    def master(self, control: str) -> list[str]:
+        """The argv of a master connection (no command) that later ``ssh`` commands share."""
+        return [
+            "ssh",
+            "-M",
+            "-N",
+            "-o",
+            f"ControlPath={control}",
+            "-o",
+            "ControlPersist=no",
+            *self._options(),
+            self.address,
+        ]
+
+    def check_master(self) -> bool:
+        """Whether this host's master connection is up."""
+        argv = ["ssh", "-o", f"ControlPath={self.control}", "-O", "check", *self._options(), self.address]
+        return subprocess.run(argv, capture_output=True, timeout=SSH_TIMEOUT).returncode == 0
 
     def python_command(self, workdir: str, module: str, *args: str) -> str:
         """A shell command on the host: in ``workdir``, run ``python -m module args``."""
@@ -159,7 +188,8 @@ def fetch_dirs(sources: list[tuple[Host, str]], local: Path) -> None:
 # ------------------------------------------------------------ the relay: a local child per remote node
 
 
-def _die_with_relay() -> None:
+def die_with_parent() -> None:
+    """In a child about to exec ssh: the kernel kills it should its parent die."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
@@ -169,7 +199,7 @@ def relay(argv: list[str], conn: multiprocessing.connection.Connection, go: Any 
     once it is ready and ``go`` (an Event) is set, tell it ``go``; exit as it
     exited. SIGTERM closes the remote's standard input: it stops."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the runner stops us
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_die_with_relay)
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=die_with_parent)
     assert proc.stdin is not None and proc.stdout is not None
     stdin = proc.stdin
 
