@@ -243,12 +243,14 @@ def _main(argv: list[str] | None) -> int:
         config.timeout = args.timeout
     if args.resolve_after is not None:
         config.resolve_after = args.resolve_after
-    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         result = run(config)
     except RunError as e:
         print(f"harness.run: {e}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     try:
         checked = check_run(result.folder)
     except CheckError as e:
