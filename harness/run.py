@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from harness.experiment.config import RunConfig, with_default_timeouts
-from harness.experiment.faults import KERNEL_KINDS, NEMESIS_KINDS, parse_crashes, parse_nemesis
+from harness.experiment.faults import KERNEL_KINDS, NEMESIS_KINDS, FaultKind, parse_crashes, parse_nemesis
 from harness.experiment.processes import RunError
 from harness.experiment.runner import run
 from harness.experiment.workload import PrepareMode, RetryMode
@@ -214,6 +214,10 @@ def _main(argv: list[str] | None) -> int:
         parser.error(f"--nemesis {','.join(kernel)} needs --network netns (the kernel makes them)")
     if args.hosts is not None and args.network is NetworkMode.NETNS:
         parser.error("--hosts and --network netns do not go together: remote hosts have networks of their own")
+    network_faults = [k for k in nemesis if k in (FaultKind.PARTITION, FaultKind.DELAY)]
+    if args.hosts is not None and (network_faults or any(c.startswith("partition") for c in args.crash)):
+        parser.error("--hosts: remote hosts take kills and pauses only (partitions and delay need the fault proxy "
+                     "on loopback or the kernel in --network netns)")  # fmt: skip
     if args.hosts is not None and args.base_port == 0:
         parser.error("--hosts needs a fixed --base-port: remote participants bind their own ports")
     if args.nemesis_interval <= 0:

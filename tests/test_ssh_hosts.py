@@ -21,6 +21,7 @@ from hosts_support import env, need_root, ssh_hosts
 from harness.experiment.config import RunConfig, with_default_timeouts
 from harness.experiment.runner import run
 from harness.hosts import ssh
+from harness.run import main as run_main
 from harness.verify.checker import check_run
 from harness.verify.model import ViolationKind
 
@@ -148,3 +149,16 @@ def test_a_host_that_refuses_the_key_is_an_infrastructure_error(tmp_path: Path) 
         )  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr
     assert f"ssh to root@{net.nodes['host1']}:22 failed" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "fault", [["--nemesis", "partition"], ["--nemesis", "delay"], ["--crash", "partition:between-phases"]]
+)
+def test_remote_hosts_refuse_network_faults(
+    tmp_path: Path, fault: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        run_main(["--hosts", str(tmp_path / "hosts.toml"), *fault, "--out", str(tmp_path / "run")])
+    assert exited.value.code == 2
+    assert "remote hosts take kills and pauses only" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
