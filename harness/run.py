@@ -12,10 +12,19 @@ import sys
 from pathlib import Path
 
 from harness.experiment.config import Backend, RunConfig, with_default_timeouts
-from harness.experiment.faults import NEMESIS_KINDS, POSTGRES_NEMESIS_KINDS, parse_crashes, parse_nemesis
+from harness.experiment.faults import (
+    KERNEL_KINDS,
+    NEMESIS_KINDS,
+    POSTGRES_NEMESIS_KINDS,
+    FaultKind,
+    parse_crashes,
+    parse_nemesis,
+)
 from harness.experiment.processes import RunError
 from harness.experiment.runner import run
 from harness.experiment.workload import PrepareMode, RetryMode
+from harness.hosts import netns
+from harness.hosts.netns import NetworkMode
 from harness.node.timing import (
     CLIENT_TIMEOUT_PER_DELAY,
     FAULT_CLIENT_TIMEOUT,
@@ -37,6 +46,8 @@ examples:
   python -m harness.run --clients 20 --transactions 50 --retry backoff
   python -m harness.run --clients 3 --transactions 2 --delay 1     # the seed's pace, events streamed
   python -m harness.run --base-port 0                               # any free ports
+  sudo python -m harness.run --network netns --nemesis partition,loss  # a namespace per node, kernel faults
+  python -m harness.run --hosts hosts.toml                          # participants on remote hosts, over SSH
 exit status: 0 consistent, 1 a violation was found, 2 usage or infrastructure error,
 130 interrupted by Ctrl-C or SIGTERM (what was done is checked and reported).
 """
@@ -128,7 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--nemesis",
         default="",
         help="faults to inject, comma-separated: " + ",".join(NEMESIS_KINDS) + " (kill = SIGKILL, then a restart "
-        "for participants; pause = SIGSTOP/SIGCONT; partition = links cut through a fault proxy; default none)",
+        "for participants; pause = SIGSTOP/SIGCONT; partition = links cut through a fault proxy, or nftables drop "
+        "rules with --network netns; loss, bandwidth = nftables random drops, a tc token bucket: --network netns "
+        "only; delay = a participant's messages delayed by the proxy, or netem; default none)",
     )
     p.add_argument(
         "--nemesis-interval",
@@ -165,6 +178,27 @@ def build_parser() -> argparse.ArgumentParser:
         "docs/postgres.md)",
     )
     p.add_argument(
+        "--network",
+        type=NetworkMode,
+        choices=list(NetworkMode),
+        default=d.network,
+        help="where nodes live: all on 127.0.0.1 (loopback, the default), or each in a network namespace of its "
+        "own on a bridge the run makes, with partitions, loss and bandwidth limits made by the kernel (netns; "
+        "needs root)",
+    )
+    p.add_argument(
+        "--hosts",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="run the participants on the remote hosts this inventory names, over SSH (docs/hosts.md)",
+    )
+    p.add_argument(
+        "--cleanup",
+        action="store_true",
+        help="remove the namespaces (and their rules) that netns runs killed before their end left behind, then exit",
+    )
+    p.add_argument(
         "--no-durable",
         dest="durable",
         action="store_false",
@@ -183,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.cleanup:
+        return _cleanup()
+    if args.network is NetworkMode.NETNS and (why := netns.check_root()) is not None:
+        print(f"harness.run: {why}", file=sys.stderr)
+        return 2
     for name, low in (("clients", 1), ("participants", 1), ("transactions", 1)):
         if getattr(args, name) < low:
             parser.error(f"--{name} must be {low} or more")
@@ -196,7 +235,7 @@ def _main(argv: list[str] | None) -> int:
         parser.error(f"--value must be within [{VALUE_MIN}, {VALUE_MAX}] (a signed 64-bit integer)")
     try:
         postgres = args.backend is Backend.POSTGRES
-        nemesis = parse_nemesis(args.nemesis, POSTGRES_NEMESIS_KINDS if postgres else NEMESIS_KINDS)
+        nemesis = parse_nemesis(args.nemesis, POSTGRES_NEMESIS_KINDS if postgres else NEMESIS_KINDS + KERNEL_KINDS)
         parse_crashes(tuple(args.crash), args.participants, args.clients, postgres=postgres)
     except ValueError as e:
         parser.error(str(e))
@@ -204,6 +243,18 @@ def _main(argv: list[str] | None) -> int:
         parser.error("--no-durable and --delay do not apply to --backend postgres (its fsync stays on)")
     if args.duration is not None and args.duration <= 0:
         parser.error("--duration must be > 0")
+    if args.network is not NetworkMode.NETNS and (kernel := [k for k in nemesis if k in KERNEL_KINDS]):
+        parser.error(f"--nemesis {','.join(kernel)} needs --network netns (the kernel makes them)")
+    if args.hosts is not None and args.network is NetworkMode.NETNS:
+        parser.error("--hosts and --network netns do not go together: remote hosts have networks of their own")
+    network_faults = [k for k in nemesis if k in (FaultKind.PARTITION, FaultKind.DELAY)]
+    if args.hosts is not None and (network_faults or any(c.startswith("partition") for c in args.crash)):
+        parser.error("--hosts: remote hosts take kills and pauses only (partitions and delay need the fault proxy "
+                     "on loopback or the kernel in --network netns)")  # fmt: skip
+    if postgres and (args.network is not NetworkMode.LOOPBACK or args.hosts is not None):
+        parser.error("--backend postgres runs its clusters on loopback: no --network netns or --hosts")
+    if args.hosts is not None and args.base_port == 0:
+        parser.error("--hosts needs a fixed --base-port: remote participants bind their own ports")
     if args.nemesis_interval <= 0:
         parser.error("--nemesis-interval must be > 0")
     config = with_default_timeouts(
@@ -224,6 +275,8 @@ def _main(argv: list[str] | None) -> int:
             nemesis_interval=args.nemesis_interval,
             crash=tuple(args.crash),
             backend=args.backend,
+            network=args.network,
+            hosts=args.hosts,
         )
     )
     if args.timeout is not None:
@@ -262,6 +315,18 @@ def _main(argv: list[str] | None) -> int:
     if not checked.consistent:
         return EXIT_FAILED
     return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+
+
+def _cleanup() -> int:
+    """``--cleanup``: remove what netns runs whose runner is gone left behind."""
+    if (why := netns.check_root()) is not None:
+        print(f"harness.run: {why}", file=sys.stderr)
+        return 2
+    removed = netns.cleanup_abandoned()
+    print(f"removed {len(removed)} namespaces of runs that ended without cleaning up" + (": " if removed else ""))
+    for name in removed:
+        print(f"  {name}")
+    return 0
 
 
 if __name__ == "__main__":

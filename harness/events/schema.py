@@ -232,6 +232,14 @@ FAULT = EventKind(
         _f("links", LIST, "the proxy links cut or degraded", optional=True),
         _f("delay", FLOAT, "degraded links: seconds added to each message", optional=True),
         _f("drop", FLOAT, "degraded links: the chance a message is lost", optional=True),
+        _f("pids", LIST, "the processes it hit (a PostgreSQL cluster's postmaster and backends)", optional=True),
+        _f(
+            "scheme",
+            WORD,
+            "--network netns: how the kernel makes it (a partition's shape, loss, tbf, netem)",
+            optional=True,
+        ),
+        _f("rules", INT, "--network netns: the nftables rules and tc queues it took", optional=True),
     ),
 )
 HEAL = EventKind(

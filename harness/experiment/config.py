@@ -12,6 +12,7 @@ from pathlib import Path
 
 from harness.experiment.faults import FaultKind
 from harness.experiment.workload import PrepareMode, RetryMode
+from harness.hosts.netns import NetworkMode
 from harness.node.address import BASE_PORT, DEFAULT_HOST
 from harness.node.timing import CLIENT_TIMEOUT, RESOLVE_AFTER, client_timeout, resolve_after
 
@@ -46,6 +47,8 @@ class RunConfig:
     nemesis_interval: float = 1.0  # seconds between faults, roughly
     crash: tuple[str, ...] = ()  # targeted crash points, e.g. "participant:after-vote"
     backend: Backend = Backend.OURS
+    network: NetworkMode = NetworkMode.LOOPBACK  # where nodes live (harness.experiment.placement)
+    hosts: Path | None = None  # an inventory of remote hosts for the participants (docs/hosts.md)
 
     @property
     def faulty(self) -> bool:

@@ -19,7 +19,12 @@ class FaultKind(enum.StrEnum):
     KILL_PARTICIPANT = "kill-participant"  # SIGKILL, then a restart from its storage after an outage
     KILL_CLIENT = "kill-client"  # SIGKILL; a new client process takes over its unfinished operations
     PAUSE = "pause"  # SIGSTOP, later SIGCONT, of a participant or a client
-    PARTITION = "partition"  # links of the fault proxy cut, or degraded
+    PARTITION = "partition"  # links of the fault proxy cut, or degraded; in netns runs, nftables drop rules
+    LOSS = "loss"  # netns runs: a node's frames dropped at random by nftables
+    BANDWIDTH = "bandwidth"  # netns runs: a token bucket (tc tbf) on a node's link
+    DELAY = (
+        "delay"  # every message to and from a participant delayed: the fault proxy, or netem where the kernel has it
+    )
     CRASH = "crash"  # a node killed itself at its --crash point (recorded, not drawn)
     # --backend postgres (harness.postgres.nemesis)
     KILL_POSTMASTER = "kill-postmaster"  # SIGKILL of a cluster's postmaster, then a restart (crash recovery)
@@ -27,8 +32,17 @@ class FaultKind(enum.StrEnum):
     CUT = "cut"  # a client cut from a cluster through the byte relay, then healed
 
 
-# What --nemesis may name: with our participants, and with --backend postgres.
-NEMESIS_KINDS = (FaultKind.KILL_PARTICIPANT, FaultKind.KILL_CLIENT, FaultKind.PAUSE, FaultKind.PARTITION)
+# What --nemesis may name: with our participants on loopback (the fault proxy
+# makes partitions and delay), only with --network netns (the kernel makes
+# them), and with --backend postgres.
+NEMESIS_KINDS = (
+    FaultKind.KILL_PARTICIPANT,
+    FaultKind.KILL_CLIENT,
+    FaultKind.PAUSE,
+    FaultKind.PARTITION,
+    FaultKind.DELAY,
+)
+KERNEL_KINDS = (FaultKind.LOSS, FaultKind.BANDWIDTH)
 POSTGRES_NEMESIS_KINDS = (
     FaultKind.KILL_POSTMASTER,
     FaultKind.TERMINATE_BACKEND,

@@ -19,18 +19,24 @@ timeout, so that server2's vote comes after the deadline.
 ``partition:between-phases`` cuts client1 from server2 right after server2's
 yes vote reaches client1, so the COMMIT cannot get through.
 
+In ``--network netns`` runs, partitions are made by the kernel instead
+(harness.hosts.kernel_faults: nftables drop rules, one-way and symmetric, a
+node isolated, a majority/minority split, a ring), and two more kinds exist:
+``loss`` (a node's frames dropped at random) and ``bandwidth`` (a token bucket
+on a node's link). Kills and pauses go through the run's placement, which
+signals a local process or a remote one over SSH.
+
 Every fault and every heal is a line of ``nemesis.log`` with its time, which
 the report turns into a table. Everything is healed before the final checks.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import random
 import signal
 import time
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -38,9 +44,12 @@ from harness.events.log import EventLog
 from harness.events.schema import FAULT, HEAL
 from harness.experiment.children import ClientProcess, ParticipantProcess
 from harness.experiment.config import RunConfig
-from harness.experiment.faults import SLOW_VOTE_DELAY, FaultKind, PartitionPoint
-from harness.experiment.processes import Processes
+from harness.experiment.faults import KERNEL_KINDS, SLOW_VOTE_DELAY, FaultKind, PartitionPoint
+from harness.experiment.placement import Placement
+from harness.experiment.processes import Processes, RunError
 from harness.experiment.proxy import ProxyHandle
+from harness.hosts import kernel_faults
+from harness.hosts.netns import NetworkMode
 
 # A participant that killed itself at a crash point stays down this long before
 # the runner restarts it: long enough for its peers and clients to notice.
@@ -56,6 +65,7 @@ class Cluster(Protocol):
     proxy: ProxyHandle | None
     crashes: dict[str, str]  # --crash: target -> POINT[:N]
     procs: Processes
+    place: Placement  # where nodes live: how to signal them, the kernel's faults if any
 
     def restart_participant(self, p: ParticipantProcess) -> None:
         """Start ``p`` again on its port, from its storage."""
@@ -64,9 +74,21 @@ class Cluster(Protocol):
         """Start a killed client again; False if it had nothing left to do."""
 
 
+@dataclass(frozen=True)
+class Paused:
+    node: str
+    proc: BaseProcess
+
+
+@dataclass(frozen=True)
+class KernelMade:
+    fid: int  # the fault's id in the run's KernelFaults
+
+
 # What heal() needs to undo a fault: the participant to restart or the client
-# to replace, the pid to resume, or the proxy links and how they were cut.
-Undo = ParticipantProcess | ClientProcess | int | tuple[str, list[str]] | None
+# to replace, the process to resume, the proxy links and how they were cut, or
+# the kernel's rules.
+Undo = ParticipantProcess | ClientProcess | Paused | KernelMade | tuple[str, list[str]] | None
 
 
 @dataclass
@@ -92,7 +114,8 @@ class Nemesis:
         self.next_at = float("inf")
         self.active: list[_Fault] = []  # at most one scheduled fault, plus crash-point outages
         self.count = 0
-        self.needs_proxy = FaultKind.PARTITION in self.kinds or "partition" in run.crashes
+        partitions = FaultKind.PARTITION in self.kinds or FaultKind.DELAY in self.kinds or "partition" in run.crashes
+        self.needs_proxy = partitions and config.network is NetworkMode.LOOPBACK
 
     def _t(self) -> str:
         return f"{time.monotonic() - self.run.started:.3f}"
@@ -107,8 +130,23 @@ class Nemesis:
 
     def begin(self) -> None:
         """The clients are about to start: arm targeted partitions, schedule the first fault."""
+        kernel = self.run.place.kernel
+        if FaultKind.DELAY in self.kinds and kernel is not None and not kernel.netem:
+            raise RunError(
+                "--nemesis delay: this kernel has no netem; delay needs the fault proxy (--network loopback)"
+            )
+        if kernel is None and (made_by_kernel := [k for k in self.kinds if k in KERNEL_KINDS]):
+            raise RunError(f"--nemesis {','.join(made_by_kernel)}: the kernel makes these, with --network netns only")
         point = self.run.crashes.get("partition")
-        if point is not None and self.run.proxy is not None:
+        if point == PartitionPoint.SLOW_VOTE and kernel is not None:
+            raise RunError("--crash partition:slow-vote needs the fault proxy (--network loopback): no netem here")
+        if point is not None and kernel is not None:
+            made = kernel_faults.between_phases("client1", "server2", kernel.net)
+            fault = self.record(FaultKind.PARTITION, made.what, point=PartitionPoint.BETWEEN_PHASES.value)
+            kernel.apply(fault.id, made)
+            fault.undo = KernelMade(fault.id)
+            self.active.append(fault)  # healed at the end of the run
+        elif point is not None and self.run.proxy is not None:
             name = "client1->server2"
             if point == PartitionPoint.SLOW_VOTE:
                 delay = round(SLOW_VOTE_DELAY * self.client_timeout, 3)
@@ -144,7 +182,7 @@ class Nemesis:
             assert p.proc is not None
             fault = self.record(kind, p.node, pid=p.proc.pid)
             p.down_since = time.monotonic()
-            p.proc.kill()
+            run.place.signal(p.node, p.proc, signal.SIGKILL)
             p.proc.join()
             fault.undo = p
         elif kind is FaultKind.KILL_CLIENT:
@@ -154,16 +192,26 @@ class Nemesis:
             c = self.rng.choice(alive)
             fault = self.record(kind, c.name, pid=c.proc.pid)
             c.killed = True
-            c.proc.kill()
+            run.place.signal(c.name, c.proc, signal.SIGKILL)
             fault.undo = c  # its last transaction is abandoned; a new process takes over later
         elif kind is FaultKind.PAUSE:
-            targets = [(p.node, p.proc.pid) for p in run.participants if p.proc is not None and p.down_since is None]
-            targets += [(c.name, c.proc.pid) for c in run.clients if c.running and c.proc.pid is not None]
-            name, pid = self.rng.choice(targets)
-            assert pid is not None
-            fault = self.record(kind, name, pid=pid)
-            os.kill(pid, signal.SIGSTOP)
-            fault.undo = pid
+            targets = [(p.node, p.proc) for p in run.participants if p.proc is not None and p.down_since is None]
+            targets += [(c.name, c.proc) for c in run.clients if c.running and c.proc.pid is not None]
+            name, proc = self.rng.choice(targets)
+            fault = self.record(kind, name, pid=proc.pid)
+            run.place.signal(name, proc, signal.SIGSTOP)
+            fault.undo = Paused(name, proc)
+        elif run.place.kernel is not None:
+            fault = self._kernel_fault(kind, run.place.kernel)
+        elif kind is FaultKind.DELAY:
+            assert run.proxy is not None
+            node = self.rng.choice([p.node for p in run.participants])
+            ms = self.rng.randint(5, 100)
+            links = [n for n in run.proxy.links if node in n.split("->")]
+            fault = self.record(kind, f"{node} delayed {ms} ms each way", links=",".join(links))
+            for name in links:
+                run.proxy.call("set", name, ms / 1000, 0.0)
+            fault.undo = ("degraded", links)
         else:
             assert run.proxy is not None
             what, links = self._partition_links()
@@ -181,6 +229,32 @@ class Nemesis:
                 fault.undo = ("severed", links)
         fault.heal_at = time.monotonic() + duration
         self.active.append(fault)
+
+    def _kernel_fault(self, kind: FaultKind, kernel: kernel_faults.KernelFaults) -> _Fault:
+        """A partition, loss or bandwidth limit made by the kernel (netns runs)."""
+        servers = [p.node for p in self.run.participants]
+        clients = [c.name for c in self.run.clients if c.running]
+        if kind is FaultKind.LOSS:
+            scheme, made = (
+                "loss",
+                kernel_faults.loss(self.rng.choice(servers + clients), self.rng.randint(5, 40), kernel.net),
+            )
+        elif kind is FaultKind.DELAY:
+            scheme, made = "netem", kernel_faults.delay(self.rng.choice(servers), self.rng.randint(5, 100))
+        elif kind is FaultKind.BANDWIDTH:
+            scheme, made = (
+                "tbf",
+                kernel_faults.bandwidth(self.rng.choice(servers + clients), self.rng.choice((32, 128, 512))),
+            )
+        else:
+            drawn, made = kernel_faults.draw_partition(self.rng, servers, clients, kernel.net)
+            scheme = drawn.value
+        fault = self.record(
+            kind, made.what, scheme=scheme, rules=len(made.rules) + len(made.buckets) + len(made.delays)
+        )
+        kernel.apply(fault.id, made)
+        fault.undo = KernelMade(fault.id)
+        return fault
 
     def _partition_links(self) -> tuple[str, list[str]]:
         """A partition to make: its description and the links it cuts."""
@@ -208,9 +282,11 @@ class Nemesis:
         elif isinstance(undo, ClientProcess):
             if final or not run.restart_client(undo):
                 how = "abandoned"
-        elif isinstance(undo, int):  # paused
-            with contextlib.suppress(ProcessLookupError):  # a paused client may be gone
-                os.kill(undo, signal.SIGCONT)
+        elif isinstance(undo, Paused):
+            run.place.signal(undo.node, undo.proc, signal.SIGCONT)  # a paused client may be gone: no matter
+        elif isinstance(undo, KernelMade):
+            assert run.place.kernel is not None
+            run.place.kernel.heal(undo.fid)
         elif isinstance(undo, tuple):
             assert run.proxy is not None
             how_cut, links = undo

@@ -46,7 +46,9 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _child(close: list[Any], parent: int, target: Callable[..., None], args: tuple[Any, ...]) -> None:
+def _child(
+    close: list[Any], parent: int, target: Callable[..., None], args: tuple[Any, ...], enter: Callable[[], None] | None
+) -> None:
     for held in close:
         held.close()
     # The runner turns SIGTERM into an interruption (runner.interrupted_by_sigterm); a
@@ -55,6 +57,8 @@ def _child(close: list[Any], parent: int, target: Callable[..., None], args: tup
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.setpgid(0, 0)
     die_with_parent(parent)
+    if enter is not None:
+        enter()  # e.g. into the node's network namespace (harness.hosts.placement)
     target(*args)
 
 
@@ -70,14 +74,20 @@ class Processes:
         self.held: list[Any] = []
 
     def start(
-        self, target: Callable[..., None], args: tuple[Any, ...], name: str, keep: socket.socket | None = None
+        self,
+        target: Callable[..., None],
+        args: tuple[Any, ...],
+        name: str,
+        keep: socket.socket | None = None,
+        enter: Callable[[], None] | None = None,
     ) -> BaseProcess:
         """Fork a child running ``target(*args)``; ``keep`` is the one held
-        socket it may keep (its own listening socket)."""
+        socket it may keep (its own listening socket); ``enter`` runs in the
+        child first (where the child must live)."""
         sys.stdout.flush()
         sys.stderr.flush()
         close = [s for s in self.held if s is not keep]
-        proc = MP.Process(target=_child, args=(close, os.getpid(), target, args), name=name, daemon=False)
+        proc = MP.Process(target=_child, args=(close, os.getpid(), target, args, enter), name=name, daemon=False)
         proc.start()
         self.procs.append(proc)
         return proc

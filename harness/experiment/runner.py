@@ -39,12 +39,12 @@ from harness.experiment.children import ClientProcess, ParticipantProcess, clien
 from harness.experiment.config import Backend, RunConfig, client_values, default_folder, repeat_command
 from harness.experiment.faults import FaultKind, parse_crashes
 from harness.experiment.nemesis import Nemesis
+from harness.experiment.placement import for_run
 from harness.experiment.processes import MP, READY_TIMEOUT, Processes, RunError, await_ready
 from harness.experiment.progress import Progress, Watch
 from harness.experiment.proxy import ProxyHandle
 from harness.experiment.workload import ClientConfig, RetryMode
 from harness.node import event_loop
-from harness.node.address import listen_socket
 from harness.node.query import query_all
 from harness.node.serve import ParticipantConfig
 from harness.node.storage import Storage, StorageError
@@ -130,6 +130,7 @@ class Run:
         self.command = repeat_command(config, seed)
         self.progress_stream = progress_stream
         self.procs = Processes()
+        self.place = for_run(config, folder)  # where the nodes live: loopback, namespaces, remote hosts
         self.started = time.monotonic()
         self.participants: list[ParticipantProcess] = []
         self.clients: list[ClientProcess] = []
@@ -145,6 +146,10 @@ class Run:
     def execute(self) -> RunResult:
         final: dict[str, Any] = {}
         try:
+            self.place.open(
+                [f"server{i}" for i in range(1, self.config.participants + 1)],
+                [f"client{i}" for i in range(1, self.config.clients + 1)],
+            )
             sockets = self._bind_participants()
             if self.nemesis is not None and self.nemesis.needs_proxy:
                 self.proxy = ProxyHandle.start(self.procs, self.folder, self.seed)
@@ -154,18 +159,23 @@ class Run:
                 self._run_clients()
                 if self.nemesis is not None:
                     self.nemesis.heal_all()
+                self.place.check_healed()
                 final = self._settle()
             except KeyboardInterrupt as e:  # SIGINT, or SIGTERM (Interrupted)
                 final = self._interrupt("SIGTERM" if isinstance(e, Interrupted) else "SIGINT")
             self.procs.stop([p.proc for p in self.participants if p.proc is not None])
+            self.place.collect(self.folder)
             for p in self.participants:
                 entry = final.setdefault(p.node, {"address": f"{p.address[0]}:{p.address[1]}", "status": None})
-                entry["storage"] = read_storage(p.config.data, p.node)
+                entry["storage"] = read_storage(self.place.local(p.config.data), p.node)
             write_json(self.folder / "final_states.json", final)
         finally:
             if self.nemesis is not None:
                 self.nemesis.close()
-            self.procs.stop()
+            try:
+                self.procs.stop()
+            finally:
+                self.place.close()
         return RunResult(
             folder=self.folder,
             seed=self.seed,
@@ -198,25 +208,29 @@ class Run:
 
     # ------------------------------------------------------------ participants
 
-    def _bind_participants(self) -> list[socket.socket]:
+    def _bind_participants(self) -> list[tuple[tuple[str, int], socket.socket | None]]:
         """Bind every participant's listening socket here, so that every address
-        is known before anything starts (the proxy and the peers need them)."""
-        sockets: list[socket.socket] = []
+        is known before anything starts (the proxy and the peers need them);
+        a remote participant binds its own (its address is known: --base-port)."""
+        bound: list[tuple[tuple[str, int], socket.socket | None]] = []
         for i in range(1, self.config.participants + 1):
             port = self.config.base_port + i - 1 if self.config.base_port else 0
+            host = self.place.address(f"server{i}")
             try:
-                sock = listen_socket(self.config.host, port)
+                sock = self.place.listen(f"server{i}", port)
             except OSError as e:
-                for s in sockets:
-                    s.close()
+                for _, s in bound:
+                    if s is not None:
+                        s.close()
                 hint = " (is another participant or run using it?)" if e.errno == errno.EADDRINUSE else ""
-                raise RunError(f"cannot listen on {self.config.host}:{port}: {e.strerror}{hint}") from None
-            sockets.append(sock)
-        self.procs.held += sockets
-        return sockets
+                raise RunError(f"cannot listen on {host}:{port}: {e.strerror}{hint}") from None
+            bound.append(((host, port) if sock is None else sock.getsockname()[:2], sock))
+            if sock is not None:
+                self.procs.held.append(sock)
+        return bound
 
-    def _start_participants(self, sockets: list[socket.socket]) -> None:
-        addresses = [s.getsockname()[:2] for s in sockets]
+    def _start_participants(self, bound: list[tuple[tuple[str, int], socket.socket | None]]) -> None:
+        addresses = [address for address, _ in bound]
         names = [f"{h}:{p}" for h, p in addresses]
         for i, address in enumerate(addresses, 1):
             node = f"server{i}"
@@ -241,12 +255,13 @@ class Run:
             self.participants.append(ParticipantProcess(node=node, config=pcfg, address=(address[0], address[1])))
         deadline = time.monotonic() + READY_TIMEOUT
         waits = []
-        for p, sock in zip(self.participants, sockets, strict=True):
+        for p, (_, sock) in zip(self.participants, bound, strict=True):
             first = replace(p.config, sock=sock, crash=self.crashes.get(p.node))
             waits.append(self._fork_participant(p, first, keep=sock))
-            # Only the participant holds its port now: once it dies, connections are refused.
-            self.procs.held.remove(sock)
-            sock.close()
+            if sock is not None:
+                # Only the participant holds its port now: once it dies, connections are refused.
+                self.procs.held.remove(sock)
+                sock.close()
         for p, conn in zip(self.participants, waits, strict=True):
             assert p.proc is not None
             await_ready(p.node, p.proc, conn, deadline)
@@ -256,7 +271,7 @@ class Run:
         self, p: ParticipantProcess, config: ParticipantConfig, keep: socket.socket | None = None
     ) -> multiprocessing.connection.Connection:
         parent, child = MP.Pipe(duplex=False)
-        p.proc = self.procs.start(participant_child, (config, child), p.node, keep=keep)
+        p.proc = self.place.start(self.procs, p.node, participant_child, (config, child), keep=keep)
         child.close()
         return parent
 
@@ -282,6 +297,9 @@ class Run:
                     {"node": p.node, "address": f"{p.address[0]}:{p.address[1]}"} for p in self.participants
                 ],
                 "clients": [f"client{i}" for i in range(1, self.config.clients + 1)],
+                # Whether every log was stamped by one clock (the checker orders by
+                # timestamps across nodes only then; docs/hosts.md).
+                "clock": "shared" if self.place.shared_clock else "per-host",
             },
         )
 
@@ -350,7 +368,7 @@ class Run:
 
     def _fork_client(self, config: ClientConfig) -> tuple[BaseProcess, multiprocessing.connection.Connection]:
         parent, child = MP.Pipe(duplex=False)
-        proc = self.procs.start(client_child, (config, child, self.go), config.name)
+        proc = self.place.start(self.procs, config.name, client_child, (config, child, self.go))
         child.close()
         self.procs.held.append(parent)  # later children must not keep the runner's end
         return proc, parent
