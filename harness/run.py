@@ -20,6 +20,7 @@ from harness.node.timing import (
     FAULT_RESOLVE_AFTER,
     RESOLVE_AFTER_PER_DELAY,
 )
+from harness.report import files as report_files
 from harness.report import summary, tables
 from harness.verify.checker import check_run
 from harness.verify.model import CheckError
@@ -209,12 +210,14 @@ def _main(argv: list[str] | None) -> int:
         print(f"harness.run: {e}", file=sys.stderr)
         return 2
     summary.write(checked, result.folder, elapsed_s=round(result.elapsed, 3))
+    report_files.write_all(result.folder, checked)
     print(
         tables.render(
             checked,
             extra=[
                 "",
                 f"run folder: {result.folder}  ({result.elapsed:.2f}s, {checked.lines} log lines checked)",
+                f"report:     {result.folder / report_files.REPORT}  (history.jsonl, events.jsonl beside it)",
                 f"repeat it:  {result.command}",
             ],
         )

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.bench import report as report_bench
 from harness.bench.floor import (
     interpreter_startup,
     measure_fan_out,
@@ -96,7 +97,7 @@ TARGET_PARTICIPANT_MIB = 40.0
 TARGET_CLIENT_MIB = 30.0
 
 
-SECTIONS = ("one-client", "uvloop", "contention", "startup", "memory", "checker")
+SECTIONS = ("one-client", "uvloop", "contention", "startup", "memory", "checker", "report")
 
 
 @dataclass
@@ -174,6 +175,7 @@ class Bench:
             ("startup", self.startup),
             ("contention", self.contention),
             ("checker", self.checker),
+            ("report", self.report),
         ]
         self.results["section_s"] = {}
         for name, step in steps:
@@ -368,3 +370,13 @@ class Bench:
                 f"synthetic checker lines unlike a real run's: {out['shapes']['synthetic_not_in_real'][:3]}"
             )
         self.results["checker"] = out
+
+    def report(self) -> None:
+        """report.html on the checker's synthetic folder size (harness.bench.report)."""
+        c = self.config
+        out = report_bench.measure(self.workdir, c.checker_lines, c.repeat)
+        say(
+            f"report, {out['lines']} lines: {out['report_s']:.2f}s, {out['ratio']:.2f} x check_run, "
+            f"{out['bytes_per_line']:.2f} bytes/line, first paint {out.get('first_paint_ms', float('nan')):.0f} ms"
+        )
+        self.results["report"] = out

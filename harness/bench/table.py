@@ -8,6 +8,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from harness.bench import report as rb
 from harness.bench.floor import FSYNC_APPEND, PARTICIPANTS, STARTUP_CLIENTS
 from harness.bench.suite import (
     CHECKER_SMALL,
@@ -259,6 +260,28 @@ def build_rows(results: dict[str, Any], config: BenchConfig) -> list[Row]:
                     large["peak_mib"] <= TARGET_CHECKER_MIB,
                 )
             )
+    rows += report_rows(results.get("report"))
+    return rows
+
+
+def report_rows(r: dict[str, Any] | None) -> list[Row]:
+    """The report section: its time as a multiple of the check, its size, its speed in a browser."""
+    if not r:
+        return []
+    lines = f"{r['lines']:,} lines"
+    rows = [
+        Row("report", f"report.html + history.jsonl, {lines}", r["report_s"], "s", r["check_s"], "check_run",
+            f"<= {rb.TARGET_RATIO:g} x", r["ratio"] <= rb.TARGET_RATIO),
+        Row("report", "report.html size per log line", r["bytes_per_line"], "bytes"),
+        Row("report", f"events.jsonl, {lines} (apart)", r["events_s"], "s", r["check_s"], "check_run"),
+    ]  # fmt: skip
+    if "first_paint_ms" in r:
+        rows += [
+            Row("report", "Chromium: first paint", r["first_paint_ms"], "ms", None, "",
+                f"< {rb.TARGET_FIRST_PAINT_MS:g}", r["first_paint_ms"] < rb.TARGET_FIRST_PAINT_MS),
+            Row("report", f"Chromium: zoom redraw, worst of {len(r['redraw_ms'])}", r["redraw_max_ms"], "ms", None, "",
+                f"< {rb.TARGET_REDRAW_MS:g}", r["redraw_max_ms"] < rb.TARGET_REDRAW_MS),
+        ]  # fmt: skip
     return rows
 
 
