@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from harness.report.cli import EXIT_USAGE, add_version
+from harness.report.cli import EXIT_USAGE, add_version, exit_with
 
 # name -> (module whose main(argv) runs it, what it does)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -57,4 +57,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

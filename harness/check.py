@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from harness.report import tables
-from harness.report.cli import EXIT_FAILED, EXIT_OK, add_version, fail
+from harness.report.cli import EXIT_FAILED, EXIT_OK, add_version, exit_with, fail
 from harness.report.terminal import terminal_width
 from harness.verify.checker import check_run
 from harness.verify.model import CheckError
@@ -35,4 +35,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

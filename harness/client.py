@@ -26,7 +26,7 @@ from harness.node.timing import CLIENT_TIMEOUT, CLIENT_TIMEOUT_PER_DELAY, client
 from harness.node.watch import Echo
 from harness.protocol import coordinator as co
 from harness.protocol.messages import VALUE_MAX, VALUE_MIN
-from harness.report.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, add_version, fail
+from harness.report.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, add_version, exit_with, fail
 
 PROG = "harness.client"
 
@@ -153,4 +153,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

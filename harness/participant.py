@@ -26,7 +26,7 @@ from harness.node.serve import ParticipantConfig, StartError, serve
 from harness.node.storage import remove_storage
 from harness.node.timing import RESOLVE_AFTER, RESOLVE_AFTER_PER_DELAY, resolve_after
 from harness.node.watch import Echo
-from harness.report.cli import EXIT_OK, EXIT_STORAGE, EXIT_USAGE, add_version, fail, os_problem
+from harness.report.cli import EXIT_OK, EXIT_STORAGE, EXIT_USAGE, add_version, exit_with, fail, os_problem
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,4 +133,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

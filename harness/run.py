@@ -24,7 +24,7 @@ from harness.node.timing import (
 )
 from harness.protocol.messages import VALUE_MAX, VALUE_MIN
 from harness.report import summary, tables
-from harness.report.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, add_version, fail
+from harness.report.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, add_version, exit_with, fail
 from harness.report.terminal import shell_wrap, terminal_width
 from harness.verify.checker import check_run
 from harness.verify.model import CheckError
@@ -243,4 +243,4 @@ def _main(argv: list[str] | None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

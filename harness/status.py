@@ -16,7 +16,7 @@ from harness.node.address import default_servers, servers_arg
 from harness.node.query import query_all
 from harness.node.timing import STATUS_TIMEOUT
 from harness.protocol.messages import State
-from harness.report.cli import EXIT_FAILED, EXIT_INTERRUPTED, add_version, fail
+from harness.report.cli import EXIT_FAILED, EXIT_INTERRUPTED, add_version, exit_with, fail
 from harness.report.terminal import fit_table, terminal_width, wrap
 
 PROG = "harness.status"
@@ -82,4 +82,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

@@ -12,7 +12,10 @@ interrupted. A problem that is not our bug is one line on standard error,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Callable
+from typing import NoReturn
 
 from harness import __version__
 
@@ -38,3 +41,17 @@ def os_problem(e: OSError) -> str:
     """An OSError as a person reads it: what went wrong, and on which path."""
     what = e.strerror or str(e) or type(e).__name__
     return f"{e.filename}: {what}" if e.filename else what
+
+
+def exit_with(main: Callable[[], int]) -> NoReturn:
+    """Run a program's ``main`` and exit with its status. A reader that went away
+    (``harness.check DIR | head``) is no error of ours: no traceback, as ``cat`` would."""
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python flushes standard output again at exit: point it at nothing first.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        status = EXIT_FAILED
+    sys.exit(status)

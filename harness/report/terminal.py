@@ -8,7 +8,8 @@ a width:
   output is one, else none: output piped to a file or a program keeps whole
   lines (a script reads what the log would say), unless COLUMNS asks otherwise;
 * a table first hides its columns that are zero on every row (nothing to
-  read there); if it is still too wide it is folded: its columns go into
+  read there), then drops the padding around its headers; if it is still
+  too wide it is folded: its columns go into
   as many tables as needed, each repeating the key column (the client's or
   replica's name), so every figure stays on screen with its row's name;
 * prose is wrapped at word boundaries, continuation lines indented;
@@ -28,6 +29,7 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
+import tabulate as tabulate_module
 from tabulate import tabulate
 
 MIN_WIDTH = 40  # narrower than this, folding tables helps no one: print them whole
@@ -105,14 +107,27 @@ def fit_table(
         return tabulate(rows, headers=list(headers), tablefmt=fmt)
     shown = [i for i in range(len(headers)) if i in keep or not all(_is_zero(r[i]) for r in rows)]
 
+    padding = tabulate_module.MIN_PADDING
+
     def render(columns: list[int]) -> str:
-        return tabulate([[r[i] for i in columns] for r in rows], headers=[headers[i] for i in columns], tablefmt=fmt)
+        saved = tabulate_module.MIN_PADDING
+        tabulate_module.MIN_PADDING = padding  # tabulate reads it at each call; no argument sets it
+        try:
+            return tabulate(
+                [[r[i] for i in columns] for r in rows], headers=[headers[i] for i in columns], tablefmt=fmt
+            )
+        finally:
+            tabulate_module.MIN_PADDING = saved
 
     def wide(text: str) -> int:
         return max(len(line) for line in text.splitlines())
 
     whole = render(shown)
     if wide(whole) <= width or width < MIN_WIDTH:
+        return whole
+    padding = 0  # headers as wide as their words: room for a column or two more before folding
+    whole = render(shown)
+    if wide(whole) <= width:
         return whole
     folds: list[list[int]] = []
     group: list[int] = [0]
