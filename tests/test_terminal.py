@@ -8,9 +8,12 @@ import json
 import multiprocessing
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import Cluster, child_env
 
 from harness.experiment.config import RunConfig
 from harness.experiment.progress import Progress
@@ -204,3 +207,52 @@ def test_progress_shows_done_of_total_and_time_left(monkeypatch: pytest.MonkeyPa
     assert "about 20s left" in timed.text(timed.started + 10.0)
     p.show(force=True)
     assert p.stream.getvalue().startswith("\r\x1b[K25/50 transactions")
+
+
+def test_client_verbose_prints_every_send_and_reply_as_the_seed_did(cluster: Cluster) -> None:
+    for n in (1, 2, 3):
+        cluster.start_participant(n)
+    done = cluster.client("-v", "--value", "42")
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    for pattern in (
+        r"-> 127\.0\.0\.1:\d+ PREPARE \(commit\) client\d+…-1 value=42$",
+        r"<- 127\.0\.0\.1:\d+ VOTE ok client\d+…-1$",
+        r"-> 127\.0\.0\.1:\d+ COMMIT \(alterar\) client\d+…-1$",
+        r"<- 127\.0\.0\.1:\d+ OUTCOME committed client\d+…-1$",
+    ):
+        assert sum(bool(re.search(pattern, line)) for line in lines) == 3, (pattern, done.stdout)
+    decided = next(i for i, line in enumerate(lines) if " decide committed " in line)
+    first_commit = next(i for i, line in enumerate(lines) if "COMMIT (alterar)" in line)
+    assert max(i for i, line in enumerate(lines) if " VOTE ok " in line) < decided < first_commit
+    assert any(line.startswith("committed txid=") for line in lines)
+    assert all(len(line) <= 100 for line in lines), done.stdout
+    quiet = cluster.client("--value", "43")
+    assert quiet.stdout.count("\n") == 1 and quiet.stdout.startswith("committed txid=")
+
+
+def test_run_watch_streams_every_nodes_events_before_the_report(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.run", "--clients", "2", "--transactions", "1", "--base-port", "0", "--watch"],
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report = done.stdout.index("client   ") if "client   " in done.stdout else done.stdout.index("client  ")
+    events = done.stdout[:report].splitlines()
+    for who in ("server1", "server2", "server3", "client1", "client2"):
+        assert any(re.match(rf"\d\d:\d\d:\d\d\.\d{{3}} {who} ", line) for line in events), who
+    assert sum(" PREPARE (commit) " in line for line in events) == 12  # 2 clients x 3 participants, sent and received
+    assert "CONSISTENT" in done.stdout[report:]
+    unwatched = subprocess.run(
+        [sys.executable, "-m", "harness.run", "--clients", "2", "--transactions", "1", "--base-port", "0"],
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert unwatched.returncode == 0 and unwatched.stdout.startswith("client ")
