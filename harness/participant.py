@@ -20,6 +20,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from harness.events.schema import ERROR
 from harness.node.address import DEFAULT_HOST, default_address
 from harness.node.crash import CrashPlan, ParticipantCrashPoint
 from harness.node.serve import ParticipantConfig, StartError, serve
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         durable=not args.no_fsync,
         crash=args.crash,
         advertise=args.advertise,
-        echo=None if args.quiet else Echo(sys.stdout),
+        echo=None if args.quiet else Echo(sys.stdout, skip=frozenset({ERROR.name})),  # an error: one line on stderr
     )
     try:
         asyncio.run(serve(config, ready=lambda addr: None))

@@ -47,7 +47,7 @@ def _free_port() -> int:
 def test_participant_data_dir_under_a_regular_file_is_a_usage_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a folder")
     done = _cli("harness.participant", "1", "--port", "0", "--data-dir", "file/data", cwd=tmp_path)
-    _one_line_error(done, 2, "participant 1:", "file", "Not a directory")
+    _one_line_error(done, 2, "participant 1:", "file is a file, not a folder")
 
 
 def test_participant_log_under_a_regular_file_is_a_usage_error(tmp_path: Path) -> None:
@@ -83,7 +83,7 @@ def test_participant_on_a_read_only_data_dir_is_a_usage_error(tmp_path: Path) ->
             text=True,
             timeout=60,
         )
-    _one_line_error(done, 2, "participant 1:", "ro")
+    _one_line_error(done, 2, "participant 1:", "ro is read-only")
 
 
 def _stored(tmp_path: Path) -> Path:

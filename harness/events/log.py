@@ -90,6 +90,17 @@ def utc_timestamp(t: float) -> str:
     return f"{_second[1]}.{micros:06d}Z"
 
 
+def path_problem(e: OSError) -> str:
+    """What is wrong with a path, in words: ``x is not a folder``, ``Permission denied``."""
+    if isinstance(e, FileExistsError | NotADirectoryError) and e.filename:  # a regular file on the way
+        blocking = next(
+            (p for p in (Path(e.filename), *Path(e.filename).parents) if p.exists() and not p.is_dir()), None
+        )
+        if blocking is not None:
+            return f"{blocking} is a file, not a folder"
+    return f"{e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
+
+
 class EchoSink(Protocol):
     """Where a log echoes its lines for people: a text stream, or one that reformats them
     (harness.node.watch.Echo)."""
@@ -122,8 +133,7 @@ class EventLog:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             except OSError as e:
-                where = e.filename or path
-                raise EventLogError(f"cannot write the event log {where}: {e.strerror or e}") from None
+                raise EventLogError(f"cannot write the event log {path}: {path_problem(e)}") from None
 
     def write(self, kind: EventKind, /, **values: object) -> None:
         """Write one event of ``kind`` (harness.events.schema) with these field values;

@@ -14,10 +14,12 @@ Several records can be written in one call: one fsync then covers them all
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.events.log import path_problem
 from harness.protocol.messages import DecodeError, TxState, parse_participants
 from harness.protocol.participant import TxRecord
 
@@ -46,6 +48,13 @@ class CorruptStorage(StorageError):
     is not a record. Nothing in it can be trusted to vote or commit on."""
 
 
+def _unusable(path: Path, e: sqlite3.Error) -> str:
+    """Why SQLite cannot open or write ``path``, in the operator's words where we can tell."""
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return f"{path.parent} is read-only (SQLite needs to write the file and its journal beside it)"
+    return str(e)
+
+
 class Storage:
     """Reads and writes one participant's records."""
 
@@ -54,9 +63,9 @@ class Storage:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None)
         except OSError as e:
-            raise StorageError(f"cannot make the data folder {e.filename or path.parent}: {e.strerror or e}") from None
+            raise StorageError(f"cannot make the data folder {path.parent}: {path_problem(e)}") from None
         except sqlite3.Error as e:
-            raise StorageError(f"cannot open {path}: {e}") from None
+            raise StorageError(f"cannot open {path}: {_unusable(path, e)}") from None
         self.path = path
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -70,7 +79,7 @@ class Storage:
             # OperationalError: the file or its folder cannot be opened or written
             # (read-only, no space): the environment. Anything else: the content.
             if isinstance(e, sqlite3.OperationalError):
-                raise StorageError(f"cannot use {path}: {e}") from None
+                raise StorageError(f"cannot use {path}: {_unusable(path, e)}") from None
             raise CorruptStorage(f"{path} cannot be read: {e}") from None
         if row is not None and row[0] != node:
             self._db.close()

@@ -62,7 +62,9 @@ def _load_json(path: Path) -> Any:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckError(f"{path} is missing: is {path.parent} a run folder?") from None
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        raise CheckError(f"{path} cannot be read: {e.strerror or e}") from None
+    except ValueError as e:
         raise CheckError(f"{path} cannot be read: {e}") from None
 
 
