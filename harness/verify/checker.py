@@ -34,6 +34,7 @@ from typing import Any
 from harness.events.log import typed_fields
 from harness.events.schema import FAULT, HEAL, EventKind
 from harness.protocol.messages import NokCode
+from harness.verify.interrupted import excuse_interrupted
 from harness.verify.model import CheckError, CheckReport, ClientStats, ReplicaStats, Violation, ViolationKind
 from harness.verify.reader import CLIENT_LOG, NEMESIS_LOG, Log, LogReader, Observation, seconds_between
 
@@ -96,32 +97,6 @@ def check_run(folder: Path) -> CheckReport:
         if collecting:
             gc.enable()
     return excuse_interrupted(report, str(interrupted)) if interrupted else report
-
-
-# What an interrupted run cannot be held to: its clients were stopped mid-way and the
-# participants maybe before they could finish what those had begun, or before their
-# storage was read. Every other rule (stability, agreement, validity, durability, the
-# lock, clients told the truth against what storage was read) still holds of what it did.
-_EXCUSED = {
-    ViolationKind.MISSING_FINAL_STATE: "storage not read at the end: replicas and clients' outcomes not compared to it",
-    ViolationKind.LOCK_HELD: "termination: a lock held, or no STATUS answer, at the end",
-    ViolationKind.UNDECIDED: "termination: a transaction still prepared at the end",
-}
-
-
-def excuse_interrupted(report: CheckReport, why: str) -> CheckReport:
-    """``report`` of a run stopped by ``why``: the violations it could not avoid become
-    notes of what was not checked (CheckReport.unchecked)."""
-    kept, notes = [], []
-    for v in report.violations:
-        if v.kind in _EXCUSED:
-            notes.append(f"{_EXCUSED[v.kind]} ({v.message})")
-        else:
-            kept.append(v)
-    report.violations = kept
-    report.interrupted = why
-    report.unchecked = notes
-    return report
 
 
 class _Checker:
