@@ -27,6 +27,7 @@ import secrets
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -95,6 +96,9 @@ def interrupted_by_sigterm() -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         raise Interrupted()
 
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
