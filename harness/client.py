@@ -3,7 +3,9 @@
 It connects to every participant, then for each transaction sends PREPARE to
 all of them, and COMMIT everywhere if all voted ok, ABORT everywhere otherwise.
 It prints one line per transaction and exits 0 if all committed, 1 if any
-aborted or ended unknown, 2 on a usage or connection error.
+aborted or ended unknown, 2 on a usage or connection error. ``-v`` also
+prints every message it sends and every reply, as they happen, as the seed's
+client did (harness.node.watch makes them short).
 """
 
 from __future__ import annotations
@@ -13,13 +15,20 @@ import os
 import sys
 from pathlib import Path
 
+from harness.events.log import EventLogError
+from harness.events.schema import OUTCOME
 from harness.experiment.workload import MAX_RETRIES, ClientConfig, PrepareMode, RetryMode, run
 from harness.node import event_loop
 from harness.node.address import default_servers, servers_arg
 from harness.node.client_node import ConnectError, TxResult
 from harness.node.crash import ClientCrashPoint, CrashPlan
 from harness.node.timing import CLIENT_TIMEOUT, CLIENT_TIMEOUT_PER_DELAY, client_timeout
+from harness.node.watch import Echo
 from harness.protocol import coordinator as co
+from harness.protocol.messages import VALUE_MAX, VALUE_MIN
+from harness.report.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, add_version, exit_with, fail
+
+PROG = "harness.client"
 
 
 def print_result(op: int, attempt: int, r: TxResult) -> None:
@@ -36,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m harness.client",
         description="Coordinate 2PC transactions: PREPARE everywhere, then COMMIT everywhere or ABORT everywhere.",
+    )
+    add_version(p)
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print every message sent and every reply as it happens, as the seed did",
     )
     p.add_argument(
         "--servers",
@@ -101,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--count must be 1 or more")
     if args.delay < 0 or (args.timeout is not None and args.timeout <= 0):
         parser.error("--delay must be >= 0 and --timeout > 0")
+    if not VALUE_MIN <= args.value <= VALUE_MAX:
+        parser.error(f"--value must be within [{VALUE_MIN}, {VALUE_MAX}] (a signed 64-bit integer)")
+    if args.max_retries < 0:
+        parser.error("--max-retries must be 0 or more")
     if args.crash:
         try:
             CrashPlan.parse(args.crash, ClientCrashPoint)
@@ -121,16 +141,16 @@ def main(argv: list[str] | None = None) -> int:
         max_retries=args.max_retries,
         seed=args.seed,
         crash=args.crash,
+        echo=Echo(sys.stdout, skip=frozenset({OUTCOME.name})) if args.verbose else None,
     )
     try:
         results = event_loop.run(run(config, print_result))
-    except ConnectError as e:
-        print(f"client: {e}", file=sys.stderr)
-        return 2
+    except (ConnectError, EventLogError) as e:
+        return fail(PROG, str(e), EXIT_USAGE)
     except KeyboardInterrupt:
-        return 130
-    return 0 if all(r.result is co.Result.COMMITTED for r in results) else 1
+        return EXIT_INTERRUPTED
+    return EXIT_OK if all(r.result is co.Result.COMMITTED for r in results) else EXIT_FAILED
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

@@ -3,7 +3,14 @@
 Participant ID n listens on 127.0.0.1:(8885 + n), keeps its data in
 ``data/server<n>.sqlite3`` and its event log in ``logs/server<n>.log``; every
 flag below overrides one of those. It runs until SIGINT or SIGTERM, then
-finishes its durable writes and exits 0.
+finishes its durable writes and exits 0; it exits 2 when it cannot start (a
+port taken, a path it cannot use) and 3 when its storage cannot be decoded or
+written. It echoes its events on standard output, one short line each
+(harness.node.watch); the log file keeps every field.
+
+A participant restarted with the same data folder goes on from its records;
+``--fresh`` removes its data file and log first, to start from
+storage_server=0.
 """
 
 from __future__ import annotations
@@ -12,11 +19,15 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.events.schema import ERROR
 from harness.node import event_loop
 from harness.node.address import DEFAULT_HOST, default_address
 from harness.node.crash import CrashPlan, ParticipantCrashPoint
 from harness.node.serve import ParticipantConfig, StartError, serve
+from harness.node.storage import remove_storage
 from harness.node.timing import RESOLVE_AFTER, RESOLVE_AFTER_PER_DELAY, resolve_after
+from harness.node.watch import Echo
+from harness.report.cli import EXIT_OK, EXIT_STORAGE, EXIT_USAGE, add_version, exit_with, fail, os_problem
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m harness.participant",
         description="Run one 2PC participant: it holds storage_server, votes ok/NOK, and commits or aborts.",
     )
+    add_version(p)
     p.add_argument("id", type=int, help="participant number n: default port 8885+n, files server<n>.*")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=None, help="port to listen on (default 8885+ID; 0 = any free port)")
@@ -62,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the name clients and peers know this participant by (default HOST:PORT)",
     )
     p.add_argument("--quiet", action="store_true", help="do not echo events on standard output")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="remove this participant's data file and log first: start again from storage_server=0",
+    )
     return p
 
 
@@ -72,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("id must be 1 or more")
     if args.delay < 0:
         parser.error("--delay must be >= 0")
+    if args.resolve_after is not None and args.resolve_after <= 0:
+        parser.error("--resolve-after must be > 0")
     if args.crash:
         try:
             CrashPlan.parse(args.crash, ParticipantCrashPoint)
@@ -81,26 +100,38 @@ def main(argv: list[str] | None = None) -> int:
     port = default_port if args.port is None else args.port
     if not 0 <= port < 65536:
         parser.error("--port must be within 0-65535")
+    data = args.data_dir / f"server{args.id}.sqlite3"
+    log = args.log or Path("logs") / f"server{args.id}.log"
+    prog = f"participant {args.id}"
+    if args.fresh:
+        try:
+            removed = remove_storage(data) + ([log] if log.exists() else [])
+            log.unlink(missing_ok=True)
+        except OSError as e:
+            return fail(prog, f"cannot start afresh: {os_problem(e)}")
+        if removed:
+            print(f"{prog}: removed {', '.join(map(str, removed))} (a fresh start)", flush=True)
+    elif data.exists():
+        print(f"{prog}: going on from {data}; --fresh starts from 0", flush=True)
     config = ParticipantConfig(
         node=f"server{args.id}",
         host=args.host,
         port=port,
-        data=args.data_dir / f"server{args.id}.sqlite3",
-        log=args.log or Path("logs") / f"server{args.id}.log",
+        data=data,
+        log=log,
         delay=args.delay,
         resolve_after=args.resolve_after if args.resolve_after is not None else resolve_after(args.delay),
         durable=not args.no_fsync,
         crash=args.crash,
         advertise=args.advertise,
-        echo=not args.quiet,
+        echo=None if args.quiet else Echo(sys.stdout, skip=frozenset({ERROR.name})),  # an error: one line on stderr
     )
     try:
         event_loop.run(serve(config, ready=lambda addr: None))
     except StartError as e:
-        print(f"participant {args.id}: {e}", file=sys.stderr)
-        return 2
-    return 0
+        return fail(prog, str(e), EXIT_STORAGE if e.corrupt else EXIT_USAGE)
+    return EXIT_OK
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

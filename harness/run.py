@@ -1,6 +1,8 @@
 """``python -m harness.run``: the main job. Argument parsing only; see harness.experiment.runner.
 
-Exit status: 0 consistent, 1 a violation, 2 a usage or infrastructure error.
+Exit status: 0 consistent, 1 a violation, 2 a usage or infrastructure error,
+130 interrupted (SIGINT or SIGTERM: the run stops, is checked as far as it went,
+and its verdict says so).
 """
 
 from __future__ import annotations
@@ -20,18 +22,23 @@ from harness.node.timing import (
     FAULT_RESOLVE_AFTER,
     RESOLVE_AFTER_PER_DELAY,
 )
+from harness.protocol.messages import VALUE_MAX, VALUE_MIN
 from harness.report import files as report_files
 from harness.report import summary, tables
+from harness.report.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, add_version, exit_with, fail
+from harness.report.terminal import shell_wrap, terminal_width
 from harness.verify.checker import check_run
 from harness.verify.model import CheckError
 
+PROG = "harness.run"
 EPILOG = """\
 examples:
   python -m harness.run --clients 5
   python -m harness.run --clients 20 --transactions 50 --retry backoff
-  python -m harness.run --clients 3 --transactions 2 --delay 1     # the seed's pace, to watch
+  python -m harness.run --clients 3 --transactions 2 --delay 1     # the seed's pace, events streamed
   python -m harness.run --base-port 0                               # any free ports
-exit status: 0 consistent, 1 a violation was found, 2 usage or infrastructure error.
+exit status: 0 consistent, 1 a violation was found, 2 usage or infrastructure error,
+130 interrupted by Ctrl-C or SIGTERM (what was done is checked and reported).
 """
 
 
@@ -44,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version(p)
     p.add_argument("--clients", type=int, default=d.clients, help=f"client processes (default {d.clients})")
     p.add_argument(
         "--participants", type=int, default=d.participants, help=f"participant processes (default {d.participants})"
@@ -139,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         "server2 right after server2's yes vote)",
     )
     p.add_argument(
+        "--watch",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="print the protocol's events as they happen, one short line each (default: on with --delay)",
+    )
+    p.add_argument(
         "--no-durable",
         dest="durable",
         action="store_false",
@@ -150,9 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
-    except KeyboardInterrupt:
-        print("harness.run: interrupted; every process was stopped", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt:  # before the clients started, or while checking: nothing to report
+        return fail(PROG, "interrupted; every process was stopped", EXIT_INTERRUPTED)
 
 
 def _main(argv: list[str] | None) -> int:
@@ -167,6 +180,8 @@ def _main(argv: list[str] | None) -> int:
         parser.error("--delay must be >= 0")
     if (args.timeout is not None and args.timeout <= 0) or (args.resolve_after is not None and args.resolve_after <= 0):
         parser.error("--timeout and --resolve-after must be > 0")
+    if args.value is not None and not VALUE_MIN <= args.value <= VALUE_MAX:
+        parser.error(f"--value must be within [{VALUE_MIN}, {VALUE_MAX}] (a signed 64-bit integer)")
     try:
         nemesis = parse_nemesis(args.nemesis)
         parse_crashes(tuple(args.crash), args.participants, args.clients)
@@ -199,31 +214,36 @@ def _main(argv: list[str] | None) -> int:
         config.timeout = args.timeout
     if args.resolve_after is not None:
         config.resolve_after = args.resolve_after
+    watch = args.watch if args.watch is not None else args.delay > 0
     try:
-        result = run(config)
+        result = run(config, watch=watch)
     except RunError as e:
-        print(f"harness.run: {e}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(e))
     try:
         checked = check_run(result.folder)
     except CheckError as e:
-        print(f"harness.run: {e}", file=sys.stderr)
-        return 2
+        return fail(PROG, str(e))
     summary.write(checked, result.folder, elapsed_s=round(result.elapsed, 3))
     report_files.write_all(result.folder, checked)
+    width = terminal_width(sys.stdout)
     print(
         tables.render(
             checked,
+            width=width,
             extra=[
                 "",
                 f"run folder: {result.folder}  ({result.elapsed:.2f}s, {checked.lines} log lines checked)",
                 f"report:     {result.folder / report_files.REPORT}  (history.jsonl, events.jsonl beside it)",
-                f"repeat it:  {result.command}",
+                *shell_wrap("repeat it:  ", result.command, width),
+                "            (same flags, same seed: the same random choices, but not",
+                "            always the same outcomes, which depend on timing)",
             ],
         )
     )
-    return 0 if checked.consistent else 1
+    if not checked.consistent:
+        return EXIT_FAILED
+    return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_with(main)

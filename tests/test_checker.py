@@ -687,6 +687,32 @@ def test_transaction_left_prepared_at_the_end_is_undecided_and_holds_the_lock(tm
     assert kinds(report) == {"undecided", "lock-held"}, show(report)
 
 
+def test_a_run_stopped_by_a_signal_is_not_held_to_termination_and_says_so(tmp_path: Path) -> None:
+    r = consistent_run(stop=False)
+    leave_stuck(r)
+    folder = r.write(tmp_path / "run")
+    run_json = json.loads((folder / "run.json").read_text())
+    (folder / "run.json").write_text(json.dumps({**run_json, "interrupted": "SIGTERM"}))
+    report = check_run(folder)
+    assert report.interrupted == "SIGTERM" and report.consistent, show(report)
+    # what it could not be held to is said, not hidden: the three undecided and three locks
+    assert sum("termination" in note and THIRD in note for note in report.unchecked) == 6
+
+
+def test_a_folder_without_final_states_is_checked_from_its_logs(tmp_path: Path) -> None:
+    r = consistent_run()
+    i = r.find("server3", "durable", f"txid={COMMITTED_1}", "state=committed")
+    r.logs["server3"][i] = (
+        r.logs["server3"][i].replace("state=committed", "state=aborted").replace("version=1", "version=0")
+    )
+    folder = r.write(tmp_path / "run")
+    (folder / "final_states.json").unlink()  # the runner was killed before it read the storage
+    report = check_run(folder)
+    assert report.interrupted == "stopped before its final states were read"
+    assert [v.kind for v in report.violations] == ["agreement"], show(report)  # the logs still prove it
+    assert any("storage not read" in note for note in report.unchecked)
+
+
 def test_participant_that_did_not_answer_status_at_the_end_is_flagged(tmp_path: Path) -> None:
     r = consistent_run()
     final = r.final_states()
@@ -943,10 +969,6 @@ def _no_run_json(folder: Path) -> None:
     (folder / "run.json").unlink()
 
 
-def _no_final_states(folder: Path) -> None:
-    (folder / "final_states.json").unlink()
-
-
 def _run_json_not_json(folder: Path) -> None:
     (folder / "run.json").write_text('{"participants": [')
 
@@ -967,7 +989,6 @@ def _final_states_a_list(folder: Path) -> None:
     "breaking",
     [
         _no_run_json,
-        _no_final_states,
         _run_json_not_json,
         _run_json_without_participants,
         _run_json_a_list,

@@ -84,7 +84,7 @@ def test_participant_killed_after_its_yes_vote_recovers_the_commit(cluster: Clus
     assert p3.wait_exit() == -9
     assert done.returncode == 0, done.stdout  # every vote was yes: the decision is commit
     p3 = cluster.start_participant(3)  # same port, same data directory
-    p3.wait_for(r" durable txid=c1-\S+ state=committed value=42 version=1 ")
+    p3.wait_for(r" durable committed c1\S+ value=42 version=1 ")
     status = cluster.status()
     assert status.returncode == 0, status.stdout
     assert set(_status_rows(status.stdout).values()) == {("42", "1", "-")}
@@ -102,13 +102,13 @@ def test_participant_killed_before_its_vote_leaves_an_unknown_that_the_participa
     assert done.returncode == 1 and done.stdout.startswith("unknown txid=c1-"), done.stdout
     p3 = cluster.start_participant(3)
     # Restarted, p3 asks its peers; everyone voted yes, so all commit.
-    p3.wait_for(r" durable txid=c1-\S+ state=committed value=5 version=1 ")
+    p3.wait_for(r" durable committed c1\S+ value=5 version=1 ")
     status = cluster.status()
     for _ in range(2):  # the peers commit when their own resolve timer fires
         if status.returncode == 0:
             break
-        cluster.procs[0].wait_for(r" durable txid=c1-\S+ state=committed ")
-        cluster.procs[1].wait_for(r" durable txid=c1-\S+ state=committed ")
+        cluster.procs[0].wait_for(r" durable committed c1\S+ ")
+        cluster.procs[1].wait_for(r" durable committed c1\S+ ")
         status = cluster.status()
     assert set(_status_rows(status.stdout).values()) == {("5", "1", "-")}, status.stdout
 
@@ -183,7 +183,7 @@ def test_client_without_participants_exits_2_with_one_line(cluster: Cluster, dea
     free = cluster.ports[3] = dead_port
     done = cluster.client("--value", "1")
     assert done.returncode == 2
-    assert done.stderr.strip() == f"client: cannot connect to participant 127.0.0.1:{free}"
+    assert done.stderr.strip() == f"harness.client: cannot connect to participant 127.0.0.1:{free}"
     assert done.stdout == ""
 
 
@@ -192,7 +192,7 @@ def test_status_exits_1_when_a_participant_does_not_answer(cluster: Cluster, dea
     cluster.ports[2] = dead_port
     status = cluster.status()
     assert status.returncode == 1
-    assert "unreachable" in status.stdout and "NOT consistent" in status.stdout
+    assert f"127.0.0.1:{dead_port}: Connection refused" in status.stdout and "NOT consistent" in status.stdout
 
 
 def test_port_0_listens_below_the_ephemeral_range_and_a_taken_port_is_an_error(

@@ -138,9 +138,11 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().split(") ")[-1][0] != "Z"
 
 
-def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_stops_every_process_and_checks_what_it_did(tmp_path: Path, signum: int) -> None:
     # A terminal, so that the runner shows progress: its first progress line
-    # says the clients are running, and Ctrl-C goes to the whole process group.
+    # says the clients are running. SIGINT goes to the runner's process group,
+    # as a terminal's Ctrl-C does; SIGTERM to the runner alone, as kill does.
     leader, follower = pty.openpty()
     # A shell's background job starts with SIGINT ignored, and an ignored
     # signal stays ignored across exec: give the runner the default a terminal
@@ -161,6 +163,7 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
                 "0",
                 "--delay",
                 "0.01",
+                "--no-watch",
                 "--out",
                 "r",
             ],
@@ -168,6 +171,7 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
             env=child_env(),
             stdout=subprocess.PIPE,
             stderr=follower,
+            text=True,
             start_new_session=True,
         )
     finally:
@@ -176,19 +180,39 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
     os.close(follower)
     seen = b""
     try:
-        while b"attempts (" not in seen:
+        while not re.search(rb"/3000 transactions \([1-9]", seen):  # the clients have committed some
             chunk = os.read(leader, 4096)
             assert chunk, "the runner closed its terminal before showing progress"
             seen += chunk
-        os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=30) == 130
+        if signum == signal.SIGINT:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 130, out
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        while True:  # what the runner wrote to its terminal after the signal
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the terminal's other end is closed
+                break
+            if not chunk:
+                break
+            seen += chunk
         os.close(leader)
         assert proc.stdout is not None
         proc.stdout.close()
+    name = signal.Signals(signum).name
+    assert f"harness.run: {name}: stopping the clients" in seen.decode(errors="replace")
+    assert f"INTERRUPTED ({name}): no violation in what it did" in out
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["interrupted_by"] == name
+    assert 0 < sum(c["committed"] for c in summary["clients"]) < 3000
+    again = _cli("harness.check", "r", cwd=tmp_path)
+    assert again.returncode == 0 and f"INTERRUPTED ({name})" in again.stdout
     pids = _pids(tmp_path / "r")
     assert len(pids) == 6
     assert [p for p in pids if _alive(p)] == []

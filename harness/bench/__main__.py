@@ -31,6 +31,7 @@ from harness.bench.suite import (
 )
 from harness.bench.table import build_rows, render
 from harness.experiment.processes import RunError
+from harness.report.cli import add_version
 from harness.verify.model import CheckError
 
 EPILOG = f"""\
@@ -62,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_version(p)
     p.add_argument(
         "--quick",
         action="store_true",

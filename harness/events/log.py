@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Protocol
 
 from harness.events.schema import DURABLE, KINDS, RESTORED, EventKind, FieldType
 from harness.protocol.messages import DecodeError, Message, encode_text, quote, split_fields
@@ -90,13 +90,38 @@ def utc_timestamp(t: float) -> str:
     return f"{_second[1]}.{micros:06d}Z"
 
 
+def path_problem(e: OSError) -> str:
+    """What is wrong with a path, in words: ``x is not a folder``, ``Permission denied``."""
+    if isinstance(e, FileExistsError | NotADirectoryError) and e.filename:  # a regular file on the way
+        blocking = next(
+            (p for p in (Path(e.filename), *Path(e.filename).parents) if p.exists() and not p.is_dir()), None
+        )
+        if blocking is not None:
+            return f"{blocking} is a file, not a folder"
+    return f"{e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
+
+
+class EchoSink(Protocol):
+    """Where a log echoes its lines for people: a text stream, or one that reformats them
+    (harness.node.watch.Echo)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+class EventLogError(Exception):
+    """The log file cannot be opened for appending (the environment's problem: a path under a
+    regular file, a read-only folder)."""
+
+
 class EventLog:
     """Appends events for one node to a file (and, optionally, echoes them).
 
     ``buffered``: keep lines until ``flush``, which runs by itself FLUSH_AFTER
     seconds later on the running event loop (see the module's docstring)."""
 
-    def __init__(self, path: Path | None, node: str, echo: TextIO | None = None, *, buffered: bool = False) -> None:
+    def __init__(self, path: Path | None, node: str, echo: EchoSink | None = None, *, buffered: bool = False) -> None:
         self.node = node
         self.path = path
         self._echo = echo
@@ -104,8 +129,11 @@ class EventLog:
         self._pending: list[str] | None = [] if buffered else None
         self._flush_loop: asyncio.AbstractEventLoop | None = None  # the loop whose timer will flush
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise EventLogError(f"cannot write the event log {path}: {path_problem(e)}") from None
 
     def write(self, kind: EventKind, /, **values: object) -> None:
         """Write one event of ``kind`` (harness.events.schema) with these field values;

@@ -49,6 +49,11 @@ def die_with_parent(parent: int) -> None:
 def _child(close: list[Any], parent: int, target: Callable[..., None], args: tuple[Any, ...]) -> None:
     for held in close:
         held.close()
+    # The runner turns SIGTERM into an interruption (runner.interrupted_by_sigterm); a
+    # child stops on it. Its own process group: the terminal's Ctrl-C goes to the runner
+    # alone, which stops the clients first and gives the participants time to finish.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.setpgid(0, 0)
     die_with_parent(parent)
     target(*args)
 

@@ -18,6 +18,7 @@ runner itself die (PR_SET_PDEATHSIG).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import multiprocessing.connection
@@ -25,17 +26,21 @@ import secrets
 import signal
 import socket
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from harness import __version__
 from harness.experiment.children import ClientProcess, ParticipantProcess, client_child, participant_child
 from harness.experiment.config import RunConfig, client_values, default_folder, repeat_command
 from harness.experiment.faults import FaultKind, parse_crashes
 from harness.experiment.nemesis import Nemesis
 from harness.experiment.processes import MP, READY_TIMEOUT, Processes, RunError, await_ready
+from harness.experiment.progress import Progress, Watch
 from harness.experiment.proxy import ProxyHandle
 from harness.experiment.workload import ClientConfig, RetryMode
 from harness.node import event_loop
@@ -44,6 +49,9 @@ from harness.node.query import query_all
 from harness.node.serve import ParticipantConfig
 from harness.node.storage import Storage, StorageError
 from harness.protocol.messages import State, TxState
+
+# run.json's shape. 1: the first; 2: version, schema_version and interrupted added.
+RUN_JSON_SCHEMA = 2
 
 
 @dataclass
@@ -55,49 +63,16 @@ class RunResult:
     command: str
     elapsed: float
     final: dict[str, Any] = field(default_factory=dict)
+    interrupted: str | None = None  # SIGINT or SIGTERM: the run was stopped before its end
 
 
 # ---------------------------------------------------------------- the run
 
 
-class Progress:
-    """One self-rewriting line on a terminal; silent otherwise."""
-
-    def __init__(self, total: int | None, stream: Any = None) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.total = total
-        self.counts: dict[str, int] = {}
-        self.started = time.monotonic()
-        self._last = 0.0
-
-    def add(self, result: str) -> None:
-        self.counts[result] = self.counts.get(result, 0) + 1
-        self.show()
-
-    def show(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self._last < 0.1):
-            return
-        self._last = now
-        c = self.counts
-        done = sum(c.values())
-        self.stream.write(
-            f"\r{done} attempts ({c.get('committed', 0)} committed, {c.get('aborted', 0)} aborted, "
-            f"{c.get('unknown', 0)} unknown){f' of {self.total} transactions' if self.total else ''}, "
-            f"{now - self.started:.1f}s "
-        )
-        self.stream.flush()
-
-    def end(self) -> None:
-        if self.enabled:
-            self.show(force=True)
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def run(config: RunConfig, progress_stream: Any = None) -> RunResult:
-    """Carry out one experiment and write its run folder (not yet checked)."""
+def run(config: RunConfig, progress_stream: Any = None, watch: bool = False) -> RunResult:
+    """Carry out one experiment and write its run folder (not yet checked). ``watch``:
+    stream the protocol's events to standard output as they happen (harness.experiment.progress).
+    SIGINT or SIGTERM stops the clients; the run then ends early and says so (RunResult.interrupted)."""
     seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
     folder = config.out or default_folder()
     try:
@@ -106,13 +81,35 @@ def run(config: RunConfig, progress_stream: Any = None) -> RunResult:
         raise RunError(f"{folder} already exists: choose another --out") from None
     except OSError as e:
         raise RunError(f"cannot create {folder}: {e.strerror}") from None
-    return Run(config, seed, folder, progress_stream).execute()
+    with interrupted_by_sigterm():
+        return Run(config, seed, folder, progress_stream, watch).execute()
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised where the runner is, as SIGINT raises KeyboardInterrupt."""
+
+
+@contextlib.contextmanager
+def interrupted_by_sigterm() -> Iterator[None]:
+    """Within: SIGTERM interrupts the runner as Ctrl-C does (children reset it: processes._child)."""
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted()
+
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class Run:
     """One experiment: its processes, its proxy, its nemesis."""
 
-    def __init__(self, config: RunConfig, seed: int, folder: Path, progress_stream: Any) -> None:
+    def __init__(self, config: RunConfig, seed: int, folder: Path, progress_stream: Any, watch: bool = False) -> None:
         self.config = config
         self.seed = seed
         self.folder = folder
@@ -128,6 +125,8 @@ class Run:
         self.proxy: ProxyHandle | None = None
         self.go: Any = None  # the Event every client waits on before its first transaction
         self.clients_until = 0.0  # with --duration: when clients stop starting transactions
+        self.watch = Watch(folder) if watch else None
+        self.interrupted: str | None = None  # the signal that stopped the run
 
     def execute(self) -> RunResult:
         final: dict[str, Any] = {}
@@ -137,13 +136,17 @@ class Run:
                 self.proxy = ProxyHandle.start(self.procs, self.folder, self.seed)
             self._start_participants(sockets)
             self._write_run_json()
-            self._run_clients()
-            if self.nemesis is not None:
-                self.nemesis.heal_all()
-            final = self._settle()
+            try:
+                self._run_clients()
+                if self.nemesis is not None:
+                    self.nemesis.heal_all()
+                final = self._settle()
+            except KeyboardInterrupt as e:  # SIGINT, or SIGTERM (Interrupted)
+                final = self._interrupt("SIGTERM" if isinstance(e, Interrupted) else "SIGINT")
             self.procs.stop([p.proc for p in self.participants if p.proc is not None])
             for p in self.participants:
-                final[p.node]["storage"] = read_storage(p.config.data, p.node)
+                entry = final.setdefault(p.node, {"address": f"{p.address[0]}:{p.address[1]}", "status": None})
+                entry["storage"] = read_storage(p.config.data, p.node)
             write_json(self.folder / "final_states.json", final)
         finally:
             if self.nemesis is not None:
@@ -155,7 +158,29 @@ class Run:
             command=self.command,
             elapsed=time.monotonic() - self.started,
             final=final,
+            interrupted=self.interrupted,
         )
+
+    def _interrupt(self, signal_name: str) -> dict[str, Any]:
+        """Stop the clients, heal the faults, give the participants a moment to finish
+        what the clients left, and say so in run.json; the final STATUS answers, or
+        none if interrupted again."""
+        self.interrupted = signal_name
+        self._write_run_json()
+        patience = self.config.resolve_after + self.config.timeout + 1.0
+        print(
+            f"\nharness.run: {signal_name}: stopping the clients, then letting the participants finish what they "
+            f"left (up to {patience:.0f}s; Ctrl-C again to stop at once), then checking what was done",
+            file=sys.stderr,
+            flush=True,
+        )
+        try:
+            self.procs.stop([c.proc for c in self.clients])
+            if self.nemesis is not None:
+                self.nemesis.heal_all()
+            return self._settle(patience)
+        except KeyboardInterrupt:
+            return {}
 
     # ------------------------------------------------------------ participants
 
@@ -233,8 +258,11 @@ class Run:
         write_json(
             self.folder / "run.json",
             {
+                "version": __version__,
+                "schema_version": RUN_JSON_SCHEMA,
                 "seed": self.seed,
                 "command": self.command,
+                "interrupted": self.interrupted,
                 "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.config).items()},
                 "participants": [
                     {"node": p.node, "address": f"{p.address[0]}:{p.address[1]}"} for p in self.participants
@@ -277,7 +305,7 @@ class Run:
         go.set()
 
         total = None if self.config.duration else self.config.clients * self.config.transactions
-        progress = Progress(total, self.progress_stream)
+        progress = Progress(total, self.config.duration, self.progress_stream)
         while any(c.running for c in self.clients) or (self.nemesis is not None and self.nemesis.restarts_pending()):
             timeout = 0.25 if self.nemesis is None else max(0.0, min(0.25, self.nemesis.next_due()))
             waitables: list[Any] = [c.conn for c in self.clients if c.running]
@@ -296,10 +324,14 @@ class Run:
                     op, _attempt, result = payload
                     if result != "aborted" or self.config.retry is RetryMode.NONE:
                         client.done_ops = max(client.done_ops, op)  # may be retried otherwise: not done yet
-                    progress.add(result)
+                    progress.add(result, sum(c.done_ops for c in self.clients))
             if self.nemesis is not None:
                 self.nemesis.step()
+            if self.watch is not None:
+                self.watch.poll(progress)
             progress.show()
+        if self.watch is not None:
+            self.watch.poll(progress)
         progress.end()
 
     def _fork_client(self, config: ClientConfig) -> tuple[BaseProcess, multiprocessing.connection.Connection]:
@@ -353,13 +385,16 @@ class Run:
 
     # ------------------------------------------------------------ the end
 
-    def _settle(self) -> dict[str, Any]:
+    def _settle(self, patience: float | None = None) -> dict[str, Any]:
         """Poll STATUS until no participant holds a lock, or until the time a
         silent client's transactions need to be resolved by the participants
-        has passed; return the final STATUS answers."""
-        addresses = [p.address for p in self.participants]
+        has passed (or ``patience`` seconds); return the final STATUS answers."""
+        addresses = [p.address for p in self.participants if p.proc is not None and p.proc.is_alive()]
+        participants = [p for p in self.participants if p.proc is not None and p.proc.is_alive()]
         c = self.config
-        deadline = time.monotonic() + 3 * c.resolve_after + 4 * c.timeout + 5.0
+        if patience is None:
+            patience = 3 * c.resolve_after + 4 * c.timeout + 5.0
+        deadline = time.monotonic() + patience
         while True:
             states = event_loop.run(query_all(addresses, timeout=2.0))
             locked = [s for s in states if not isinstance(s, State) or s.lock is not None]
@@ -367,7 +402,7 @@ class Run:
                 break
             time.sleep(0.02)  # polling a live system for quiescence, not waiting for a guess
         final: dict[str, Any] = {}
-        for p, s in zip(self.participants, states, strict=True):
+        for p, s in zip(participants, states, strict=True):
             entry: dict[str, Any] = {"address": f"{p.address[0]}:{p.address[1]}"}
             if isinstance(s, State):
                 entry["status"] = {
@@ -392,6 +427,8 @@ def read_storage(path: Path, node: str) -> dict[str, Any]:
         return {"error": str(e)}
     try:
         records = storage.load()
+    except StorageError as e:
+        return {"error": str(e)}
     finally:
         storage.close()
     committed = sorted((r for r in records if r.state is TxState.COMMITTED), key=lambda r: r.version)

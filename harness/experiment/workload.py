@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.events.log import EventLog
+from harness.events.log import EchoSink, EventLog
 from harness.events.schema import OUTCOME, STOPPED
 from harness.node.client_node import ClientNode, ConnectError, TxResult
 from harness.node.crash import ClientCrashPoint, CrashPlan
@@ -99,6 +99,7 @@ class ClientConfig:
     max_retries: int = MAX_RETRIES
     seed: int | None = None
     crash: str | None = None
+    echo: EchoSink | None = None  # also print the client's events here (harness.client -v)
 
 
 async def run(
@@ -113,7 +114,7 @@ async def run(
     list returned holds each operation's last attempt. Raises
     ConnectError if a participant cannot be reached at start-up."""
     crash = CrashPlan.parse(config.crash, ClientCrashPoint) if config.crash else None
-    log = EventLog(config.log, config.name, buffered=True)
+    log = EventLog(config.log, config.name, echo=config.echo, buffered=True)
     client = ClientNode(config.name, config.servers, log, timeout=config.timeout, delay=config.delay, crash=crash)
     rng = random.Random(config.seed)
     results: list[TxResult] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 
 from harness.node.address import READ_CHUNK
 from harness.node.timing import STATUS_TIMEOUT
@@ -39,7 +40,9 @@ async def query_all(addresses: list[tuple[str, int]], timeout: float = STATUS_TI
             return await query_status(address, timeout)
         except TimeoutError:
             return f"no answer in {timeout}s"
-        except (OSError, ValueError) as e:
+        except OSError as e:  # "[Errno 111] Connect call failed (...)" says less than "Connection refused"
+            return os.strerror(e.errno) if e.errno else str(e) or type(e).__name__
+        except ValueError as e:
             return str(e) or type(e).__name__
 
     return list(await asyncio.gather(*(one(a) for a in addresses)))

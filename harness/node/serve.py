@@ -11,16 +11,15 @@ import asyncio
 import errno
 import signal
 import socket
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.events.log import EventLog
+from harness.events.log import EchoSink, EventLog, EventLogError
 from harness.events.schema import ERROR
 from harness.node.crash import CrashPlan, ParticipantCrashPoint
 from harness.node.participant_node import ParticipantNode
-from harness.node.storage import Storage, StorageError
+from harness.node.storage import CorruptStorage, Storage, StorageError
 from harness.node.timing import RESOLVE_AFTER
 
 
@@ -36,13 +35,18 @@ class ParticipantConfig:
     durable: bool = True
     crash: str | None = None
     advertise: str | None = None
-    echo: bool = False  # also print events on stdout, for people watching
+    echo: EchoSink | None = None  # also print events here, for people watching (harness.node.watch)
     routes: dict[str, tuple[str, int]] | None = None  # peer name -> address to connect to
     sock: socket.socket | None = None  # a listening socket bound by the caller (the runner)
 
 
 class StartError(Exception):
-    """The participant could not start (port taken, bad data file)."""
+    """The participant could not start (port taken, a path it cannot use, bad data file).
+    ``corrupt``: its storage holds what cannot be decoded (exit 3, not 2)."""
+
+    def __init__(self, message: str, *, corrupt: bool = False) -> None:
+        super().__init__(message)
+        self.corrupt = corrupt
 
 
 async def serve(
@@ -51,12 +55,16 @@ async def serve(
     """Run a participant until ``stop`` is set or SIGINT/SIGTERM arrives.
     ``ready`` is called with the bound address once it accepts connections."""
     crash = CrashPlan.parse(config.crash, ParticipantCrashPoint) if config.crash else None
-    log = EventLog(config.log, config.node, echo=sys.stdout if config.echo else None, buffered=True)
+    try:
+        log = EventLog(config.log, config.node, echo=config.echo, buffered=True)
+    except EventLogError as e:
+        raise StartError(str(e)) from None
     try:
         storage = Storage(config.data, config.node, durable=config.durable)
     except StorageError as e:
+        log.write(ERROR, error=str(e))
         log.close()
-        raise StartError(str(e)) from None
+        raise StartError(str(e), corrupt=isinstance(e, CorruptStorage)) from None
     node = ParticipantNode(
         storage, log, resolve_after=config.resolve_after, delay=config.delay, crash=crash, routes=config.routes
     )
@@ -67,6 +75,9 @@ async def serve(
     try:
         try:
             address = await node.start(config.host, config.port, config.advertise, config.sock)
+        except CorruptStorage as e:
+            log.write(ERROR, error=str(e))
+            raise StartError(str(e), corrupt=True) from None
         except OSError as e:
             log.write(ERROR, error=f"cannot listen on {config.host}:{config.port}: {e.strerror or e}")
             raise StartError(

@@ -14,11 +14,13 @@ Several records can be written in one call: one fsync then covers them all
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.protocol.messages import TxState
+from harness.events.log import path_problem
+from harness.protocol.messages import DecodeError, TxState, parse_participants
 from harness.protocol.participant import TxRecord
 
 SCHEMA = """
@@ -37,37 +39,71 @@ _UPSERT = "INSERT OR REPLACE INTO txns VALUES (?, ?, ?, ?, ?)"
 
 
 class StorageError(Exception):
-    """The data file cannot be used (the operator's problem, not the peer's)."""
+    """The data file cannot be used (the operator's problem, not the peer's): a
+    folder that cannot be made or written, a file of another participant."""
+
+
+class CorruptStorage(StorageError):
+    """The data file holds what cannot be decoded: not a database, or a row that
+    is not a record. Nothing in it can be trusted to vote or commit on."""
+
+
+def _unusable(path: Path, e: sqlite3.Error) -> str:
+    """Why SQLite cannot open or write ``path``, in the operator's words where we can tell."""
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        return f"{path.parent} is read-only (SQLite needs to write the file and its journal beside it)"
+    return str(e)
 
 
 class Storage:
     """Reads and writes one participant's records."""
 
     def __init__(self, path: Path, node: str, *, durable: bool = True) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, isolation_level=None)
+        except OSError as e:
+            raise StorageError(f"cannot make the data folder {path.parent}: {path_problem(e)}") from None
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot open {path}: {_unusable(path, e)}") from None
         self.path = path
-        self._db = sqlite3.connect(path, isolation_level=None)
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
             self._db.executescript(SCHEMA)
             row = self._db.execute("SELECT value FROM meta WHERE key='node'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('node', ?)", (node,))
         except sqlite3.DatabaseError as e:
             self._db.close()
-            raise StorageError(f"{path}: {e}") from None
-        if row is None:
-            self._db.execute("INSERT INTO meta VALUES ('node', ?)", (node,))
-        elif row[0] != node:
+            # OperationalError: the file or its folder cannot be opened or written
+            # (read-only, no space): the environment. Anything else: the content.
+            if isinstance(e, sqlite3.OperationalError):
+                raise StorageError(f"cannot use {path}: {_unusable(path, e)}") from None
+            raise CorruptStorage(f"{path} cannot be read: {e}") from None
+        if row is not None and row[0] != node:
             self._db.close()
             raise StorageError(f"{path} belongs to participant {row[0]}, not {node}: use another --data-dir")
 
     def load(self) -> list[TxRecord]:
-        """Every stored record."""
-        rows = self._db.execute("SELECT txid, state, value, participants, version FROM txns").fetchall()
-        return [
-            TxRecord(txid=t, state=TxState(s), value=v, participants=tuple(p.split(",")) if p else (), version=ver)
-            for t, s, v, p, ver in rows
-        ]
+        """Every stored record. CorruptStorage names a row that is not a record."""
+        try:
+            rows = self._db.execute("SELECT txid, state, value, participants, version FROM txns").fetchall()
+        except sqlite3.DatabaseError as e:
+            raise CorruptStorage(f"{self.path} cannot be read: {e}") from None
+        records = []
+        for t, s, v, p, ver in rows:
+            try:
+                if not (isinstance(t, str) and isinstance(v, int) and isinstance(p, str) and isinstance(ver, int)):
+                    raise ValueError("a field of the wrong type")
+                # the participant list as the wire would take it: a peer to resolve with must be an address
+                participants = parse_participants(p) if p else ()
+                records.append(TxRecord(txid=t, state=TxState(s), value=v, participants=participants, version=ver))
+            except DecodeError as e:
+                raise CorruptStorage(f"{self.path}: the record of {t!r} cannot be decoded ({e.detail})") from None
+            except ValueError as e:
+                raise CorruptStorage(f"{self.path}: the record of {t!r} cannot be decoded ({e})") from None
+        return records
 
     def write(self, records: Sequence[TxRecord]) -> None:
         """Store ``records`` in one transaction; durable when this returns."""
@@ -81,3 +117,14 @@ class Storage:
 
     def close(self) -> None:
         self._db.close()
+
+
+def remove_storage(path: Path) -> list[Path]:
+    """Delete a participant's data file and SQLite's files beside it (a fresh start);
+    the paths removed. OSError if one exists and cannot be removed."""
+    removed = []
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if p.exists():
+            p.unlink()
+            removed.append(p)
+    return removed

@@ -1,7 +1,10 @@
 """Tables of a checked run, for the terminal and for summary.md.
 
 One function builds each table's rows; the terminal and the markdown file
-print the same rows in two tabulate formats, so they cannot disagree.
+print the same rows in two tabulate formats, so they cannot disagree. On the
+terminal, ``render`` is given the width to fit (harness.report.terminal):
+columns that are zero everywhere are hidden, tables too wide are folded,
+prose is wrapped and quoted log lines are cut.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from typing import Any
 
 from tabulate import tabulate
 
+from harness.report import fairness
+from harness.report.terminal import clip, fit_table, wrap
 from harness.verify.model import CheckReport, ClientStats
 
 ABORT_CAUSES = ("no vote: locked", "no vote: other", "timeout", "unreachable")
@@ -19,11 +24,16 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
 def client_rows(report: CheckReport) -> tuple[list[str], list[list[Any]]]:
     headers = [
         "client",
         "attempted",
         "committed",
+        "commit/s",
         *(f"aborted\n{c.removeprefix('no vote: ')}" for c in ABORT_CAUSES),
         "unknown",
         "abandoned",
@@ -40,6 +50,7 @@ def client_rows(report: CheckReport) -> tuple[list[str], list[list[Any]]]:
                 c.name,
                 c.attempted,
                 c.committed,
+                _rate(fairness.per_second(c.committed, fairness.client_seconds(c))),
                 *aborted,
                 c.unknown,
                 c.abandoned,
@@ -49,10 +60,12 @@ def client_rows(report: CheckReport) -> tuple[list[str], list[list[Any]]]:
             ]
         )
     if len(rows) > 1:
-        totals = [sum(r[i] for r in rows) for i in range(1, 3 + len(ABORT_CAUSES) + 3)]
+        counts = [1, 2, *range(4, 4 + len(ABORT_CAUSES) + 3)]  # the columns that add up
+        totals = {i: sum(r[i] for r in rows) for i in counts}
         everyone = ClientStats(name="all", latencies_ms=[x for c in report.clients for x in c.latencies_ms])
         p50, p99 = everyone.latency(0.5), everyone.latency(0.99)
-        rows.append(["all", *totals, _ms(p50), _ms(p99)])
+        rate = _rate(fairness.committed_per_second(report))
+        rows.append(["all", totals[1], totals[2], rate, *(totals[i] for i in counts[2:]), _ms(p50), _ms(p99)])
     return headers, rows
 
 
@@ -91,8 +104,8 @@ def fault_rows(report: CheckReport) -> tuple[list[str], list[list[Any]]]:
 
 
 def figure_lines(report: CheckReport) -> list[str]:
-    """Figures about faults and termination, for runs that had any."""
-    lines = []
+    """Throughput and fairness; figures about faults and termination, for runs that had any."""
+    lines = [line for line in (fairness.throughput_line(report), fairness.fairness_line(report)) if line]
     if report.faults:
         lines.append(
             f"faults injected: {len(report.faults)}, all healed before the checks"
@@ -112,11 +125,23 @@ def figure_lines(report: CheckReport) -> list[str]:
 
 
 def verdict_line(report: CheckReport) -> str:
+    if report.interrupted:
+        found = (
+            "no violation in what it did"
+            if report.consistent
+            else f"VIOLATION: {len(report.violations)} violation{'s' if len(report.violations) != 1 else ''} found"
+        )
+        return f"INTERRUPTED ({report.interrupted}): {found}; checked as far as it went"
     if report.consistent:
         values = {(r.storage_server, r.version) for r in report.replicas}
         ((value, version),) = values if len(values) == 1 else {(None, None)}
         return f"CONSISTENT: {len(report.replicas)} replicas hold storage_server={value} (version {version})"
     return f"VIOLATION: {len(report.violations)} violation{'s' if len(report.violations) != 1 else ''} found"
+
+
+def unchecked_lines(report: CheckReport) -> list[str]:
+    """What an interrupted run's folder could not show, one line each."""
+    return [f"- not checked: {note}" for note in report.unchecked]
 
 
 def violation_lines(report: CheckReport, limit: int = 50) -> list[str]:
@@ -129,22 +154,29 @@ def violation_lines(report: CheckReport, limit: int = 50) -> list[str]:
     return lines
 
 
-def render(report: CheckReport, fmt: str = "simple", extra: list[str] | None = None) -> str:
-    """The whole report as text: client table, replica table, verdict."""
+def render(report: CheckReport, fmt: str = "simple", extra: list[str] | None = None, width: int | None = None) -> str:
+    """The whole report as text: client table, replica table, figures, verdict.
+    ``width``: fit it to that many columns (harness.report.terminal); None: lines as long as they come."""
+    markdown = fmt == "github"
+
+    def table(headers: list[str], rows: list[list[Any]], keep: tuple[int, ...] = (0,)) -> str:
+        if markdown:  # markdown headers hold no line breaks
+            return tabulate(rows, headers=[h.replace("\n", " ") for h in headers], tablefmt=fmt)
+        return fit_table(headers, rows, width, keep=keep, fmt=fmt)
+
     headers, rows = client_rows(report)
-    if fmt == "github":  # markdown headers hold no line breaks
-        headers = [h.replace("\n", ": ") for h in headers]
-    out = [tabulate(rows, headers=headers, tablefmt=fmt), ""]
+    out = [table(headers, rows, keep=(0, 1, 2)), ""]
     headers, rows = replica_rows(report)
-    if fmt == "github":
-        headers = [h.replace("\n", " ") for h in headers]
-    out += [tabulate(rows, headers=headers, tablefmt=fmt), ""]
+    out += [table(headers, rows, keep=(0, 1, 2, 3)), ""]
     if report.faults:
         headers, rows = fault_rows(report)
-        out += [tabulate(rows, headers=headers, tablefmt=fmt), ""]
-    figures = figure_lines(report)
-    out += [*figures, ""] if figures else []
-    out.append(verdict_line(report))
-    out += violation_lines(report)
-    out += extra or []
+        out += [table(headers, rows, keep=tuple(range(len(headers)))), ""]
+    prose = figure_lines(report)
+    prose += [""] if prose else []
+    prose.append(verdict_line(report))
+    prose += unchecked_lines(report)
+    for line in violation_lines(report):
+        prose += [clip(line, width)] if line.startswith("    ") else wrap(line, width)  # a quoted log line: cut
+    prose += extra or []
+    out += [part for line in prose for part in wrap(line, width)]
     return "\n".join(out)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from harness.protocol.coordinator import Result
+from harness.report.cli import add_version
 from harness.sim.explore import Bounds, Explorer, ExploreResult
 from harness.sim.invariants import TCOMMIT_STATES_FOR_3_RMS, tcommit_reachable
 from harness.sim.model import COORDINATORS
@@ -53,6 +54,7 @@ def parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 no violation, 1 violation (the counterexample and the command that repeats it are "
         "printed), 2 usage error.",
     )
+    add_version(top)
     sub = top.add_subparsers(dest="command", required=True, metavar="{explore,random}")
 
     ex = sub.add_parser(

@@ -33,7 +33,10 @@ from pathlib import Path
 from sys import intern
 from typing import Any
 
+from harness.events.log import typed_fields
+from harness.events.schema import FAULT, HEAL, EventKind
 from harness.protocol.messages import NokCode
+from harness.verify.interrupted import excuse_interrupted
 from harness.verify.model import CheckError, CheckReport, ClientStats, ReplicaStats, Violation, ViolationKind
 from harness.verify.reader import CLIENT_LOG, NEMESIS_LOG, Log, LogReader, Observation
 
@@ -71,19 +74,36 @@ class _Track:
 _BY_PEERS_PREFIXES = ("every participant voted yes", "peer ")
 
 
+def _typed(kind: EventKind, fields: dict[str, str]) -> dict[str, object]:
+    """The fields as the schema types them; a field that does not parse stays text (the
+    line is the nemesis's, not a node's, and nothing is checked on it)."""
+    try:
+        return typed_fields(kind, fields)
+    except ValueError:
+        return dict(fields)
+
+
 def _load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
         raise CheckError(f"{path} is missing: is {path.parent} a run folder?") from None
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        raise CheckError(f"{path} cannot be read: {e.strerror or e}") from None
+    except ValueError as e:
         raise CheckError(f"{path} cannot be read: {e}") from None
 
 
 def check_run(folder: Path) -> CheckReport:
     """Check a run folder. Raises CheckError if it is not one."""
     run = _load_json(folder / "run.json")
-    final = _load_json(folder / "final_states.json")
+    if not isinstance(run, dict):
+        raise CheckError(f"{folder / 'run.json'} lacks participants or clients")
+    interrupted = run.get("interrupted")
+    if (folder / "final_states.json").exists():
+        final = _load_json(folder / "final_states.json")
+    else:  # stopped before the runner could read the participants' storage (a signal, a killed runner)
+        final, interrupted = {}, interrupted or "stopped before its final states were read"
     try:
         participants = [(p["node"], p["address"]) for p in run["participants"]]
         client_names = list(run["clients"])
@@ -97,10 +117,11 @@ def check_run(folder: Path) -> CheckReport:
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return checker.check(run)
+        report = checker.check(run)
     finally:
         if collecting:
             gc.enable()
+    return excuse_interrupted(report, str(interrupted)) if interrupted else report
 
 
 class _Checker:
@@ -139,10 +160,13 @@ class _Checker:
             log = self.reader.log(name)
             if log is None:
                 continue
+            last_outcome = None
             for event, f, at in self.reader.events(log, CLIENT_LOG):
                 try:
                     txid = f["txid"]
                     if event == "begin":
+                        if cstats.first_begin is None:
+                            cstats.first_begin = log.text(at).partition(" ")[0]
                         if txid in self.begins:
                             _, first, first_at = self.begins[txid]
                             self.flag(
@@ -155,6 +179,7 @@ class _Checker:
                         self.begins[txid] = (int(f["value"]), log, at)
                         continue
                     result = intern(f["result"])
+                    last_outcome = at
                     self.outcomes.append((txid, result, log, at))
                     cstats.attempted += 1
                     if int(f.get("attempt", "1")) > 1:
@@ -173,6 +198,8 @@ class _Checker:
                         cstats.aborted[cause] = cstats.aborted.get(cause, 0) + 1
                 except (KeyError, ValueError):
                     self.reader.lacks_field(log, at, event, f.get("txid"))
+            if last_outcome is not None:
+                cstats.last_outcome = log.text(last_outcome).partition(" ")[0]
 
     def _read_participant(self, node: str) -> None:
         """Observations of every record, vote counts and restarts, and the
@@ -328,17 +355,18 @@ class _Checker:
             return
         by_id: dict[str, dict[str, Any]] = {}
         for event, f, at in self.reader.events(log, NEMESIS_LOG):
+            typed = _typed(FAULT if event == "fault" else HEAL, f)  # numbers as numbers in summary.json
             if event == "fault":
                 by_id[f["id"] if "id" in f else log.where(at)] = {
-                    "id": f.get("id"),
+                    "id": typed.get("id"),
                     "kind": f.get("kind"),
                     "target": f.get("target"),
-                    "t": f.get("t"),
+                    "t": typed.get("t"),
                     "healed": None,
-                    **{k: v for k, v in f.items() if k in ("point", "links", "pid")},
+                    **{k: v for k, v in typed.items() if k in ("point", "links", "pid")},
                 }
             elif f.get("id") in by_id:
-                by_id[f["id"]]["healed"] = f.get("t") if f.get("how") != "abandoned" else "abandoned"
+                by_id[f["id"]]["healed"] = typed.get("t") if f.get("how") != "abandoned" else "abandoned"
         self.faults = list(by_id.values())
 
     # ------------------------------------------------------------ checks

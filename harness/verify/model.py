@@ -56,6 +56,8 @@ class ClientStats:
     abandoned: int = 0  # begun, then the client died before it could report
     retries: int = 0
     latencies_ms: list[float] = field(default_factory=list)
+    first_begin: str | None = None  # the UTC timestamp of its first begin line (throughput)
+    last_outcome: str | None = None  # the UTC timestamp of its last outcome line
 
     @property
     def aborted_total(self) -> int:
@@ -95,6 +97,8 @@ class CheckReport:
     resolved_by_peers: int = 0  # transactions some participant decided with its peers, not its client
     abandoned: int = 0  # transactions begun by a client that died before reporting
     longest_lock: tuple[float, str | None, str | None] = (0.0, None, None)  # seconds, node, txid
+    interrupted: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM), or why it is partial
+    unchecked: list[str] = field(default_factory=list)  # what an interrupted run's folder could not show
 
     @property
     def consistent(self) -> bool:
