@@ -27,6 +27,7 @@ from harness.report import files as report_files
 from harness.report import summary, tables
 from harness.report.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, add_version, exit_with, fail
 from harness.report.terminal import shell_wrap, terminal_width
+from harness.sim import variants
 from harness.verify.checker import check_run
 from harness.verify.model import CheckError
 
@@ -153,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the protocol's events as they happen, one short line each (default: on with --delay)",
     )
     p.add_argument(
+        "--variant",
+        choices=sorted(variants.VARIANTS),
+        default=None,
+        help="run a deliberately broken coordinator (harness.sim.variants), to see the checker catch it",
+    )
+    p.add_argument(
         "--no-durable",
         dest="durable",
         action="store_false",
@@ -208,12 +215,15 @@ def _main(argv: list[str] | None) -> int:
             nemesis=nemesis,
             nemesis_interval=args.nemesis_interval,
             crash=tuple(args.crash),
+            variant=args.variant,
         )
     )
     if args.timeout is not None:
         config.timeout = args.timeout
     if args.resolve_after is not None:
         config.resolve_after = args.resolve_after
+    if config.variant:
+        variants.install(config.variant)  # before the runner forks the nodes: they inherit it
     watch = args.watch if args.watch is not None else args.delay > 0
     try:
         result = run(config, watch=watch)

@@ -37,6 +37,7 @@ class RunConfig:
     nemesis: tuple[FaultKind, ...] = ()  # fault kinds (harness.experiment.faults.NEMESIS_KINDS)
     nemesis_interval: float = 1.0  # seconds between faults, roughly
     crash: tuple[str, ...] = ()  # targeted crash points, e.g. "participant:after-vote"
+    variant: str | None = None  # a deliberately broken core (harness.sim.variants), installed by harness.run
 
     @property
     def faulty(self) -> bool:
@@ -58,9 +59,13 @@ def repeat_command(config: RunConfig, seed: int) -> str:
     defaults = with_default_timeouts(
         replace(RunConfig(), delay=config.delay, nemesis=config.nemesis, crash=config.crash)
     )
+    plain = RunConfig()
     args = ["python", "-m", "harness.run"]
     for name, value in asdict(config).items():
-        if name in ("seed", "out") or value == getattr(defaults, name):
+        # The faults are in ``defaults`` only for the timeouts they imply: compared with
+        # them, a run's own --nemesis and --crash would vanish from its repeat command.
+        default = getattr(plain if name in ("nemesis", "crash") else defaults, name)
+        if name in ("seed", "out") or value == default:
             continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
