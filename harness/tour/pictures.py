@@ -31,7 +31,7 @@ from harness.report.files import REPORT
 MAX_BYTES = 150_000
 # A laptop's browser window: the diagram's arrows stay legible when the PNG is shown at
 # the width of a rendered Markdown page.
-VIEWPORT = {"width": 1100, "height": 660}
+VIEWPORT = {"width": 1000, "height": 620}
 # A real run with faults settles within this (the resolve-after timers, a restart).
 RUN_TIMEOUT_S = 120.0
 
@@ -48,13 +48,13 @@ class Shot:
 
 SHOTS: tuple[Shot, ...] = (
     Shot("1-one-client", ("--clients", "1", "--transactions", "3"), caption="PREPARE, three ok, COMMIT"),
-    Shot("2-two-clients", ("--clients", "2", "--transactions", "5", "--delay", "0.05"), caption="a NOK, an ABORT"),
+    Shot("2-two-clients", ("--clients", "2", "--transactions", "5"), caption="a NOK, an ABORT"),
     Shot("3-client-crash", ("--clients", "1", "--crash", "client:after-prepare"), caption="the participants finish it"),
     Shot("4-participant-crash", ("--clients", "1", "--crash", "participant:after-vote"), caption="a restart remembers"),
     Shot("5-partition", ("--clients", "1", "--crash", "partition:between-phases"), caption="a cut link"),
     Shot(
         "6-broken",
-        ("--clients", "2", "--transactions", "5", "--variant", "count-no-as-yes"),
+        ("--clients", "3", "--transactions", "5", "--variant", "count-no-as-yes"),
         exit_status=1,
         caption="a broken coordinator caught",
     ),
