@@ -234,7 +234,10 @@ def _main(argv: list[str] | None) -> int:
     except CheckError as e:
         return fail(PROG, str(e))
     summary.write(checked, result.folder, elapsed_s=round(result.elapsed, 3))
-    report_files.write_all(result.folder, checked)
+    try:
+        report_files.write_all(result.folder, checked)
+    except OSError as e:  # the verdict stands without its page: say so, and go on
+        print(f"harness.run: cannot write the report: {e}", file=sys.stderr)
     width = terminal_width(sys.stdout)
     print(
         tables.render(

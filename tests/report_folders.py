@@ -13,7 +13,7 @@ from typing import Any
 
 from harness.events.log import utc_timestamp
 from harness.protocol.messages import format_fields
-from harness.report.rundata import Kind
+from harness.report.columns import Kind
 
 ADDRESS = {"server1": "127.0.0.1:8886", "server2": "127.0.0.1:8887", "server3": "127.0.0.1:8888"}
 PARTICIPANTS = ",".join(ADDRESS.values())

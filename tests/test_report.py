@@ -28,8 +28,9 @@ from report_folders import ADDRESS, EXPECTED, PARTICIPANTS, T0, TX, Folder, one_
 from harness.events.log import utc_timestamp
 from harness.protocol.messages import format_fields
 from harness.report import history, html
+from harness.report.columns import Kind, Mark, Result
 from harness.report.files import write_all
-from harness.report.rundata import Kind, Mark, Result, read_run
+from harness.report.rundata import read_run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -190,3 +191,26 @@ def test_damaged_logs_do_not_stop_the_report(tmp_path: Path, bad: str) -> None:
     (folder / "client1.log").write_text(bad)
     data = read_run(folder)
     assert data.lanes[0] == "client1" and html.page(data, None)
+
+
+def test_fault_windows_come_from_nemesis_log_with_the_nodes_they_touch(tmp_path: Path) -> None:
+    folder, _ = one_transaction(tmp_path)
+    links = "server1->server3,server2->server3,server3->server1,client1->server3"
+    quoted = format_fields([("target", "server3 isolated")])
+    lines = [
+        f"{utc_timestamp(T0 + 0.0055 + 5e-7)} nemesis fault id=1 kind=partition {quoted} t=0.005 links={links}",
+        f"{utc_timestamp(T0 + 0.0075 + 5e-7)} nemesis fault id=2 kind=pause target=server2 t=0.007 pid=9",
+        f"{utc_timestamp(T0 + 0.0105 + 5e-7)} nemesis heal id=1 kind=partition {quoted} t=0.010",
+    ]
+    (folder / "nemesis.log").write_text("".join(line + "\n" for line in lines))
+    data = read_run(folder)
+    by_id = {f["id"]: f for f in data.faults}
+    assert (by_id["1"]["kind"], by_id["1"]["lanes"], by_id["1"]["start"], by_id["1"]["end"]) == (
+        "partition",
+        ["server3"],  # the isolated node: on every link cut
+        4500,
+        9500,
+    )
+    assert (by_id["2"]["lanes"], by_id["2"]["end"]) == (["server2"], -1)  # never healed
+    paused = [i for i, k in enumerate(data.k_kind) if k == Mark.PAUSE]
+    assert [(data.lanes[data.k_lane[i]], data.k_line[i]) for i in paused] == [("server2", -2)]  # nemesis.log:2

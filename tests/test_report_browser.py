@@ -29,8 +29,8 @@ from harness.experiment.runner import run
 from harness.protocol import coordinator as co
 from harness.protocol.messages import Vote
 from harness.report import chromium
+from harness.report.columns import Kind
 from harness.report.files import write_all
-from harness.report.rundata import Kind
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOCOL = ("PREPARE", "VOTE", "COMMIT", "ABORT", "RESOLVE", "OUTCOME")
@@ -94,6 +94,12 @@ def test_hand_made_report_draws_its_messages_and_hover_and_click_find_them(
     page.page.mouse.move(box["x"] + (x1 + x2) / 2, box["y"] + (y1 + y2) / 2)
     tip = page.page.locator("#tip").inner_text()
     assert "RESOLVE" in tip and "server3.log:" in tip and "server1.log:" in tip
+    # a PREPARE shows the value its client proposed
+    i = page.js(f"Array.from(REPORT.C.m_kind).lastIndexOf({Kind.PREPARE})")
+    px1, py1, px2, py2, _ = page.js(f"REPORT.ends({i})")
+    page.page.mouse.move(box["x"] + (px1 + px2) / 2, box["y"] + (py1 + py2) / 2)
+    tip = page.page.locator("#tip").inner_text()
+    assert "PREPARE" in tip and "value=7" in tip and "client1.log:" in tip
     page.page.mouse.click(box["x"] + (x1 + x2) / 2, box["y"] + (y1 + y2) / 2)
     assert page.js("REPORT.selected") == TX
     assert TX in page.page.locator("#selection").inner_text()

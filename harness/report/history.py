@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.report.rundata import Result, RunData
+from harness.report.columns import Result, RunData
 
 _TYPES = {Result.COMMITTED: "ok", Result.ABORTED: "fail", Result.UNKNOWN: "info", Result.ABANDONED: "info"}
 

@@ -17,8 +17,8 @@
   const KIND_NAMES = ["PREPARE", "vote ok", "vote NOK", "COMMIT", "ABORT", "RESOLVE", "OUTCOME", "STATUS/STATE", "ERROR"];
   const FAULT_COLOURS = {"kill-participant": "rgba(214,39,40,0.13)", "kill-client": "rgba(255,127,14,0.13)",
     pause: "rgba(148,103,189,0.13)", partition: "rgba(140,86,75,0.15)", crash: "rgba(214,39,40,0.13)"};
-  const LIMIT = 20000; // messages drawn in one frame at most: more would be a smear, and slow
-  const MARK_LIMIT = 10000;
+  const LIMIT = 12000; // messages drawn in one frame at most: more would be a smear in 1,000-odd pixels, and slow
+  const MARK_LIMIT = 6000;
   const LANE_H = 36, LOCK_H = 20, TOP = 26, LEFT = 96;
   const el = (tag, attrs, ...kids) => {
     const e = document.createElement(tag);
@@ -58,16 +58,19 @@
     let maxLock = 0;
     for (let i = 0; i < C.l_dur.length; i++) if (C.l_dur[i] > maxLock) maxLock = C.l_dur[i];
     C.maxLock = maxLock;
+    C.opOfTx = new Int32Array(C.txids.length).fill(-1); // a transaction's client operation, if any
+    for (let i = 0; i < C.o_tx.length; i++) if (C.o_tx[i] >= 0) C.opOfTx[C.o_tx[i]] = i;
     return C;
   }
 
   function lowerBound(a, x) { let lo = 0, hi = a.length; while (lo < hi) { const m = (lo + hi) >> 1; if (a[m] < x) lo = m + 1; else hi = m; } return lo; }
 
   // one colour per transaction, from a palette: neighbours differ, and a frame sets few fill styles
-  const PALETTE = Array.from({length: 48}, (_, k) => `hsl(${(k * 137.508) % 360},62%,${45 + (k % 3) * 8}%)`);
+  // (no reds: red is a lock never released, and aborts)
+  const PALETTE = Array.from({length: 48}, (_, k) => `hsl(${30 + ((k * 137.508) % 290)},58%,${45 + (k % 3) * 8}%)`);
   function txColour(tx) { return PALETTE[tx % PALETTE.length]; }
 
-  function logOf(lane) { const n = H.lanes[lane]; return n === "proxy" ? "proxy.log" : n + ".log"; }
+  function logOf(lane) { const n = H.lanes[lane]; return escapeHtml(n === "proxy" ? "proxy.log" : n + ".log"); }
 
   // ---------------------------------------------------------------- header
   function summary(C) {
@@ -104,7 +107,7 @@
 
   // ---------------------------------------------------------------- diagram
   const V = { v0: 0, v1: 1, sel: -1, selMsgs: null, selLocks: null, pins: [], hover: null };
-  let C, canvas, ctx, tip, width = 0, laneY = [], lockY = {}, height = 0, drawn = null, drawnMarks = null, drawnLocks = null;
+  let C, canvas, ctx, tip, width = 0, laneY = [], lockY = {}, height = 0, drawn = null, drawnMarks = null, drawnLocks = null, drawnNoks = [];
 
   function layout() {
     laneY = H.lanes.map((_, i) => TOP + LANE_H * i + LANE_H / 2);
@@ -251,7 +254,7 @@
   }
 
   function drawMessages() {
-    const n = C.m_t.length;
+    const n = C.m_t.length, others = H.lanes.indexOf("others");
     const lo = lowerBound(C.m_t, V.v0 - C.maxDur), hi = lowerBound(C.m_t, V.v1 + 1);
     const first = lowerBound(C.m_t, V.v0);
     R.visibleMessages = hi - first;
@@ -266,7 +269,8 @@
       if (Math.max(x1, x2) < LEFT || Math.min(x1, x2) > width) continue;
       const p = paths[C.m_kind[i] & 15];
       p.moveTo(x1, y1); p.lineTo(x2, y2);
-      if (stub) { stubs.moveTo(x2 - 3, y2 - 3); stubs.lineTo(x2 + 3, y2 + 3); stubs.moveTo(x2 + 3, y2 - 3); stubs.lineTo(x2 - 3, y2 + 3); }
+      // a cross where a message was lost; none towards "others", whose receipt no log records
+      if (stub && C.m_dst[i] !== others) { stubs.moveTo(x2 - 3, y2 - 3); stubs.lineTo(x2 + 3, y2 + 3); stubs.moveTo(x2 + 3, y2 - 3); stubs.lineTo(x2 - 3, y2 + 3); }
       drawn[count++] = i;
     }
     drawn = drawn.subarray(0, count);
@@ -373,10 +377,12 @@
     const nlo = lowerBound(C.n_t, V.v0), nhi = lowerBound(C.n_t, V.v1 + 1);
     const stride = Math.max(1, Math.ceil((nhi - nlo) / MARK_LIMIT));
     ctx.fillStyle = "#d62728";
+    drawnNoks = [];
     for (let i = nlo; i < nhi; i += stride) {
       const y = lockY[C.n_lane[i]];
       if (y === undefined) continue;
       ctx.fillRect(xAt(C.n_t[i]) - 0.5, y + LOCK_H - 6, 1.5, 6);
+      drawnNoks.push(i);
     }
   }
 
@@ -430,6 +436,10 @@
       if (d < bd) { bd = d; best = {type: "msg", i, tx: C.m_tx[i]}; }
     }
     if (best) return best;
+    for (const i of drawnNoks) { // a PREPARE refused while the lock was held: the tick under the bar
+      const ly = lockY[C.n_lane[i]];
+      if (y >= ly + LOCK_H - 8 && y <= ly + LOCK_H + 2 && Math.abs(xAt(C.n_t[i]) - x) < 3) return {type: "nok", i, tx: C.n_tx[i]};
+    }
     if (drawnLocks) for (const i of drawnLocks) {
       const ly = lockY[C.l_lane[i]];
       if (y >= ly && y <= ly + LOCK_H && x >= xAt(C.l_t[i]) - 1 && x <= xAt(C.l_t[i] + C.l_dur[i]) + 1) return {type: "lock", i, tx: C.l_tx[i]};
@@ -439,26 +449,32 @@
 
   function describe(h) {
     const i = h.i;
-    const tx = h.tx >= 0 ? C.txids[h.tx] : "";
+    const tx = h.tx >= 0 ? escapeHtml(C.txids[h.tx]) : ""; // what a log says is text, never markup
     if (h.type === "msg") {
-      const k = C.m_kind[i] & 15, det = C.m_detail[i] >= 0 ? C.strings[C.m_detail[i]] : "";
+      const k = C.m_kind[i] & 15, op = h.tx >= 0 ? C.opOfTx[h.tx] : -1;
+      const det = C.m_detail[i] >= 0 ? C.strings[C.m_detail[i]] : k === 0 && op >= 0 ? `value=${C.o_value[op]}` : "";
       const dur = C.m_dur[i];
-      const from = C.m_kind[i] & 32 ? "(no send line)" : `${logOf(C.m_src[i])}:${C.m_sline[i]}`;
-      const to = dur >= 0 ? `${logOf(C.m_dst[i])}:${C.m_rline[i]}` : (C.m_kind[i] & 16 ? "dropped by the proxy" : "never received");
-      return `<b>${KIND_NAMES[k]}</b> ${H.lanes[C.m_src[i]]} \u2192 ${H.lanes[C.m_dst[i]]}<br>${tx ? "txid " + tx + "<br>" : ""}` +
+      const from = C.m_kind[i] & 32 ? "(a sender without a log)" : `${logOf(C.m_src[i])}:${C.m_sline[i]}`;
+      const to = dur >= 0 ? `${logOf(C.m_dst[i])}:${C.m_rline[i]}` : C.m_kind[i] & 16 ? "dropped by the proxy"
+        : H.lanes[C.m_dst[i]] === "others" ? "(a receiver without a log)" : "never received";
+      return `<b>${KIND_NAMES[k]}</b> ${laneName(C.m_src[i])} \u2192 ${laneName(C.m_dst[i])}<br>${tx ? "txid " + tx + "<br>" : ""}` +
         `${det ? escapeHtml(det) + "<br>" : ""}sent ${secs(C.m_t[i])}${dur >= 0 ? ", took " + ms(dur) : ""}<br>${from} \u2192 ${to}`;
     }
     if (h.type === "mark") {
       const det = C.k_detail[i] >= 0 ? C.strings[C.k_detail[i]] : "";
       const line = C.k_line[i] < 0 ? `nemesis.log:${-C.k_line[i]}` : `${logOf(C.k_lane[i])}:${C.k_line[i]}`;
-      return `<b>${H.marks[C.k_kind[i]].toLowerCase()}</b> at ${H.lanes[C.k_lane[i]]}<br>${tx ? "txid " + tx + "<br>" : ""}` +
+      return `<b>${H.marks[C.k_kind[i]].toLowerCase()}</b> at ${laneName(C.k_lane[i])}<br>${tx ? "txid " + tx + "<br>" : ""}` +
         `${det ? escapeHtml(det) + "<br>" : ""}${secs(C.k_t[i])}<br>${line}`;
     }
-    return `<b>lock</b> of ${H.lanes[C.l_lane[i]]} held by ${tx}<br>from ${secs(C.l_t[i])} for ${ms(C.l_dur[i])}` +
+    if (h.type === "nok") {
+      return `<b>vote NOK</b> at ${laneName(C.n_lane[i])}: ${tx} refused<br>its lock held by ${escapeHtml(C.txids[C.n_holder[i]] || "?")}<br>${secs(C.n_t[i])}`;
+    }
+    return `<b>lock</b> of ${laneName(C.l_lane[i])} held by ${tx}<br>from ${secs(C.l_t[i])} for ${ms(C.l_dur[i])}` +
       `${C.l_endline[i] ? "" : " (never released)"}<br>${logOf(C.l_lane[i])}:${C.l_line[i]}` +
       (C.l_endline[i] ? ` to :${C.l_endline[i]}` : "");
   }
 
+  const laneName = (i) => escapeHtml(H.lanes[i]);
   function escapeHtml(s) { return s.replace(/[&<>"]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"})[c]); }
 
   function hover(x, y) {
@@ -480,8 +496,7 @@
     for (let i = 0; i < C.m_tx.length; i++) if (C.m_tx[i] === tx) msgs.push(i);
     for (let i = 0; i < C.l_tx.length; i++) if (C.l_tx[i] === tx) locks.push(i);
     V.selMsgs = msgs; V.selLocks = locks;
-    let op = -1;
-    for (let i = 0; i < C.o_tx.length; i++) if (C.o_tx[i] === tx) { op = i; break; }
+    const op = C.opOfTx[tx];
     const result = op >= 0 ? H.results[C.o_result[op]].toLowerCase() : "no client outcome";
     box.append(el("b", {}, `transaction ${C.txids[tx]}`),
       `: ${result}${op >= 0 ? `, value ${C.o_value[op]}, ${H.lanes[C.o_lane[op]]}` : ""}; ${msgs.length} messages, ` +
