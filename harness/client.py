@@ -126,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             CrashPlan.parse(args.crash, ClientCrashPoint)
         except ValueError as e:
             parser.error(str(e))
+    if args.delay > 0 and not args.verbose and sys.stderr.isatty():  # or the wait looks like a hang
+        print(f"{PROG}: --delay {args.delay:g}: slow on purpose; -v prints each message as it goes", file=sys.stderr)
     name = args.name or f"client{os.getpid()}"
     value = args.value
     config = ClientConfig(

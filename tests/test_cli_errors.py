@@ -170,3 +170,19 @@ def test_pip_install_puts_the_commands_beside_python(tmp_path: Path) -> None:
             [str(scripts / command), "--version"], env=child_env(), capture_output=True, text=True, timeout=60
         )
         assert done.returncode == 0 and __version__ in done.stdout, (command, done.stderr)
+
+
+def test_a_reader_that_goes_away_is_not_met_with_a_traceback(tmp_path: Path) -> None:
+    # `harness sim random ... | head -1`: the pipe closes before the program writes
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "sim", "random", "--runs", "2", "--seed", "1"],
+        cwd=tmp_path,
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and err == ""

@@ -440,4 +440,8 @@ def read_storage(path: Path, node: str) -> dict[str, Any]:
 
 
 def write_json(path: Path, data: Any) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    """Write whole or not at all (a temporary file renamed over it): a runner killed while
+    writing leaves the file it had, never half of one the checker cannot read."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    temporary.replace(path)
