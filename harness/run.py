@@ -36,6 +36,7 @@ from harness.report import files as report_files
 from harness.report import summary, tables
 from harness.report.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, add_version, exit_with, fail
 from harness.report.terminal import shell_wrap, terminal_width
+from harness.sim import variants
 from harness.verify.checker import check_run
 from harness.verify.model import CheckError
 
@@ -199,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="remove the namespaces (and their rules) that netns runs killed before their end left behind, then exit",
     )
     p.add_argument(
+        "--variant",
+        choices=sorted(variants.VARIANTS),
+        default=None,
+        help="run a deliberately broken coordinator (harness.sim.variants), to see the checker catch it",
+    )
+    p.add_argument(
         "--no-durable",
         dest="durable",
         action="store_false",
@@ -251,6 +258,8 @@ def _main(argv: list[str] | None) -> int:
     if args.hosts is not None and (network_faults or any(c.startswith("partition") for c in args.crash)):
         parser.error("--hosts: remote hosts take kills and pauses only (partitions and delay need the fault proxy "
                      "on loopback or the kernel in --network netns)")  # fmt: skip
+    if postgres and args.variant:
+        parser.error("--variant breaks our coordinator: a --backend postgres client does not run it")
     if postgres and (args.network is not NetworkMode.LOOPBACK or args.hosts is not None):
         parser.error("--backend postgres runs its clusters on loopback: no --network netns or --hosts")
     if args.hosts is not None and args.base_port == 0:
@@ -277,12 +286,15 @@ def _main(argv: list[str] | None) -> int:
             backend=args.backend,
             network=args.network,
             hosts=args.hosts,
+            variant=args.variant,
         )
     )
     if args.timeout is not None:
         config.timeout = args.timeout
     if args.resolve_after is not None:
         config.resolve_after = args.resolve_after
+    if config.variant:
+        variants.install(config.variant)  # before the runner forks the nodes: they inherit it
     watch = args.watch if args.watch is not None else args.delay > 0
     try:
         result = run(config, watch=watch)

@@ -49,6 +49,7 @@ class RunConfig:
     backend: Backend = Backend.OURS
     network: NetworkMode = NetworkMode.LOOPBACK  # where nodes live (harness.experiment.placement)
     hosts: Path | None = None  # an inventory of remote hosts for the participants (docs/hosts.md)
+    variant: str | None = None  # a deliberately broken core (harness.sim.variants), installed by harness.run
 
     @property
     def faulty(self) -> bool:
@@ -70,11 +71,12 @@ def repeat_command(config: RunConfig, seed: int) -> str:
     defaults = with_default_timeouts(
         replace(RunConfig(), delay=config.delay, nemesis=config.nemesis, crash=config.crash)
     )
+    plain = RunConfig()
     args = ["python", "-m", "harness.run"]
     for name, value in asdict(config).items():
-        # The faults are given to the defaults only for the timeouts they imply:
-        # they are compared with no faults, or --nemesis and --crash would be dropped.
-        default = getattr(RunConfig() if name in ("nemesis", "crash") else defaults, name)
+        # The faults are in ``defaults`` only for the timeouts they imply: compared with
+        # them, a run's own --nemesis and --crash would vanish from its repeat command.
+        default = getattr(plain if name in ("nemesis", "crash") else defaults, name)
         if name in ("seed", "out") or value == default:
             continue
         flag = "--" + name.replace("_", "-")

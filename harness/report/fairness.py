@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.verify.model import CheckReport, ClientStats
-from harness.verify.reader import seconds_between
+from harness.verify.reader import micros
 
 # Jain's index below this is called uneven: one client in five getting nothing while
 # the others share the rest evenly gives 0.8.
@@ -36,6 +36,12 @@ def jain_index(values: list[int]) -> float | None:
     if squares == 0:
         return 1.0
     return sum(values) ** 2 / (len(values) * squares)
+
+
+def seconds_between(start: str, end: str) -> float | None:
+    """Seconds between two log timestamps, None if either does not parse."""
+    a, b = micros(start), micros(end)
+    return None if a < 0 or b < 0 else (b - a) / 1e6
 
 
 def client_seconds(c: ClientStats) -> float | None:

@@ -17,8 +17,9 @@ from harness.protocol.coordinator import Result
 from harness.report.cli import add_version
 from harness.sim.explore import Bounds, Explorer, ExploreResult
 from harness.sim.invariants import TCOMMIT_STATES_FOR_3_RMS, tcommit_reachable
-from harness.sim.model import COORDINATORS
+from harness.sim.model import COORDINATORS, CoordinatorFactory
 from harness.sim.simulate import SimParams, Summary, random_runs
+from harness.sim.variants import VARIANTS, coordinator_factory
 
 _DEFAULTS = SimParams()
 _BOUNDS = Bounds()
@@ -99,6 +100,7 @@ def parser() -> argparse.ArgumentParser:
         default=0,
         help="stop after this many states (0: no limit); an incomplete exploration exits 1",
     )
+    _variant_option(ex)
     ex.add_argument(
         "--no-liveness", action="store_true", help="skip the liveness check (the healing schedule from every state)"
     )
@@ -120,6 +122,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     rnd.add_argument("--runs", type=_positive, default=1000, help="number of runs")
+    _variant_option(rnd)
     rnd.add_argument("--seed", type=int, default=1, help="seed of the first run")
     rnd.add_argument("--participants", type=_positive, default=_DEFAULTS.participants, help="participants")
     rnd.add_argument(
@@ -183,11 +186,25 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _variant_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--variant",
+        choices=sorted(VARIANTS),
+        help="a deliberately broken coordinator (harness.sim.variants), to see the check fail",
+    )
+
+
+def _coordinators(args: argparse.Namespace) -> CoordinatorFactory:
+    if args.variant:
+        return coordinator_factory(args.variant, ordered=args.prepare == "ordered")
+    return COORDINATORS[args.prepare]
+
+
 def _command(options: dict[str, object]) -> str:
     """The command line that gives the same run: every option spelled out."""
     words = ["python", "-m", "harness.sim", str(options["command"])]
     for key, value in options.items():
-        if key == "command" or value is False:
+        if key == "command" or value is False or value is None:
             continue
         flag = "--" + key.replace("_", "-")
         words += [flag] if value is True else [flag, str(value)]
@@ -213,7 +230,7 @@ def explore(args: argparse.Namespace, out: TextIO) -> int:
         args.participants,
         args.clients,
         bounds,
-        coordinator_factory=COORDINATORS[args.prepare],
+        coordinator_factory=_coordinators(args),
         max_states=args.max_states,
         liveness=not args.no_liveness,
         symmetry=not args.no_symmetry,
@@ -266,9 +283,7 @@ def random(args: argparse.Namespace, out: TextIO) -> int:
             err.write(f"\r{done:,}/{args.runs:,} runs, {summary.transactions:,} transactions ")
             err.flush()
 
-    summary = random_runs(
-        args.runs, args.seed, params, coordinator_factory=COORDINATORS[args.prepare], progress=progress
-    )
+    summary = random_runs(args.runs, args.seed, params, coordinator_factory=_coordinators(args), progress=progress)
     if err is not None:
         err.write("\n")
     r = summary.results
