@@ -135,7 +135,9 @@ def test_report_of_a_real_run_with_faults_draws_every_message_and_zooms(
     browser: Callable[[], Any], tmp_path: Path
 ) -> None:
     folder = tmp_path / "faults"
-    command = [sys.executable, "-m", "harness.run", "--clients", "3", "--duration", "2.5", "--base-port", "0",
+    # A count of transactions, not a duration: the run stays under the page's
+    # 12,000 messages a frame however fast the machine (about 12 lines each).
+    command = [sys.executable, "-m", "harness.run", "--clients", "3", "--transactions", "120", "--base-port", "0",
                "--retry", "backoff", "--nemesis", "kill-participant,kill-client,pause,partition",
                "--nemesis-interval", "0.4", "--seed", "11", "--out", str(folder)]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
