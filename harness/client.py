@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=None, help="seed for the backoff jitter")
     p.add_argument(
+        "--tls",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="mutual TLS with the client certificate in DIR (python -m harness.certs DIR)",
+    )
+    p.add_argument(
         "--crash",
         metavar="POINT[:N]",
         default=None,
@@ -121,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         max_retries=args.max_retries,
         seed=args.seed,
         crash=args.crash,
+        tls=args.tls,
     )
     try:
         results = asyncio.run(run(config, print_result))

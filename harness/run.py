@@ -11,6 +11,7 @@ from pathlib import Path
 
 from harness.experiment.config import RunConfig, with_default_timeouts
 from harness.experiment.faults import NEMESIS_KINDS, parse_crashes, parse_nemesis
+from harness.experiment.fired import unfired
 from harness.experiment.processes import RunError
 from harness.experiment.runner import run
 from harness.experiment.workload import PrepareMode, RetryMode
@@ -138,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         "server2 right after server2's yes vote)",
     )
     p.add_argument(
+        "--tls",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="mutual TLS between every node, with the certificates in DIR (python -m harness.certs DIR)",
+    )
+    p.add_argument(
         "--no-durable",
         dest="durable",
         action="store_false",
@@ -175,6 +183,8 @@ def _main(argv: list[str] | None) -> int:
         parser.error("--duration must be > 0")
     if args.nemesis_interval <= 0:
         parser.error("--nemesis-interval must be > 0")
+    if args.tls is not None and ("partition" in args.nemesis or any(c.startswith("partition") for c in args.crash)):
+        parser.error("--tls cannot be combined with partitions: the fault proxy forwards lines it must read")
     config = with_default_timeouts(
         RunConfig(
             clients=args.clients,
@@ -192,6 +202,7 @@ def _main(argv: list[str] | None) -> int:
             nemesis=nemesis,
             nemesis_interval=args.nemesis_interval,
             crash=tuple(args.crash),
+            tls=args.tls,
         )
     )
     if args.timeout is not None:
@@ -219,7 +230,10 @@ def _main(argv: list[str] | None) -> int:
             ],
         )
     )
-    return 0 if checked.consistent else 1
+    missed = unfired(result.folder, parse_crashes(config.crash, config.participants, config.clients))
+    for spec in missed:
+        print(f"harness.run: crash point {spec} never fired: the run did not test it", file=sys.stderr)
+    return 0 if checked.consistent and not missed else 1
 
 
 if __name__ == "__main__":

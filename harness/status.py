@@ -9,12 +9,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from pathlib import Path
 
 from tabulate import tabulate
 
 from harness.node.address import default_servers, servers_arg
 from harness.node.query import query_all
 from harness.node.timing import STATUS_TIMEOUT
+from harness.node.tls import TlsError
+from harness.node.tls import load as load_tls
 from harness.protocol.messages import State
 
 
@@ -35,12 +38,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=STATUS_TIMEOUT,
         help=f"seconds to wait for each answer (default {STATUS_TIMEOUT:g})",
     )
+    p.add_argument(
+        "--tls",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="mutual TLS with the client certificate in DIR (python -m harness.certs DIR)",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    states = asyncio.run(query_all(args.servers, args.timeout))
+    try:
+        ssl_context = load_tls(args.tls, member=False).client if args.tls is not None else None
+    except TlsError as e:
+        print(f"harness.status: {e}", file=sys.stderr)
+        return 2
+    states = asyncio.run(query_all(args.servers, args.timeout, ssl=ssl_context))
     rows = []
     for (host, port), s in zip(args.servers, states, strict=True):
         if isinstance(s, State):

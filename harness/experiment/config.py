@@ -37,6 +37,7 @@ class RunConfig:
     nemesis: tuple[FaultKind, ...] = ()  # fault kinds (harness.experiment.faults.NEMESIS_KINDS)
     nemesis_interval: float = 1.0  # seconds between faults, roughly
     crash: tuple[str, ...] = ()  # targeted crash points, e.g. "participant:after-vote"
+    tls: Path | None = None  # mutual TLS between every node with the certificates here (harness.certs)
 
     @property
     def faulty(self) -> bool:

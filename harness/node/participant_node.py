@@ -18,6 +18,10 @@ connection, and logged before anything they cause leaves (harness.events.log).
 
 Bad input from the network (their fault) is logged, answered with ERROR and
 the connection closed; it never reaches the core, so it never changes state.
+So is a request the connection's role may not make (harness.node.tls: with
+--tls, only a client certificate may PREPARE, COMMIT or ABORT). Connections
+are bounded in number, idle time, partial-line time and queued requests
+(harness.node.limits); peers are reached only if they are members.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ from harness.events.schema import (
     BAD_INPUT,
     DISCONNECT,
     LISTENING,
+    OVERLOAD,
     RECOVERED,
     RECV,
+    REJOINED,
     RESTORED,
     SEND,
     STOPPED,
@@ -46,8 +52,11 @@ from harness.events.schema import (
 from harness.node.address import READ_CHUNK, listen_socket, parse_address
 from harness.node.crash import CrashPlan, ParticipantCrashPoint
 from harness.node.group_commit import GroupCommit
+from harness.node.limits import MAX_PIPELINE, Limits
+from harness.node.query import query_all
 from harness.node.storage import Storage
 from harness.node.timing import CONNECT_TIMEOUT, RESOLVE_AFTER
+from harness.node.tls import HANDSHAKE_TIMEOUT, Role, Tls, allowed, role_of, transport_role
 from harness.protocol.messages import (
     DecodeError,
     Error,
@@ -71,6 +80,10 @@ from harness.protocol.participant import (
     SendPeer,
     StartTimer,
 )
+
+
+class NotAMember(Exception):
+    """This participant's own name is not in its cluster (a usage error)."""
 
 
 def _peername(transport: asyncio.BaseTransport) -> str:
@@ -117,6 +130,9 @@ class InboundConnection(asyncio.Protocol):
         self.write_blocked = False  # the peer is not reading what we write
         self.queue_full = False  # MAX_QUEUED replies wait to leave
         self.crash_on_drain: list[QueuedReply] = []  # their crash points are reached once the kernel has our bytes
+        self.role: Role | None = None  # what the peer proved (harness.node.tls)
+        self.last_rx = 0.0  # loop time of the last bytes received
+        self.partial_since: float | None = None  # loop time a partial line began
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -172,8 +188,19 @@ class ParticipantNode:
         delay: float = 0.0,
         crash: CrashPlan | None = None,
         routes: dict[str, tuple[str, int]] | None = None,
+        cluster: tuple[str, ...] | None = None,
+        tls: Tls | None = None,
+        limits: Limits | None = None,
+        rejoining: bool = False,
     ) -> None:
         self.storage = storage
+        self.cluster = cluster  # every member's name; None: no membership rule (tests of the node alone)
+        self.tls = tls
+        self.limits = limits or Limits()
+        self.rejoining = rejoining
+        self._cap = self.limits.connection_cap()
+        self._overloaded = False  # an overload episode is under way (one log line per episode)
+        self._sweeper: asyncio.TimerHandle | None = None
         self.log = log
         self.resolve_after = resolve_after
         self.delay = delay
@@ -211,16 +238,25 @@ class ParticipantNode:
         loop = asyncio.get_running_loop()
         if sock is None and port == 0:
             sock = listen_socket(host, 0)  # not in the ephemeral range: see listen_socket
+        tls: dict[str, Any] = {}
+        if self.tls is not None:
+            tls = {"ssl": self.tls.server, "ssl_handshake_timeout": HANDSHAKE_TIMEOUT}
         if sock is not None:
-            server = loop.create_server(lambda: InboundConnection(self), sock=sock, start_serving=False)
+            server = loop.create_server(lambda: InboundConnection(self), sock=sock, start_serving=False, **tls)
         else:
-            server = loop.create_server(lambda: InboundConnection(self), host, port, start_serving=False)
+            server = loop.create_server(lambda: InboundConnection(self), host, port, start_serving=False, **tls)
         self._server = await server
         bound = self._server.sockets[0].getsockname()
         self.address = (bound[0], bound[1])
         name = advertise or self.name
-        records = self.storage.load()
-        self.core = ParticipantCore.restore(name, records)
+        if self.cluster is not None and name not in self.cluster:
+            self._server.close()
+            raise NotAMember(
+                f"this participant is {name}, not a member of its cluster {','.join(self.cluster)}: "
+                "give --cluster with every member's name, this one's included"
+            )
+        records = self.storage.preloaded if self.storage.preloaded is not None else self.storage.load()
+        self.core = ParticipantCore.restore(name, records, cluster=self.cluster, rejoining=self.rejoining)
         self._gc = GroupCommit(self.storage, self.log, self._durable)
         c = self.core
         if records:
@@ -250,15 +286,65 @@ class ParticipantNode:
             lock=c.lock or "-",
             records=len(records),
             data=self.storage.path,
+            store=self.storage.identity.store,
+            cluster=",".join(self.cluster) if self.cluster else None,
+            tls="on" if self.tls else "off",
         )
         self.log.flush()
+        self._sweeper = loop.call_later(self._sweep_every(), self._sweep)
+        if self.rejoining:
+            self._spawn(self._rejoin())
         return self.address
+
+    def _sweep_every(self) -> float:
+        return max(0.05, min(self.limits.idle_timeout, self.limits.line_timeout) / 4)
+
+    def _sweep(self) -> None:
+        """Close idle connections and refuse lines that take too long to arrive (harness.node.limits)."""
+        if self._closing:
+            return
+        now = asyncio.get_running_loop().time()
+        for conn in list(self._conns.values()):
+            if conn.refused or conn.transport is None or conn.transport.is_closing():
+                continue
+            if conn.partial_since is not None and now - conn.partial_since > self.limits.line_timeout:
+                self._refuse(
+                    conn, DecodeError("slow-line", f"a line must arrive whole within {self.limits.line_timeout:g}s")
+                )
+            elif now - conn.last_rx > self.limits.idle_timeout and not conn.queue:
+                self.log.write(DISCONNECT, peer=conn.peer, error=f"idle for {self.limits.idle_timeout:g}s: closed")
+                conn.refused = True
+                conn.transport.close()
+        if self._overloaded and len(self._conns) < self._cap * 3 // 4:
+            self._overloaded = False  # the episode is over: the next one gets its line
+        self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every(), self._sweep)
+
+    async def _rejoin(self) -> None:
+        """Ask every peer's STATE until all answer, agree and hold no lock; then
+        record that state and vote again (harness.protocol.participant)."""
+        assert self.core is not None and self.cluster is not None
+        peers = sorted(set(self.cluster) - {self.core.name})
+        addresses = [self.routes.get(p) or parse_address(p) for p in peers]
+        ssl_context = self.tls.client if self.tls else None
+        while self.core.rejoining:
+            states = await query_all(addresses, timeout=CONNECT_TIMEOUT, ssl=ssl_context)
+            answered = [s for s in states if isinstance(s, State)]
+            agree = len({(s.storage_server, s.version) for s in answered}) <= 1
+            if len(answered) == len(peers) and agree and all(s.lock is None for s in answered):
+                value, version = (answered[0].storage_server, answered[0].version) if answered else (0, 0)
+                self._perform(self.core.rejoined(value, version), conn=None)
+                self.log.write(REJOINED, storage_server=value, version=version, peers=",".join(peers))
+                self.log.flush()
+                return
+            await asyncio.sleep(self.resolve_after / 4)  # polling the peers until they are quiet: nothing to wait on
 
     async def stop(self) -> None:
         """Stop accepting, finish durable writes, close everything."""
         if self._closing:
             return
         self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         for handle in self._timers.values():
@@ -286,6 +372,20 @@ class ParticipantNode:
         if self._closing:
             conn.transport.close()
             return
+        conn.role = transport_role(conn.transport)
+        if conn.role is None:  # a certificate of this CA without a role: not ours to serve
+            self.log.write(BAD_INPUT, peer=conn.peer, code="forbidden", detail="certificate without a role")
+            conn.transport.abort()
+            return
+        if len(self._conns) >= self._cap:
+            # Closed at once: the descriptor comes back, the listening socket keeps accepting.
+            if not self._overloaded:
+                self._overloaded = True
+                self.log.write(OVERLOAD, reason="cap", limit=self._cap, open=len(self._conns))
+            conn.refused = True
+            conn.transport.abort()
+            return
+        conn.last_rx = asyncio.get_running_loop().time()
         conn.id = self._next_conn = self._next_conn + 1
         self._conns[conn.id] = conn
         if self.crash is not None:
@@ -314,17 +414,29 @@ class ParticipantNode:
         """Bytes arrived on ``conn``: decode each line, feed it to the core, perform the actions."""
         if conn.refused or self._closing:
             return
+        now = asyncio.get_running_loop().time()
+        conn.last_rx = now
         try:
             lines = conn.buffer.feed(data)
         except DecodeError as e:
             self._refuse(conn, e)
             return
-        assert self.core is not None
+        if not conn.buffer.pending:
+            conn.partial_since = None
+        elif conn.partial_since is None or lines:
+            conn.partial_since = now  # a new partial line starts now
+        assert self.core is not None and conn.role is not None
         for line in lines:
             try:
                 msg = decode(line)
             except DecodeError as e:
                 self._refuse(conn, e)
+                return
+            if not allowed(conn.role, msg.kind):
+                self._refuse(conn, DecodeError("forbidden", f"a {conn.role.value} may not send {msg.kind.value}"))
+                return
+            if len(conn.queue) >= MAX_PIPELINE:
+                self._refuse(conn, DecodeError("too-many", f"at most {MAX_PIPELINE} requests may wait for replies"))
                 return
             # Logged as it came (decode accepted it, so it is one clean line).
             self.log.message(RECV, conn.peer, line.decode().strip(" \t\r"))
@@ -396,6 +508,8 @@ class ParticipantNode:
                             )
                         )
                 case SendPeer():
+                    if self.cluster is not None and action.peer not in self.cluster:
+                        continue  # members only (the core never asks, this is the belt to its braces)
                     link = self._peers.get(action.peer)
                     if link is None:
                         link = self._peers[action.peer] = PeerLink(self, action.peer)
@@ -510,11 +624,17 @@ class PeerLink:
             if self._writer is None or self._writer.is_closing():
                 try:
                     host, port = self.node.routes.get(self.peer) or parse_address(self.peer)
+                    ssl_context = node.tls.client if node.tls else None
                     reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection(host, port, limit=READ_CHUNK), CONNECT_TIMEOUT
+                        asyncio.open_connection(host, port, limit=READ_CHUNK, ssl=ssl_context), CONNECT_TIMEOUT
                     )
                 except (OSError, TimeoutError, ValueError) as e:
                     node.log.write(UNREACHABLE, peer=self.peer, error=str(e) or type(e).__name__)
+                    return
+                ssl_object = writer.get_extra_info("ssl_object")
+                if ssl_object is not None and role_of(ssl_object.getpeercert()) is not Role.MEMBER:
+                    node.log.write(UNREACHABLE, peer=self.peer, error="its certificate is not a member's")
+                    writer.close()
                     return
                 self._writer = writer
                 self._reader_task = asyncio.get_running_loop().create_task(self._read(reader, writer))
