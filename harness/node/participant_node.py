@@ -52,6 +52,7 @@ from harness.events.schema import (
 from harness.node.address import READ_CHUNK, listen_socket, parse_address
 from harness.node.crash import CrashPlan, ParticipantCrashPoint
 from harness.node.group_commit import GroupCommit
+from harness.node.guard import in_flight_from_log
 from harness.node.limits import MAX_PIPELINE, Limits
 from harness.node.query import query_all
 from harness.node.storage import Storage
@@ -147,7 +148,8 @@ class InboundConnection(asyncio.Protocol):
         # The peer is done sending (nc -N, shutdown(SHUT_WR)): answer what it
         # sent, then close. True keeps our side open meanwhile.
         self.node.on_eof(self)
-        return True
+        # Over TLS a half-closed connection cannot stay open (asyncio closes it): say so, not True.
+        return self.transport is None or self.transport.get_extra_info("ssl_object") is None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.node.on_close(self, exc)
@@ -320,8 +322,9 @@ class ParticipantNode:
         self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every(), self._sweep)
 
     async def _rejoin(self) -> None:
-        """Ask every peer's STATE until all answer, agree and hold no lock; then
-        record that state and vote again (harness.protocol.participant)."""
+        """Ask every peer's STATE until all answer and agree; then record that
+        state, settle what they hold prepared from this participant's own log
+        (harness.node.guard.in_flight_from_log), and vote again."""
         assert self.core is not None and self.cluster is not None
         peers = sorted(set(self.cluster) - {self.core.name})
         addresses = [self.routes.get(p) or parse_address(p) for p in peers]
@@ -330,9 +333,12 @@ class ParticipantNode:
             states = await query_all(addresses, timeout=CONNECT_TIMEOUT, ssl=ssl_context)
             answered = [s for s in states if isinstance(s, State)]
             agree = len({(s.storage_server, s.version) for s in answered}) <= 1
-            if len(answered) == len(peers) and agree and all(s.lock is None for s in answered):
+            self.log.flush()
+            locks = {s.lock for s in answered if s.lock is not None}
+            in_flight = in_flight_from_log(self.log.path, locks) if locks else []
+            if len(answered) == len(peers) and agree and in_flight is not None:
                 value, version = (answered[0].storage_server, answered[0].version) if answered else (0, 0)
-                self._perform(self.core.rejoined(value, version), conn=None)
+                self._perform(self.core.rejoined(value, version, in_flight), conn=None)
                 self.log.write(REJOINED, storage_server=value, version=version, peers=",".join(peers))
                 self.log.flush()
                 return

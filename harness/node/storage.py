@@ -168,7 +168,10 @@ class Storage:
 
     def load(self) -> list[TxRecord]:
         """Every stored record; StorageError names the first whose checksum is wrong."""
-        rows = self._db.execute("SELECT txid, state, value, participants, version, crc FROM txns").fetchall()
+        try:
+            rows = self._db.execute("SELECT txid, state, value, participants, version, crc FROM txns").fetchall()
+        except sqlite3.Error as e:  # undecodable text, a damaged page
+            raise StorageError(f"{self.path} is corrupt: {e}") from None
         store = self.identity.store
         records = []
         for t, s, v, p, ver, crc in rows:

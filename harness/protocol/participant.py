@@ -48,8 +48,12 @@ Rejoining (``rejoining=True``): a participant whose store was lost and that was
 told to start empty answers every transactional request with ERROR
 ``rejoining`` (no record, no vote) until its driver has learnt the decided
 state from every peer and calls :meth:`ParticipantCore.rejoined`, which records
-it as one committed snapshot record. It never votes, and never records an
-abort it might once have contradicted, before then.
+it as one committed snapshot record, with the transactions the peers still hold
+prepared settled as the driver found them in this participant's own log: a yes
+vote that left (prepared again, then resolved with the peers as after a
+restart) or none (aborted: nobody can have counted a vote that never left). It
+never votes, and never records an abort it might once have contradicted,
+before then.
 """
 
 from __future__ import annotations
@@ -312,22 +316,33 @@ class ParticipantCore:
             return []
         return self._resolve_with_peers(record)
 
-    def rejoined(self, storage_server: int, version: int) -> list[Action]:
-        """The driver learnt the decided state from every peer (all agree, none
-        holds a lock): record it as one committed snapshot and start serving."""
+    def rejoined(self, storage_server: int, version: int, in_flight: Iterable[TxRecord] = ()) -> list[Action]:
+        """The driver learnt the decided state from every peer (all agree on it):
+        record it as one committed snapshot, then ``in_flight``, the transactions
+        the peers hold prepared, each PREPARED (this participant's yes vote left,
+        says its log) or ABORTED (it never did); then serve as usual."""
         assert self.rejoining and not self.records
         self.rejoining = False
-        if version == 0:
-            return []  # nothing was ever committed: nothing to learn
-        snapshot = TxRecord(
-            txid=f"rejoined-v{version}",
-            state=TxState.COMMITTED,
-            value=storage_server,
-            participants=tuple(sorted(self.cluster or {self.name})),
-            version=version,
-        )
-        self._apply(snapshot)
-        return [Persist(record=snapshot, why="rejoined: the state every peer reported", lazy=False)]
+        actions: list[Action] = []
+        if version > 0:  # else nothing was ever committed: nothing to learn
+            snapshot = TxRecord(
+                txid=f"rejoined-v{version}",
+                state=TxState.COMMITTED,
+                value=storage_server,
+                participants=tuple(sorted(self.cluster or {self.name})),
+                version=version,
+            )
+            self._apply(snapshot)
+            actions.append(Persist(record=snapshot, why="rejoined: the state every peer reported", lazy=False))
+        for record in in_flight:
+            assert record.state in (TxState.PREPARED, TxState.ABORTED)
+            if record.state is TxState.PREPARED:
+                self._apply(record)
+                actions.append(Persist(record=record, why="rejoined: its yes vote left, says its log"))
+                actions += self._resolve_with_peers(record)
+            else:
+                actions += self._record(record, "rejoined: no yes vote of it ever left, says its log")
+        return actions
 
     # ------------------------------------------------------------ views
 
