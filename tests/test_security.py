@@ -277,6 +277,12 @@ def test_a_store_deleted_while_running_stops_the_participant_and_it_refuses_to_s
     value, version, _lock = live.pop()
     rejoined = cluster.start_participant(1, "--rejoin-empty", "--resolve-after", "0.5")
     rejoined.wait_for(rf" rejoined storage_server={value} version={version} ")
+    # The peers learn that P1 aborted the transaction in flight at their next RESOLVE:
+    # poll the live cluster until no lock is held (the system itself must be polled).
+    deadline = time.monotonic() + WAIT
+    while any(lock != "-" for _v, _ver, lock in _rows(cluster.status().stdout).values()):
+        assert time.monotonic() < deadline, "the transaction in flight was never settled"
+        time.sleep(0.05)
     assert cluster.client("--value", "5").returncode == 0
     status = cluster.status()
     assert status.returncode == 0, status.stdout

@@ -32,8 +32,7 @@ from pathlib import Path
 from harness.node.address import parse_address
 from harness.node.query import query_status
 from harness.node.storage import Storage, StorageError, StoreMissing
-from harness.protocol.messages import State, TxState
-from harness.protocol.participant import TxRecord
+from harness.protocol.messages import State
 
 PEER_CHECK_TIMEOUT = 1.0  # seconds to ask each peer for its version when the store is empty
 _TAIL_CHUNK = 1 << 20
@@ -76,47 +75,6 @@ def last_store_in_log(path: Path | None) -> LoggedStore | None:
                     return LoggedStore(store=m.group(2).decode(), version=int(m.group(1)))
             end = start
     return None
-
-
-def in_flight_from_log(path: Path | None, txids: set[str]) -> list[TxRecord] | None:
-    """How a rejoining participant settles the transactions its peers hold
-    prepared, from its own log: PREPARED (with the value and participants of its
-    durable vote) if a yes vote of it was sent, else ABORTED. A line is logged,
-    and flushed, before what it says leaves the process (harness.events.log), so
-    no ``send ... vote=ok`` line means no yes vote left. None without a log to read."""
-    if path is None or not txids:
-        return None if path is None else []
-    prepared: dict[str, TxRecord] = {}
-    sent: set[str] = set()
-    durable = re.compile(rb" durable txid=(\S+) state=prepared value=(-?\d+) version=\d+ participants=(\S+)")
-    vote = re.compile(rb" send peer=\S+ msg=VOTE txid=(\S+) vote=ok")
-    wanted = {t.encode() for t in txids}
-    try:
-        with open(path, "rb") as f:
-            for line in f:
-                if b"txid=" not in line:
-                    continue
-                if (m := durable.search(line)) and m.group(1) in wanted:
-                    txid = m.group(1).decode()
-                    prepared[txid] = TxRecord(
-                        txid=txid,
-                        state=TxState.PREPARED,
-                        value=int(m.group(2)),
-                        participants=tuple(m.group(3).decode().split(",")),
-                    )
-                elif (m := vote.search(line)) and m.group(1) in wanted:
-                    sent.add(m.group(1).decode())
-    except OSError:
-        return None
-    out = []
-    for txid in sorted(txids):
-        if txid in sent and txid in prepared:
-            out.append(prepared[txid])
-        elif txid in sent:
-            return None  # a yes vote left but its record is not in the log: cannot rebuild it
-        else:
-            out.append(TxRecord(txid=txid, state=TxState.ABORTED, value=0, participants=()))
-    return out
 
 
 async def peer_versions(

@@ -13,7 +13,7 @@ spends a bounded amount on it:
   handshake gets HANDSHAKE_TIMEOUT (harness.node.tls);
 * a connection may have at most MAX_PIPELINE requests waiting for their
   replies; more is refused (ERROR ``too-many``). Reading pauses earlier, at
-  harness.node.participant_node.MAX_QUEUED, while the peer does not read.
+  harness.node.inbound.MAX_QUEUED, while the peer does not read.
 
 Should the descriptor limit still be hit (another part of the process holding
 descriptors), asyncio's own "socket.accept() out of system resource" error,

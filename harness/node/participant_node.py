@@ -27,12 +27,10 @@ are bounded in number, idle time, partial-line time and queued requests
 from __future__ import annotations
 
 import asyncio
-import collections
 import gc
 import os
 import socket
 from collections.abc import Coroutine
-from dataclasses import dataclass
 from typing import Any
 
 from harness.events.log import EventLog, log_record
@@ -43,33 +41,30 @@ from harness.events.schema import (
     OVERLOAD,
     RECOVERED,
     RECV,
-    REJOINED,
     RESTORED,
     SEND,
     STOPPED,
     TIMEOUT,
-    UNREACHABLE,
 )
-from harness.node.address import READ_CHUNK, listen_socket, parse_address
+from harness.node.address import listen_socket
 from harness.node.crash import CrashPlan, ParticipantCrashPoint
 from harness.node.group_commit import GroupCommit
-from harness.node.guard import in_flight_from_log
+from harness.node.inbound import MAX_QUEUED, InboundConnection, QueuedReply
 from harness.node.limits import MAX_PIPELINE, Limits
-from harness.node.query import query_all
+from harness.node.peer_link import PeerLink
+from harness.node.rejoin import learn_from_peers
 from harness.node.storage import Storage
-from harness.node.timing import CONNECT_TIMEOUT, RESOLVE_AFTER
-from harness.node.tls import HANDSHAKE_TIMEOUT, Role, Tls, allowed, role_of, transport_role
+from harness.node.timing import RESOLVE_AFTER
+from harness.node.tls import HANDSHAKE_TIMEOUT, Role, Tls, allowed, transport_role
 from harness.protocol.messages import (
     DecodeError,
     Error,
-    LineBuffer,
     Message,
     Outcome,
     State,
     TxState,
     Vote,
     decode,
-    encode,
     encode_text,
 )
 from harness.protocol.participant import (
@@ -90,100 +85,6 @@ class NotAMember(Exception):
 
 # With TLS: a full garbage collection after this many connections (see _sweep).
 GC_AFTER_CONNECTIONS = 64
-
-
-def _peername(transport: asyncio.BaseTransport) -> str:
-    info = transport.get_extra_info("peername")
-    return f"{info[0]}:{info[1]}" if info else "?"
-
-
-# Replies queued on one connection before we stop reading it: a peer that
-# pipelines requests (or reads nothing) cannot make us hold unbounded output.
-MAX_QUEUED = 64
-
-
-@dataclass(eq=False)
-class QueuedReply:
-    """A reply (its wire line) or a close, queued on an inbound connection until
-    the persists issued before it (``barrier``) are durable."""
-
-    barrier: int
-    text: str | None  # None: close the connection
-    yes_vote: bool = False
-    # An OUTCOME committed sent ahead of its record: the record's persist
-    # number (0: none). While it is not durable, a crash point follows the send.
-    ahead_of: int = 0
-    paced: bool = False  # held back by --delay
-    due: float | None = None  # with --delay: when it may leave
-
-
-class InboundConnection(asyncio.Protocol):
-    """One connection to the participant: a client or a peer asking RESOLVE.
-
-    Lines are handled as they arrive, in the event loop's own callback (no
-    task per connection: measured, a participant spent most of its time
-    switching between the stream reader, its task and the writer's)."""
-
-    def __init__(self, node: ParticipantNode) -> None:
-        self.node = node
-        self.id = 0
-        self.peer = "?"
-        self.transport: asyncio.Transport | None = None
-        self.buffer = LineBuffer()
-        self.queue: collections.deque[QueuedReply] = collections.deque()
-        self.refused = False  # a Close is queued: read nothing more
-        self.timer: asyncio.TimerHandle | None = None  # --delay
-        self.write_blocked = False  # the peer is not reading what we write
-        self.queue_full = False  # MAX_QUEUED replies wait to leave
-        self.crash_on_drain: list[QueuedReply] = []  # their crash points are reached once the kernel has our bytes
-        self.role: Role | None = None  # what the peer proved (harness.node.tls); None: handshake under way
-        # Lines that arrived with the handshake's last flight, before _handshake
-        # resumed and set the role: replayed then.
-        self.early: list[bytes] = []
-        self.last_rx = 0.0  # loop time of the last bytes received
-        self.partial_since: float | None = None  # loop time a partial line began
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.peer = _peername(transport)
-        self.node.on_accept(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.node.on_data(self, data)
-
-    def eof_received(self) -> bool:
-        # The peer is done sending (nc -N, shutdown(SHUT_WR)): answer what it
-        # sent, then close. True keeps our side open meanwhile.
-        self.node.on_eof(self)
-        # Over TLS a half-closed connection cannot stay open (asyncio closes it): say so, not True.
-        return self.transport is None or self.transport.get_extra_info("ssl_object") is None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.node.on_close(self, exc)
-
-    # A peer that sends but does not read fills our buffer: stop reading it
-    # until it has taken what we wrote (or while MAX_QUEUED replies wait).
-    def pause_writing(self) -> None:
-        self.write_blocked = True
-        self.update_reading()
-
-    def resume_writing(self) -> None:
-        self.write_blocked = False
-        self.update_reading()
-        if self.crash_on_drain:
-            sent, self.crash_on_drain = self.crash_on_drain, []
-            for out in sent:
-                self.node.on_sent(out)
-
-    def update_reading(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        if self.write_blocked or self.queue_full:
-            transport.pause_reading()
-        else:
-            transport.resume_reading()
 
 
 class ParticipantNode:
@@ -306,7 +207,7 @@ class ParticipantNode:
         self.log.flush()
         self._sweeper = loop.call_later(self._sweep_every(), self._sweep)
         if self.rejoining:
-            self._spawn(self._rejoin())
+            self._spawn(learn_from_peers(self))
         return self.address
 
     def _sweep_every(self) -> float:
@@ -338,28 +239,9 @@ class ParticipantNode:
             gc.collect()
         self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every(), self._sweep)
 
-    async def _rejoin(self) -> None:
-        """Ask every peer's STATE until all answer and agree; then record that
-        state, settle what they hold prepared from this participant's own log
-        (harness.node.guard.in_flight_from_log), and vote again."""
-        assert self.core is not None and self.cluster is not None
-        peers = sorted(set(self.cluster) - {self.core.name})
-        addresses = [self.routes.get(p) or parse_address(p) for p in peers]
-        ssl_context = self.tls.client if self.tls else None
-        while self.core.rejoining:
-            states = await query_all(addresses, timeout=CONNECT_TIMEOUT, ssl=ssl_context)
-            answered = [s for s in states if isinstance(s, State)]
-            agree = len({(s.storage_server, s.version) for s in answered}) <= 1
-            self.log.flush()
-            locks = {s.lock for s in answered if s.lock is not None}
-            in_flight = in_flight_from_log(self.log.path, locks) if locks else []
-            if len(answered) == len(peers) and agree and in_flight is not None:
-                value, version = (answered[0].storage_server, answered[0].version) if answered else (0, 0)
-                self._perform(self.core.rejoined(value, version, in_flight), conn=None)
-                self.log.write(REJOINED, storage_server=value, version=version, peers=",".join(peers))
-                self.log.flush()
-                return
-            await asyncio.sleep(self.resolve_after / 4)  # polling the peers until they are quiet: nothing to wait on
+    def apply(self, actions: list[Action]) -> None:
+        """Perform actions that answer no connection (harness.node.rejoin)."""
+        self._perform(actions, conn=None)
 
     async def stop(self) -> None:
         """Stop accepting, finish durable writes, close everything."""
@@ -686,68 +568,3 @@ class ParticipantNode:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-class PeerLink:
-    """An outgoing connection to a peer participant, for RESOLVE and its replies.
-
-    Any failure just drops the message: the resolve timer asks again."""
-
-    def __init__(self, node: ParticipantNode, peer: str) -> None:
-        self.node = node
-        self.peer = peer
-        self._writer: asyncio.StreamWriter | None = None
-        self._lock = asyncio.Lock()
-        self._reader_task: asyncio.Task[None] | None = None
-
-    async def send(self, msg: Message, barrier: int) -> None:
-        node = self.node
-        await node.wait_durable(barrier)
-        async with self._lock:
-            if self._writer is None or self._writer.is_closing():
-                try:
-                    host, port = self.node.routes.get(self.peer) or parse_address(self.peer)
-                    ssl_context = node.tls.client if node.tls else None
-                    reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection(host, port, limit=READ_CHUNK, ssl=ssl_context), CONNECT_TIMEOUT
-                    )
-                except (OSError, TimeoutError, ValueError) as e:
-                    node.log.write(UNREACHABLE, peer=self.peer, error=str(e) or type(e).__name__)
-                    return
-                ssl_object = writer.get_extra_info("ssl_object")
-                if ssl_object is not None and role_of(ssl_object.getpeercert()) is not Role.MEMBER:
-                    node.log.write(UNREACHABLE, peer=self.peer, error="its certificate is not a member's")
-                    writer.close()
-                    return
-                self._writer = writer
-                self._reader_task = asyncio.get_running_loop().create_task(self._read(reader, writer))
-            node.log.message(SEND, self.peer, msg)
-            node.log.flush()
-            self._writer.write(encode(msg))
-            try:
-                await self._writer.drain()
-            except ConnectionError:
-                self._writer.close()
-
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        buffer = LineBuffer()
-        try:
-            while data := await reader.read(READ_CHUNK):
-                for line in buffer.feed(data):
-                    msg = decode(line)
-                    self.node.log.message(RECV, self.peer, msg)
-                    self.node.on_peer_reply(self.peer, msg)
-                if buffer.error is not None:
-                    raise buffer.error
-        except (ConnectionError, DecodeError) as e:
-            self.node.log.write(DISCONNECT, peer=self.peer, error=str(e) or type(e).__name__)
-        finally:
-            writer.close()
-            if self._writer is writer:  # not a newer connection made meanwhile
-                self._writer = None
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if self._reader_task is not None:
-            self._reader_task.cancel()
