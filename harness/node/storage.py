@@ -110,9 +110,9 @@ class Storage:
             self.identity = self._open(
                 path, node, durable, tuple(sorted(cluster)) if cluster is not None else None, create
             )
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError, ValueError) as e:  # a damaged file, whatever SQLite raises
             self._db.close()
-            raise StorageError(f"{path} is corrupt: {e}") from None
+            raise StorageError(f"{path} is corrupt: {' '.join(str(e).split())[:200]}") from None
         except StorageError:
             self._db.close()
             raise
@@ -127,7 +127,11 @@ class Storage:
         db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
         check = db.execute("PRAGMA quick_check").fetchone()
         if check is None or check[0] != "ok":
-            raise StorageError(f"{path} is corrupt: {check[0] if check else 'no answer'} (PRAGMA quick_check)")
+            # One line for the operator: SQLite's report may run to many.
+            report = str(check[0] if check else "no answer")
+            found = [line for line in report.splitlines() if not line.startswith("***")]
+            more = f" and {len(found) - 1} more problems" if len(found) > 1 else ""
+            raise StorageError(f"{path} is corrupt: {(found or ['?'])[0]}{more} (PRAGMA quick_check)")
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         meta: dict[str, str] = {}
         if "meta" in tables:
@@ -170,8 +174,8 @@ class Storage:
         """Every stored record; StorageError names the first whose checksum is wrong."""
         try:
             rows = self._db.execute("SELECT txid, state, value, participants, version, crc FROM txns").fetchall()
-        except sqlite3.Error as e:  # undecodable text, a damaged page
-            raise StorageError(f"{self.path} is corrupt: {e}") from None
+        except (sqlite3.Error, UnicodeDecodeError, ValueError) as e:  # undecodable text, a damaged page
+            raise StorageError(f"{self.path} is corrupt: {' '.join(str(e).split())[:200]}") from None
         store = self.identity.store
         records = []
         for t, s, v, p, ver, crc in rows:
