@@ -325,3 +325,20 @@ def test_a_log_that_cannot_be_written_stops_the_participant_with_exit_3(tmp_path
     done = _participant(tmp_path, "1", "--port", str(port), "--cluster", f"127.0.0.1:{port}", "--log", "/dev/full")
     assert done.returncode == 3
     assert done.stderr.count("\n") == 1 and "cannot write its event log" in done.stderr, done.stderr
+
+
+def test_a_run_over_tls_with_a_participant_crash_point_is_consistent(tmp_path: Path, certs: Path) -> None:
+    # Crash points watch the write buffer, whose limits asyncio's TLS transport reads differently.
+    args = ["--clients", "2", "--transactions", "4", "--base-port", "0", "--tls", str(certs)]
+    args += ["--crash", "participant:after-vote", "--out", str(tmp_path / "run")]
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.run", *args],
+        cwd=tmp_path,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert "CONSISTENT" in done.stdout
+    assert " tls=on" in (tmp_path / "run" / "server1.log").read_text()

@@ -148,7 +148,8 @@ class _ServerLink:
                 transport.abort()
                 return False
             if self.client.crash is not None:
-                transport.set_write_buffer_limits(high=0)  # see _ToParticipant.drain
+                # see _ToParticipant.drain; asyncio's TLS transport pauses at size >= high, plain TCP at >
+                transport.set_write_buffer_limits(high=1 if ssl_object is not None else 0)
             self.conn = conn
             return True
 

@@ -312,8 +312,10 @@ class ParticipantNode:
         assert conn.transport is not None
         if self.crash is not None:
             # A crash point after a send must know the bytes are the kernel's:
-            # with no buffer allowed, resume_writing says when (see _pump_queue).
-            conn.transport.set_write_buffer_limits(high=0)
+            # with no buffer allowed, resume_writing says when (see _pump_queue). asyncio's
+            # TLS transport pauses at size >= high (plain TCP: size > high), so 1 there.
+            tls = conn.transport.get_extra_info("ssl_object") is not None
+            conn.transport.set_write_buffer_limits(high=1 if tls else 0)
 
     async def _handshake_counted(self, conn: InboundConnection) -> None:
         try:
