@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=None, help="seed for the backoff jitter")
     p.add_argument(
+        "--tls",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="mutual TLS with the client certificate in DIR (python -m harness.certs DIR)",
+    )
+    p.add_argument(
         "--crash",
         metavar="POINT[:N]",
         default=None,
@@ -144,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         crash=args.crash,
         echo=Echo(sys.stdout, skip=frozenset({OUTCOME.name})) if args.verbose else None,
+        tls=args.tls,
     )
     try:
         results = event_loop.run(run(config, print_result))

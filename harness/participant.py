@@ -2,11 +2,14 @@
 
 Participant ID n listens on 127.0.0.1:(8885 + n), keeps its data in
 ``data/server<n>.sqlite3`` and its event log in ``logs/server<n>.log``; every
-flag below overrides one of those. It runs until SIGINT or SIGTERM, then
-finishes its durable writes and exits 0; it exits 2 when it cannot start (a
-port taken, a path it cannot use) and 3 when its storage cannot be decoded or
-written. It echoes its events on standard output, one short line each
-(harness.node.watch); the log file keeps every field.
+flag below overrides one of those. Its cluster is the seed's three addresses
+unless ``--cluster`` names it. It runs until SIGINT or SIGTERM, then finishes
+its durable writes and exits 0; it refuses to start (one line, exit 2) on a
+usage error, a port in use, a path it cannot use, a non-loopback address
+without ``--tls``, or a store it cannot trust (docs/security.md); it stops
+with exit 3 when its storage or its log cannot be written. It echoes its
+events on standard output, one short line each (harness.node.watch); the log
+file keeps every field.
 
 A participant restarted with the same data folder goes on from its records;
 ``--fresh`` removes its data file and log first, to start from
@@ -21,13 +24,14 @@ from pathlib import Path
 
 from harness.events.schema import ERROR
 from harness.node import event_loop
-from harness.node.address import DEFAULT_HOST, default_address
+from harness.node.address import DEFAULT_HOST, default_address, default_servers, servers_arg
 from harness.node.crash import CrashPlan, ParticipantCrashPoint
+from harness.node.limits import IDLE_TIMEOUT, LINE_TIMEOUT, MAX_CONNECTIONS, Limits
 from harness.node.serve import ParticipantConfig, StartError, serve
 from harness.node.storage import remove_storage
 from harness.node.timing import RESOLVE_AFTER, RESOLVE_AFTER_PER_DELAY, resolve_after
 from harness.node.watch import Echo
-from harness.report.cli import EXIT_OK, EXIT_STORAGE, EXIT_USAGE, add_version, exit_with, fail, os_problem
+from harness.report.cli import EXIT_OK, EXIT_USAGE, add_version, exit_with, fail, os_problem
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +83,47 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="remove this participant's data file and log first: start again from storage_server=0",
     )
+    add_security_arguments(p)
     return p
+
+
+def add_security_arguments(p: argparse.ArgumentParser) -> None:
+    """Membership, TLS, the store's recovery and the resource bounds (docs/security.md)."""
+    p.add_argument(
+        "--cluster",
+        type=servers_arg,
+        default=None,
+        metavar="HOST:PORT,...",
+        help="every participant's name, this one's included; a PREPARE must name exactly these "
+        "(default the seed's 127.0.0.1:8886-8888)",
+    )
+    p.add_argument(
+        "--tls",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="mutual TLS with the certificates in DIR (python -m harness.certs DIR); required off loopback",
+    )
+    p.add_argument(
+        "--rejoin-empty",
+        action="store_true",
+        help="the store is lost: start with an empty one and learn the decided state from the peers before voting",
+    )
+    p.add_argument(
+        "--max-connections", type=int, default=MAX_CONNECTIONS, help=f"connections at once (default {MAX_CONNECTIONS})"
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=IDLE_TIMEOUT,
+        help=f"close a connection silent this many seconds (default {IDLE_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--line-timeout",
+        type=float,
+        default=LINE_TIMEOUT,
+        help=f"refuse a line that takes longer than this to arrive whole (default {LINE_TIMEOUT:g})",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     port = default_port if args.port is None else args.port
     if not 0 <= port < 65536:
         parser.error("--port must be within 0-65535")
+    if args.max_connections < 1 or args.idle_timeout <= 0 or args.line_timeout <= 0:
+        parser.error("--max-connections must be 1 or more, --idle-timeout and --line-timeout > 0")
+    cluster = args.cluster if args.cluster is not None else default_servers()
     data = args.data_dir / f"server{args.id}.sqlite3"
     log = args.log or Path("logs") / f"server{args.id}.log"
     prog = f"participant {args.id}"
@@ -125,11 +172,17 @@ def main(argv: list[str] | None = None) -> int:
         crash=args.crash,
         advertise=args.advertise,
         echo=None if args.quiet else Echo(sys.stdout, skip=frozenset({ERROR.name})),  # an error: one line on stderr
+        cluster=tuple(f"{h}:{p}" for h, p in cluster),
+        tls=args.tls,
+        rejoin_empty=args.rejoin_empty,
+        limits=Limits(
+            max_connections=args.max_connections, idle_timeout=args.idle_timeout, line_timeout=args.line_timeout
+        ),
     )
     try:
         event_loop.run(serve(config, ready=lambda addr: None))
     except StartError as e:
-        return fail(prog, str(e), EXIT_STORAGE if e.corrupt else EXIT_USAGE)
+        return fail(prog, str(e), EXIT_USAGE)
     return EXIT_OK
 
 

@@ -17,9 +17,11 @@ from harness.experiment.faults import (
     NEMESIS_KINDS,
     POSTGRES_NEMESIS_KINDS,
     FaultKind,
+    PartitionPoint,
     parse_crashes,
     parse_nemesis,
 )
+from harness.experiment.fired import unfired
 from harness.experiment.processes import RunError
 from harness.experiment.runner import run
 from harness.experiment.workload import PrepareMode, RetryMode
@@ -206,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a deliberately broken coordinator (harness.sim.variants), to see the checker catch it",
     )
     p.add_argument(
+        "--tls",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="mutual TLS between every node, with the certificates in DIR (python -m harness.certs DIR)",
+    )
+    p.add_argument(
         "--no-durable",
         dest="durable",
         action="store_false",
@@ -266,6 +275,8 @@ def _main(argv: list[str] | None) -> int:
         parser.error("--hosts needs a fixed --base-port: remote participants bind their own ports")
     if args.nemesis_interval <= 0:
         parser.error("--nemesis-interval must be > 0")
+    if args.tls is not None and ("partition" in args.nemesis or any(c.startswith("partition") for c in args.crash)):
+        parser.error("--tls cannot be combined with partitions: the fault proxy forwards lines it must read")
     config = with_default_timeouts(
         RunConfig(
             clients=args.clients,
@@ -287,6 +298,7 @@ def _main(argv: list[str] | None) -> int:
             network=args.network,
             hosts=args.hosts,
             variant=args.variant,
+            tls=args.tls,
         )
     )
     if args.timeout is not None:
@@ -324,9 +336,23 @@ def _main(argv: list[str] | None) -> int:
             ],
         )
     )
-    if not checked.consistent:
+    missed = [] if result.interrupted else _unfired_crash_points(config, result.folder)
+    for spec in missed:
+        print(f"harness.run: crash point {spec} never fired: the run did not test it", file=sys.stderr)
+    if not checked.consistent or missed:
         return EXIT_FAILED
     return EXIT_INTERRUPTED if result.interrupted else EXIT_OK
+
+
+def _unfired_crash_points(config: RunConfig, folder: Path) -> list[str]:
+    """The --crash targets that left no trace in the run folder (harness.experiment.fired)."""
+    postgres = config.backend is Backend.POSTGRES
+    crashes = parse_crashes(config.crash, config.participants, config.clients, postgres=postgres)
+    if postgres or config.network is not NetworkMode.LOOPBACK or crashes.get("partition") == PartitionPoint.SLOW_VOTE:
+        # Partitions no log line can show firing: the kernel's drop rule, the
+        # byte relay's cut, a link slowed from the start.
+        crashes.pop("partition", None)
+    return unfired(folder, crashes)
 
 
 def _cleanup() -> int:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from harness.node import event_loop
 from harness.node.address import default_servers, servers_arg
 from harness.node.query import query_all
 from harness.node.timing import STATUS_TIMEOUT
+from harness.node.tls import TlsError
+from harness.node.tls import load as load_tls
 from harness.protocol.messages import State
 from harness.report.cli import EXIT_FAILED, EXIT_INTERRUPTED, add_version, exit_with, fail
 from harness.report.terminal import fit_table, terminal_width, wrap
@@ -40,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=STATUS_TIMEOUT,
         help=f"seconds to wait for each answer (default {STATUS_TIMEOUT:g})",
     )
+    p.add_argument(
+        "--tls",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="mutual TLS with the client certificate in DIR (python -m harness.certs DIR)",
+    )
     return p
 
 
@@ -49,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.timeout <= 0:
         parser.error("--timeout must be > 0")
     try:
-        states = event_loop.run(query_all(args.servers, args.timeout))
+        ssl_context = load_tls(args.tls, member=False).client if args.tls is not None else None
+    except TlsError as e:
+        return fail(PROG, str(e))
+    try:
+        states = event_loop.run(query_all(args.servers, args.timeout, ssl=ssl_context))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     answered = [s for s in states if isinstance(s, State)]

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.node.address import pick_port
+
 ROOT = Path(__file__).resolve().parent.parent
 WAIT = 20.0  # seconds to wait for a line before the test fails; generous for a loaded CI machine
 
@@ -92,16 +94,23 @@ class NodeProcess:
 
 
 class Cluster:
-    """Participants started by hand, as a person would in terminals."""
+    """Participants started by hand, as a person would in terminals: ``size``
+    members whose ports are picked up front, so that each is told its cluster."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, size: int = 3) -> None:
         self.workdir = workdir
         self.procs: list[NodeProcess] = []
-        self.ports: dict[int, int] = {}
+        self.ports: dict[int, int] = {n: pick_port() for n in range(1, size + 1)}
+        self.extra: list[str] = []  # flags for every node (e.g. --tls DIR)
+
+    @property
+    def members(self) -> str:
+        return ",".join(f"127.0.0.1:{self.ports[n]}" for n in sorted(self.ports))
 
     def start_participant(self, n: int, *extra: str) -> NodeProcess:
         port = self.ports.get(n, 0)
-        proc = NodeProcess(["-m", "harness.participant", str(n), "--port", str(port), *extra], self.workdir)
+        args = ["-m", "harness.participant", str(n), "--port", str(port), "--cluster", self.members]
+        proc = NodeProcess([*args, *self.extra, *extra], self.workdir)
         self.procs.append(proc)
         m = proc.wait_for(r" listening addr=127\.0\.0\.1:(\d+) ")
         self.ports[n] = int(m.group(1))
@@ -113,7 +122,7 @@ class Cluster:
 
     def client(self, *args: str, timeout: float = WAIT) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "harness.client", "--servers", self.servers, *args],
+            [sys.executable, "-m", "harness.client", "--servers", self.servers, *self.extra, *args],
             cwd=self.workdir,
             env=child_env(),
             capture_output=True,
@@ -122,13 +131,13 @@ class Cluster:
         )
 
     def start_client(self, *args: str) -> NodeProcess:
-        proc = NodeProcess(["-m", "harness.client", "--servers", self.servers, *args], self.workdir)
+        proc = NodeProcess(["-m", "harness.client", "--servers", self.servers, *self.extra, *args], self.workdir)
         self.procs.append(proc)
         return proc
 
     def status(self) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "harness.status", "--servers", self.servers],
+            [sys.executable, "-m", "harness.status", "--servers", self.servers, *self.extra],
             cwd=self.workdir,
             env=child_env(),
             capture_output=True,

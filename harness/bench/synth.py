@@ -244,6 +244,9 @@ def synthesize_run(folder: Path, lines: int, clients: int = SYNTH_CLIENTS) -> in
                     records=0,
                     data=folder / "data" / f"{node}.sqlite3",
                     loop=loop_name,
+                    store=f"{pi:016x}",
+                    cluster=",".join(names),
+                    tls="off",
                 ),
             ).format(ts=stamps.next(500)),
         )

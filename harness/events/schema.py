@@ -139,6 +139,9 @@ LISTENING = EventKind(
         _f("records", INT, "durable records restored"),
         _f("data", TEXT, "its storage file"),
         _f("loop", WORD, "the event loop it runs on (harness.node.event_loop)", optional=True),
+        _f("store", WORD, "its store's id (harness.node.storage): a restart must find the same", optional=True),
+        _f("cluster", LIST, "every member's name (harness.protocol.participant membership)", optional=True),
+        _f("tls", WORD, "on: mutual TLS on every connection; off: loopback, trusted", optional=True),
     ),
 )
 RESTORED = EventKind("restored", Role.PARTICIPANT, "a durable record read back at a start", _RECORD)
@@ -162,6 +165,22 @@ BAD_INPUT = EventKind(
 )
 FATAL = EventKind("fatal", Role.PARTICIPANT, "storage failed: the participant stops (exit 3)", (_f("error", TEXT),))
 ERROR = EventKind("error", Role.PARTICIPANT, "the participant could not start", (_f("error", TEXT),))
+OVERLOAD = EventKind(
+    "overload",
+    Role.PARTICIPANT,
+    "connections refused at the connection cap or the descriptor limit: one line per episode, not per connection",
+    (
+        _f("reason", WORD, "cap or descriptors"),
+        _f("limit", INT, "the connection cap in force"),
+        _f("open", INT, "connections open when it began"),
+    ),
+)
+REJOINED = EventKind(
+    "rejoined",
+    Role.PARTICIPANT,
+    "a participant started empty with --rejoin-empty learnt the decided state from every peer and votes again",
+    (_f("storage_server", INT), _f("version", INT), _f("peers", LIST)),
+)
 
 # ------------------------------------------------------------------ clients
 CONNECTED = EventKind(
@@ -304,6 +323,8 @@ KINDS: dict[str, EventKind] = {
         BAD_INPUT,
         FATAL,
         ERROR,
+        OVERLOAD,
+        REJOINED,
         CONNECTED,
         BEGIN,
         DECIDE,

@@ -50,6 +50,7 @@ class RunConfig:
     network: NetworkMode = NetworkMode.LOOPBACK  # where nodes live (harness.experiment.placement)
     hosts: Path | None = None  # an inventory of remote hosts for the participants (docs/hosts.md)
     variant: str | None = None  # a deliberately broken core (harness.sim.variants), installed by harness.run
+    tls: Path | None = None  # mutual TLS between every node with the certificates here (harness.certs)
 
     @property
     def faulty(self) -> bool:

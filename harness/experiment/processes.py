@@ -2,8 +2,11 @@
 
 Every process the runner starts goes through :class:`Processes`, which stops
 each one by its own handle (SIGTERM, then SIGKILL after STOP_TIMEOUT).
-Children also ask the kernel to SIGTERM them should the runner itself die
-(PR_SET_PDEATHSIG), so not even a SIGKILLed runner leaves orphans.
+Children also ask the kernel to SIGKILL them should the runner itself die
+(PR_SET_PDEATHSIG), so not even a SIGKILLed runner leaves orphans: SIGKILL,
+because it is the one signal that acts on a stopped process (the nemesis
+pauses children with SIGSTOP; a SIGTERM would wait for a SIGCONT that never
+comes). Nothing is lost by it: participants are crash-safe by design.
 """
 
 from __future__ import annotations
@@ -38,10 +41,11 @@ class RunError(Exception):
 
 
 def die_with_parent(parent: int) -> None:
-    """Ask Linux to SIGTERM this child if the runner (pid ``parent``) dies: no orphans."""
+    """Ask Linux to SIGKILL this child if the runner (pid ``parent``) dies, even
+    while it is stopped: no orphans (the module's docstring)."""
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     if os.getppid() != parent:  # the runner died before prctl took effect
         os._exit(1)
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from harness.experiment import workload
 from harness.experiment.config import client_values
+from harness.node import event_loop
 from harness.node.client_node import ConnectError, TxResult
 from harness.node.serve import ParticipantConfig, StartError, serve
 
@@ -131,9 +132,9 @@ def main(argv: list[str]) -> int:
     try:
         if role == "participant":
             config.data.parent.mkdir(parents=True, exist_ok=True)
-            asyncio.run(run_participant(config))
+            event_loop.run(run_participant(config))
         else:
-            asyncio.run(run_client(config))
+            event_loop.run(run_client(config))
     except (StartError, ConnectError) as e:
         say("error", str(e))
         return 2

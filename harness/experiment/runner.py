@@ -48,6 +48,7 @@ from harness.node import event_loop
 from harness.node.query import query_all
 from harness.node.serve import ParticipantConfig
 from harness.node.storage import Storage, StorageError
+from harness.node.tls import load as load_tls
 from harness.protocol.messages import State, TxState
 
 # run.json's shape. 1: the first; 2: version, schema_version and interrupted added.
@@ -242,6 +243,9 @@ class Run:
                     if j != i - 1
                 }
             pcfg = ParticipantConfig(
+                cluster=tuple(names),
+                tls=self.config.tls,
+                ask_peers=False,  # a new run folder: every store is new, no peer can have state yet
                 node=node,
                 host=address[0],
                 port=address[1],
@@ -325,6 +329,7 @@ class Run:
                 prepare=self.config.prepare,
                 seed=self.seed * 1009 + i,
                 crash=self.crashes.get(name),
+                tls=self.config.tls,
             )
             proc, parent = self._fork_client(ccfg)
             self.clients.append(ClientProcess(name=name, config=ccfg, proc=proc, conn=parent))
@@ -427,8 +432,9 @@ class Run:
         if patience is None:
             patience = 3 * c.resolve_after + 4 * c.timeout + 5.0
         deadline = time.monotonic() + patience
+        tls = load_tls(c.tls, member=False).client if c.tls is not None else None
         while True:
-            states = event_loop.run(query_all(addresses, timeout=2.0))
+            states = event_loop.run(query_all(addresses, timeout=2.0, ssl=tls))
             locked = [s for s in states if not isinstance(s, State) or s.lock is not None]
             if not locked or time.monotonic() > deadline:
                 break
@@ -454,7 +460,7 @@ class Run:
 def read_storage(path: Path, node: str) -> dict[str, Any]:
     """The participant's records, read from its file after it stopped."""
     try:
-        storage = Storage(path, node)
+        storage = Storage(path, node, create=False)
     except StorageError as e:
         return {"error": str(e)}
     try:

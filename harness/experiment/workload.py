@@ -27,6 +27,8 @@ from harness.events.schema import OUTCOME, STOPPED
 from harness.node.client_node import ClientNode, ConnectError, TxResult
 from harness.node.crash import ClientCrashPoint, CrashPlan
 from harness.node.timing import CLIENT_TIMEOUT
+from harness.node.tls import TlsError
+from harness.node.tls import load as load_tls
 from harness.protocol import coordinator as co
 
 # Backoff after an abort (--retry backoff): full jitter over an exponential
@@ -100,6 +102,7 @@ class ClientConfig:
     max_retries: int = MAX_RETRIES
     seed: int | None = None
     crash: str | None = None
+    tls: Path | None = None  # mutual TLS with the client certificate in this folder (harness.certs)
     echo: EchoSink | None = None  # also print the client's events here (harness.client -v)
 
 
@@ -144,7 +147,13 @@ async def run(
     reached at start-up."""
     crash = CrashPlan.parse(config.crash, ClientCrashPoint) if config.crash else None
     log = EventLog(config.log, config.name, echo=config.echo, buffered=True)
-    client = ClientNode(config.name, config.servers, log, timeout=config.timeout, delay=config.delay, crash=crash)
+    try:
+        ssl_context = load_tls(config.tls, member=False).client if config.tls is not None else None
+    except TlsError as e:
+        raise ConnectError(str(e)) from None
+    client = ClientNode(
+        config.name, config.servers, log, timeout=config.timeout, delay=config.delay, crash=crash, ssl=ssl_context
+    )
     return await drive(client, log, config, on_result, go=go, connected=connected, unavailable=(ConnectError,))
 
 

@@ -76,6 +76,15 @@ def listen_socket(host: str, port: int, backlog: int = 256) -> socket.socket:
     return _listen(host, port, backlog)
 
 
+def pick_port(host: str = DEFAULT_HOST) -> int:
+    """A port free now (below the ephemeral range if possible), for a cluster
+    whose names must be known before its members start (--cluster). Another
+    process could take it before the member binds it; a start then fails
+    loudly (port in use), never silently."""
+    with listen_socket(host, 0) as sock:
+        return int(sock.getsockname()[1])
+
+
 def parse_address(text: str) -> tuple[str, int]:
     """``host:port`` -> (host, port); ValueError with a readable message otherwise."""
     host, sep, port = text.strip().rpartition(":")

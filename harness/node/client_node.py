@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import ssl as _ssl
 import time
 from dataclasses import dataclass, field
 from typing import cast
@@ -19,6 +20,7 @@ from harness.events.schema import BEGIN, CONNECTED, DECIDE, DISCONNECT, ERROR_RE
 from harness.node import event_loop
 from harness.node.crash import ClientCrashPoint, CrashPlan
 from harness.node.timing import CLIENT_TIMEOUT, CONNECT_TIMEOUT, RETRY_INTERVAL
+from harness.node.tls import Role, role_of
 from harness.protocol import coordinator as co
 from harness.protocol.messages import (
     DecodeError,
@@ -135,13 +137,21 @@ class _ServerLink:
             loop = asyncio.get_running_loop()
             try:
                 transport, conn = await asyncio.wait_for(
-                    loop.create_connection(lambda: _ToParticipant(self), self.host, self.port), CONNECT_TIMEOUT
+                    loop.create_connection(lambda: _ToParticipant(self), self.host, self.port, ssl=self.client.ssl),
+                    CONNECT_TIMEOUT,
                 )
             except (OSError, TimeoutError) as e:
                 self.client.log.write(UNREACHABLE, peer=self.name, error=str(e) or type(e).__name__)
                 return False
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None and role_of(ssl_object.getpeercert()) is not Role.MEMBER:
+                # a client certificate posing as a participant: not one to ask a vote of
+                self.client.log.write(UNREACHABLE, peer=self.name, error="its certificate is not a member's")
+                transport.abort()
+                return False
             if self.client.crash is not None:
-                transport.set_write_buffer_limits(high=0)  # see _ToParticipant.drain
+                # see _ToParticipant.drain; asyncio's TLS transport pauses at size >= high, plain TCP at >
+                transport.set_write_buffer_limits(high=1 if ssl_object is not None else 0)
             self.conn = conn
             return True
 
@@ -176,8 +186,10 @@ class ClientNode:
         delay: float = 0.0,
         crash: CrashPlan | None = None,
         retry_interval: float = RETRY_INTERVAL,
+        ssl: _ssl.SSLContext | None = None,
     ) -> None:
         self.name = name
+        self.ssl = ssl  # mutual TLS (harness.node.tls); None: plain TCP
         self.log = log
         self.timeout = timeout
         self.delay = delay

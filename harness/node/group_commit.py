@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from harness.events.log import EventLog, log_record
 from harness.events.schema import DURABLE, FATAL
-from harness.node.storage import Storage
+from harness.node.storage import Storage, StorageError
 from harness.protocol.participant import Persist
 
 # A lazy persist (a committed record, acknowledged already) is written with the
@@ -73,7 +73,7 @@ class GroupCommit:
             # meanwhile waits in the kernel, and the persists it causes are
             # batched into the next write.
             self._storage.write([p.record for p in batch])
-        except (sqlite3.Error, OSError) as e:
+        except (sqlite3.Error, OSError, StorageError) as e:
             # Nothing more can be promised: stop at once, as a crash would. The
             # batch is one SQLite transaction, so a restart finds all of it or none.
             self._log.write(FATAL, error=f"storage write failed: {e}")

@@ -18,48 +18,54 @@ connection, and logged before anything they cause leaves (harness.events.log).
 
 Bad input from the network (their fault) is logged, answered with ERROR and
 the connection closed; it never reaches the core, so it never changes state.
+So is a request the connection's role may not make (harness.node.tls: with
+--tls, only a client certificate may PREPARE, COMMIT or ABORT). Connections
+are bounded in number, idle time, partial-line time and queued requests
+(harness.node.limits); peers are reached only if they are members.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import gc
 import os
 import socket
 from collections.abc import Coroutine
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from harness.events.log import EventLog, log_record
 from harness.events.schema import (
     BAD_INPUT,
     DISCONNECT,
     LISTENING,
+    OVERLOAD,
     RECOVERED,
     RECV,
     RESTORED,
     SEND,
     STOPPED,
     TIMEOUT,
-    UNREACHABLE,
 )
 from harness.node import event_loop
-from harness.node.address import READ_CHUNK, listen_socket, parse_address
+from harness.node.address import listen_socket
 from harness.node.crash import CrashPlan, ParticipantCrashPoint
 from harness.node.group_commit import GroupCommit
+from harness.node.inbound import MAX_QUEUED, InboundConnection, QueuedReply
+from harness.node.limits import MAX_PIPELINE, Limits
+from harness.node.peer_link import PeerLink
+from harness.node.rejoin import learn_from_peers
 from harness.node.storage import Storage
-from harness.node.timing import CONNECT_TIMEOUT, RESOLVE_AFTER
+from harness.node.timing import RESOLVE_AFTER
+from harness.node.tls import HANDSHAKE_TIMEOUT, Role, Tls, allowed, transport_role
 from harness.protocol.messages import (
     DecodeError,
     Error,
-    LineBuffer,
     Message,
     Outcome,
     State,
     TxState,
     Vote,
     decode,
-    encode,
     encode_text,
 )
 from harness.protocol.participant import (
@@ -74,91 +80,12 @@ from harness.protocol.participant import (
 )
 
 
-def _peername(transport: asyncio.BaseTransport) -> str:
-    info = transport.get_extra_info("peername")
-    return f"{info[0]}:{info[1]}" if info else "?"
+class NotAMember(Exception):
+    """This participant's own name is not in its cluster (a usage error)."""
 
 
-# Replies queued on one connection before we stop reading it: a peer that
-# pipelines requests (or reads nothing) cannot make us hold unbounded output.
-MAX_QUEUED = 64
-
-
-@dataclass(eq=False)
-class QueuedReply:
-    """A reply (its wire line) or a close, queued on an inbound connection until
-    the persists issued before it (``barrier``) are durable."""
-
-    barrier: int
-    text: str | None  # None: close the connection
-    yes_vote: bool = False
-    # An OUTCOME committed sent ahead of its record: the record's persist
-    # number (0: none). While it is not durable, a crash point follows the send.
-    ahead_of: int = 0
-    paced: bool = False  # held back by --delay
-    due: float | None = None  # with --delay: when it may leave
-
-
-class InboundConnection(asyncio.Protocol):
-    """One connection to the participant: a client or a peer asking RESOLVE.
-
-    Lines are handled as they arrive, in the event loop's own callback (no
-    task per connection: measured, a participant spent most of its time
-    switching between the stream reader, its task and the writer's)."""
-
-    def __init__(self, node: ParticipantNode) -> None:
-        self.node = node
-        self.id = 0
-        self.peer = "?"
-        self.transport: asyncio.Transport | None = None
-        self.buffer = LineBuffer()
-        self.queue: collections.deque[QueuedReply] = collections.deque()
-        self.refused = False  # a Close is queued: read nothing more
-        self.timer: asyncio.TimerHandle | None = None  # --delay
-        self.write_blocked = False  # the peer is not reading what we write
-        self.queue_full = False  # MAX_QUEUED replies wait to leave
-        self.crash_on_drain: list[QueuedReply] = []  # their crash points are reached once the kernel has our bytes
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # cast, not isinstance: uvloop's transports are not asyncio.Transport subclasses
-        self.transport = cast(asyncio.Transport, transport)
-        self.peer = _peername(transport)
-        self.node.on_accept(self)
-
-    def data_received(self, data: bytes) -> None:
-        self.node.on_data(self, data)
-
-    def eof_received(self) -> bool:
-        # The peer is done sending (nc -N, shutdown(SHUT_WR)): answer what it
-        # sent, then close. True keeps our side open meanwhile.
-        self.node.on_eof(self)
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.node.on_close(self, exc)
-
-    # A peer that sends but does not read fills our buffer: stop reading it
-    # until it has taken what we wrote (or while MAX_QUEUED replies wait).
-    def pause_writing(self) -> None:
-        self.write_blocked = True
-        self.update_reading()
-
-    def resume_writing(self) -> None:
-        self.write_blocked = False
-        self.update_reading()
-        if self.crash_on_drain:
-            sent, self.crash_on_drain = self.crash_on_drain, []
-            for out in sent:
-                self.node.on_sent(out)
-
-    def update_reading(self) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        if self.write_blocked or self.queue_full:
-            transport.pause_reading()
-        else:
-            transport.resume_reading()
+# With TLS: a full garbage collection after this many connections (see _sweep).
+GC_AFTER_CONNECTIONS = 64
 
 
 class ParticipantNode:
@@ -173,8 +100,22 @@ class ParticipantNode:
         delay: float = 0.0,
         crash: CrashPlan | None = None,
         routes: dict[str, tuple[str, int]] | None = None,
+        cluster: tuple[str, ...] | None = None,
+        tls: Tls | None = None,
+        limits: Limits | None = None,
+        rejoining: bool = False,
     ) -> None:
         self.storage = storage
+        self.cluster = cluster  # every member's name; None: no membership rule (tests of the node alone)
+        self.tls = tls
+        self.limits = limits or Limits()
+        self.rejoining = rejoining
+        self._cap = self.limits.connection_cap()
+        self._overloaded = False  # an overload episode is under way (one log line per episode)
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._collected_at = 0  # connections accepted at the last garbage collection
+        # Connections in their TLS handshake, oldest first (a dict as an ordered set).
+        self._handshaking: dict[InboundConnection, None] = {}
         self.log = log
         self.resolve_after = resolve_after
         self.delay = delay
@@ -212,6 +153,9 @@ class ParticipantNode:
         loop = asyncio.get_running_loop()
         if sock is None and port == 0:
             sock = listen_socket(host, 0)  # not in the ephemeral range: see listen_socket
+        # Plain TCP even with TLS: the handshake is started per connection once it
+        # is counted against the cap (on_accept), so that connections stuck in
+        # their handshake are bounded too.
         if sock is not None:
             server = loop.create_server(lambda: InboundConnection(self), sock=sock, start_serving=False)
         else:
@@ -220,8 +164,14 @@ class ParticipantNode:
         bound = self._server.sockets[0].getsockname()
         self.address = (bound[0], bound[1])
         name = advertise or self.name
-        records = self.storage.load()
-        self.core = ParticipantCore.restore(name, records)
+        if self.cluster is not None and name not in self.cluster:
+            self._server.close()
+            raise NotAMember(
+                f"this participant is {name}, not a member of its cluster {','.join(self.cluster)}: "
+                "give --cluster with every member's name, this one's included"
+            )
+        records = self.storage.preloaded if self.storage.preloaded is not None else self.storage.load()
+        self.core = ParticipantCore.restore(name, records, cluster=self.cluster, rejoining=self.rejoining)
         self._gc = GroupCommit(self.storage, self.log, self._durable)
         c = self.core
         if records:
@@ -252,15 +202,56 @@ class ParticipantNode:
             records=len(records),
             data=self.storage.path,
             loop=event_loop.chosen().value,
+            store=self.storage.identity.store,
+            cluster=",".join(self.cluster) if self.cluster else None,
+            tls="on" if self.tls else "off",
         )
         self.log.flush()
+        self._sweeper = loop.call_later(self._sweep_every(), self._sweep)
+        if self.rejoining:
+            self._spawn(learn_from_peers(self))
         return self.address
+
+    def _sweep_every(self) -> float:
+        return max(0.05, min(self.limits.idle_timeout, self.limits.line_timeout) / 4)
+
+    def _sweep(self) -> None:
+        """Close idle connections and refuse lines that take too long to arrive (harness.node.limits)."""
+        if self._closing:
+            return
+        now = asyncio.get_running_loop().time()
+        for conn in list(self._conns.values()):
+            if conn.refused or conn.transport is None or conn.transport.is_closing():
+                continue
+            if conn.partial_since is not None and now - conn.partial_since > self.limits.line_timeout:
+                self._refuse(
+                    conn, DecodeError("slow-line", f"a line must arrive whole within {self.limits.line_timeout:g}s")
+                )
+            elif now - conn.last_rx > self.limits.idle_timeout and not conn.queue:
+                self.log.write(DISCONNECT, peer=conn.peer, error=f"idle for {self.limits.idle_timeout:g}s: closed")
+                conn.refused = True
+                conn.transport.close()
+        if self._overloaded and len(self._conns) < self._cap * 3 // 4:
+            self._overloaded = False  # the episode is over: the next one gets its line
+        if self.tls is not None and self._next_conn - self._collected_at >= GC_AFTER_CONNECTIONS:
+            # asyncio's TLS transports are reference cycles that hold OpenSSL's
+            # buffers; the collector rarely reaches them on its own (measured:
+            # RSS 28 -> 300 MB in 25 s of handshakes cut short, flat with this).
+            self._collected_at = self._next_conn
+            gc.collect()
+        self._sweeper = asyncio.get_running_loop().call_later(self._sweep_every(), self._sweep)
+
+    def apply(self, actions: list[Action]) -> None:
+        """Perform actions that answer no connection (harness.node.rejoin)."""
+        self._perform(actions, conn=None)
 
     async def stop(self) -> None:
         """Stop accepting, finish durable writes, close everything."""
         if self._closing:
             return
         self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
         for handle in self._timers.values():
@@ -288,12 +279,84 @@ class ParticipantNode:
         if self._closing:
             conn.transport.close()
             return
+        # At the cap, a connection still in its TLS handshake (unauthenticated) makes
+        # room: the oldest one is dropped, so that a flood of them cannot lock a
+        # client out (its handshake takes milliseconds); they may also hold half the
+        # cap at most. Authenticated connections are never dropped for a newcomer,
+        # which is refused instead.
+        full = len(self._conns) >= self._cap
+        if full or (self.tls is not None and len(self._handshaking) >= max(1, self._cap // 2)):
+            if not self._overloaded:
+                self._overloaded = True
+                self.log.write(OVERLOAD, reason="cap", limit=self._cap, open=len(self._conns))
+            if self._handshaking:
+                oldest = next(iter(self._handshaking))
+                if oldest.transport is not None:
+                    oldest.transport.abort()
+                self._handshaking.pop(oldest, None)
+                self._conns.pop(oldest.id, None)
+            else:  # closed at once: the descriptor comes back, the listening socket keeps accepting
+                conn.refused = True
+                conn.transport.abort()
+                return
+        conn.last_rx = asyncio.get_running_loop().time()
         conn.id = self._next_conn = self._next_conn + 1
         self._conns[conn.id] = conn
+        if self.tls is not None:
+            conn.transport.pause_reading()  # nothing is read before the handshake takes over
+            self._handshaking[conn] = None
+            self._spawn(self._handshake_counted(conn))
+            return
+        conn.role = Role.TRUSTED
+        self._ready(conn)
+
+    def _ready(self, conn: InboundConnection) -> None:
+        assert conn.transport is not None
         if self.crash is not None:
             # A crash point after a send must know the bytes are the kernel's:
-            # with no buffer allowed, resume_writing says when (see _pump_queue).
-            conn.transport.set_write_buffer_limits(high=0)
+            # with no buffer allowed, resume_writing says when (see _pump_queue). asyncio's
+            # TLS transport pauses at size >= high (plain TCP: size > high), so 1 there.
+            tls = conn.transport.get_extra_info("ssl_object") is not None
+            conn.transport.set_write_buffer_limits(high=1 if tls else 0)
+
+    async def _handshake_counted(self, conn: InboundConnection) -> None:
+        try:
+            await self._handshake(conn)
+        finally:
+            self._handshaking.pop(conn, None)
+
+    async def _handshake(self, conn: InboundConnection) -> None:
+        """TLS on an accepted connection: the peer must present a certificate of
+        the cluster's CA with a role (harness.node.tls), within HANDSHAKE_TIMEOUT."""
+        assert self.tls is not None and self.tls.server is not None and conn.transport is not None
+        raw = conn.transport
+        try:
+            transport = await asyncio.get_running_loop().start_tls(
+                raw, conn, self.tls.server, server_side=True, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
+            )
+        except asyncio.CancelledError:
+            raise
+        except (OSError, TimeoutError, ConnectionError) as e:  # ssl.SSLError is an OSError
+            raw.abort()
+            self.on_close(conn, None)
+            if self.log is not None and not self._closing:
+                self.log.write(DISCONNECT, peer=conn.peer, error=f"TLS handshake: {str(e)[:120] or type(e).__name__}")
+            return
+        if transport is None or self._closing:
+            raw.abort()
+            self.on_close(conn, None)
+            return
+        conn.transport = transport  # typed asyncio.Transport by start_tls; uvloop's is not a subclass: no isinstance
+        conn.role = transport_role(transport)
+        if conn.role is None:  # a certificate of this CA without a role: not ours to serve
+            self.log.write(BAD_INPUT, peer=conn.peer, code="forbidden", detail="certificate without a role")
+            transport.abort()
+            self.on_close(conn, None)
+            return
+        self._ready(conn)
+        early, conn.early = conn.early, []
+        for data in early:
+            self.on_data(conn, data)
 
     def on_eof(self, conn: InboundConnection) -> None:
         """The peer is done sending: answer what it sent, then close."""
@@ -316,17 +379,32 @@ class ParticipantNode:
         """Bytes arrived on ``conn``: decode each line, feed it to the core, perform the actions."""
         if conn.refused or self._closing:
             return
+        if conn.role is None:
+            conn.early.append(data)
+            return
+        now = asyncio.get_running_loop().time()
+        conn.last_rx = now
         try:
             lines = conn.buffer.feed(data)
         except DecodeError as e:
             self._refuse(conn, e)
             return
+        if not conn.buffer.pending:
+            conn.partial_since = None
+        elif conn.partial_since is None or lines:
+            conn.partial_since = now  # a new partial line starts now
         assert self.core is not None
         for line in lines:
             try:
                 msg = decode(line)
             except DecodeError as e:
                 self._refuse(conn, e)
+                return
+            if not allowed(conn.role, msg.kind):
+                self._refuse(conn, DecodeError("forbidden", f"a {conn.role.value} may not send {msg.kind.value}"))
+                return
+            if len(conn.queue) >= MAX_PIPELINE:
+                self._refuse(conn, DecodeError("too-many", f"at most {MAX_PIPELINE} requests may wait for replies"))
                 return
             # Logged as it came (decode accepted it, so it is one clean line).
             self.log.message(RECV, conn.peer, line.decode().strip(" \t\r"))
@@ -398,6 +476,8 @@ class ParticipantNode:
                             )
                         )
                 case SendPeer():
+                    if self.cluster is not None and action.peer not in self.cluster:
+                        continue  # members only (the core never asks, this is the belt to its braces)
                     link = self._peers.get(action.peer)
                     if link is None:
                         link = self._peers[action.peer] = PeerLink(self, action.peer)
@@ -491,62 +571,3 @@ class ParticipantNode:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-class PeerLink:
-    """An outgoing connection to a peer participant, for RESOLVE and its replies.
-
-    Any failure just drops the message: the resolve timer asks again."""
-
-    def __init__(self, node: ParticipantNode, peer: str) -> None:
-        self.node = node
-        self.peer = peer
-        self._writer: asyncio.StreamWriter | None = None
-        self._lock = asyncio.Lock()
-        self._reader_task: asyncio.Task[None] | None = None
-
-    async def send(self, msg: Message, barrier: int) -> None:
-        node = self.node
-        await node.wait_durable(barrier)
-        async with self._lock:
-            if self._writer is None or self._writer.is_closing():
-                try:
-                    host, port = self.node.routes.get(self.peer) or parse_address(self.peer)
-                    reader, writer = await asyncio.wait_for(
-                        asyncio.open_connection(host, port, limit=READ_CHUNK), CONNECT_TIMEOUT
-                    )
-                except (OSError, TimeoutError, ValueError) as e:
-                    node.log.write(UNREACHABLE, peer=self.peer, error=str(e) or type(e).__name__)
-                    return
-                self._writer = writer
-                self._reader_task = asyncio.get_running_loop().create_task(self._read(reader, writer))
-            node.log.message(SEND, self.peer, msg)
-            node.log.flush()
-            self._writer.write(encode(msg))
-            try:
-                await self._writer.drain()
-            except ConnectionError:
-                self._writer.close()
-
-    async def _read(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        buffer = LineBuffer()
-        try:
-            while data := await reader.read(READ_CHUNK):
-                for line in buffer.feed(data):
-                    msg = decode(line)
-                    self.node.log.message(RECV, self.peer, msg)
-                    self.node.on_peer_reply(self.peer, msg)
-                if buffer.error is not None:
-                    raise buffer.error
-        except (ConnectionError, DecodeError) as e:
-            self.node.log.write(DISCONNECT, peer=self.peer, error=str(e) or type(e).__name__)
-        finally:
-            writer.close()
-            if self._writer is writer:  # not a newer connection made meanwhile
-                self._writer = None
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        if self._reader_task is not None:
-            self._reader_task.cancel()

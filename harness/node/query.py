@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl as _ssl
 
 from harness.node.address import READ_CHUNK
 from harness.node.timing import STATUS_TIMEOUT
 from harness.protocol.messages import DecodeError, State, Status, decode, encode
 
 
-async def query_status(address: tuple[str, int], timeout: float = STATUS_TIMEOUT) -> State:
-    """Ask one participant for its STATE. Raises OSError or TimeoutError if it
+async def query_status(
+    address: tuple[str, int], timeout: float = STATUS_TIMEOUT, ssl: _ssl.SSLContext | None = None
+) -> State:
+    """Ask one participant for its STATE (over TLS with ``ssl``). Raises OSError or TimeoutError if it
     cannot be reached or does not answer, ValueError if it answers nonsense."""
     async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(*address, limit=READ_CHUNK)
+        reader, writer = await asyncio.open_connection(*address, limit=READ_CHUNK, ssl=ssl)
         try:
             writer.write(encode(Status()))
             await writer.drain()
@@ -32,12 +35,14 @@ async def query_status(address: tuple[str, int], timeout: float = STATUS_TIMEOUT
     return msg
 
 
-async def query_all(addresses: list[tuple[str, int]], timeout: float = STATUS_TIMEOUT) -> list[State | str]:
+async def query_all(
+    addresses: list[tuple[str, int]], timeout: float = STATUS_TIMEOUT, ssl: _ssl.SSLContext | None = None
+) -> list[State | str]:
     """STATE of every participant, or the error (as text) for those that failed."""
 
     async def one(address: tuple[str, int]) -> State | str:
         try:
-            return await query_status(address, timeout)
+            return await query_status(address, timeout, ssl)
         except TimeoutError:
             return f"no answer in {timeout}s"
         except OSError as e:  # "[Errno 111] Connect call failed (...)" says less than "Connection refused"

@@ -10,17 +10,32 @@ transaction durable (the WAL is fsync'd) before :meth:`Storage.write` returns.
 it survives a killed process but not a power cut, and is for benchmarks.
 Several records can be written in one call: one fsync then covers them all
 (group commit).
+
+Storage that cannot lie (docs/security.md). The file carries its identity in
+``meta``: a random store id, the participant (node) and its cluster. Every row
+carries a checksum of its fields and the store id, verified on load, so a
+flipped bit, a row edited by hand or a row copied from another store is found,
+not believed; ``PRAGMA quick_check`` runs at every open. A store without an
+identity is *empty*: ``create=False`` refuses it (StoreMissing) instead of
+making a new one, so that the caller (harness.node.guard) decides whether an
+empty store is a fresh participant or a lost one. While open, the data file
+and its WAL are watched: every write checks that the paths still name the
+files it has open, so a store deleted or replaced underneath a running
+participant stops it (StorageError) before the write is acknowledged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import sqlite3
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from harness.events.log import path_problem
-from harness.protocol.messages import DecodeError, TxState, parse_participants
+from harness.protocol.messages import TxState
 from harness.protocol.participant import TxRecord
 
 SCHEMA = """
@@ -29,23 +44,19 @@ CREATE TABLE IF NOT EXISTS txns (
     state TEXT NOT NULL,
     value INTEGER NOT NULL,
     participants TEXT NOT NULL,
-    version INTEGER NOT NULL
+    version INTEGER NOT NULL,
+    crc TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-_UPSERT = "INSERT OR REPLACE INTO txns VALUES (?, ?, ?, ?, ?)"
+_UPSERT = "INSERT OR REPLACE INTO txns VALUES (?, ?, ?, ?, ?, ?)"
 
 
 class StorageError(Exception):
     """The data file cannot be used (the operator's problem, not the peer's): a
     folder that cannot be made or written, a file of another participant."""
-
-
-class CorruptStorage(StorageError):
-    """The data file holds what cannot be decoded: not a database, or a row that
-    is not a record. Nothing in it can be trusted to vote or commit on."""
 
 
 def _unusable(path: Path, e: sqlite3.Error) -> str:
@@ -55,10 +66,51 @@ def _unusable(path: Path, e: sqlite3.Error) -> str:
     return str(e)
 
 
+class StoreMissing(StorageError):
+    """No store, or one without an identity (empty, emptied, never written)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreIdentity:
+    """Who a store belongs to: written once, when it is made."""
+
+    store: str  # random, per store: a record checksummed under another id is foreign
+    node: str
+    cluster: tuple[str, ...]  # sorted; empty when made without one
+
+
+def checksum(store: str, txid: str, state: str, value: int, participants: str, version: int) -> str:
+    """A row's checksum: its fields and its store's id (16 hex digits of BLAKE2b)."""
+    text = f"{store}\x1f{txid}\x1f{state}\x1f{value}\x1f{participants}\x1f{version}"
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
 class Storage:
     """Reads and writes one participant's records."""
 
-    def __init__(self, path: Path, node: str, *, durable: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        node: str,
+        *,
+        durable: bool = True,
+        cluster: Sequence[str] | None = None,
+        create: bool = True,
+    ) -> None:
+        """Open ``path``. ``create``: make a new store (and file) if it has no
+        identity; otherwise StoreMissing. ``cluster``: the store must belong to
+        it (None: any). StorageError for a store that cannot be used (a folder
+        that cannot be made or written), a corrupt one or a foreign one."""
+        if not create and not path.exists():
+            raise StoreMissing(f"{path} does not exist")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, isolation_level=None)
@@ -67,53 +119,126 @@ class Storage:
         except sqlite3.Error as e:
             raise StorageError(f"cannot open {path}: {_unusable(path, e)}") from None
         self.path = path
+        self.created = False  # True: this open made the store
+        self.preloaded: list[TxRecord] | None = None  # records already loaded and verified (harness.node.guard)
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
-            self._db.executescript(SCHEMA)
-            row = self._db.execute("SELECT value FROM meta WHERE key='node'").fetchone()
-            if row is None:
-                self._db.execute("INSERT INTO meta VALUES ('node', ?)", (node,))
-        except sqlite3.DatabaseError as e:
+            self.identity = self._open(
+                path, node, durable, tuple(sorted(cluster)) if cluster is not None else None, create
+            )
+        except sqlite3.OperationalError as e:  # the file or its folder cannot be written (read-only, no space)
             self._db.close()
-            # OperationalError: the file or its folder cannot be opened or written
-            # (read-only, no space): the environment. Anything else: the content.
-            if isinstance(e, sqlite3.OperationalError):
-                raise StorageError(f"cannot use {path}: {_unusable(path, e)}") from None
-            raise CorruptStorage(f"{path} cannot be read: {e}") from None
-        if row is not None and row[0] != node:
+            raise StorageError(f"cannot use {path}: {_unusable(path, e)}") from None
+        except (sqlite3.DatabaseError, UnicodeDecodeError, ValueError) as e:  # a damaged file, whatever SQLite raises
             self._db.close()
-            raise StorageError(f"{path} belongs to participant {row[0]}, not {node}: use another --data-dir")
+            raise StorageError(f"{path} is corrupt: {' '.join(str(e).split())[:200]}") from None
+        except StorageError:
+            self._db.close()
+            raise
+        self._wal = path.with_name(path.name + "-wal")
+        self._files = (_file_id(path), _file_id(self._wal))
+
+    def _open(
+        self, path: Path, node: str, durable: bool, cluster: tuple[str, ...] | None, create: bool
+    ) -> StoreIdentity:
+        db = self._db
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
+        check = db.execute("PRAGMA quick_check").fetchone()
+        if check is None or check[0] != "ok":
+            # One line for the operator: SQLite's report may run to many.
+            report = str(check[0] if check else "no answer")
+            found = [line for line in report.splitlines() if not line.startswith("***")]
+            more = f" and {len(found) - 1} more problems" if len(found) > 1 else ""
+            raise StorageError(f"{path} is corrupt: {(found or ['?'])[0]}{more} (PRAGMA quick_check)")
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        meta: dict[str, str] = {}
+        if "meta" in tables:
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        if "store" not in meta:
+            if tables - {"meta", "txns"} or ("txns" in tables and db.execute("SELECT 1 FROM txns LIMIT 1").fetchone()):
+                raise StorageError(f"{path} holds records but no store identity: not a store of this harness")
+            if not create:
+                raise StoreMissing(f"{path} is empty")
+            identity = StoreIdentity(store=secrets.token_hex(8), node=node, cluster=cluster or ())
+            db.execute("BEGIN")
+            db.execute("DROP TABLE IF EXISTS txns")  # an empty table of an older layout
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.executemany(
+                "INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                [("store", identity.store), ("node", node), ("cluster", ",".join(identity.cluster))],
+            )
+            db.execute("COMMIT")
+            self.created = True
+            return identity
+        columns = [r[1] for r in db.execute("PRAGMA table_info(txns)")]
+        if columns != ["txid", "state", "value", "participants", "version", "crc"]:
+            raise StorageError(f"{path}: its records table is not this harness's layout ({','.join(columns)})")
+        identity = StoreIdentity(
+            store=meta["store"],
+            node=meta.get("node", ""),
+            cluster=tuple(c for c in meta.get("cluster", "").split(",") if c),
+        )
+        if identity.node != node:
+            raise StorageError(f"{path} belongs to participant {identity.node}, not {node}: use another --data-dir")
+        if cluster is not None and identity.cluster != cluster:
+            raise StorageError(
+                f"{path} belongs to cluster {','.join(identity.cluster) or '(none)'}, not {','.join(cluster)}"
+            )
+        return identity
 
     def load(self) -> list[TxRecord]:
-        """Every stored record. CorruptStorage names a row that is not a record."""
+        """Every stored record; StorageError names the first whose checksum is wrong."""
         try:
-            rows = self._db.execute("SELECT txid, state, value, participants, version FROM txns").fetchall()
-        except sqlite3.DatabaseError as e:
-            raise CorruptStorage(f"{self.path} cannot be read: {e}") from None
+            rows = self._db.execute("SELECT txid, state, value, participants, version, crc FROM txns").fetchall()
+        except (sqlite3.Error, UnicodeDecodeError, ValueError) as e:  # undecodable text, a damaged page
+            raise StorageError(f"{self.path} is corrupt: {' '.join(str(e).split())[:200]}") from None
+        store = self.identity.store
         records = []
-        for t, s, v, p, ver in rows:
+        for t, s, v, p, ver, crc in rows:
+            if (
+                not isinstance(t, str)
+                or not isinstance(s, str)
+                or not isinstance(v, int)
+                or not isinstance(p, str)
+                or not isinstance(ver, int)
+                or crc != checksum(store, t, s, v, p, ver)
+            ):
+                raise StorageError(f"{self.path} is corrupt: record {str(t)[:64]!r} fails its checksum")
             try:
-                if not (isinstance(t, str) and isinstance(v, int) and isinstance(p, str) and isinstance(ver, int)):
-                    raise ValueError("a field of the wrong type")
-                # the participant list as the wire would take it: a peer to resolve with must be an address
-                participants = parse_participants(p) if p else ()
-                records.append(TxRecord(txid=t, state=TxState(s), value=v, participants=participants, version=ver))
-            except DecodeError as e:
-                raise CorruptStorage(f"{self.path}: the record of {t!r} cannot be decoded ({e.detail})") from None
-            except ValueError as e:
-                raise CorruptStorage(f"{self.path}: the record of {t!r} cannot be decoded ({e})") from None
+                state = TxState(s)
+            except ValueError:
+                raise StorageError(f"{self.path} is corrupt: record {t[:64]!r} has state {s[:20]!r}") from None
+            records.append(
+                TxRecord(txid=t, state=state, value=v, participants=tuple(p.split(",")) if p else (), version=ver)
+            )
         return records
 
     def write(self, records: Sequence[TxRecord]) -> None:
-        """Store ``records`` in one transaction; durable when this returns."""
-        rows = [(r.txid, r.state.value, r.value, ",".join(r.participants), r.version) for r in records]
+        """Store ``records`` in one transaction; durable when this returns.
+        StorageError if the data file was deleted or replaced meanwhile."""
+        store = self.identity.store
+        rows = []
+        for r in records:
+            participants = ",".join(r.participants)
+            crc = checksum(store, r.txid, r.state.value, r.value, participants, r.version)
+            rows.append((r.txid, r.state.value, r.value, participants, r.version, crc))
         if len(rows) == 1:  # one statement is its own transaction: spare the BEGIN and COMMIT calls
             self._db.execute(_UPSERT, rows[0])
-            return
-        self._db.execute("BEGIN")
-        self._db.executemany(_UPSERT, rows)
-        self._db.execute("COMMIT")
+        else:
+            self._db.execute("BEGIN")
+            self._db.executemany(_UPSERT, rows)
+            self._db.execute("COMMIT")
+        self.check_files()
+
+    def check_files(self) -> None:
+        """StorageError if the data file or its WAL is no longer the file we have open."""
+        now = (_file_id(self.path), _file_id(self._wal))
+        if self._files[1] is None and now[0] == self._files[0]:
+            self._files = now  # the WAL appeared with the first write: adopt it
+        if now != self._files:
+            raise StorageError(f"{self.path} was deleted or replaced while in use")
 
     def close(self) -> None:
         self._db.close()

@@ -175,6 +175,8 @@ def quote(value: str) -> str:
     if value and _BARE_RE.fullmatch(value):
         return value
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    if _NOT_A_SEPARATOR_RE.search(escaped):  # no raw blank but space and tab on the wire (decode)
+        escaped = _NOT_A_SEPARATOR_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", escaped)
     return f'"{escaped}"'
 
 
@@ -272,7 +274,7 @@ _FIELD_RE = re.compile(r'[ \t]*([^\s="\\]+)=("[^"\\]*(?:\\.[^"\\]*)*"|[^\s"]*)(?
 # Quoted values as an unrolled loop ("[^"\\]*(?:\\.[^"\\]*)*"): four times faster
 # than an alternation per character.
 _PAIR_RE = re.compile(r'([^\s="\\]+)=("[^"\\]*(?:\\.[^"\\]*)*"|[^\s"]*)', re.S)
-_ESCAPE_RE = re.compile(r"\\(.)", re.S)
+_ESCAPE_RE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)", re.S)
 _ESCAPES = {"n": "\n", "r": "\r", '"': '"', "\\": "\\"}
 
 
@@ -280,7 +282,14 @@ def _unquote(inner: str) -> str:
     if "\\" not in inner:
         return inner
     # An unknown escape is kept as written, backslash included.
-    return _ESCAPE_RE.sub(lambda m: _ESCAPES.get(m.group(1), m.group(0)), inner)
+    return _ESCAPE_RE.sub(_unescape, inner)
+
+
+def _unescape(m: re.Match[str]) -> str:
+    code = m.group(1)
+    if len(code) == 5:  # \uXXXX: a control character or a blank other than space and tab
+        return chr(int(code[1:], 16))
+    return _ESCAPES.get(code, m.group(0))
 
 
 def _txid(fields: dict[str, str]) -> str:
@@ -337,7 +346,11 @@ def decode(line: bytes) -> Message:
     text = text.rstrip("\r\n")
     if "\n" in text or "\r" in text:
         raise DecodeError("bad-line", "one message per line")
-    verb, _, rest = text.strip(" \t").partition(" ")
+    if (bad := _NOT_A_SEPARATOR_RE.search(text)) is not None:
+        raise DecodeError(
+            "bad-line", f"character U+{ord(bad.group()):04X}: only spaces and tabs separate fields, no other blank"
+        )
+    verb, _, rest = _VERB_RE.fullmatch(text.strip(" \t")).groups()  # type: ignore[union-attr]
     kind = _KINDS.get(verb)
     if kind is None:
         raise DecodeError("unknown-verb", f"unknown verb {verb[:20]!r}")
@@ -354,6 +367,13 @@ def decode(line: bytes) -> Message:
 
 
 _KINDS = {k.value: k for k in Kind}
+# The separators are space and tab (docs/protocol.md), nothing else: every other
+# control character and Unicode blank is refused anywhere in a line, so that no
+# reader (str.split, a person's terminal) can see fields where the codec does not.
+_NOT_A_SEPARATOR_RE = re.compile(
+    "[\x00-\x08\x0a-\x1f\x7f-\x9f\xa0\u1680\u180e\u2000-\u200b\u2028\u2029\u202f\u205f\u3000\ufeff]"
+)
+_VERB_RE = re.compile(r"([^ \t]*)([ \t]*)(.*)", re.S)
 # Every field a message of each kind may carry: what message_fields writes
 # (tests/test_messages.py holds the two together).
 MESSAGE_FIELDS: dict[Kind, frozenset[str]] = {

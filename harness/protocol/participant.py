@@ -34,6 +34,26 @@ that acknowledges a COMMIT leaves at once, and the record needs only be
 durable before any later Persist that is not lazy (writes stay in order): a
 restart that finds it missing finds the durable yes vote instead, and learns
 the commit from its peers.
+
+Membership (docs/security.md). A participant built with a ``cluster`` (the
+names of every member, itself included) refuses, with ERROR ``not-cluster``
+and no state change, a PREPARE whose participant list is not exactly that set:
+a transaction on a subset would let a stranger commit on one replica alone, and
+one naming an outsider would make the participant ask, and believe, a peer the
+sender controls. It asks RESOLVE of members only and hears only members'
+answers. Without a cluster (``None``, the simulator's default) any list that
+names this participant is accepted, as before.
+
+Rejoining (``rejoining=True``): a participant whose store was lost and that was
+told to start empty answers every transactional request with ERROR
+``rejoining`` (no record, no vote) until its driver has learnt the decided
+state from every peer and calls :meth:`ParticipantCore.rejoined`, which records
+it as one committed snapshot record, with the transactions the peers still hold
+prepared settled as the driver found them in this participant's own log: a yes
+vote that left (prepared again, then resolved with the peers as after a
+restart) or none (aborted: nobody can have counted a vote that never left). It
+never votes, and never records an abort it might once have contradicted,
+before then.
 """
 
 from __future__ import annotations
@@ -58,6 +78,9 @@ from harness.protocol.messages import (
 )
 
 ConnId = int  # an inbound connection, chosen by the driver
+
+# The requests that name a transaction (refused while rejoining).
+TXN_REQUESTS = (Prepare, Commit, Abort, Resolve)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -179,6 +202,9 @@ class ParticipantCore:
     :meth:`restore`, then feed it inputs; it returns the actions to perform."""
 
     name: str  # this participant's address as it appears in participant lists
+    # Every member's name, this one's included; None: no membership rule (the module's docstring).
+    cluster: frozenset[str] | None = None
+    rejoining: bool = False  # store lost, told to start empty: refuse until rejoined()
     records: dict[str, TxRecord] = field(default_factory=dict)
     storage_server: int = 0  # 0 = never changed
     version: int = 0
@@ -190,9 +216,11 @@ class ParticipantCore:
     _peer_yes: dict[str, set[str]] = field(default_factory=dict)
 
     @classmethod
-    def restore(cls, name: str, records: Iterable[TxRecord]) -> ParticipantCore:
+    def restore(
+        cls, name: str, records: Iterable[TxRecord], cluster: Iterable[str] | None = None, rejoining: bool = False
+    ) -> ParticipantCore:
         """Rebuild the state from durable records (a fresh node passes none)."""
-        core = cls(name=name)
+        core = cls(name=name, cluster=frozenset(cluster) if cluster is not None else None, rejoining=rejoining)
         for record in records:
             core._apply(record)
         return core
@@ -210,8 +238,23 @@ class ParticipantCore:
 
     def on_request(self, conn: ConnId, msg: Message) -> list[Action]:
         """A request from a client or a peer on inbound connection ``conn``."""
+        if self.rejoining and isinstance(msg, TXN_REQUESTS):
+            detail = "this participant lost its store and is learning the decided state from its peers"
+            return [Reply(conn=conn, msg=Error(code="rejoining", txid=msg.txid, detail=detail))]
         match msg:
             case Prepare():
+                if self.cluster is not None and frozenset(msg.participants) != self.cluster:
+                    return [
+                        Reply(
+                            conn=conn,
+                            msg=Error(
+                                code="not-cluster",
+                                txid=msg.txid,
+                                detail="the participant list must be exactly this cluster: "
+                                + ",".join(sorted(self.cluster)),
+                            ),
+                        )
+                    ]
                 if self.name not in msg.participants:
                     return [
                         Reply(
@@ -251,6 +294,8 @@ class ParticipantCore:
         """A peer's reply to our RESOLVE (cooperative termination)."""
         if not isinstance(msg, Outcome):
             return []  # an ERROR or stray reply: the timer will ask again
+        if self.cluster is not None and peer not in self.cluster:
+            return []  # only members are asked, only members are heard
         record = self.records.get(msg.txid)
         if record is None or record.state is not TxState.PREPARED or peer not in record.participants:
             return []  # decided meanwhile, or not ours to hear about
@@ -271,6 +316,34 @@ class ParticipantCore:
             return []
         return self._resolve_with_peers(record)
 
+    def rejoined(self, storage_server: int, version: int, in_flight: Iterable[TxRecord] = ()) -> list[Action]:
+        """The driver learnt the decided state from every peer (all agree on it):
+        record it as one committed snapshot, then ``in_flight``, the transactions
+        the peers hold prepared, each PREPARED (this participant's yes vote left,
+        says its log) or ABORTED (it never did); then serve as usual."""
+        assert self.rejoining and not self.records
+        self.rejoining = False
+        actions: list[Action] = []
+        if version > 0:  # else nothing was ever committed: nothing to learn
+            snapshot = TxRecord(
+                txid=f"rejoined-v{version}",
+                state=TxState.COMMITTED,
+                value=storage_server,
+                participants=tuple(sorted(self.cluster or {self.name})),
+                version=version,
+            )
+            self._apply(snapshot)
+            actions.append(Persist(record=snapshot, why="rejoined: the state every peer reported", lazy=False))
+        for record in in_flight:
+            assert record.state in (TxState.PREPARED, TxState.ABORTED)
+            if record.state is TxState.PREPARED:
+                self._apply(record)
+                actions.append(Persist(record=record, why="rejoined: its yes vote left, says its log"))
+                actions += self._resolve_with_peers(record)
+            else:
+                actions += self._record(record, "rejoined: no yes vote of it ever left, says its log")
+        return actions
+
     # ------------------------------------------------------------ views
 
     def status(self) -> State:
@@ -286,7 +359,8 @@ class ParticipantCore:
     # ------------------------------------------------------------ internals
 
     def _peers(self, record: TxRecord) -> set[str]:
-        return set(record.participants) - {self.name}
+        peers = set(record.participants) - {self.name}
+        return peers & self.cluster if self.cluster is not None else peers
 
     def _transition(self, conn: ConnId, txid: str, event: Event, prepare: Prepare | None) -> list[Action]:
         record = self.records.get(txid)
