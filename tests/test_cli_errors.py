@@ -15,6 +15,7 @@ import pytest
 from conftest import Cluster, child_env
 
 from harness import __version__
+from harness.node.address import default_servers
 from harness.node.storage import Storage
 from harness.protocol.messages import TxState
 from harness.protocol.participant import TxRecord
@@ -87,8 +88,9 @@ def test_participant_on_a_read_only_data_dir_is_a_usage_error(tmp_path: Path) ->
 
 
 def _stored(tmp_path: Path) -> Path:
+    """A store of participant 1 of the seed's cluster, with one record."""
     path = tmp_path / "data" / "server1.sqlite3"
-    storage = Storage(path, "server1")
+    storage = Storage(path, "server1", cluster=[f"{h}:{p}" for h, p in default_servers()])
     storage.write([TxRecord(txid="c1-000000000000-1", state=TxState.PREPARED, value=7, participants=("a:1", "b:2"))])
     storage.close()
     return path
@@ -102,19 +104,20 @@ def _stored(tmp_path: Path) -> Path:
         "UPDATE txns SET participants = 12",
     ],
 )
-def test_participant_with_an_undecodable_row_exits_3(tmp_path: Path, damage: str) -> None:
+def test_participant_with_a_damaged_row_refuses_to_start_in_one_line(tmp_path: Path, damage: str) -> None:
+    """A store it cannot trust: refused at start, exit 2 (docs/security.md); the row is named."""
     path = _stored(tmp_path)
     with sqlite3.connect(path) as db:
         db.execute(damage)
     done = _cli("harness.participant", "1", "--port", "0", cwd=tmp_path)
-    _one_line_error(done, 3, "participant 1:", "c1-000000000000-1", "cannot be decoded")
+    _one_line_error(done, 2, "participant 1:", "c1-000000000000-1", "is corrupt")
 
 
-def test_participant_with_a_file_that_is_not_a_database_exits_3(tmp_path: Path) -> None:
+def test_participant_with_a_file_that_is_not_a_database_refuses_to_start_in_one_line(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "server1.sqlite3").write_bytes(b"this is not SQLite" * 100)
     done = _cli("harness.participant", "1", "--port", "0", cwd=tmp_path)
-    _one_line_error(done, 3, "participant 1:", "server1.sqlite3")
+    _one_line_error(done, 2, "participant 1:", "server1.sqlite3")
 
 
 @pytest.mark.parametrize("value", [str(2**63), "99999999999999999999999", str(-(2**63) - 1)])
@@ -189,7 +192,7 @@ def test_a_reader_that_goes_away_is_not_met_with_a_traceback(tmp_path: Path) -> 
 
 
 def test_a_participant_goes_on_from_its_records_and_fresh_starts_from_zero(cluster: Cluster) -> None:
-    storage = Storage(cluster.workdir / "data" / "server1.sqlite3", "server1")
+    storage = Storage(cluster.workdir / "data" / "server1.sqlite3", "server1", cluster=cluster.members.split(","))
     storage.write(
         [TxRecord(txid="c1-000000000000-1", state=TxState.COMMITTED, value=42, participants=("a:1",), version=1)]
     )
