@@ -89,7 +89,8 @@ def ssh_hosts(tmp: Path, count: int = 3, clients: str = "local") -> Iterator[tup
             wait_port(net.hub, address, 22, deadline)
         inventory = tmp / "hosts.toml"
         inventory.write_text(
-            f'clients = "{clients}"\n[defaults]\n'
+            # the hosts are namespaces this test made: only they reach each other
+            f'clients = "{clients}"\nprivate_network = true\n[defaults]\n'
             f'user = "root"\nkey = "{keys / "user_key"}"\npython = "{sys.executable}"\n'
             f'dir = "{tmp / "remote"}"\nknown_hosts = "{keys / "known_hosts"}"\n'
             f'env = {{ PYTHONPATH = "{ROOT}" }}\n\n'

@@ -27,7 +27,7 @@ from harness.node.tls import load as load_tls
 def _rows(out: str) -> dict[str, tuple[str, str, str]]:
     return {
         m.group(1): (m.group(2), m.group(3), m.group(4))
-        for m in re.finditer(r"^(127\.0\.0\.1:\d+)\s+(\S+)\s+(\S+)\s+(\S+)", out, re.M)
+        for m in re.finditer(r"^(127\.0\.0\.1:\d+)[ \t]+(\S+)[ \t]+(\S+)[ \t]+(\S+)", out, re.M)
     }
 
 

@@ -35,6 +35,7 @@ def test_inventory_defaults_and_overrides(tmp_path: Path) -> None:
     inventory = ssh.read_inventory(path)
     a, b = inventory.hosts
     assert not inventory.remote_clients
+    assert not inventory.private_network  # remote hosts need --tls unless the inventory vouches for them
     assert (a.address, a.user, a.port, a.python) == ("192.0.2.1", "h2pc", 22, "/opt/py/bin/python3")
     assert (b.address, b.user, b.port) == ("192.0.2.2", "other", 2222)
     argv = b.ssh("true")
@@ -44,7 +45,12 @@ def test_inventory_defaults_and_overrides(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "error"),
-    [("", "no [[host]]"), ('[[host]]\nuser = "x"\n', "no address"), ('[[host]]\naddress = "a"\nkye = "k"\n', "kye")],
+    [
+        ("", "no [[host]]"),
+        ('[[host]]\nuser = "x"\n', "no address"),
+        ('[[host]]\naddress = "a"\nkye = "k"\n', "kye"),
+        ('private_network = "yes"\n[[host]]\naddress = "a"\n', "private_network must be true or false"),
+    ],
 )
 def test_inventory_errors_name_the_problem(tmp_path: Path, text: str, error: str) -> None:
     path = tmp_path / "hosts.toml"

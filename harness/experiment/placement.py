@@ -52,6 +52,11 @@ class Placement:
 
     kernel: KernelFaults | None = None  # network faults made by the kernel, where there are
     shared_clock = True  # every node's log stamped by this machine's clock
+    # Only the run's own nodes reach the addresses participants listen on, so
+    # they may listen without TLS (harness.node.tls.check_bind): loopback needs
+    # no such word, the run's namespaces are private, remote hosts only when
+    # their inventory says so.
+    private_network = False
 
     def __init__(self, host: str) -> None:
         self.host = host
@@ -97,6 +102,8 @@ class Placement:
 
 class Netns(Placement):
     """Every node in a network namespace of its own, on the run's bridge."""
+
+    private_network = True  # the bridge has no uplink and no route: only the run's namespaces reach it
 
     def __init__(self, folder: Path) -> None:
         super().__init__(netns.HUB_ADDRESS)
@@ -186,6 +193,7 @@ class Ssh(Placement):
             inventory = ssh.read_inventory(self.inventory)
         except ssh.InventoryError as e:
             raise RunError(f"--hosts: {e}") from None
+        self.private_network = inventory.private_network
         n = len(inventory.hosts)
         # Participant i on host (i-1) mod n; client i too, if the inventory puts clients on the hosts.
         where = {node: i % n for i, node in enumerate(participants)}

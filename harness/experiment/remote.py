@@ -23,12 +23,13 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from harness.experiment import workload
 from harness.experiment.config import client_values
 from harness.node import event_loop
 from harness.node.client_node import ConnectError, TxResult
+from harness.node.limits import Limits
 from harness.node.serve import ParticipantConfig, StartError, serve
 
 
@@ -63,6 +64,9 @@ def participant_config(blob: str) -> ParticipantConfig:
     config = ParticipantConfig(**{k: v for k, v in data.items() if k in names})
     config.data = Path(config.data)
     config.log = Path(config.log) if config.log is not None else None
+    config.tls = Path(config.tls) if config.tls is not None else None
+    config.cluster = tuple(config.cluster) if config.cluster is not None else None
+    config.limits = Limits(**cast(dict[str, Any], config.limits))
     return config
 
 

@@ -246,6 +246,7 @@ class Run:
                 cluster=tuple(names),
                 tls=self.config.tls,
                 ask_peers=False,  # a new run folder: every store is new, no peer can have state yet
+                private_network=self.place.private_network,
                 node=node,
                 host=address[0],
                 port=address[1],

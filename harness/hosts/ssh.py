@@ -12,6 +12,8 @@ Theory of operation. ``harness.run --hosts FILE`` reads an inventory (TOML)::
     env = { PYTHONPATH = "/opt/2pc" }   # set for the remote command
 
     clients = "hosts"               # optional: clients on the hosts too (default "local")
+    private_network = true          # optional: only these hosts reach each other's addresses,
+                                    # so participants may listen without --tls (default false)
 
     [[host]]
     address = "192.0.2.10"
@@ -49,6 +51,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import ctypes
+import dataclasses
 import io
 import json
 import multiprocessing.connection
@@ -140,6 +143,7 @@ class Host:
 class Inventory:
     hosts: list[Host]
     remote_clients: bool = False  # clients on the hosts too, not on the runner's machine
+    private_network: bool = False  # the operator vouches: nothing else reaches the hosts' addresses
 
 
 def read_inventory(path: Path) -> Inventory:
@@ -147,7 +151,7 @@ def read_inventory(path: Path) -> Inventory:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise InventoryError(f"{path}: {e}") from None
-    unknown_top = set(data) - {"defaults", "host", "clients"}
+    unknown_top = set(data) - {"defaults", "host", "clients", "private_network"}
     if unknown_top:
         raise InventoryError(f"{path}: unknown keys {', '.join(sorted(unknown_top))}")
     if data.get("clients", "local") not in ("local", "hosts"):
@@ -167,7 +171,11 @@ def read_inventory(path: Path) -> Inventory:
             raise InventoryError(f"{path}: host {i}: {e}") from None
     if not hosts:
         raise InventoryError(f"{path}: no [[host]] entries")
-    return Inventory(hosts, remote_clients=data.get("clients") == "hosts")
+    if not isinstance(data.get("private_network", False), bool):
+        raise InventoryError(f"{path}: private_network must be true or false")
+    return Inventory(
+        hosts, remote_clients=data.get("clients") == "hosts", private_network=data.get("private_network", False)
+    )
 
 
 def fetch_dirs(sources: list[tuple[Host, str]], local: Path) -> None:
@@ -232,5 +240,13 @@ def relay(argv: list[str], conn: multiprocessing.connection.Connection, go: Any 
 
 
 def encode(config: Any) -> str:
-    """A dataclass of paths, numbers and strings as one JSON argument."""
-    return json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(config).items()})
+    """A dataclass of paths, numbers, strings and dataclasses of those as one JSON argument."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, Path):
+            return str(v)
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return {k: plain(x) for k, x in vars(v).items()}
+        return v
+
+    return json.dumps({k: plain(v) for k, v in vars(config).items()})

@@ -49,6 +49,9 @@ class ParticipantConfig:
     rejoin_empty: bool = False  # a lost store: start empty and learn the decided state from the peers
     ask_peers: bool = True  # an empty store: ask the peers whether it should have had state
     limits: Limits = field(default_factory=Limits)
+    # The address is on a network only the run's own nodes reach (its namespaces,
+    # or hosts an inventory declares private): listening there needs no TLS.
+    private_network: bool = False
 
 
 class StartError(Exception):
@@ -62,7 +65,7 @@ async def serve(
     """Run a participant until ``stop`` is set or SIGINT/SIGTERM arrives.
     ``ready`` is called with the bound address once it accepts connections."""
     crash = CrashPlan.parse(config.crash, ParticipantCrashPoint) if config.crash else None
-    if (refusal := check_bind(config.host, config.tls)) is not None:
+    if (refusal := check_bind(config.host, config.tls, config.private_network)) is not None:
         raise StartError(refusal)
     try:
         tls = load_tls(config.tls, member=True) if config.tls is not None else None

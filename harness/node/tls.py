@@ -157,9 +157,11 @@ def is_loopback(host: str) -> bool:
     return bool(infos) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in infos)
 
 
-def check_bind(host: str, tls: Path | None) -> str | None:
-    """None if a participant may listen on ``host``; else the one line that says why not."""
-    if tls is not None or is_loopback(host):
+def check_bind(host: str, tls: Path | None, private: bool = False) -> str | None:
+    """None if a participant may listen on ``host``; else the one line that says why not.
+    ``private``: the address is on a network that only the run's own nodes reach
+    (--network netns, or an inventory that says so): loopback's trust."""
+    if tls is not None or private or is_loopback(host):
         return None
     return (
         f"refusing to listen on {host} without --tls: anyone who can reach it could prepare, commit and abort "
