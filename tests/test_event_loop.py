@@ -12,6 +12,8 @@ from harness.experiment.config import RunConfig
 from harness.experiment.runner import run
 from harness.node import event_loop
 from harness.node.event_loop import LoopKind, LoopUnavailable
+from harness.node.tls import TlsError
+from harness.node.tls import load as load_tls
 from harness.verify.checker import check_run
 
 needs_uvloop = pytest.mark.skipif(
@@ -43,9 +45,8 @@ def test_uvloop_asked_for_but_not_installed_is_refused(monkeypatch: pytest.Monke
 def test_a_run_on_uvloop_is_consistent_and_every_node_ran_on_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(event_loop.ENV, raising=False)
+    monkeypatch.setenv(event_loop.ENV, "asyncio")  # recorded first: the test's end puts back what was there
     event_loop.choose(LoopKind.UVLOOP)
-    monkeypatch.setenv(event_loop.ENV, "uvloop")  # undone after the test
 
     async def loop_name() -> str:
         import asyncio
@@ -64,3 +65,12 @@ def test_a_run_on_uvloop_is_consistent_and_every_node_ran_on_it(
         if line.event in ("listening", "connected")
     ]
     assert len(started) == 3 + 3 and {line.fields["loop"] for line in started} == {"uvloop"}
+
+
+@needs_uvloop
+def test_tls_on_uvloop_is_refused_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TLS is asyncio's own here (its buffers are tuned for asyncio's transport): on
+    uvloop it is refused up front, not left to fail at the first handshake."""
+    monkeypatch.setenv(event_loop.ENV, "uvloop")
+    with pytest.raises(TlsError, match="unset HARNESS_LOOP=uvloop"):
+        load_tls(tmp_path, member=True)

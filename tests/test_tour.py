@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, WAIT, NodeProcess, child_env
+from conftest import ROOT, WAIT, NodeProcess, child_env, pick_port
 
 from harness.experiment.config import RunConfig, repeat_command, with_default_timeouts
 from harness.experiment.faults import parse_nemesis
@@ -149,14 +149,16 @@ class Terminals:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.ports: dict[int, int] = {}
+        # Picked up front: each participant is told its cluster (the seed's three, on free ports).
+        self.ports: dict[int, int] = {n: pick_port() for n in (1, 2, 3)}
         self.participants: dict[int, NodeProcess] = {}
         self.procs: list[NodeProcess] = []
 
     def argv(self, command: str) -> list[str]:
         words = in_tour(command)
         if words[0] == "harness.participant":
-            words += ["--port", str(self.ports.get(int(words[1]), 0))]
+            members = ",".join(f"127.0.0.1:{self.ports[n]}" for n in sorted(self.ports))
+            words += ["--port", str(self.ports[int(words[1])]), "--cluster", members]
         elif words[0] in ("harness.client", "harness.status"):
             words += ["--servers", ",".join(f"127.0.0.1:{self.ports[n]}" for n in sorted(self.ports))]
         return ["-m", *words]

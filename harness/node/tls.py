@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.node import event_loop
 from harness.protocol.messages import Kind
 
 CA_FILE = "ca.pem"
@@ -99,7 +100,11 @@ def _small_tls_buffers() -> None:
 
 def load(folder: Path, *, member: bool) -> Tls:
     """Contexts for a participant (``member``: serves, and connects to peers as a
-    member) or a client (connects as a client). TlsError if a file is missing or bad."""
+    member) or a client (connects as a client). TlsError if a file is missing or
+    bad, or if the nodes run on uvloop: TLS here is asyncio's own (its buffers
+    are sized for a flood of handshakes, see _small_tls_buffers), not uvloop's."""
+    if event_loop.chosen() is event_loop.LoopKind.UVLOOP:
+        raise TlsError(f"--tls runs on asyncio's own event loop: unset {event_loop.ENV}=uvloop")
     cert, key = _files(folder, "member" if member else "client")
     ca = str(folder / CA_FILE)
     _small_tls_buffers()
