@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-from harness.report.cli import EXIT_USAGE, add_version, exit_with
+from harness.console.cli import EXIT_USAGE, add_version, exit_with
 
 # name -> (module whose main(argv) runs it, what it does)
 COMMANDS: dict[str, tuple[str, str]] = {

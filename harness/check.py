@@ -11,9 +11,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.console.cli import EXIT_FAILED, EXIT_OK, add_version, exit_with, fail
+from harness.console.terminal import terminal_width
 from harness.report import tables
-from harness.report.cli import EXIT_FAILED, EXIT_OK, add_version, exit_with, fail
-from harness.report.terminal import terminal_width
 from harness.verify.checker import check_run
 from harness.verify.model import CheckError
 

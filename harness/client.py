@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from harness.console.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, add_version, exit_with, fail
 from harness.events.log import EventLogError
 from harness.events.schema import OUTCOME
 from harness.experiment.workload import MAX_RETRIES, ClientConfig, PrepareMode, RetryMode, run
@@ -26,7 +27,6 @@ from harness.node.timing import CLIENT_TIMEOUT, CLIENT_TIMEOUT_PER_DELAY, client
 from harness.node.watch import Echo
 from harness.protocol import coordinator as co
 from harness.protocol.messages import VALUE_MAX, VALUE_MIN
-from harness.report.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, add_version, exit_with, fail
 
 PROG = "harness.client"
 

@@ -22,6 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.console.cli import EXIT_OK, EXIT_USAGE, add_version, exit_with, fail, os_problem
 from harness.events.schema import ERROR
 from harness.node import event_loop
 from harness.node.address import DEFAULT_HOST, default_address, default_servers, servers_arg
@@ -31,7 +32,6 @@ from harness.node.serve import ParticipantConfig, StartError, serve
 from harness.node.storage import remove_storage
 from harness.node.timing import RESOLVE_AFTER, RESOLVE_AFTER_PER_DELAY, resolve_after
 from harness.node.watch import Echo
-from harness.report.cli import EXIT_OK, EXIT_USAGE, add_version, exit_with, fail, os_problem
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.console.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, add_version, exit_with, fail
+from harness.console.terminal import shell_wrap, terminal_width
 from harness.experiment.config import Backend, RunConfig, with_default_timeouts
 from harness.experiment.faults import (
     KERNEL_KINDS,
@@ -36,8 +38,6 @@ from harness.node.timing import (
 from harness.protocol.messages import VALUE_MAX, VALUE_MIN
 from harness.report import files as report_files
 from harness.report import summary, tables
-from harness.report.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, add_version, exit_with, fail
-from harness.report.terminal import shell_wrap, terminal_width
 from harness.sim import variants
 from harness.verify.checker import check_run
 from harness.verify.model import CheckError

@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.console.cli import EXIT_FAILED, EXIT_INTERRUPTED, add_version, exit_with, fail
+from harness.console.terminal import fit_table, terminal_width, wrap
 from harness.node import event_loop
 from harness.node.address import default_servers, servers_arg
 from harness.node.query import query_all
@@ -19,8 +21,6 @@ from harness.node.timing import STATUS_TIMEOUT
 from harness.node.tls import TlsError
 from harness.node.tls import load as load_tls
 from harness.protocol.messages import State
-from harness.report.cli import EXIT_FAILED, EXIT_INTERRUPTED, add_version, exit_with, fail
-from harness.report.terminal import fit_table, terminal_width, wrap
 
 PROG = "harness.status"
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from conftest import Cluster, child_env
 
+from harness.console.terminal import clip, fit_table, shell_wrap, terminal_width, wrap
 from harness.experiment.config import RunConfig
 from harness.experiment.progress import Progress
 from harness.experiment.runner import run
 from harness.node.watch import Echo, LogTail, compact, short_txid
 from harness.report import fairness, summary, tables
-from harness.report.terminal import clip, fit_table, shell_wrap, terminal_width, wrap
 from harness.verify.checker import check_run
 from harness.verify.model import CheckReport, ClientStats, Violation, ViolationKind
 

@@ -30,8 +30,8 @@ from harness.bench.suite import (
     BenchConfig,
 )
 from harness.bench.table import build_rows, render
+from harness.console.cli import add_version
 from harness.experiment.processes import RunError
-from harness.report.cli import add_version
 from harness.verify.model import CheckError
 
 EPILOG = f"""\

@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from harness.console.terminal import clip, terminal_width
 from harness.node.watch import LogTail, compact
-from harness.report.terminal import clip, terminal_width
 
 REDRAW_EVERY = 0.1  # seconds between redraws of the progress line: faster is flicker
 

@@ -27,8 +27,8 @@ import re
 from pathlib import Path
 from typing import TextIO
 
+from harness.console.terminal import clip, terminal_width
 from harness.protocol.messages import DecodeError, split_fields
-from harness.report.terminal import clip, terminal_width
 
 # The seed's words (the student project's cliente.py and servidorN.py) beside ours.
 SEED_WORDS = {"PREPARE": "commit", "COMMIT": "alterar"}
@@ -101,7 +101,7 @@ def compact(line: str, *, node: bool = False) -> str:
 
 class Echo:
     """A text stream for EventLog's echo: each line written is made compact and cut to the width
-    of the terminal (harness.report.terminal); ``skip`` names events not to show."""
+    of the terminal (harness.console.terminal); ``skip`` names events not to show."""
 
     def __init__(self, stream: TextIO, *, node: bool = False, skip: frozenset[str] = frozenset()) -> None:
         self.stream = stream

@@ -2,7 +2,7 @@
 
 One function builds each table's rows; the terminal and the markdown file
 print the same rows in two tabulate formats, so they cannot disagree. On the
-terminal, ``render`` is given the width to fit (harness.report.terminal):
+terminal, ``render`` is given the width to fit (harness.console.terminal):
 columns that are zero everywhere are hidden, tables too wide are folded,
 prose is wrapped and quoted log lines are cut.
 """
@@ -13,9 +13,9 @@ from typing import Any
 
 from tabulate import tabulate
 
+from harness.console.terminal import clip, fit_table, wrap
 from harness.report import fairness
 from harness.report.lanes import lane_lines
-from harness.report.terminal import clip, fit_table, wrap
 from harness.verify.model import CheckReport, ClientStats
 
 ABORT_CAUSES = ("no vote: locked", "no vote: other", "timeout", "unreachable")
@@ -157,7 +157,7 @@ def violation_lines(report: CheckReport, limit: int = 50) -> list[str]:
 
 def render(report: CheckReport, fmt: str = "simple", extra: list[str] | None = None, width: int | None = None) -> str:
     """The whole report as text: client table, replica table, figures, verdict.
-    ``width``: fit it to that many columns (harness.report.terminal); None: lines as long as they come."""
+    ``width``: fit it to that many columns (harness.console.terminal); None: lines as long as they come."""
     markdown = fmt == "github"
 
     def table(headers: list[str], rows: list[list[Any]], keep: tuple[int, ...] = (0,)) -> str:

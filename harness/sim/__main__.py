@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from harness.console.cli import add_version
 from harness.protocol.coordinator import Result
-from harness.report.cli import add_version
 from harness.sim.explore import Bounds, Explorer, ExploreResult
 from harness.sim.invariants import TCOMMIT_STATES_FOR_3_RMS, tcommit_reachable
 from harness.sim.model import COORDINATORS, CoordinatorFactory

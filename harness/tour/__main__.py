@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness.report.cli import EXIT_OK, EXIT_USAGE, add_version, exit_with, fail
+from harness.console.cli import EXIT_OK, EXIT_USAGE, add_version, exit_with, fail
 from harness.tour.pictures import SHOTS, PictureError, take
 
 PROG = "harness.tour"
