@@ -12,13 +12,24 @@ from __future__ import annotations
 import asyncio
 import collections
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import Protocol, cast
 
 from harness.node.tls import Role
 from harness.protocol.messages import LineBuffer
 
-if TYPE_CHECKING:
-    from harness.node.participant_node import ParticipantNode
+
+class ConnectionOwner(Protocol):
+    """What an inbound connection tells its node (harness.node.participant_node.ParticipantNode)."""
+
+    def on_accept(self, conn: InboundConnection) -> None: ...
+
+    def on_data(self, conn: InboundConnection, data: bytes) -> None: ...
+
+    def on_eof(self, conn: InboundConnection) -> None: ...
+
+    def on_close(self, conn: InboundConnection, exc: Exception | None) -> None: ...
+
+    def on_sent(self, out: QueuedReply) -> None: ...
 
 
 def peername(transport: asyncio.BaseTransport) -> str:
@@ -53,7 +64,7 @@ class InboundConnection(asyncio.Protocol):
     task per connection: measured, a participant spent most of its time
     switching between the stream reader, its task and the writer's)."""
 
-    def __init__(self, node: ParticipantNode) -> None:
+    def __init__(self, node: ConnectionOwner) -> None:
         self.node = node
         self.id = 0
         self.peer = "?"

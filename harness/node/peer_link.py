@@ -10,16 +10,26 @@ resolve timer asks again.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from harness.events.log import EventLog
 from harness.events.schema import DISCONNECT, RECV, SEND, UNREACHABLE
 from harness.node.address import READ_CHUNK, parse_address
 from harness.node.timing import CONNECT_TIMEOUT
-from harness.node.tls import Role, role_of
+from harness.node.tls import Role, Tls, role_of
 from harness.protocol.messages import DecodeError, LineBuffer, Message, decode, encode
 
-if TYPE_CHECKING:
-    from harness.node.participant_node import ParticipantNode
+
+class PeerLinkOwner(Protocol):
+    """What a peer link needs of its node (harness.node.participant_node.ParticipantNode)."""
+
+    log: EventLog
+    routes: dict[str, tuple[str, int]]
+    tls: Tls | None
+
+    async def wait_durable(self, seq: int) -> None: ...
+
+    def on_peer_reply(self, peer: str, msg: Message) -> None: ...
 
 
 class PeerLink:
@@ -27,7 +37,7 @@ class PeerLink:
 
     Any failure just drops the message: the resolve timer asks again."""
 
-    def __init__(self, node: ParticipantNode, peer: str) -> None:
+    def __init__(self, node: PeerLinkOwner, peer: str) -> None:
         self.node = node
         self.peer = peer
         self._writer: asyncio.StreamWriter | None = None

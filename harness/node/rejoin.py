@@ -20,17 +20,29 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+from harness.events.log import EventLog
 from harness.events.schema import REJOINED
 from harness.node.address import parse_address
 from harness.node.query import query_all
 from harness.node.timing import CONNECT_TIMEOUT
+from harness.node.tls import Tls
 from harness.protocol.messages import State, TxState
-from harness.protocol.participant import TxRecord
+from harness.protocol.participant import Action, ParticipantCore, TxRecord
 
-if TYPE_CHECKING:
-    from harness.node.participant_node import ParticipantNode
+
+class RejoiningNode(Protocol):
+    """What rejoining needs of its node (harness.node.participant_node.ParticipantNode)."""
+
+    core: ParticipantCore | None
+    cluster: tuple[str, ...] | None
+    routes: dict[str, tuple[str, int]]
+    tls: Tls | None
+    log: EventLog
+    resolve_after: float
+
+    def apply(self, actions: list[Action]) -> None: ...
 
 
 def in_flight_from_log(path: Path | None, txids: set[str]) -> list[TxRecord] | None:
@@ -74,7 +86,7 @@ def in_flight_from_log(path: Path | None, txids: set[str]) -> list[TxRecord] | N
     return out
 
 
-async def learn_from_peers(node: ParticipantNode) -> None:
+async def learn_from_peers(node: RejoiningNode) -> None:
     """Ask every peer's STATE until all answer and agree; then record that
     state, settle what they hold prepared from this participant's own log
     (harness.node.guard.in_flight_from_log), and vote again."""
