@@ -13,11 +13,15 @@ import asyncio
 import multiprocessing.connection
 import signal
 import sys
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import Any
 
 from harness.experiment import workload
+from harness.experiment.processes import READY_TIMEOUT, RunError
 from harness.node import event_loop
 from harness.node.client_node import ConnectError, TxResult
 from harness.node.serve import ParticipantConfig, StartError, serve
@@ -72,3 +76,35 @@ class ClientProcess:
     running: bool = True
     killed: bool = False
     done_ops: int = 0  # operations finished (their last attempt reported)
+
+
+def resumed_config(c: ClientProcess, duration: float | None, transactions: int, clients_until: float) -> Any | None:
+    """The configuration a killed client's new process starts with: the
+    operations it had not finished (new txids, no crash point, patience while
+    a participant restarts), or None if nothing is left to do. Any backend's
+    client configuration: a dataclass with these fields."""
+    if duration:
+        left = clients_until - time.monotonic()
+        if left <= 0.05:
+            return None
+        return replace(c.config, duration=left, first_op=c.done_ops + 1, crash=None, connect_patience=READY_TIMEOUT)
+    if c.done_ops >= transactions:
+        return None
+    return replace(c.config, first_op=c.done_ops + 1, crash=None, connect_patience=READY_TIMEOUT)
+
+
+def judge_client_exit(
+    client: ClientProcess, crashes: dict[str, str], folder: Path, crashed: Callable[[str, str], object] | None
+) -> None:
+    """A client process ended: as planned (SIGKILL by the nemesis, or at its own
+    crash point, then ``crashed(name, point)`` records it), cleanly, or not:
+    RunError naming its log."""
+    client.running = False
+    client.proc.join()
+    code = client.proc.exitcode
+    if code == -signal.SIGKILL and (client.killed or client.name in crashes):
+        if not client.killed and crashed is not None:
+            crashed(client.name, crashes[client.name])
+        return
+    if code != 0:
+        raise RunError(f"{client.name} exited with code {code}; see {folder / (client.name + '.log')}")

@@ -35,7 +35,14 @@ from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.experiment.children import ClientProcess, ParticipantProcess, client_child, participant_child
+from harness.experiment.children import (
+    ClientProcess,
+    ParticipantProcess,
+    client_child,
+    judge_client_exit,
+    participant_child,
+    resumed_config,
+)
 from harness.experiment.config import Backend, RunConfig, client_values, default_folder, repeat_command
 from harness.experiment.faults import FaultKind, parse_crashes
 from harness.experiment.nemesis import Nemesis
@@ -382,32 +389,20 @@ class Run:
     def restart_client(self, c: ClientProcess) -> bool:
         """Start a killed client again as a new process (new txids), going on
         with the operations it had not finished. False if nothing is left to do."""
-        if self.config.duration:
-            left = self.clients_until - time.monotonic()
-            if left <= 0.05:
-                return False
-            config = replace(
-                c.config, duration=left, first_op=c.done_ops + 1, crash=None, connect_patience=READY_TIMEOUT
-            )
-        else:
-            if c.done_ops >= self.config.transactions:
-                return False
-            config = replace(c.config, first_op=c.done_ops + 1, crash=None, connect_patience=READY_TIMEOUT)
+        config = resumed_config(c, self.config.duration, self.config.transactions, self.clients_until)
+        if config is None:
+            return False
         c.proc, c.conn = self._fork_client(config)
         await_ready(c.name, c.proc, c.conn, time.monotonic() + 2 * READY_TIMEOUT)
         c.running, c.killed = True, False
         return True
 
     def _client_exited(self, client: ClientProcess) -> None:
-        client.running = False
-        client.proc.join()
-        code = client.proc.exitcode
-        if code == -signal.SIGKILL and (client.killed or client.name in self.crashes):
-            if not client.killed and self.nemesis is not None:
-                self.nemesis.record(FaultKind.CRASH, client.name, healed=True, point=self.crashes[client.name])
-            return
-        if code != 0:
-            raise RunError(f"{client.name} exited with code {code}; see {self.folder / (client.name + '.log')}")
+        nemesis = self.nemesis
+        crashed = (
+            None if nemesis is None else lambda name, point: nemesis.record(FaultKind.CRASH, name, True, point=point)
+        )
+        judge_client_exit(client, self.crashes, self.folder, crashed)
 
     def _participant_exited(self, sentinel: int) -> None:
         p = next(p for p in self.participants if p.proc is not None and p.proc.sentinel == sentinel)

@@ -20,9 +20,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing.connection
-import signal
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from typing import Any
 import psycopg
 
 from harness.events.log import EventLog
-from harness.experiment.children import ClientProcess
+from harness.experiment.children import ClientProcess, judge_client_exit, resumed_config
 from harness.experiment.config import RunConfig, client_values, repeat_command
 from harness.experiment.faults import FaultKind, parse_crashes
 from harness.experiment.processes import MP, READY_TIMEOUT, Processes, RunError, await_ready
@@ -178,31 +177,20 @@ class PostgresRun:
         self.progress.end()
 
     def restart_client(self, c: ClientProcess) -> bool:
-        config: PgClientConfig = c.config  # type: ignore[assignment]
-        if self.config.duration:
-            left = self.clients_until - time.monotonic()
-            if left <= 0.05:
-                return False
-            config = replace(config, duration=left, first_op=c.done_ops + 1, crash=None, connect_patience=READY_TIMEOUT)
-        else:
-            if c.done_ops >= self.config.transactions:
-                return False
-            config = replace(config, first_op=c.done_ops + 1, crash=None, connect_patience=READY_TIMEOUT)
+        config = resumed_config(c, self.config.duration, self.config.transactions, self.clients_until)
+        if config is None:
+            return False
         c.proc, c.conn = self._fork_client(config)
         await_ready(c.name, c.proc, c.conn, time.monotonic() + 2 * READY_TIMEOUT)
         c.running, c.killed = True, False
         return True
 
     def _client_exited(self, client: ClientProcess) -> None:
-        client.running = False
-        client.proc.join()
-        code = client.proc.exitcode
-        if code == -signal.SIGKILL and (client.killed or client.name in self.crashes):
-            if not client.killed and self.nemesis is not None:
-                self.nemesis.record(FaultKind.CRASH, client.name, healed=True, point=self.crashes[client.name])
-            return
-        if code != 0:
-            raise RunError(f"{client.name} exited with code {code}; see {self.folder / (client.name + '.log')}")
+        nemesis = self.nemesis
+        crashed = (
+            None if nemesis is None else lambda name, point: nemesis.record(FaultKind.CRASH, name, True, point=point)
+        )
+        judge_client_exit(client, self.crashes, self.folder, crashed)
 
     # ------------------------------------------------------------ the end
 
