@@ -63,12 +63,19 @@ class _Track:
     first: Observation  # the first observation of its current state
     last: Observation = field(init=False)  # the latest observation
     state: str = field(init=False)
-    prepared: Observation | None = None  # the first prepared observation
+    # Of the first prepared observation, only where it is (in first.log) and
+    # when: a whole Observation per transaction and participant would be a
+    # fifth of the checker's memory on a long run.
+    prepared_at: int = -1
+    prepared_ts: int = -1
     committed: Observation | None = None  # the first committed observation
     seen: int = 0  # every state it has been durable in (_STATE_BIT)
 
     def __post_init__(self) -> None:
         self.last, self.state = self.first, self.first.state
+
+    def prepared_cite(self) -> str:
+        return self.first.log.cite(self.prepared_at)
 
 
 # The "why" of a decision a participant reached with its peers, not its client.
@@ -170,12 +177,12 @@ class _Checker:
             if log is None:
                 continue
             last_outcome = None
-            for event, f, at in self.reader.events(log, CLIENT_LOG):
+            for event, f, at, ts in self.reader.events(log, CLIENT_LOG):
                 try:
-                    txid = f["txid"]
+                    txid = intern(f["txid"])  # one copy, shared with the participants' tracks
                     if event == "begin":
                         if cstats.first_begin is None:
-                            cstats.first_begin = log.text(at).partition(" ")[0]
+                            cstats.first_begin = ts
                         if txid in self.begins:
                             _, first, first_at = self.begins[txid]
                             self.flag(
@@ -188,7 +195,7 @@ class _Checker:
                         self.begins[txid] = (int(f["value"]), log, at)
                         continue
                     result = intern(f["result"])
-                    last_outcome = at
+                    last_outcome = ts
                     self.outcomes.append((txid, result, log, at))
                     cstats.attempted += 1
                     if int(f.get("attempt", "1")) > 1:
@@ -208,7 +215,7 @@ class _Checker:
                 except (KeyError, ValueError):
                     self.reader.lacks_field(log, at, event, f.get("txid"))
             if last_outcome is not None:
-                cstats.last_outcome = log.text(last_outcome).partition(" ")[0]
+                cstats.last_outcome = last_outcome
 
     def _read_participant(self, node: str) -> None:
         """Observations of every record, vote counts and restarts, and the
@@ -309,7 +316,8 @@ class _Checker:
                         ViolationKind.STABILITY, txid, f"{node} moved {txid} from no record to {o.state}", (o.cite(),)
                     )
                 )
-            track = tracks[txid] = _Track(o)
+            # One copy of each txid for every node's tracks and the clients' lines.
+            track = tracks[intern(txid)] = _Track(o)
         else:
             track.last = o
             if o.state != track.state:
@@ -324,8 +332,8 @@ class _Checker:
                     )
                 track.state, track.first = o.state, o
         track.seen |= _STATE_BIT.get(o.state, 0)
-        if o.state == "prepared" and track.prepared is None:
-            track.prepared = o
+        if o.state == "prepared" and track.prepared_at < 0:
+            track.prepared_at, track.prepared_ts = o.at, o.ts
         elif o.state == "committed" and track.committed is None:
             track.committed = o
 
@@ -363,7 +371,7 @@ class _Checker:
         if log is None:
             return
         by_id: dict[str, dict[str, Any]] = {}
-        for event, f, at in self.reader.events(log, NEMESIS_LOG):
+        for event, f, at, _ in self.reader.events(log, NEMESIS_LOG):
             typed = _typed(FAULT if event == "fault" else HEAL, f)  # numbers as numbers in summary.json
             if event == "fault":
                 by_id[f["id"] if "id" in f else log.where(at)] = {
@@ -438,9 +446,9 @@ class _Checker:
                     )
                 if committed:
                     prepared = {
-                        n: t.prepared
+                        n: t
                         for n, tracks_at in self.tracks.items()
-                        if (t := tracks_at.get(txid)) is not None and t.prepared is not None
+                        if (t := tracks_at.get(txid)) is not None and t.prepared_at >= 0
                     }
                     for node, o in committed.items():
                         self._check_validity(txid, node, o, prepared)
@@ -449,7 +457,8 @@ class _Checker:
         """node -> the first observation of ``txid``'s final state there, for every node that knows it."""
         return {n: t.first for n, tracks in self.tracks.items() if (t := tracks.get(txid)) is not None}
 
-    def _check_validity(self, txid: str, node: str, commit: Observation, prepared: dict[str, Observation]) -> None:
+    def _check_validity(self, txid: str, node: str, commit: Observation, prepared: dict[str, _Track]) -> None:
+        """``prepared``: node -> the track of ``txid`` there, for the nodes where it was prepared."""
         listed = commit.participants
         unknown = [a for a in listed if a not in self.node_of]
         if unknown or not listed:
@@ -475,9 +484,9 @@ class _Checker:
         early = [
             (q, p)
             for q, p in prepared.items()
-            if p.ts >= 0
+            if p.prepared_ts >= 0
             and commit.ts >= 0
-            and p.ts > commit.ts
+            and p.prepared_ts > commit.ts
             and q in {self.node_of.get(a) for a in listed}
             and (self.shared_clock or q == node)
         ]
@@ -487,7 +496,7 @@ class _Checker:
                 txid,
                 f"{node} committed {txid} before {q} voted yes on it",
                 commit.cite(),
-                p.cite(),
+                p.prepared_cite(),
             )
         begin = self.begins.get(txid)
         if begin is not None and begin[0] != commit.value:

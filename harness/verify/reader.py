@@ -345,17 +345,19 @@ class LogReader:
         vote = {"ok": "prepared"}.get(fields.get("vote", ""), "aborted")
         return {"msg": msg, "txid": fields.get("txid", ""), "claim": vote if msg == "VOTE" else fields.get("state", "")}
 
-    def events(self, log: Log, kind: LogKind) -> Iterator[tuple[str, dict[str, str], int]]:
-        """(event, fields, at) for the lines of a client's or the nemesis's log
-        the checker reads."""
+    def events(self, log: Log, kind: LogKind) -> Iterator[tuple[str, dict[str, str], int, str]]:
+        """(event, fields, at, timestamp) for the lines of a client's or the
+        nemesis's log the checker reads. The timestamp comes with the line so
+        that nobody reads the log again for it (a client's log is as large as
+        a participant's)."""
         for at, m in self.lines_of(log, kind):
             shape = m.lastgroup
             if shape == "begin":
-                yield BEGIN.name, BEGIN_SHAPE.values(m), at
+                yield BEGIN.name, BEGIN_SHAPE.values(m), at, m["ts"]
             elif shape == "outcome":
-                yield OUTCOME.name, OUTCOME_SHAPE.values(m), at
+                yield OUTCOME.name, OUTCOME_SHAPE.values(m), at, m["ts"]
             elif (f := self.fields(log, at, m["event"], m["rest"] or "")) is not None:
-                yield m["event"], f, at
+                yield m["event"], f, at, m["ts"]
 
     def participant_lines(self, log: Log) -> Iterator[tuple[str, int, str, str, Observation | None]]:
         """(what, at, txid, claim, observation) for the lines of a participant's
