@@ -193,6 +193,8 @@ def test_a_member_certificate_is_good_only_under_its_own_name(certified: tuple[C
         done = cluster.client("--name", ALICE, "--value", "5")
         assert done.returncode == 2 and f"cannot connect to participant {names[2]}" in done.stderr, done.stderr
         assert handshakes.acquire(timeout=WAIT)
+        status = cluster.status()  # nor does harness.status believe its STATE
+        assert f"not member {names[2]}'s" in status.stdout + status.stderr, status.stdout + status.stderr
         # A peer refuses it too: member 1, holding a transaction prepared, asks its peers to resolve it.
         alice = _Line(cluster.ports[1], load(folder, member=False, name=ALICE).client)
         try:
