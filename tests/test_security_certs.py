@@ -8,6 +8,7 @@ is good only under its own name, and only for a member of the cluster.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import ssl
@@ -25,7 +26,7 @@ from harness.events.log import EventLog
 from harness.node.certificates import CertError, issue
 from harness.node.client_node import ClientNode
 from harness.node.tls import TRUSTED, Identity, Role, load, names_in, refusal, txid_owner
-from harness.protocol.messages import decode
+from harness.protocol.messages import TXID_RE, decode
 
 ALICE, MALLORY = "alice", "mal-lory"  # a dash in a name: the owner is all before the txid's last two
 
@@ -40,10 +41,11 @@ def _run(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_a_txid_belongs_to_the_client_whose_name_begins_it(tmp_path: Path) -> None:
-    for name in ("client1", MALLORY, "a-b-c"):
+    for name in ("client1", MALLORY, "a-b-c", "x" * 40):  # the longest name harness.certs issues
         client = ClientNode(name, [], EventLog(None, name))
         txid = client.new_txid()  # the txids a real client makes
         assert txid_owner(txid) == name, txid
+        assert TXID_RE.fullmatch(txid.rsplit("-", 1)[0] + f"-{10**9}"), txid  # a valid txid, up to its billionth
     assert txid_owner("solo") is None and txid_owner("-x-1") is None
 
 
@@ -75,7 +77,7 @@ def test_the_certs_command_adds_to_its_ca_and_refuses_bad_names(
     assert names_in(folder, Role.CLIENT) == ["bob", "client"]
     assert (folder / "members" / "10.0.0.5:8886.key").stat().st_mode & 0o777 == 0o600
     capsys.readouterr()
-    for bad in (["--members", "10.0.0.5"], ["--clients", "../x"], ["--clients", "a b"]):
+    for bad in (["--members", "10.0.0.5"], ["--clients", "../x"], ["--clients", "a b"], ["--clients", "x" * 41]):
         assert certs_cli.main([str(folder), *bad]) == 2
         assert capsys.readouterr().err.count("\n") == 1
     with pytest.raises(CertError):
@@ -171,6 +173,7 @@ def test_a_member_certificate_is_good_only_under_its_own_name(certified: tuple[C
     impostor = socket.create_server(("127.0.0.1", cluster.ports[3]))
     heard: list[bytes] = []
     handshakes = threading.Semaphore(0)
+    accepted: list[socket.socket] = []  # shut down at the end: a read blocked on one returns
 
     def serve() -> None:
         while True:
@@ -178,10 +181,11 @@ def test_a_member_certificate_is_good_only_under_its_own_name(certified: tuple[C
                 raw, _ = impostor.accept()
             except OSError:
                 return  # closed: the test is over
+            accepted.append(raw)
+            raw.settimeout(WAIT)
             try:
                 with server.wrap_socket(raw, server_side=True) as conn:
                     handshakes.release()
-                    conn.settimeout(WAIT)
                     heard.append(conn.recv(4096))
             except OSError:
                 pass
@@ -204,8 +208,14 @@ def test_a_member_certificate_is_good_only_under_its_own_name(certified: tuple[C
         finally:
             alice.close()
     finally:
+        with contextlib.suppress(OSError):
+            impostor.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept (close alone does not, on Linux)
         impostor.close()
+        for raw in accepted:
+            with contextlib.suppress(OSError):
+                raw.shutdown(socket.SHUT_RDWR)
         thread.join(WAIT)
+    assert not thread.is_alive()
     assert not [h for h in heard if h], heard  # nobody sent it a line
     # A member certificate of a name outside the cluster: refused at once, nothing read.
     issue(folder, members=["127.0.0.1:1"])

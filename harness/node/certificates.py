@@ -39,8 +39,9 @@ from harness.node.tls import CA_FILE, FOLDERS, Identity, Role, cert_paths
 
 CA_KEY = "ca.key"
 DAYS = 825  # the longest validity browsers accept: a cluster's certificates outlive no policy
-# A client's name: it begins its txids and is a file name, so no slash, no blank, no leading dot.
-CLIENT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,63}")
+# A client's name: it begins its txids, NAME-TOKEN-SEQ with a 12-digit hex token, which must
+# fit harness.protocol.messages.TXID_RE (at most 64 of [A-Za-z0-9._:-]); and it is a file name.
+CLIENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,39}")
 
 
 class CertError(ValueError):
@@ -70,9 +71,7 @@ def check_name(me: Identity) -> None:
         if "/" in host or any(c.isspace() for c in host) or host.startswith("."):
             raise CertError(f"member {me.name!r}: not a host name")
     elif not CLIENT_NAME.fullmatch(me.name):
-        raise CertError(
-            f"client {me.name!r}: a name of letters, digits and _.@+- (at most 64), not starting with - . @ +"
-        )
+        raise CertError(f"client {me.name!r}: at most 40 letters, digits and ._- starting with a letter or digit")
 
 
 class Authority:
