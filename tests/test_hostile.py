@@ -110,8 +110,8 @@ class Attack:
         tasks = [
             *(self._forever(self._plain_junk) for _ in range(2)),
             self._forever(self._stranger),
-            *(self._forever(self._member_lines) for _ in range(2)),
-            self._forever(self._client_lines),
+            self._forever(self._member_lines),
+            self._forever(self._client_lines),  # in a second member attacker's place: the same load as before
             self._forever(self._flood),
             *(self._forever(self._slow) for _ in range(3)),
         ]
