@@ -24,6 +24,7 @@ from harness.node.address import default_servers, servers_arg
 from harness.node.client_node import ConnectError, TxResult
 from harness.node.crash import ClientCrashPoint, CrashPlan
 from harness.node.timing import CLIENT_TIMEOUT, CLIENT_TIMEOUT_PER_DELAY, client_timeout
+from harness.node.tls import TlsError, default_client
 from harness.node.watch import Echo
 from harness.protocol import coordinator as co
 from harness.protocol.messages import VALUE_MAX, VALUE_MIN
@@ -63,7 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--value", type=int, default=1, help="the value to write into storage_server (default 1, as in the seed)"
     )
     p.add_argument("--count", type=int, default=1, help="transactions to run, one after the other (default 1)")
-    p.add_argument("--name", default=None, help="this client's name in logs and txids (default client<pid>)")
+    p.add_argument(
+        "--name",
+        default=None,
+        help="this client's name in logs and txids (default client<pid>; with --tls, its certificate's)",
+    )
     p.add_argument("--log", type=Path, default=None, help="event log file (default logs/<name>.log)")
     p.add_argument(
         "--delay",
@@ -106,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="DIR",
-        help="mutual TLS with the client certificate in DIR (python -m harness.certs DIR)",
+        help="mutual TLS with this client's certificate in DIR, by --name (python -m harness.certs DIR)",
     )
     p.add_argument(
         "--crash",
@@ -135,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(e))
     if args.delay > 0 and not args.verbose and sys.stderr.isatty():  # or the wait looks like a hang
         print(f"{PROG}: --delay {args.delay:g}: slow on purpose; -v prints each message as it goes", file=sys.stderr)
-    name = args.name or f"client{os.getpid()}"
+    try:  # with --tls, its name is its certificate's: the folder's only client one, unless told
+        name = args.name or (default_client(args.tls) if args.tls is not None else f"client{os.getpid()}")
+    except TlsError as e:
+        return fail(PROG, str(e), EXIT_USAGE)
     value = args.value
     config = ClientConfig(
         name=name,

@@ -102,7 +102,8 @@ def add_security_arguments(p: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         metavar="DIR",
-        help="mutual TLS with the certificates in DIR (python -m harness.certs DIR); required off loopback",
+        help="mutual TLS with this member's certificate in DIR, by its host:port (python -m harness.certs DIR); "
+        "required off loopback",
     )
     p.add_argument(
         "--rejoin-empty",

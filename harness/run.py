@@ -212,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=None,
         metavar="DIR",
-        help="mutual TLS between every node, with the certificates in DIR (python -m harness.certs DIR)",
+        help="mutual TLS between every node, with the certificates in DIR (python -m harness.certs DIR); "
+        "with the CA's key there, each node gets a certificate made for this run",
     )
     p.add_argument(
         "--no-durable",

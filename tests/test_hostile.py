@@ -4,9 +4,11 @@ Three participants with ``--tls`` and short idle and line timeouts. While a
 legitimate client commits transaction after transaction, attackers send:
 random bytes and mutated protocol lines over plain TCP (they never get past
 the handshake), over TLS with another cluster's certificates (refused at the
-handshake), and over TLS with the *member* certificate (authenticated, but a
+handshake), over TLS with a *member's* certificate (authenticated, but a
 member may not prepare, commit or abort: every line is refused or answered
-without a change); floods of connections held idle; slow senders dribbling a
+without a change), and with another *client's* certificate (authenticated, but
+every line is about the legitimate client's txids, which are not its own:
+refused); floods of connections held idle; slow senders dribbling a
 line a byte at a time. Asserted at the end: no participant crashed or logged
 a traceback; the replicas agree and their state is exactly what the
 legitimate client's commits made (no durable record of any other
@@ -33,7 +35,7 @@ from pathlib import Path
 import pytest
 from conftest import WAIT, Cluster, child_env
 
-from harness.certs import make as make_certs
+from harness.node.certificates import issue as issue_certs
 from harness.node.tls import load as load_tls
 
 PAUSE = 0.05  # seconds each attacker waits between two attacks
@@ -43,6 +45,8 @@ BATCH = 40  # transactions per legitimate client process
 IDLE_TIMEOUT = "2"
 LINE_TIMEOUT = "1"
 MAX_CONNECTIONS = "128"
+LEGIT = "legit"  # the legitimate client's name (its certificate's, and its txids' owner)
+MALLORY = "mallory"  # an attacker with a client certificate of its own
 
 
 def _rss_kib(pid: int) -> int:
@@ -89,7 +93,8 @@ class Attack:
         # The machine has two shared cores: the attackers' own CPU must not be what
         # slows the participants down, only the work their input costs them.
         os.nice(19)
-        self.member = load_tls(self.certs, member=True).client
+        self.member = load_tls(self.certs, member=True, name=self.names.split(",")[0]).client
+        self.mallory = load_tls(self.certs, member=False, name=MALLORY).client
         self.stranger = load_tls(self.other, member=False).client
         asyncio.run(self._main())
         results.send((self.sent, self.unexpected))
@@ -105,7 +110,8 @@ class Attack:
         tasks = [
             *(self._forever(self._plain_junk) for _ in range(2)),
             self._forever(self._stranger),
-            *(self._forever(self._member_lines) for _ in range(2)),
+            self._forever(self._member_lines),
+            self._forever(self._client_lines),  # in a second member attacker's place: the same load as before
             self._forever(self._flood),
             *(self._forever(self._slow) for _ in range(3)),
         ]
@@ -196,6 +202,35 @@ class Attack:
         finally:
             writer.close()
 
+    async def _client_lines(self) -> None:
+        # An authenticated client, sending lines about the legitimate client's
+        # txids (their owner is LEGIT, not it): every one is refused.
+        port = self.rng.choice(self.ports)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=self.mallory)
+        try:
+            for _ in range(20):
+                t = f"{LEGIT}-{self.rng.randrange(16**12):012x}-{self.rng.randrange(1, 1000)}"
+                line = self.rng.choice(
+                    [
+                        f"PREPARE txid={t} value=666 participants={self.names}",
+                        f"COMMIT txid={t}",
+                        f"ABORT txid={t}",
+                        f"RESOLVE txid={t}",
+                    ]
+                )
+                data = self._mutate(line) if self.rng.random() < 0.3 else f"{line}\n".encode()
+                if data.startswith(b"STATUS"):
+                    continue
+                writer.write(data)
+                self.sent += 1
+                answer = await asyncio.wait_for(reader.readline(), 3)
+                if not answer:
+                    return  # refused and closed: the next connection
+                if not answer.startswith(b"ERROR "):
+                    self.unexpected.append(f"another client's certificate sent {data[:60]!r}, got {answer[:80]!r}")
+        finally:
+            writer.close()
+
     async def _flood(self) -> None:
         conns = []
         try:
@@ -263,8 +298,8 @@ def _p99(values: list[float]) -> float:
 @pytest.fixture
 def hostile_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, Path]]:
     certs = tmp_path / "certs"
-    make_certs(certs)
     c = Cluster(tmp_path)
+    issue_certs(certs, c.members.split(","), [LEGIT, MALLORY])  # one certificate per node, by name
     c.extra = ["--tls", str(certs)]
     try:
         for n in (1, 2, 3):
@@ -290,7 +325,7 @@ def test_a_hostile_campaign_changes_nothing_and_costs_the_legitimate_client_litt
     cluster, certs = hostile_cluster
     pids = [p.proc.pid for p in cluster.procs]
     other = tmp_path / "other-ca"
-    make_certs(other)
+    issue_certs(other, clients=["client"])
     attack = Attack([cluster.ports[n] for n in (1, 2, 3)], cluster.servers, certs, other)
     attack.start()
     peak_fds = [0, 0, 0]
@@ -301,14 +336,14 @@ def test_a_hostile_campaign_changes_nothing_and_costs_the_legitimate_client_litt
         # Idle and attacked rounds alternate, so that the shared machine's own
         # noise (other tests, fsync stalls) falls on both alike.
 
-        def batch(prefix: str) -> Callable[[int], list[float]]:
-            return lambda i: _latencies(cluster, certs, BATCH, f"{prefix}x{i}")
+        def batch(_: int) -> list[float]:
+            return _latencies(cluster, certs, BATCH, LEGIT)
 
-        for r in range(ROUNDS):
-            idle += _for(ROUND_SECONDS, batch(f"idle{r}"))
+        for _ in range(ROUNDS):
+            idle += _for(ROUND_SECONDS, batch)
             rss0 = rss0 or [_rss_kib(pid) for pid in pids]
             attack.active.set()
-            under += _for(ROUND_SECONDS, batch(f"under{r}"))
+            under += _for(ROUND_SECONDS, batch)
             peak_fds = [max(f, _fds(pid)) for f, pid in zip(peak_fds, pids, strict=True)]
             attack.active.clear()
     finally:
@@ -334,7 +369,7 @@ def test_a_hostile_campaign_changes_nothing_and_costs_the_legitimate_client_litt
         log = (cluster.workdir / "logs" / f"server{n}.log").read_text()
         assert "Traceback" not in log
         durable = re.findall(r" durable txid=(\S+) ", log)
-        assert durable and all(t.startswith(("idle", "under")) for t in durable), sorted(set(durable))[:5]
+        assert durable and all(t.startswith(f"{LEGIT}-") for t in durable), sorted(set(durable))[:5]
         assert len(re.findall(r" overload ", log)) < 50  # one line per episode, not one per connection
         versions = [int(v) for v in re.findall(r" durable txid=\S+ state=committed value=1 version=(\d+) ", log)]
         assert sorted(versions) == list(range(1, commits + 1))

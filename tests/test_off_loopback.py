@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import WAIT, NodeProcess, child_env
 
-from harness.certs import make as make_certs
 from harness.node.address import pick_port
+from harness.node.certificates import issue as issue_certs
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("ip") is None,
@@ -82,10 +82,10 @@ def test_off_loopback_only_with_tls_and_only_for_certificate_holders(
     )
     assert plain.returncode == 2 and plain.stderr.count("\n") == 1 and "without --tls" in plain.stderr
 
-    certs = tmp_path / "certs"
-    make_certs(certs)
     ports = [pick_port(mine) for _ in range(3)]
     members = ",".join(f"{mine}:{p}" for p in ports)
+    certs = tmp_path / "certs"
+    issue_certs(certs, members.split(","), ["client"])
     tls = ["--cluster", members, "--tls", str(certs)]
     procs = []
     try:

@@ -8,6 +8,7 @@ change.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import ssl
@@ -20,7 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import WAIT, Cluster, LineClient, NodeProcess, child_env
 
-from harness.certs import make as make_certs
+from harness.node.certificates import issue as issue_certs
+from harness.node.tls import Role, names_in
 from harness.node.tls import load as load_tls
 
 
@@ -44,14 +46,16 @@ def _participant(cwd: Path, *args: str, timeout: float = WAIT) -> subprocess.Com
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA and one client's certificate (``client``); each cluster adds its members'."""
     folder = tmp_path_factory.mktemp("certs")
-    make_certs(folder)
+    issue_certs(folder, clients=["client"])
     return folder
 
 
 @pytest.fixture
 def tls_cluster(tmp_path: Path, certs: Path) -> Iterator[Cluster]:
     c = Cluster(tmp_path)
+    issue_certs(certs, c.members.split(","))  # its ports are picked up front: one certificate per member
     c.extra = ["--tls", str(certs)]
     try:
         for n in (1, 2, 3):
@@ -138,14 +142,14 @@ def test_without_the_right_certificate_nothing_gets_through(tls_cluster: Cluster
         plain.close()
     # a certificate of another cluster's CA: refused at the handshake
     other = tmp_path / "other"
-    make_certs(other)
+    issue_certs(other, clients=["client"])
     with pytest.raises((ssl.SSLError, ConnectionError, OSError)):
         sock, f = _tls_line(port, load_tls(other, member=False).client)
         sock.sendall(f"PREPARE txid=p2 value=5 participants={names}\n".encode())
         if not f.readline():  # type: ignore[attr-defined]
             raise ConnectionError("closed")
     # a member certificate may resolve and ask STATUS, but not prepare, commit or abort
-    member = load_tls(certs, member=True).client
+    member = load_tls(certs, member=True, name=names.split(",")[0]).client
     for line in (f"PREPARE txid=p3 value=5 participants={names}", "COMMIT txid=p3", "ABORT txid=p3"):
         sock, f = _tls_line(port, member)
         try:
@@ -164,7 +168,7 @@ def test_a_client_certificate_cannot_pose_as_a_participant(tls_cluster: Cluster,
     # A "participant" presenting the client certificate: the client refuses to ask it anything.
     impostor = socket.create_server(("127.0.0.1", 0))
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_ctx.load_cert_chain(certs / "client.pem", certs / "client.key")
+    server_ctx.load_cert_chain(certs / "clients" / "client.pem", certs / "clients" / "client.key")
     try:
         port = impostor.getsockname()[1]
         done = subprocess.run(
@@ -342,3 +346,10 @@ def test_a_run_over_tls_with_a_participant_crash_point_is_consistent(tmp_path: P
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert "CONSISTENT" in done.stdout
     assert " tls=on" in (tmp_path / "run" / "server1.log").read_text()
+    # The folder had the CA's key: the run made each of its nodes a certificate by its name
+    # in this run (ports bound only then), and gave the nodes that folder, not the key.
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    issued = tmp_path / "run" / "tls"
+    assert sorted(names_in(issued, Role.MEMBER)) == sorted(p["address"] for p in run["participants"])
+    assert names_in(issued, Role.CLIENT) == ["client1", "client2"]
+    assert not (issued / "ca.key").exists()

@@ -150,6 +150,7 @@ class Run:
         self.clients_until = 0.0  # with --duration: when clients stop starting transactions
         self.watch = Watch(folder) if watch else None
         self.interrupted: str | None = None  # the signal that stopped the run
+        self.tls = config.tls  # the nodes' --tls folder: made for this run if config.tls has its CA's key
 
     def execute(self) -> RunResult:
         final: dict[str, Any] = {}
@@ -240,6 +241,8 @@ class Run:
     def _start_participants(self, bound: list[tuple[tuple[str, int], socket.socket | None]]) -> None:
         addresses = [address for address, _ in bound]
         names = [f"{h}:{p}" for h, p in addresses]
+        if self.config.tls is not None:
+            self.tls = self._certificates(names)
         for i, address in enumerate(addresses, 1):
             node = f"server{i}"
             routes = None
@@ -251,7 +254,7 @@ class Run:
                 }
             pcfg = ParticipantConfig(
                 cluster=tuple(names),
-                tls=self.config.tls,
+                tls=self.tls,
                 ask_peers=False,  # a new run folder: every store is new, no peer can have state yet
                 private_network=self.place.private_network,
                 node=node,
@@ -278,6 +281,24 @@ class Run:
             assert p.proc is not None
             await_ready(p.node, p.proc, conn, deadline)
             conn.close()
+
+    def _certificates(self, members: list[str]) -> Path:
+        """The --tls folder of this run's nodes: with the CA's key in config.tls, a
+        certificate for each by its name in this run (ports bound only now), in the
+        run folder; else config.tls itself, which must name them (remote hosts:
+        the certificates are where the inventory's hosts find them)."""
+        assert self.config.tls is not None
+        if self.config.hosts is not None:
+            return self.config.tls
+        try:  # the cryptography package is needed only with --tls
+            from harness.node.certificates import CertError, for_run
+        except ImportError:
+            raise RunError("--tls needs the cryptography package: pip install '.[tls]'") from None
+        clients = [f"client{i}" for i in range(1, self.config.clients + 1)]
+        try:
+            return for_run(self.config.tls, self.folder / "tls", members, clients)
+        except (CertError, OSError) as e:
+            raise RunError(f"--tls {self.config.tls}: {e}") from None
 
     def _fork_participant(
         self, p: ParticipantProcess, config: ParticipantConfig, keep: socket.socket | None = None
@@ -337,7 +358,7 @@ class Run:
                 prepare=self.config.prepare,
                 seed=self.seed * 1009 + i,
                 crash=self.crashes.get(name),
-                tls=self.config.tls,
+                tls=self.tls,
             )
             proc, parent = self._fork_client(ccfg)
             self.clients.append(ClientProcess(name=name, config=ccfg, proc=proc, conn=parent))
@@ -428,7 +449,7 @@ class Run:
         if patience is None:
             patience = 3 * c.resolve_after + 4 * c.timeout + 5.0
         deadline = time.monotonic() + patience
-        tls = load_tls(c.tls, member=False).client if c.tls is not None else None
+        tls = load_tls(self.tls, member=False).client if self.tls is not None else None
         while True:
             states = event_loop.run(query_all(addresses, timeout=2.0, ssl=tls))
             locked = [s for s in states if not isinstance(s, State) or s.lock is not None]

@@ -148,7 +148,7 @@ async def run(
     crash = CrashPlan.parse(config.crash, ClientCrashPoint) if config.crash else None
     log = EventLog(config.log, config.name, echo=config.echo, buffered=True)
     try:
-        ssl_context = load_tls(config.tls, member=False).client if config.tls is not None else None
+        ssl_context = load_tls(config.tls, member=False, name=config.name).client if config.tls is not None else None
     except TlsError as e:
         raise ConnectError(str(e)) from None
     client = ClientNode(

@@ -20,7 +20,7 @@ from harness.events.schema import BEGIN, CONNECTED, DECIDE, DISCONNECT, ERROR_RE
 from harness.node import event_loop
 from harness.node.crash import ClientCrashPoint, CrashPlan
 from harness.node.timing import CLIENT_TIMEOUT, CONNECT_TIMEOUT, RETRY_INTERVAL
-from harness.node.tls import Role, role_of
+from harness.node.tls import is_member
 from harness.protocol import coordinator as co
 from harness.protocol.messages import (
     DecodeError,
@@ -144,9 +144,11 @@ class _ServerLink:
                 self.client.log.write(UNREACHABLE, peer=self.name, error=str(e) or type(e).__name__)
                 return False
             ssl_object = transport.get_extra_info("ssl_object")
-            if ssl_object is not None and role_of(ssl_object.getpeercert()) is not Role.MEMBER:
-                # a client certificate posing as a participant: not one to ask a vote of
-                self.client.log.write(UNREACHABLE, peer=self.name, error="its certificate is not a member's")
+            if not is_member(transport, self.address):
+                # a client certificate posing as a participant, or another member's: not one to ask a vote of
+                self.client.log.write(
+                    UNREACHABLE, peer=self.name, error=f"its certificate is not member {self.address}'s"
+                )
                 transport.abort()
                 return False
             if self.client.crash is not None:

@@ -14,7 +14,7 @@ import collections
 from dataclasses import dataclass
 from typing import Protocol, cast
 
-from harness.node.tls import Role
+from harness.node.tls import Identity
 from harness.protocol.messages import LineBuffer
 
 
@@ -76,9 +76,10 @@ class InboundConnection(asyncio.Protocol):
         self.write_blocked = False  # the peer is not reading what we write
         self.queue_full = False  # MAX_QUEUED replies wait to leave
         self.crash_on_drain: list[QueuedReply] = []  # their crash points are reached once the kernel has our bytes
-        self.role: Role | None = None  # what the peer proved (harness.node.tls); None: handshake under way
+        # Who the peer proved to be (harness.node.tls: a role and a name); None: handshake under way.
+        self.identity: Identity | None = None
         # Lines that arrived with the handshake's last flight, before _handshake
-        # resumed and set the role: replayed then.
+        # resumed and set the identity: replayed then.
         self.early: list[bytes] = []
         self.last_rx = 0.0  # loop time of the last bytes received
         self.partial_since: float | None = None  # loop time a partial line began

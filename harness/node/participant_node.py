@@ -18,8 +18,8 @@ connection, and logged before anything they cause leaves (harness.events.log).
 
 Bad input from the network (their fault) is logged, answered with ERROR and
 the connection closed; it never reaches the core, so it never changes state.
-So is a request the connection's role may not make (harness.node.tls: with
---tls, only a client certificate may PREPARE, COMMIT or ABORT). Connections
+So is a request the connection's identity may not make (harness.node.tls: with
+--tls, only a client may PREPARE, COMMIT or ABORT, and only its own txids). Connections
 are bounded in number, idle time, partial-line time and queued requests
 (harness.node.limits); peers are reached only if they are members.
 """
@@ -56,7 +56,7 @@ from harness.node.peer_link import PeerLink
 from harness.node.rejoin import learn_from_peers
 from harness.node.storage import Storage
 from harness.node.timing import RESOLVE_AFTER
-from harness.node.tls import HANDSHAKE_TIMEOUT, Role, Tls, allowed, transport_role
+from harness.node.tls import HANDSHAKE_TIMEOUT, TRUSTED, Tls, refusal, transport_identity, unwelcome
 from harness.protocol.messages import (
     DecodeError,
     Error,
@@ -307,7 +307,7 @@ class ParticipantNode:
             self._handshaking[conn] = None
             self._spawn(self._handshake_counted(conn))
             return
-        conn.role = Role.TRUSTED
+        conn.identity = TRUSTED
         self._ready(conn)
 
     def _ready(self, conn: InboundConnection) -> None:
@@ -347,12 +347,14 @@ class ParticipantNode:
             self.on_close(conn, None)
             return
         conn.transport = transport  # typed asyncio.Transport by start_tls; uvloop's is not a subclass: no isinstance
-        conn.role = transport_role(transport)
-        if conn.role is None:  # a certificate of this CA without a role: not ours to serve
-            self.log.write(BAD_INPUT, peer=conn.peer, code="forbidden", detail="certificate without a role")
+        who = transport_identity(transport)
+        why = "a certificate without an identity" if who is None else unwelcome(who, self.cluster)
+        if why is not None:  # a certificate of this CA, but not one we serve
+            self.log.write(BAD_INPUT, peer=conn.peer, code="forbidden", detail=why)
             transport.abort()
             self.on_close(conn, None)
             return
+        conn.identity = who
         self._ready(conn)
         early, conn.early = conn.early, []
         for data in early:
@@ -379,7 +381,7 @@ class ParticipantNode:
         """Bytes arrived on ``conn``: decode each line, feed it to the core, perform the actions."""
         if conn.refused or self._closing:
             return
-        if conn.role is None:
+        if conn.identity is None:
             conn.early.append(data)
             return
         now = asyncio.get_running_loop().time()
@@ -400,8 +402,8 @@ class ParticipantNode:
             except DecodeError as e:
                 self._refuse(conn, e)
                 return
-            if not allowed(conn.role, msg.kind):
-                self._refuse(conn, DecodeError("forbidden", f"a {conn.role.value} may not send {msg.kind.value}"))
+            if (why := refusal(conn.identity, msg)) is not None:
+                self._refuse(conn, why)
                 return
             if len(conn.queue) >= MAX_PIPELINE:
                 self._refuse(conn, DecodeError("too-many", f"at most {MAX_PIPELINE} requests may wait for replies"))

@@ -16,7 +16,7 @@ from harness.events.log import EventLog
 from harness.events.schema import DISCONNECT, RECV, SEND, UNREACHABLE
 from harness.node.address import READ_CHUNK, parse_address
 from harness.node.timing import CONNECT_TIMEOUT
-from harness.node.tls import Role, Tls, role_of
+from harness.node.tls import Tls, is_member
 from harness.protocol.messages import DecodeError, LineBuffer, Message, decode, encode
 
 
@@ -58,9 +58,8 @@ class PeerLink:
                 except (OSError, TimeoutError, ValueError) as e:
                     node.log.write(UNREACHABLE, peer=self.peer, error=str(e) or type(e).__name__)
                     return
-                ssl_object = writer.get_extra_info("ssl_object")
-                if ssl_object is not None and role_of(ssl_object.getpeercert()) is not Role.MEMBER:
-                    node.log.write(UNREACHABLE, peer=self.peer, error="its certificate is not a member's")
+                if not is_member(writer, self.peer):
+                    node.log.write(UNREACHABLE, peer=self.peer, error=f"its certificate is not member {self.peer}'s")
                     writer.close()
                     return
                 self._writer = writer

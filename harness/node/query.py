@@ -8,6 +8,7 @@ import ssl as _ssl
 
 from harness.node.address import READ_CHUNK
 from harness.node.timing import STATUS_TIMEOUT
+from harness.node.tls import is_member
 from harness.protocol.messages import DecodeError, State, Status, decode, encode
 
 
@@ -15,10 +16,13 @@ async def query_status(
     address: tuple[str, int], timeout: float = STATUS_TIMEOUT, ssl: _ssl.SSLContext | None = None
 ) -> State:
     """Ask one participant for its STATE (over TLS with ``ssl``). Raises OSError or TimeoutError if it
-    cannot be reached or does not answer, ValueError if it answers nonsense."""
+    cannot be reached or does not answer, ValueError if it answers nonsense or, over TLS, if
+    its certificate is not the member's at that address."""
     async with asyncio.timeout(timeout):
         reader, writer = await asyncio.open_connection(*address, limit=READ_CHUNK, ssl=ssl)
         try:
+            if not is_member(writer, f"{address[0]}:{address[1]}"):  # another's certificate (harness.node.tls)
+                raise ValueError(f"its certificate is not member {address[0]}:{address[1]}'s")
             writer.write(encode(Status()))
             await writer.drain()
             line = await reader.readline()

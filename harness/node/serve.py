@@ -67,15 +67,15 @@ async def serve(
     crash = CrashPlan.parse(config.crash, ParticipantCrashPoint) if config.crash else None
     if (refusal := check_bind(config.host, config.tls, config.private_network)) is not None:
         raise StartError(refusal)
-    try:
-        tls = load_tls(config.tls, member=True) if config.tls is not None else None
-    except TlsError as e:
-        raise StartError(str(e)) from None
     if config.sock is not None:
         bound = config.sock.getsockname()
         me = config.advertise or f"{bound[0]}:{bound[1]}"
     else:
         me = config.advertise or f"{config.host}:{config.port}"
+    try:  # its own certificate, by its name (harness.node.tls)
+        tls = load_tls(config.tls, member=True, name=me) if config.tls is not None else None
+    except TlsError as e:
+        raise StartError(str(e)) from None
     if config.cluster is not None and not me.endswith(":0") and me not in config.cluster:
         raise StartError(
             f"this participant is {me}, not a member of its cluster {','.join(config.cluster)}: "
