@@ -164,3 +164,15 @@ def test_a_peer_decision_releasing_the_lock_grants_the_waiter() -> None:
     c.on_timeout(HOLDER)  # asks P2
     actions = c.on_peer_reply(P2, Outcome(txid=HOLDER, state=TxState.ABORTED))
     assert (2, Vote(txid=OLD, yes=True)) in replies(actions) and c.lock == OLD
+
+
+def test_a_lockless_prepare_waits_whatever_its_age_and_survives_a_grant_to_an_older_one() -> None:
+    c = held(core())
+    young = Prepare(txid=YOUNG, value=1, participants=ALL, prio=PRIO[YOUNG], lockless=True)
+    assert c.on_request(2, young) == []
+    c.on_request(3, prepare(OLDER))
+    got = replies(c.on_request(1, Commit(txid=HOLDER)))
+    assert (3, Vote(txid=OLDER, yes=True)) in got and 2 not in [conn for conn, _ in got]
+    assert list(c.waiting) == [YOUNG]  # holds nothing: nobody can wait for it, so it may wait for anyone
+    got = replies(c.on_request(3, Commit(txid=OLDER)))
+    assert (2, Vote(txid=YOUNG, yes=True)) in got

@@ -91,6 +91,10 @@ class Prepare:
     # and kept across its retries; None from a client that sends none (it
     # counts as the youngest). Participants under the default policy ignore it.
     prio: int | None = None
+    # The sender holds no lock anywhere for this transaction (ordered prepare's
+    # first PREPARE): under wait-die it may wait whatever its age, since nobody
+    # can be waiting for it (harness.protocol.conflict).
+    lockless: bool = False
     kind: Kind = field(default=Kind.PREPARE, init=False, repr=False)
 
 
@@ -204,6 +208,7 @@ def message_fields(msg: Message) -> list[tuple[str, object]]:
                 ("value", msg.value),
                 ("participants", ",".join(msg.participants)),
                 ("prio", msg.prio),
+                ("lockless", 1 if msg.lockless else None),
             ]
         case Vote():
             return [
@@ -387,7 +392,7 @@ _VERB_RE = re.compile(r"([^ \t]*)([ \t]*)(.*)", re.S)
 # Every field a message of each kind may carry: what message_fields writes
 # (tests/test_messages.py holds the two together).
 MESSAGE_FIELDS: dict[Kind, frozenset[str]] = {
-    Kind.PREPARE: frozenset({"txid", "value", "participants", "prio"}),
+    Kind.PREPARE: frozenset({"txid", "value", "participants", "prio", "lockless"}),
     Kind.VOTE: frozenset({"txid", "vote", "code", "reason"}),
     Kind.COMMIT: frozenset({"txid"}),
     Kind.ABORT: frozenset({"txid"}),
@@ -407,6 +412,7 @@ def _build(kind: Kind, f: dict[str, str]) -> Message:
                 value=_int(f, "value"),
                 participants=parse_participants(_require(f, "participants")),
                 prio=_int(f, "prio", 0) if "prio" in f else None,
+                lockless=_int(f, "lockless", 1, 1) == 1 if "lockless" in f else False,
             )
         case Kind.VOTE:
             vote = _require(f, "vote")

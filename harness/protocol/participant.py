@@ -327,7 +327,7 @@ class ParticipantCore:
                     detail = f"{msg.txid} was prepared with value={promised[0]} for {','.join(promised[1])}"
                     return [Reply(conn=conn, msg=Error(code="conflict", txid=msg.txid, detail=detail))]
                 held = self.lock is not None and self.lock != msg.txid
-                if held and known is None and self.conflict is ConflictPolicy.WAIT_DIE and self._older(msg):
+                if held and known is None and self.conflict is ConflictPolicy.WAIT_DIE and self._may_wait(msg):
                     self.waiting[msg.txid] = Waiter(prepare=msg, conns=(conn,))  # waits: no record, no reply yet
                     return []
                 event = Event.PREPARE_LOCK_HELD if held else Event.PREPARE_LOCK_FREE
@@ -419,10 +419,13 @@ class ParticipantCore:
 
     # ------------------------------------------------------------ internals
 
-    def _older(self, prepare: Prepare) -> bool:
-        """Is ``prepare`` older than the lock's holder? A holder of unknown age
-        (restored from storage, or sent none) is taken as older than anyone:
-        the requester dies, which is always safe."""
+    def _may_wait(self, prepare: Prepare) -> bool:
+        """Wait-die: may ``prepare`` wait for the lock's holder? Yes when its
+        transaction holds no lock anywhere (nobody can wait for it), or is older
+        than the holder. A holder of unknown age (restored from storage, or
+        sent none) is taken as older than anyone."""
+        if prepare.lockless:
+            return True
         if self.lock_prio is None or self.lock is None:
             return False
         return age_of(prepare.prio, prepare.txid) < age_of(self.lock_prio, self.lock)
@@ -448,7 +451,7 @@ class ParticipantCore:
             actions += self._transition(conn, first.prepare.txid, Event.PREPARE_LOCK_FREE, first.prepare)
         self.lock_prio = first.prepare.prio
         for w in sorted(self.waiting.values(), key=lambda w: w.age):
-            if not self._older(w.prepare):
+            if not self._may_wait(w.prepare):
                 actions += self._die(w)
         return actions
 
