@@ -263,7 +263,7 @@ class ParticipantCore:
         # of a waiting transaction (Cornus: asked before it voted, it aborts).
         txid = getattr(msg, "txid", None)
         actions: list[Action] = []
-        for w in list(self.waiting.values()):
+        for w in sorted(self.waiting.values(), key=lambda w: w.age):  # by age, not by name (harness.sim.symmetry)
             same = w.prepare.txid == txid
             if (conn in w.conns and not (same and isinstance(msg, Prepare))) or (
                 same and isinstance(msg, Abort | Resolve)
