@@ -127,12 +127,13 @@ class CoordinatorCore:
         targets = self.participants[:1] if self.ordered else self.participants
         self.silent = set(targets)
         self.unsent = set(self.participants) - self.silent
-        # Ordered prepare's first PREPARE goes out while this transaction holds no
-        # lock anywhere; said with the age, as a hint for wait-die (harness.protocol.conflict).
-        lockless = self.ordered and self.prio is not None
-        return [*self._prepare(targets, lockless=lockless), SetTimer(timer=Timer.PHASE)]
+        return [*self._prepare(targets), SetTimer(timer=Timer.PHASE)]
 
-    def _prepare(self, targets: tuple[str, ...] | list[str], lockless: bool = False) -> list[CoordinatorAction]:
+    def _prepare(self, targets: tuple[str, ...] | list[str]) -> list[CoordinatorAction]:
+        # Ordered prepare's first PREPARE goes out while this transaction holds no
+        # lock anywhere (no yes vote yet); said with the age, as a hint for wait-die
+        # (harness.protocol.conflict).
+        lockless = self.ordered and self.prio is not None and not self.yes
         prepare = Prepare(
             txid=self.txid, value=self.value, participants=self.participants, prio=self.prio, lockless=lockless
         )
