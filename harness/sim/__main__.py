@@ -54,7 +54,8 @@ def parser() -> argparse.ArgumentParser:
         "simulation. Properties: AC1 agreement, AC2 stability, AC3 validity, clients told the truth, refinement "
         "of Gray and Lamport's TCommit, lock exclusion and every message through the real codec on every step; "
         "AC4 (a transaction with no fault and no conflict commits) on every report; liveness and identical "
-        "replicas once faults stop.",
+        "replicas once faults stop; with --conflict wait-die, no cycle of waits on every step and no waiting "
+        "PREPARE left once quiet.",
         epilog="Exit status: 0 no violation, 1 violation (the counterexample and the command that repeats it are "
         "printed), 2 usage error.",
     )
