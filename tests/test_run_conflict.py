@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 from pathlib import Path
 
+from conftest import Cluster, LineClient
+
 from harness.events.log import read_log
 from harness.experiment.config import RunConfig
 from harness.experiment.runner import run
@@ -47,3 +49,32 @@ def test_wait_die_run_is_consistent_every_client_commits_and_prepares_wait(tmp_p
     assert all(c.committed >= 1 for c in report.clients), [(c.name, c.committed) for c in report.clients]
     # The policy was at work: some PREPARE was queued, then granted on its own connection.
     assert sum(_waited(tmp_path / "run" / f"server{i}.log") for i in (1, 2, 3)) >= 1
+
+
+def test_a_participant_under_wait_die_answers_each_waiter_on_its_own_connection_in_order(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, size=1)
+    clients: list[LineClient] = []
+    try:
+        cluster.start_participant(1, "--conflict", "wait-die")
+        names = cluster.members
+        holder, older, lockless, young, asked = clients[:] = [LineClient(cluster.ports[1]) for _ in range(5)]
+        assert holder.ask(f"PREPARE txid=h value=1 participants={names} prio=20") == "VOTE txid=h vote=ok"
+        older.send(f"PREPARE txid=o value=2 participants={names} prio=10\n".encode())  # older: waits
+        lockless.send(f"PREPARE txid=w value=3 participants={names} prio=30 lockless=1\n".encode())  # holds nothing
+        assert young.ask(f"PREPARE txid=y value=4 participants={names} prio=40").startswith(
+            "VOTE txid=y vote=NOK code=locked"  # younger, and may hold locks elsewhere: dies at once
+        )
+        assert holder.ask("COMMIT txid=h") == "OUTCOME txid=h state=committed"
+        assert older.readline() == "VOTE txid=o vote=ok"  # granted: the oldest waiter
+        asked.send(f"PREPARE txid=z value=5 participants={names} prio=5\n".encode())  # older than o: waits
+        # Its coordinator gives up: the waiting PREPARE is answered first, then the RESOLVE, in order.
+        asked.send(b"RESOLVE txid=z\n")
+        assert asked.readline().startswith("VOTE txid=z vote=NOK")
+        assert asked.readline() == "OUTCOME txid=z state=aborted"
+        assert older.ask("COMMIT txid=o") == "OUTCOME txid=o state=committed"
+        assert lockless.readline() == "VOTE txid=w vote=ok"  # it outlived a grant to an older one
+        assert lockless.ask("ABORT txid=w") == "OUTCOME txid=w state=aborted"
+    finally:
+        for c in clients:
+            c.close()
+        cluster.stop()
