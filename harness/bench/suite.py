@@ -126,6 +126,7 @@ QUICK = {
     "repeat": 2,
     "transactions": 100,
     "duration": 1.0,
+    "conflict_clients": (1, 20),
     "checker_lines": 100_000,
     "memory_transactions": 100,
     "fsyncs": 30,
