@@ -8,9 +8,16 @@ operation first started, kept across its retries), ties broken by txid; a
 PREPARE without one, or a holder whose age is unknown because it was restored
 from storage, counts as the youngest:
 
-* older than H: it *waits*, queued (:class:`Waiter`) with no record and no
-  reply yet;
+* older than H, or sent ``lockless`` (its transaction holds no lock anywhere:
+  ordered prepare's first PREPARE): it *waits*, queued (:class:`Waiter`) with
+  no record and no reply yet;
 * otherwise it *dies* at once, with the NOK it would have had under ``nok``.
+
+``lockless`` is this project's one addition to the textbook rule: under
+contention every client prepares the first participant first, so there it
+turns deaths and retries into an age-ordered queue. Measured with 20 clients
+for 5 s, side by side: textbook wait-die 31-82 committed/s (5.5 aborts per
+commit, Jain 0.94-0.97), with ``lockless`` 141 (no abort, Jain 1.00).
 
 When the lock is released, the oldest waiter is granted: it is handled as a
 PREPARE on a free lock (its yes vote recorded, then its reply, on its own
@@ -20,11 +27,13 @@ its coordinator at its vote deadline or from a peer) or aborted, or whose
 connection sends another request (replies on a connection go in order), stops
 waiting the same way: the NOK it would have had (a durable abort), then the
 answer to the request. One whose connection closes is forgotten, as if its
-PREPARE had been lost (its coordinator resolves it). The queue is volatile: a
-crash forgets it, which is the same again.
+PREPARE had been lost (its coordinator resolves it): granting it would hold the
+lock for a client that cannot hear the vote, until the resolve timer. The queue
+is volatile: a crash forgets it, which is the same again.
 
-Why no deadlock: a transaction only ever waits for a younger one, so a cycle of
-waits would need a transaction younger than itself. Why no starvation: a
+Why no deadlock: in a cycle of waits every transaction is waited for, so holds
+a lock, so is not lockless and only waits for a younger one: the cycle would
+need a transaction younger than itself. Why no starvation: a
 transaction keeps its age across retries, so all others that start later are
 younger; once it is the oldest in the system it never dies, and it waits only
 for holders that finish (every holder is decided, by its client or its peers).
