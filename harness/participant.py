@@ -32,6 +32,7 @@ from harness.node.serve import ParticipantConfig, StartError, serve
 from harness.node.storage import remove_storage
 from harness.node.timing import RESOLVE_AFTER, RESOLVE_AFTER_PER_DELAY, resolve_after
 from harness.node.watch import Echo
+from harness.protocol.conflict import DEFAULT_CONFLICT, ConflictPolicy
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         default=None,
         help="the name clients and peers know this participant by (default HOST:PORT)",
+    )
+    p.add_argument(
+        "--conflict",
+        type=ConflictPolicy,
+        choices=list(ConflictPolicy),
+        default=DEFAULT_CONFLICT,
+        help="a PREPARE that finds the lock held: an immediate NOK (nok), or, when its transaction is older "
+        f"than the holder, a wait for the lock (wait-die; docs/protocol.md) (default {DEFAULT_CONFLICT})",
     )
     p.add_argument("--quiet", action="store_true", help="do not echo events on standard output")
     p.add_argument(
@@ -176,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster=tuple(f"{h}:{p}" for h, p in cluster),
         tls=args.tls,
         rejoin_empty=args.rejoin_empty,
+        conflict=args.conflict,
         limits=Limits(
             max_connections=args.max_connections, idle_timeout=args.idle_timeout, line_timeout=args.line_timeout
         ),

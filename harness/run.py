@@ -35,6 +35,7 @@ from harness.node.timing import (
     FAULT_RESOLVE_AFTER,
     RESOLVE_AFTER_PER_DELAY,
 )
+from harness.protocol.conflict import ConflictPolicy
 from harness.protocol.messages import VALUE_MAX, VALUE_MIN
 from harness.report import files as report_files
 from harness.report import summary, tables
@@ -101,6 +102,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="how clients send PREPARE: all at once (parallel), the first participant before the others "
         "(ordered: a round trip more, but votes never split under contention), or parallel until a NOK "
         f"vote, then ordered for a while (adaptive; default {d.prepare})",
+    )
+    p.add_argument(
+        "--conflict",
+        type=ConflictPolicy,
+        choices=list(ConflictPolicy),
+        default=d.conflict,
+        help="what a participant does with a PREPARE that finds its lock held: vote NOK at once (nok), or let "
+        f"an older transaction wait for the lock and a younger one die (wait-die) (default {d.conflict})",
     )
     p.add_argument(
         "--value",
@@ -287,6 +296,7 @@ def _main(argv: list[str] | None) -> int:
             delay=args.delay,
             retry=args.retry,
             prepare=args.prepare,
+            conflict=args.conflict,
             value=args.value,
             seed=args.seed,
             out=args.out,

@@ -31,6 +31,8 @@ TINY = [
     "0.3",
     "--clients",
     "2",
+    "--conflict-clients",
+    "1,2",
     "--checker-lines",
     "8000",
     "--memory-transactions",
@@ -60,6 +62,9 @@ def test_bench_quick_measures_every_section_and_writes_json(tmp_path: Path) -> N
     one = results["one_client"]
     assert one["durable"]["reps"][0]["committed"] == 20 and one["not_durable"]["reps"][0]["committed"] == 20
     assert results["contention"]["2"]["committed"] >= 1
+    for policy in ("nok", "wait-die"):
+        conflict = results["conflict"][f"{policy}-2"]
+        assert conflict["committed"] >= 1 and 0 < conflict["jain"] <= 1 and conflict["ratio_to_one"] > 0
     assert 0 < results["startup"]["participants_ready_s"] <= results["startup"]["all_ready_s"]
     assert results["memory"]["participant_mib"] > 0 and results["memory"]["client_mib"] > 0
     checker = results["checker"]

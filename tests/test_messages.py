@@ -50,6 +50,8 @@ EXAMPLES: list[Message] = [
     Prepare(txid="c1-0001", value=42, participants=THREE),
     Prepare(txid="t", value=0, participants=("localhost:1",)),
     Prepare(txid="x.y:z_9-", value=VALUE_MAX, participants=THREE),
+    Prepare(txid="c1-0002", value=7, participants=THREE, prio=1_764_000_000_123_456),  # wait-die's age
+    Prepare(txid="c1-0003", value=7, participants=THREE, prio=0, lockless=True),
     Prepare(txid="neg", value=VALUE_MIN, participants=tuple(f"h{i}:{i}" for i in range(MAX_PARTICIPANTS))),
     Vote(txid="c1-0001", yes=True),
     Vote(txid="c1-0001", yes=False, code=NokCode.LOCKED, reason="locked by c2-0007"),
@@ -350,6 +352,8 @@ BAD_INPUT: list[Any] = [  # (code, line) pairs, or pytest.param of one
     ("bad-value", b"PREPARE txid=t1 value=1.5 " + PARTS),
     ("bad-value", b"PREPARE txid=t1 value= " + PARTS),
     ("bad-value", b"PREPARE txid=t1 value=0x10 " + PARTS),
+    ("bad-value", b"PREPARE txid=t1 value=1 prio=-5 " + PARTS),  # an age is never negative
+    ("bad-value", b"PREPARE txid=t1 value=1 lockless=0 " + PARTS),  # said only when true
     ("bad-value", b"PREPARE txid=t1 value=%d " % (VALUE_MAX + 1) + PARTS),
     ("bad-value", b"PREPARE txid=t1 value=%d " % (VALUE_MIN - 1) + PARTS),
     ("bad-value", b"PREPARE txid=t1 value=" + b"9" * 100 + b" " + PARTS),

@@ -459,7 +459,7 @@ def test_cli_random_exits_1_with_a_seed_that_repeats_the_failure(monkeypatch: py
     real = random_runs
 
     def broken(*args, **kwargs):  # type: ignore[no-untyped-def]
-        return real(*args, **kwargs, participant_factory=AbortOnTimeout.restore)
+        return real(*args, **{**kwargs, "participant_factory": AbortOnTimeout.restore})
 
     monkeypatch.setattr(cli, "random_runs", broken)
     out = io.StringIO()

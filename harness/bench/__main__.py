@@ -13,6 +13,13 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from harness.bench.conflict import (
+    TARGET_FAIR_CLIENTS,
+    TARGET_FAIR_RATIO,
+    TARGET_JAIN,
+    TARGET_NONE_STARVED_CLIENTS,
+    TARGET_POLICY,
+)
 from harness.bench.floor import FSYNC_APPEND
 from harness.bench.suite import (
     CHECKER_SMALL,
@@ -32,6 +39,7 @@ from harness.bench.suite import (
 from harness.bench.table import build_rows, render
 from harness.console.cli import add_version
 from harness.experiment.processes import RunError
+from harness.protocol.conflict import ConflictPolicy
 from harness.verify.model import CheckError
 
 EPILOG = f"""\
@@ -40,6 +48,8 @@ what it measures (every figure beside its floor, measured in the same run):
               COMMIT per transaction; fsync of a {FSYNC_APPEND}-byte append in the data folder
   one-client  harness.experiment.runner.run with 1 client, durable and --no-durable: committed/s, p50/p99
   contention  harness.experiment.runner.run with --retry backoff for --duration seconds, per client count
+  conflict    the same per --conflicts policy and --conflict-clients count: committed/s against one
+              client's under the same policy, Jain's index, clients with no commit
   startup     3 participants and 5 clients ready, from the logs of a runner run
   memory      VmRSS of a participant and a client after --memory-transactions transactions
   checker     check_run on a synthetic run folder of --checker-lines lines and one {CHECKER_SMALL}x smaller
@@ -47,7 +57,9 @@ what it measures (every figure beside its floor, measured in the same run):
 targets: one client not durable >= {TARGET_NOT_DURABLE} x floor tx/s; durable p50 <= floor p50 +
 {TARGET_DURABLE_FSYNCS} fsyncs; 20 clients >= {TARGET_CONTENTION} x one client's committed/s; every client commits
 in a {STARVATION_RUN:g} s run; start-up < {TARGET_STARTUP} s; checker >= {TARGET_CHECKER:,} lines/s; participant <
-{TARGET_PARTICIPANT_MIB:g} MiB, client < {TARGET_CLIENT_MIB:g} MiB.
+{TARGET_PARTICIPANT_MIB:g} MiB, client < {TARGET_CLIENT_MIB:g} MiB; under {TARGET_POLICY},
+{TARGET_FAIR_CLIENTS} clients: Jain >= {TARGET_JAIN} and >= {TARGET_FAIR_RATIO} x one client's committed/s;
+{TARGET_NONE_STARVED_CLIENTS} clients: none with no commit.
 
 exit status: 0 measured (read the table for unmet targets), 1 a run or the checker's
 folder was inconsistent, 2 a usage or infrastructure error.
@@ -90,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
         type=_int_list,
         metavar="N,N,...",
         help=f"client counts of the contention runs, comma-separated (default {','.join(map(str, d.clients))})",
+    )
+    p.add_argument(
+        "--conflict-clients",
+        type=_int_list,
+        metavar="N,N,...",
+        help="client counts of the conflict runs, under each policy of --conflicts "
+        f"(default {','.join(map(str, d.conflict_clients))})",
+    )
+    p.add_argument(
+        "--conflicts",
+        type=_policies,
+        metavar="POLICY,...",
+        help=f"conflict policies of the conflict runs (default {','.join(d.conflicts)})",
     )
     p.add_argument(
         "--checker-lines",
@@ -139,6 +164,16 @@ def _int_list(text: str) -> tuple[int, ...]:
     return values
 
 
+def _policies(text: str) -> tuple[ConflictPolicy, ...]:
+    try:
+        policies = tuple(ConflictPolicy(x.strip()) for x in text.split(",") if x.strip())
+    except ValueError:
+        policies = ()
+    if not policies:
+        raise argparse.ArgumentTypeError(f"policies are {', '.join(ConflictPolicy)}; got {text!r}")
+    return policies
+
+
 def _sections(text: str) -> tuple[str, ...]:
     names = tuple(x.strip() for x in text.split(",") if x.strip())
     unknown = [n for n in names if n not in SECTIONS]
@@ -156,6 +191,8 @@ def config_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) 
         "transactions": args.transactions,
         "duration": args.duration,
         "clients": args.clients,
+        "conflict_clients": args.conflict_clients,
+        "conflicts": args.conflicts,
         "checker_lines": args.checker_lines,
         "memory_transactions": args.memory_transactions,
         "fsyncs": args.fsyncs,

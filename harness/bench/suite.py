@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.bench import report as report_bench
+from harness.bench.conflict import CONFLICT_CLIENTS, CONFLICTS, conflict_run, with_ratios
 from harness.bench.floor import (
     interpreter_startup,
     measure_fan_out,
@@ -64,6 +65,7 @@ from harness.experiment.processes import Processes
 from harness.experiment.workload import RetryMode
 from harness.node import event_loop
 from harness.node.event_loop import LoopKind
+from harness.protocol.conflict import ConflictPolicy
 
 CHECKER_SMALL = 4  # the linearity folder is this many times smaller
 
@@ -97,7 +99,7 @@ TARGET_PARTICIPANT_MIB = 40.0
 TARGET_CLIENT_MIB = 30.0
 
 
-SECTIONS = ("one-client", "uvloop", "contention", "startup", "memory", "checker", "report")
+SECTIONS = ("one-client", "uvloop", "contention", "conflict", "startup", "memory", "checker", "report")
 
 
 @dataclass
@@ -109,6 +111,8 @@ class BenchConfig:
     transactions: int = 500  # per floor repetition and per one-client run
     duration: float = STARVATION_RUN  # seconds per contention run
     clients: tuple[int, ...] = (5, 20, 100)  # contention runs
+    conflict_clients: tuple[int, ...] = CONFLICT_CLIENTS  # conflict runs, under each policy of ``conflicts``
+    conflicts: tuple[ConflictPolicy, ...] = CONFLICTS
     checker_lines: int = 1_000_000  # lines of the large checker folder
     memory_transactions: int = 500  # transactions before resident memory is read
     fsyncs: int = 100  # fsync and storage-write samples per repetition
@@ -122,6 +126,7 @@ QUICK = {
     "repeat": 2,
     "transactions": 100,
     "duration": 1.0,
+    "conflict_clients": (1, 20),
     "checker_lines": 100_000,
     "memory_transactions": 100,
     "fsyncs": 30,
@@ -174,6 +179,7 @@ class Bench:
             ("uvloop", self.uvloop),
             ("startup", self.startup),
             ("contention", self.contention),
+            ("conflict", self.conflict),
             ("checker", self.checker),
             ("report", self.report),
         ]
@@ -314,6 +320,33 @@ class Bench:
             }
             for n, rs in reps.items()
         }
+
+    def conflict(self) -> None:
+        """Each policy at each client count, interleaved: rounds of every (policy, count) pair."""
+        c = self.config
+        reps: dict[str, list[dict[str, Any]]] = {}
+        for rep in range(1, c.repeat + 1):
+            for n in c.conflict_clients:
+                for policy in c.conflicts:
+                    r = conflict_run(self.runs, n, c.duration, policy)
+                    reps.setdefault(f"{policy}-{n}", []).append(r)
+                    say(
+                        f"conflict {rep}/{c.repeat}, {policy}, {n} clients: {r['committed_s']:.0f} committed/s, "
+                        f"Jain {r['jain']:.2f}, {r['zero_clients']} with no commit"
+                    )
+        out: dict[str, dict[str, Any]] = {}
+        for key, rs in reps.items():
+            name, _, count = key.rpartition("-")
+            out[key] = {
+                "policy": name,
+                "clients": int(count),
+                "duration_s": c.duration,
+                "reps": rs,
+                **_medians(rs),
+                "zero_clients": max(r["zero_clients"] for r in rs),  # the worst run
+            }
+        with_ratios(out)
+        self.results["conflict"] = out
 
     def checker(self) -> None:
         c = self.config

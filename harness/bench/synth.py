@@ -138,7 +138,10 @@ def synthesize_run(folder: Path, lines: int, clients: int = SYNTH_CLIENTS) -> in
     servers = [f"server{i}" for i in range(1, PARTICIPANTS + 1)]
     client_names = [f"client{i}" for i in range(1, clients + 1)]
     listed = ",".join(names)
-    prep = Prepare(txid=SENTINEL["txid"], value=int(SENTINEL["value"]), participants=tuple(names))
+    # Clients send every operation's age (wall-clock microseconds, harness.protocol.conflict); one will do.
+    prep = Prepare(
+        txid=SENTINEL["txid"], value=int(SENTINEL["value"]), participants=tuple(names), prio=1_764_000_000_000_000
+    )
     locked = f"locked by {SENTINEL['lock']}"
     state = State(
         node=SENTINEL["node"],

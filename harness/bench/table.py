@@ -9,6 +9,13 @@ from typing import Any
 from tabulate import tabulate
 
 from harness.bench import report as rb
+from harness.bench.conflict import (
+    TARGET_FAIR_CLIENTS,
+    TARGET_FAIR_RATIO,
+    TARGET_JAIN,
+    TARGET_NONE_STARVED_CLIENTS,
+    TARGET_POLICY,
+)
 from harness.bench.floor import FSYNC_APPEND, PARTICIPANTS, STARTUP_CLIENTS
 from harness.bench.suite import (
     CHECKER_SMALL,
@@ -42,6 +49,30 @@ class Row:
     @property
     def ratio(self) -> float | None:
         return self.value / self.floor if self.floor else None
+
+
+def _conflict_rows(conflict: dict[str, Any] | None) -> list[Row]:
+    """Per policy and client count: committed/s against one client's (same policy), Jain, starved clients."""
+    rows: list[Row] = []
+    for r in (conflict or {}).values():
+        n, policy = r["clients"], r["policy"]
+        section = f"{policy}, {n} clients"
+        single = r["committed_s"] / r["ratio_to_one"] if r.get("ratio_to_one") else None
+        aimed = policy == TARGET_POLICY and n == TARGET_FAIR_CLIENTS
+        short = f" ({r['duration_s']:g} s runs)" if r["duration_s"] < STARVATION_RUN else ""
+        target, met = "", None
+        if aimed and single is not None:
+            target, met = f">= {TARGET_FAIR_RATIO} x one client{short}", r["committed_s"] >= TARGET_FAIR_RATIO * single
+        rows.append(Row(section, "committed/s", r["committed_s"], "committed/s", single, "1 client", target, met))
+        if n > 1:
+            target, met = (f">= {TARGET_JAIN}{short}", r["jain"] >= TARGET_JAIN) if aimed else ("", None)
+            rows.append(Row(section, "Jain's index of commits per client", r["jain"], "", None, "", target, met))
+            starved = policy == TARGET_POLICY and n >= TARGET_NONE_STARVED_CLIENTS
+            target, met = (f"0{short}", r["zero_clients"] == 0) if starved else ("", None)
+            rows.append(
+                Row(section, "clients with no commit (worst run)", r["zero_clients"], "count", None, "", target, met)
+            )
+    return rows
 
 
 def _fmt(value: float, unit: str) -> str:
@@ -226,6 +257,7 @@ def build_rows(results: dict[str, Any], config: BenchConfig) -> list[Row]:
                     r["min_client_commits"] >= 1,
                 ),
             ]
+    rows += _conflict_rows(results.get("conflict"))
     ch = results.get("checker")
     if ch:
         for label in ("large", "small"):

@@ -15,6 +15,7 @@ from harness.experiment.workload import PrepareMode, RetryMode
 from harness.hosts.netns import NetworkMode
 from harness.node.address import BASE_PORT, DEFAULT_HOST
 from harness.node.timing import CLIENT_TIMEOUT, RESOLVE_AFTER, client_timeout, resolve_after
+from harness.protocol.conflict import DEFAULT_CONFLICT, ConflictPolicy
 
 
 class Backend(enum.StrEnum):
@@ -36,6 +37,7 @@ class RunConfig:
     delay: float = 0.0
     retry: RetryMode = RetryMode.NONE
     prepare: PrepareMode = PrepareMode.ADAPTIVE  # the clients' --prepare
+    conflict: ConflictPolicy = DEFAULT_CONFLICT  # the participants' --conflict
     value: int | None = None  # None: a distinct value per transaction (transaction_value)
     seed: int | None = None  # None: drawn at random and recorded
     out: Path | None = None  # None: reports/<UTC time>-<short id>

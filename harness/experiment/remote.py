@@ -31,6 +31,7 @@ from harness.node import event_loop
 from harness.node.client_node import ConnectError, TxResult
 from harness.node.limits import Limits
 from harness.node.serve import ParticipantConfig, StartError, serve
+from harness.protocol.conflict import ConflictPolicy
 
 
 def say(kind: str, payload: object) -> None:
@@ -67,6 +68,7 @@ def participant_config(blob: str) -> ParticipantConfig:
     config.tls = Path(config.tls) if config.tls is not None else None
     config.cluster = tuple(config.cluster) if config.cluster is not None else None
     config.limits = Limits(**cast(dict[str, Any], config.limits))
+    config.conflict = ConflictPolicy(config.conflict)
     return config
 
 

@@ -266,6 +266,7 @@ class Run:
                 resolve_after=self.config.resolve_after,
                 durable=self.config.durable,
                 routes=routes,
+                conflict=self.config.conflict,
             )
             self.participants.append(ParticipantProcess(node=node, config=pcfg, address=(address[0], address[1])))
         deadline = time.monotonic() + READY_TIMEOUT

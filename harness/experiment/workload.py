@@ -131,7 +131,7 @@ class Transactor(Protocol):
 
     async def connect(self) -> None: ...
 
-    async def transact(self, value: int, ordered: bool = False) -> TxResult: ...
+    async def transact(self, value: int, ordered: bool = False, prio: int | None = None) -> TxResult: ...
 
     async def close(self) -> None: ...
 
@@ -195,10 +195,14 @@ async def drive(
             if until is not None and time.monotonic() >= until:
                 break
             value = work.values(op)
+            # The operation's age for wait-die (harness.protocol.conflict): wall-clock
+            # microseconds at its first attempt, kept by every retry, so that a retried
+            # operation grows older than the others and ends up first.
+            prio = time.time_ns() // 1000
             attempt = 0
             while True:
                 attempt += 1
-                result = await client.transact(value, ordered=prepare.ordered())
+                result = await client.transact(value, ordered=prepare.ordered(), prio=prio)
                 prepare.finished(result.cause)
                 log.write(
                     OUTCOME,

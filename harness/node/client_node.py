@@ -236,12 +236,13 @@ class ClientNode:
         self._seq += 1
         return f"{self._txid_prefix}-{self._seq}"
 
-    async def transact(self, value: int, ordered: bool = False) -> TxResult:
+    async def transact(self, value: int, ordered: bool = False, prio: int | None = None) -> TxResult:
         """Run one transaction writing ``value``; returns once it is finished.
-        ``ordered``: prepare the first participant before the others."""
+        ``ordered``: prepare the first participant before the others; ``prio``:
+        the operation's age, sent with PREPARE (harness.protocol.conflict)."""
         loop = asyncio.get_running_loop()
         txid = self.new_txid()
-        core = co.CoordinatorCore(txid=txid, value=value, participants=self.participants, ordered=ordered)
+        core = co.CoordinatorCore(txid=txid, value=value, participants=self.participants, ordered=ordered, prio=prio)
         txn = _Txn(core=core, done=loop.create_future())
         self._txns[txid] = txn
         started = time.perf_counter()

@@ -57,6 +57,7 @@ from harness.node.rejoin import learn_from_peers
 from harness.node.storage import Storage
 from harness.node.timing import RESOLVE_AFTER
 from harness.node.tls import HANDSHAKE_TIMEOUT, TRUSTED, Tls, refusal, transport_identity, unwelcome
+from harness.protocol.conflict import DEFAULT_CONFLICT, ConflictPolicy
 from harness.protocol.messages import (
     DecodeError,
     Error,
@@ -104,8 +105,10 @@ class ParticipantNode:
         tls: Tls | None = None,
         limits: Limits | None = None,
         rejoining: bool = False,
+        conflict: ConflictPolicy = DEFAULT_CONFLICT,
     ) -> None:
         self.storage = storage
+        self.conflict = conflict
         self.cluster = cluster  # every member's name; None: no membership rule (tests of the node alone)
         self.tls = tls
         self.limits = limits or Limits()
@@ -171,7 +174,9 @@ class ParticipantNode:
                 "give --cluster with every member's name, this one's included"
             )
         records = self.storage.preloaded if self.storage.preloaded is not None else self.storage.load()
-        self.core = ParticipantCore.restore(name, records, cluster=self.cluster, rejoining=self.rejoining)
+        self.core = ParticipantCore.restore(
+            name, records, cluster=self.cluster, rejoining=self.rejoining, conflict=self.conflict
+        )
         self._gc = GroupCommit(self.storage, self.log, self._durable)
         c = self.core
         if records:
@@ -374,6 +379,8 @@ class ParticipantNode:
         conn.queue.clear()
         if conn.timer is not None:
             conn.timer.cancel()
+        if self.core is not None and self.core.waiting:
+            self._perform(self.core.on_closed(conn.id), conn=None)  # a PREPARE waiting on it is forgotten
         if exc is not None and not self._closing:
             self.log.write(DISCONNECT, peer=conn.peer, error=type(exc).__name__)
 
@@ -457,7 +464,13 @@ class ParticipantNode:
                         self._barrier = seq
                 case Reply() | Close():
                     if conn is None or action.conn != conn.id:
-                        raise AssertionError(f"core replied on connection {action.conn}, input came on {conn}")
+                        # A reply on another connection: a PREPARE that waited for the
+                        # lock (wait-die) is answered where it came from, if still open.
+                        other = self._conns.get(action.conn)
+                        if other is None or other.refused or isinstance(action, Close):
+                            continue
+                        self._perform([action], conn=other)
+                        continue
                     if isinstance(action, Close):
                         conn.queue.append(QueuedReply(self._barrier, None))
                         conn.refused = True

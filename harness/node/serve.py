@@ -27,6 +27,7 @@ from harness.node.storage import StorageError
 from harness.node.timing import RESOLVE_AFTER
 from harness.node.tls import TlsError, check_bind
 from harness.node.tls import load as load_tls
+from harness.protocol.conflict import DEFAULT_CONFLICT, ConflictPolicy
 
 
 @dataclass
@@ -49,6 +50,7 @@ class ParticipantConfig:
     rejoin_empty: bool = False  # a lost store: start empty and learn the decided state from the peers
     ask_peers: bool = True  # an empty store: ask the peers whether it should have had state
     limits: Limits = field(default_factory=Limits)
+    conflict: ConflictPolicy = DEFAULT_CONFLICT  # a PREPARE that finds the lock held: NOK, or wait-die
     # The address is on a network only the run's own nodes reach (its namespaces,
     # or hosts an inventory declares private): listening there needs no TLS.
     private_network: bool = False
@@ -112,6 +114,7 @@ async def serve(
         tls=tls,
         limits=config.limits,
         rejoining=rejoining,
+        conflict=config.conflict,
     )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

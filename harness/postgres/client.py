@@ -196,7 +196,8 @@ class PgClient:
         self._seq += 1
         return f"{self._txid_prefix}-{self._seq}"
 
-    async def transact(self, value: int, ordered: bool = False) -> TxResult:
+    async def transact(self, value: int, ordered: bool = False, prio: int | None = None) -> TxResult:
+        # ``prio`` (wait-die's age) means nothing to PostgreSQL, which has its own lock waits.
         txid = self.new_txid()
         started = time.perf_counter()
         deadline = time.monotonic() + self.timeout

@@ -118,6 +118,10 @@ class CoordinatorCore:
     # never split under contention; it costs one round trip more.
     ordered: bool = False
     unsent: set[str] = field(default_factory=set)  # never sent PREPARE: can never vote yes
+    # The operation's age, sent with PREPARE for a participant's conflict policy
+    # (harness.protocol.conflict): an input, chosen by the client when the
+    # operation first started and the same for all its retries.
+    prio: int | None = None
 
     def start(self) -> list[CoordinatorAction]:
         targets = self.participants[:1] if self.ordered else self.participants
@@ -126,7 +130,13 @@ class CoordinatorCore:
         return [*self._prepare(targets), SetTimer(timer=Timer.PHASE)]
 
     def _prepare(self, targets: tuple[str, ...] | list[str]) -> list[CoordinatorAction]:
-        prepare = Prepare(txid=self.txid, value=self.value, participants=self.participants)
+        # Ordered prepare's first PREPARE goes out while this transaction holds no
+        # lock anywhere (no yes vote yet); said with the age, as a hint for wait-die
+        # (harness.protocol.conflict).
+        lockless = self.ordered and self.prio is not None and not self.yes
+        prepare = Prepare(
+            txid=self.txid, value=self.value, participants=self.participants, prio=self.prio, lockless=lockless
+        )
         return [Send(to=p, msg=prepare) for p in targets]
 
     # ------------------------------------------------------------ inputs

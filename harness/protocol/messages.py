@@ -86,6 +86,15 @@ class Prepare:
     txid: str
     value: int
     participants: tuple[str, ...]
+    # The transaction's age for a participant's conflict policy (wait-die):
+    # smaller is older. Chosen by the client when the operation first starts
+    # and kept across its retries; None from a client that sends none (it
+    # counts as the youngest). Participants under the default policy ignore it.
+    prio: int | None = None
+    # The sender holds no lock anywhere for this transaction (ordered prepare's
+    # first PREPARE): under wait-die it may wait whatever its age, since nobody
+    # can be waiting for it (harness.protocol.conflict).
+    lockless: bool = False
     kind: Kind = field(default=Kind.PREPARE, init=False, repr=False)
 
 
@@ -194,7 +203,13 @@ def message_fields(msg: Message) -> list[tuple[str, object]]:
     """The message's fields in wire order, as (key, printable value)."""
     match msg:
         case Prepare():
-            return [("txid", msg.txid), ("value", msg.value), ("participants", ",".join(msg.participants))]
+            return [
+                ("txid", msg.txid),
+                ("value", msg.value),
+                ("participants", ",".join(msg.participants)),
+                ("prio", msg.prio),
+                ("lockless", 1 if msg.lockless else None),
+            ]
         case Vote():
             return [
                 ("txid", msg.txid),
@@ -377,7 +392,7 @@ _VERB_RE = re.compile(r"([^ \t]*)([ \t]*)(.*)", re.S)
 # Every field a message of each kind may carry: what message_fields writes
 # (tests/test_messages.py holds the two together).
 MESSAGE_FIELDS: dict[Kind, frozenset[str]] = {
-    Kind.PREPARE: frozenset({"txid", "value", "participants"}),
+    Kind.PREPARE: frozenset({"txid", "value", "participants", "prio", "lockless"}),
     Kind.VOTE: frozenset({"txid", "vote", "code", "reason"}),
     Kind.COMMIT: frozenset({"txid"}),
     Kind.ABORT: frozenset({"txid"}),
@@ -393,7 +408,11 @@ def _build(kind: Kind, f: dict[str, str]) -> Message:
     match kind:
         case Kind.PREPARE:
             return Prepare(
-                txid=_txid(f), value=_int(f, "value"), participants=parse_participants(_require(f, "participants"))
+                txid=_txid(f),
+                value=_int(f, "value"),
+                participants=parse_participants(_require(f, "participants")),
+                prio=_int(f, "prio", 0) if "prio" in f else None,
+                lockless=_int(f, "lockless", 1, 1) == 1 if "lockless" in f else False,
             )
         case Kind.VOTE:
             vote = _require(f, "vote")

@@ -44,6 +44,10 @@ sender controls. It asks RESOLVE of members only and hears only members'
 answers. Without a cluster (``None``, the simulator's default) any list that
 names this participant is accepted, as before.
 
+Conflict policy (``conflict``): what a PREPARE that finds the lock held gets,
+an immediate NOK (the seed's rule, the default) or wait-die
+(harness.protocol.conflict says how and why it is deadlock- and starvation-free).
+
 Rejoining (``rejoining=True``): a participant whose store was lost and that was
 told to start empty answers every transactional request with ERROR
 ``rejoining`` (no record, no vote) until its driver has learnt the decided
@@ -62,6 +66,7 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from harness.protocol.conflict import DEFAULT_CONFLICT, ConflictPolicy, ConnId, Waiter, age_of
 from harness.protocol.messages import (
     Abort,
     Commit,
@@ -76,8 +81,6 @@ from harness.protocol.messages import (
     TxState,
     Vote,
 )
-
-ConnId = int  # an inbound connection, chosen by the driver
 
 # The requests that name a transaction (refused while rejoining).
 TXN_REQUESTS = (Prepare, Commit, Abort, Resolve)
@@ -205,6 +208,7 @@ class ParticipantCore:
     # Every member's name, this one's included; None: no membership rule (the module's docstring).
     cluster: frozenset[str] | None = None
     rejoining: bool = False  # store lost, told to start empty: refuse until rejoined()
+    conflict: ConflictPolicy = DEFAULT_CONFLICT
     records: dict[str, TxRecord] = field(default_factory=dict)
     storage_server: int = 0  # 0 = never changed
     version: int = 0
@@ -214,13 +218,27 @@ class ParticipantCore:
     # Volatile: peers that answered "prepared" to our RESOLVE, per txid. Lost on
     # a crash, which only means asking again.
     _peer_yes: dict[str, set[str]] = field(default_factory=dict)
+    # Volatile (wait-die): PREPAREs waiting for the lock, by txid; and the
+    # holder's priority (None: it came without one, or from storage).
+    waiting: dict[str, Waiter] = field(default_factory=dict)
+    lock_prio: int | None = None
 
     @classmethod
     def restore(
-        cls, name: str, records: Iterable[TxRecord], cluster: Iterable[str] | None = None, rejoining: bool = False
+        cls,
+        name: str,
+        records: Iterable[TxRecord],
+        cluster: Iterable[str] | None = None,
+        rejoining: bool = False,
+        conflict: ConflictPolicy = DEFAULT_CONFLICT,
     ) -> ParticipantCore:
         """Rebuild the state from durable records (a fresh node passes none)."""
-        core = cls(name=name, cluster=frozenset(cluster) if cluster is not None else None, rejoining=rejoining)
+        core = cls(
+            name=name,
+            cluster=frozenset(cluster) if cluster is not None else None,
+            rejoining=rejoining,
+            conflict=conflict,
+        )
         for record in records:
             core._apply(record)
         return core
@@ -238,6 +256,43 @@ class ParticipantCore:
 
     def on_request(self, conn: ConnId, msg: Message) -> list[Action]:
         """A request from a client or a peer on inbound connection ``conn``."""
+        if not self.waiting:
+            return self._request(conn, msg)
+        # Wait-die: replies on one connection go in order, so another request on
+        # a waiter's connection ends its wait first; so does any RESOLVE or ABORT
+        # of a waiting transaction (Cornus: asked before it voted, it aborts).
+        txid = getattr(msg, "txid", None)
+        actions: list[Action] = []
+        for w in sorted(self.waiting.values(), key=lambda w: w.age):  # by age, not by name (harness.sim.symmetry)
+            same = w.prepare.txid == txid
+            if (conn in w.conns and not (same and isinstance(msg, Prepare))) or (
+                same and isinstance(msg, Abort | Resolve)
+            ):
+                actions += self._die(w)
+        if isinstance(msg, Prepare) and (dup := self.waiting.get(msg.txid)) is not None:
+            if (dup.prepare.value, dup.prepare.participants) != (msg.value, msg.participants):
+                promised = f"value={dup.prepare.value} for {','.join(dup.prepare.participants)}"
+                detail = f"{msg.txid} waits to prepare with {promised}"
+                return [*actions, Reply(conn=conn, msg=Error(code="conflict", txid=msg.txid, detail=detail))]
+            # A duplicate of a waiting PREPARE: owed a reply too, when the wait ends.
+            self.waiting[msg.txid] = Waiter(prepare=dup.prepare, conns=(*dup.conns, conn))
+            return actions
+        actions += self._request(conn, msg)
+        return actions + self._grant()
+
+    def on_closed(self, conn: ConnId) -> list[Action]:
+        """Inbound connection ``conn`` closed: a PREPARE waiting on it alone is
+        forgotten, as if it had been lost (its coordinator resolves it)."""
+        for txid, w in list(self.waiting.items()):
+            if conn in w.conns:
+                rest = tuple(c for c in w.conns if c != conn)
+                if rest:
+                    self.waiting[txid] = Waiter(prepare=w.prepare, conns=rest)
+                else:
+                    del self.waiting[txid]
+        return []
+
+    def _request(self, conn: ConnId, msg: Message) -> list[Action]:
         if self.rejoining and isinstance(msg, TXN_REQUESTS):
             detail = "this participant lost its store and is learning the decided state from its peers"
             return [Reply(conn=conn, msg=Error(code="rejoining", txid=msg.txid, detail=detail))]
@@ -272,8 +327,14 @@ class ParticipantCore:
                     detail = f"{msg.txid} was prepared with value={promised[0]} for {','.join(promised[1])}"
                     return [Reply(conn=conn, msg=Error(code="conflict", txid=msg.txid, detail=detail))]
                 held = self.lock is not None and self.lock != msg.txid
+                if held and known is None and self.conflict is ConflictPolicy.WAIT_DIE and self._may_wait(msg):
+                    self.waiting[msg.txid] = Waiter(prepare=msg, conns=(conn,))  # waits: no record, no reply yet
+                    return []
                 event = Event.PREPARE_LOCK_HELD if held else Event.PREPARE_LOCK_FREE
-                return self._transition(conn, msg.txid, event, msg)
+                actions = self._transition(conn, msg.txid, event, msg)
+                if not held and known is None and self.lock == msg.txid:
+                    self.lock_prio = msg.prio
+                return actions
             case Commit():
                 return self._transition(conn, msg.txid, Event.COMMIT, None)
             case Abort():
@@ -300,13 +361,13 @@ class ParticipantCore:
         if record is None or record.state is not TxState.PREPARED or peer not in record.participants:
             return []  # decided meanwhile, or not ours to hear about
         if msg.state is TxState.COMMITTED:
-            return self._decide(record, TxState.COMMITTED, f"peer {peer} committed")
+            return self._decide(record, TxState.COMMITTED, f"peer {peer} committed") + self._grant()
         if msg.state is TxState.ABORTED:
-            return self._decide(record, TxState.ABORTED, f"peer {peer} aborted")
+            return self._decide(record, TxState.ABORTED, f"peer {peer} aborted") + self._grant()
         yes = self._peer_yes.setdefault(msg.txid, set())
         yes.add(peer)
         if yes >= self._peers(record):
-            return self._decide(record, TxState.COMMITTED, "every participant voted yes")
+            return self._decide(record, TxState.COMMITTED, "every participant voted yes") + self._grant()
         return []
 
     def on_timeout(self, txid: str) -> list[Action]:
@@ -314,7 +375,7 @@ class ParticipantCore:
         record = self.records.get(txid)
         if record is None or record.state is not TxState.PREPARED:
             return []
-        return self._resolve_with_peers(record)
+        return self._resolve_with_peers(record) + self._grant()  # alone in its transaction, it may decide
 
     def rejoined(self, storage_server: int, version: int, in_flight: Iterable[TxRecord] = ()) -> list[Action]:
         """The driver learnt the decided state from every peer (all agree on it):
@@ -357,6 +418,42 @@ class ParticipantCore:
         )
 
     # ------------------------------------------------------------ internals
+
+    def _may_wait(self, prepare: Prepare) -> bool:
+        """Wait-die: may ``prepare`` wait for the lock's holder? Yes when its
+        transaction holds no lock anywhere (nobody can wait for it), or is older
+        than the holder. A holder of unknown age (restored from storage, or
+        sent none) is taken as older than anyone."""
+        if prepare.lockless:
+            return True
+        if self.lock_prio is None or self.lock is None:
+            return False
+        return age_of(prepare.prio, prepare.txid) < age_of(self.lock_prio, self.lock)
+
+    def _die(self, w: Waiter) -> list[Action]:
+        """End ``w``'s wait with the NOK it would have had at once (a durable
+        abort, as for any PREPARE that finds the lock held), on each of its connections."""
+        del self.waiting[w.prepare.txid]
+        actions: list[Action] = []
+        for conn in w.conns:
+            actions += self._transition(conn, w.prepare.txid, Event.PREPARE_LOCK_HELD, w.prepare)
+        return actions
+
+    def _grant(self) -> list[Action]:
+        """The lock is free and PREPAREs wait: the oldest is handled as a PREPARE
+        on a free lock; the others are judged again against it (younger: die)."""
+        if not self.waiting or self.lock is not None:
+            return []
+        first = min(self.waiting.values(), key=lambda w: w.age)
+        del self.waiting[first.prepare.txid]
+        actions: list[Action] = []
+        for conn in first.conns:
+            actions += self._transition(conn, first.prepare.txid, Event.PREPARE_LOCK_FREE, first.prepare)
+        self.lock_prio = first.prepare.prio
+        for w in sorted(self.waiting.values(), key=lambda w: w.age):
+            if not self._may_wait(w.prepare):
+                actions += self._die(w)
+        return actions
 
     def _peers(self, record: TxRecord) -> set[str]:
         peers = set(record.participants) - {self.name}
@@ -441,6 +538,7 @@ class ParticipantCore:
         self.records[record.txid] = record
         if old is not None and old.state is TxState.PREPARED and self.lock == record.txid:
             self.lock = None
+            self.lock_prio = None
         if record.state is TxState.PREPARED:
             self.lock = record.txid
         elif record.state is TxState.COMMITTED:

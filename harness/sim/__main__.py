@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from harness.console.cli import add_version
+from harness.protocol.conflict import DEFAULT_CONFLICT
 from harness.protocol.coordinator import Result
 from harness.sim.explore import Bounds, Explorer, ExploreResult
 from harness.sim.invariants import TCOMMIT_STATES_FOR_3_RMS, tcommit_reachable
-from harness.sim.model import COORDINATORS, CoordinatorFactory
+from harness.sim.model import COORDINATORS, PARTICIPANTS, CoordinatorFactory, ParticipantFactory
 from harness.sim.simulate import SimParams, Summary, random_runs
-from harness.sim.variants import VARIANTS, coordinator_factory
+from harness.sim.variants import PARTICIPANT_VARIANTS, VARIANTS, coordinator_factory, participant_factory
 
 _DEFAULTS = SimParams()
 _BOUNDS = Bounds()
@@ -53,7 +54,8 @@ def parser() -> argparse.ArgumentParser:
         "simulation. Properties: AC1 agreement, AC2 stability, AC3 validity, clients told the truth, refinement "
         "of Gray and Lamport's TCommit, lock exclusion and every message through the real codec on every step; "
         "AC4 (a transaction with no fault and no conflict commits) on every report; liveness and identical "
-        "replicas once faults stop.",
+        "replicas once faults stop; with --conflict wait-die, no cycle of waits on every step and no waiting "
+        "PREPARE left once quiet.",
         epilog="Exit status: 0 no violation, 1 violation (the counterexample and the command that repeats it are "
         "printed), 2 usage error.",
     )
@@ -188,16 +190,30 @@ def parser() -> argparse.ArgumentParser:
 
 def _variant_option(p: argparse.ArgumentParser) -> None:
     p.add_argument(
+        "--conflict",
+        choices=sorted(PARTICIPANTS),
+        default=DEFAULT_CONFLICT.value,
+        help="the participants' conflict policy: an immediate NOK, or wait-die (clients then send their age, "
+        "their start order, and waits are checked for cycles)",
+    )
+    p.add_argument(
         "--variant",
-        choices=sorted(VARIANTS),
-        help="a deliberately broken coordinator (harness.sim.variants), to see the check fail",
+        choices=sorted(VARIANTS) + sorted(PARTICIPANT_VARIANTS),
+        help="a deliberately broken coordinator, or a broken wait-die participant (harness.sim.variants), to see "
+        "the check fail",
     )
 
 
 def _coordinators(args: argparse.Namespace) -> CoordinatorFactory:
-    if args.variant:
+    if args.variant in VARIANTS:
         return coordinator_factory(args.variant, ordered=args.prepare == "ordered")
     return COORDINATORS[args.prepare]
+
+
+def _participants(args: argparse.Namespace) -> ParticipantFactory:
+    if args.variant in PARTICIPANT_VARIANTS:
+        return participant_factory(args.variant)
+    return PARTICIPANTS[args.conflict]
 
 
 def _command(options: dict[str, object]) -> str:
@@ -231,6 +247,7 @@ def explore(args: argparse.Namespace, out: TextIO) -> int:
         args.clients,
         bounds,
         coordinator_factory=_coordinators(args),
+        participant_factory=_participants(args),
         max_states=args.max_states,
         liveness=not args.no_liveness,
         symmetry=not args.no_symmetry,
@@ -283,7 +300,14 @@ def random(args: argparse.Namespace, out: TextIO) -> int:
             err.write(f"\r{done:,}/{args.runs:,} runs, {summary.transactions:,} transactions ")
             err.flush()
 
-    summary = random_runs(args.runs, args.seed, params, coordinator_factory=_coordinators(args), progress=progress)
+    summary = random_runs(
+        args.runs,
+        args.seed,
+        params,
+        coordinator_factory=_coordinators(args),
+        participant_factory=_participants(args),
+        progress=progress,
+    )
     if err is not None:
         err.write("\n")
     r = summary.results

@@ -56,6 +56,7 @@ LOCK = "lock exclusion"
 AC4 = "AC4 non-triviality"
 CODEC = "codec round trip"
 REPLICAS = "identical replicas"
+DEADLOCK = "no deadlock"
 
 # Gray and Lamport, "Consensus on Transaction Commit" (2004), TCommit.tla with
 # RM = {r1, r2, r3}: TLC reports 34 distinct states. Tests enumerate our model
@@ -223,6 +224,49 @@ def check_lock(name: str, prepared: Sequence[str]) -> list[PropertyViolation]:
     return []
 
 
+# One wait (wait-die): at participant ``where``, transaction ``waiter`` waits for the lock ``holder`` holds.
+Wait = tuple[str, str, str]
+
+
+def waits_of(name: str, core: ParticipantCore) -> list[Wait]:
+    """The waits at participant ``name``: each queued PREPARE waits for the lock's holder."""
+    if not core.waiting or core.lock is None:
+        return []
+    return [(name, txid, core.lock) for txid in sorted(core.waiting)]
+
+
+def check_waits(waits: Sequence[Wait]) -> list[PropertyViolation]:
+    """Judge the waits at every participant at one moment: no cycle of
+    transactions each waiting for the next (a deadlock, which wait-die rules out)."""
+    if len(waits) < 2:
+        return []
+    edges: dict[str, list[tuple[str, str]]] = {}  # waiter -> (where, holder), one per place it waits
+    for where, waiter, holder in waits:
+        edges.setdefault(waiter, []).append((where, holder))
+    for start in sorted(edges):
+        found = _cycle(edges, start, [])
+        if found:
+            detail = "; ".join(f"{t} waits at {w} for {h}" for t, w, h in found)
+            return [PropertyViolation(rule=DEADLOCK, detail=f"a cycle of waits: {detail}")]
+    return []
+
+
+def _cycle(
+    edges: Mapping[str, list[tuple[str, str]]], node: str, path: list[tuple[str, str, str]]
+) -> list[tuple[str, str, str]] | None:
+    """A cycle of waits back to the first transaction of ``path`` (or ``node``), depth first."""
+    first = path[0][0] if path else node
+    for where, holder in edges.get(node, []):
+        step = [*path, (node, where, holder)]
+        if holder == first:
+            return step
+        if holder not in {t for t, _, _ in step}:
+            found = _cycle(edges, holder, step)
+            if found:
+                return found
+    return None
+
+
 def check_nontrivial(txid: str, result: Result, client: str) -> list[PropertyViolation]:
     """Judge ``client`` reporting ``result`` for a transaction that met no
     fault and no conflict (AC4: it must commit)."""
@@ -264,6 +308,11 @@ def check_quiescent(
             )
         elif core.lock is not None:
             out.append(PropertyViolation(rule=LIVENESS, detail=f"{name} still holds its lock for {core.lock}"))
+        if core.waiting:
+            queued = ", ".join(sorted(core.waiting))
+            out.append(
+                PropertyViolation(rule=LIVENESS, detail=f"{name} still has {queued} waiting for its lock, unanswered")
+            )
     txids = sorted({t for store in stores for t in store})
     for txid in txids:
         known = [(name, store[txid]) for name, store in zip(names, stores, strict=True) if txid in store]

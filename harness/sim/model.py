@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from harness.protocol import coordinator as co
+from harness.protocol.conflict import ConflictPolicy
 from harness.protocol.messages import DecodeError, Message, TxState, decode, encode
 from harness.protocol.participant import (
     CancelTimer,
@@ -58,6 +59,25 @@ CrashAfter = int | Callable[[int], int | None] | None
 def real_participant(name: str, records: Iterable[TxRecord]) -> ParticipantCore:
     """The protocol's own participant (the default factory)."""
     return ParticipantCore.restore(name, records)
+
+
+def wait_die_participant(name: str, records: Iterable[TxRecord]) -> ParticipantCore:
+    """The protocol's own participant under the wait-die conflict policy (harness.protocol.conflict)."""
+    return ParticipantCore.restore(name, records, conflict=ConflictPolicy.WAIT_DIE)
+
+
+# By conflict policy (``--conflict``).
+PARTICIPANTS: dict[str, ParticipantFactory] = {
+    ConflictPolicy.NOK: real_participant,
+    ConflictPolicy.WAIT_DIE: wait_die_participant,
+}
+
+
+def uses_ages(factory: ParticipantFactory) -> bool:
+    """Do this factory's participants heed a PREPARE's age? Then clients send one
+    (the real clients always do; the models only when it matters, so that the
+    state spaces and traces of the default policy stay as they were)."""
+    return factory("p0:0", []).conflict is not ConflictPolicy.NOK
 
 
 def real_coordinator(txid: str, value: int, participants: tuple[str, ...]) -> co.CoordinatorCore:
@@ -261,8 +281,17 @@ class CNode:
         """Alive and coordinating a transaction that is not finished."""
         return self.alive and self.core is not None and self.core.phase is not co.Phase.DONE
 
-    def start(self, factory: CoordinatorFactory, txid: str, value: int, crash_after: CrashAfter = None) -> list[Effect]:
+    def start(
+        self,
+        factory: CoordinatorFactory,
+        txid: str,
+        value: int,
+        crash_after: CrashAfter = None,
+        prio: int | None = None,
+    ) -> list[Effect]:
+        """Begin transaction ``txid``; ``prio``: its age, an input of the coordinator (wait-die)."""
         self.core = factory(txid, value, self.topo.participant_names)
+        self.core.prio = prio
         self.reported = None
         self.timers = set()
         return self._run(self.core.start(), crash_after)

@@ -58,6 +58,8 @@ from harness.sim.invariants import (
     check_persist,
     check_quiescent,
     check_report,
+    check_waits,
+    waits_of,
 )
 from harness.sim.model import (
     CNode,
@@ -74,6 +76,7 @@ from harness.sim.model import (
     message_text,
     real_coordinator,
     real_participant,
+    uses_ages,
 )
 
 
@@ -168,6 +171,7 @@ class Simulation:
         self.topo = topo = Topology(p.participants, p.clients)
         self.pfactory = participant_factory
         self.cfactory = coordinator_factory
+        self.ages = uses_ages(participant_factory)  # wait-die: a transaction's age is its start time
         self.tracing = trace
         self.result = SimRun(seed=seed)
         self.np, self.nc = p.participants, p.clients
@@ -323,7 +327,8 @@ class Simulation:
         node = self.np + c
         if self.tracing:
             self._say(f"{self.topo.display[node]} begins {txid} (value={value})")
-        self._effects(node, cn.start(self.cfactory, txid, value, self._crash_point(node)))
+        prio = self.now if self.ages else None  # ties broken by txid, as on real clocks
+        self._effects(node, cn.start(self.cfactory, txid, value, self._crash_point(node), prio=prio))
 
     def _deliver(self, tag: Wire, src: int, dst: int, msg: Message | None) -> None:
         d, names = self.topo.display, self.topo.names
@@ -338,6 +343,8 @@ class Simulation:
             crash = self._crash_point(dst)
             effects = pn.request(src, msg, crash) if tag is Wire.REQUEST else pn.peer_reply(names[src], msg, crash)
             self._effects(dst, effects)
+            if self.ages:
+                self._judge_waits()
             return
         c = dst - self.np
         cn = self.cnodes[c]
@@ -509,6 +516,12 @@ class Simulation:
                     self.clean[c] = False  # another transaction holds a lock meanwhile
         if violations:
             self._violate(*violations, txid=record.txid)
+
+    def _judge_waits(self) -> None:
+        names = self.topo.display
+        waits = [w for i, pn in enumerate(self.pnodes) if pn.core is not None for w in waits_of(names[i], pn.core)]
+        if violations := check_waits(waits):
+            self._violate(*violations, txid=waits[0][1])
 
     def _judge_report(self, node: int, result: co.Result) -> None:
         txid = self.current[node - self.np]

@@ -60,11 +60,13 @@ successor whose class is the next one on the path.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import itertools
 import re
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from harness.protocol.conflict import Waiter
 from harness.protocol.messages import Abort, Commit, Error, Outcome, Prepare, Resolve, Status, Vote
 from harness.protocol.participant import TxRecord
 from harness.sim.states import CSnap, PSnap, Tag
@@ -156,11 +158,21 @@ class Symmetry:
             cache[s] = out
         return out
 
+    def _conn(self, gi: int, conn: int) -> int:
+        """A participant's inbound connection in the models is its sender's node index: renamed as the node."""
+        if gi < len(self.group):
+            return self.node_of(gi, conn)
+        if conn < self.np:  # a blurring renaming: every participant is one
+            return conn
+        return self.np + self.cperms[gi - self.blurred0][conn - self.np]
+
     def _names(self, gi: int, names: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(sorted(self._string(gi, n) for n in names))
 
     def value(self, gi: int, v: Any, field: str = "") -> Any:
         """``v`` renamed by renaming ``gi`` (frozen snapshots, records, messages)."""
+        if isinstance(v, enum.Enum):
+            return v  # a StrEnum (a core's conflict policy) is a str too, and no name
         if isinstance(v, str):
             return self._string(gi, v)
         if isinstance(v, bool) or v is None:
@@ -188,11 +200,15 @@ class Symmetry:
                 participants=self._names(gi, v.participants),
             )
         if isinstance(v, Prepare):
-            return Prepare(
+            # Its age (wait-die) is the clients' start order, the same whatever their names: kept.
+            return dataclasses.replace(
+                v,
                 txid=self._string(gi, v.txid),
                 value=self.value(gi, v.value, "value"),
                 participants=self._names(gi, v.participants),
             )
+        if isinstance(v, Waiter):
+            return Waiter(prepare=self.value(gi, v.prepare), conns=tuple(self._conn(gi, c) for c in v.conns))
         if isinstance(v, Vote):
             return Vote(txid=self._string(gi, v.txid), yes=v.yes, reason=self._string(gi, v.reason))
         if isinstance(v, Commit | Abort | Resolve):

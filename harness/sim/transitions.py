@@ -52,11 +52,14 @@ from harness.protocol.participant import ParticipantCore, TxRecord
 from harness.sim.invariants import (
     CODEC,
     LIVENESS,
+    Wait,
     check_lock,
     check_nontrivial,
     check_persist,
     check_quiescent,
     check_report,
+    check_waits,
+    waits_of,
 )
 from harness.sim.model import (
     CNode,
@@ -72,6 +75,7 @@ from harness.sim.model import (
     message_text,
     real_coordinator,
     real_participant,
+    uses_ages,
 )
 from harness.sim.states import (
     FINISHED,
@@ -162,6 +166,10 @@ class Transitions:
         self.bounds = bounds or Bounds()
         self.pfactory = participant_factory
         self.cfactory = coordinator_factory
+        # Wait-die: clients send their age (their start order: the same whatever
+        # their names, so symmetry keeps it), and waits are checked for cycles.
+        self.ages = uses_ages(participant_factory)
+        self._waits: dict[int, list[Wait]] = {}  # participant snapshot id -> its waits
         self.max_states = max_states
         self.liveness = liveness
         self.progress = progress
@@ -436,7 +444,7 @@ class Transitions:
                 effects = c.timeout(arg, k)
             else:
                 i = node - self.np
-                effects = c.start(self.cfactory, self.txids[i], i + 1, k)
+                effects = c.start(self.cfactory, self.txids[i], i + 1, k, prio=arg)
             new, steps = self._intern_client(c), c.steps
         ops: list[_Op] = []
         for effect in effects:
@@ -484,7 +492,7 @@ class Transitions:
             if self._startable[nodes[node]]:
                 out.append(_new(Step, (START, node, -1, None, None, None)))
                 if crashes:
-                    n = call(node, nodes[node], START, None, None).actions
+                    n = call(node, nodes[node], START, self._age(nodes), None).actions
                     out.extend(_new(Step, (START, node, -1, None, k, None)) for k in range(1, n))
         m = state.net
         while m:
@@ -611,8 +619,9 @@ class Transitions:
                 replies,
             )
         elif kind is StepKind.START or kind is StepKind.WRITE:
+            arg = self._age(state.nodes) if kind is StepKind.START else None
             net = self._node_step(
-                state, s, conns, step.node, kind, None, step.crash_after, net, budget, effects, violations, replies
+                state, s, conns, step.node, kind, arg, step.crash_after, net, budget, effects, violations, replies
             )
         else:  # CRASH: memory, timers and held records lost
             node = step.node
@@ -625,9 +634,10 @@ class Transitions:
                 down = CSnap(False, None, snap.reported, frozenset())
             s[node] = self._intern(down)
             net = self._crash_links(node, s, conns, net)
-        for reply in replies:
-            # A reply to a client is handled there at once (see the module docstring), unless its fate says otherwise.
-            fate = step.fate if kind is StepKind.DELIVER else None
+        for n, reply in enumerate(replies):
+            # A reply to a client is handled there at once (see the module docstring), unless its fate says
+            # otherwise. The fate is the first reply's: others (a waiter granted the lock) just arrive.
+            fate = step.fate if kind is StepKind.DELIVER and n == 0 else None
             client = self._entries[reply].dst
             if fate is Fate.LOST:
                 budget.losses -= 1
@@ -657,6 +667,8 @@ class Transitions:
                     net = self._node_step(
                         state, s, conns, j, StepKind.WRITE, None, None, net, budget, effects, violations, []
                     )
+        if self.ages:
+            violations += self._judge_waits(s)
         new = _new(State, (tuple(s), tuple(conns), net, budget.crashes, budget.losses, budget.duplicates, budget.early))
         return new, effects, violations
 
@@ -764,6 +776,23 @@ class Transitions:
             )
         return verdict
 
+    def _age(self, nodes: tuple[int, ...] | list[int]) -> int | None:
+        """The age a client starting now gets (wait-die): 1 + how many clients started before it."""
+        if not self.ages:
+            return None
+        return 1 + sum(not self._startable[nodes[n]] for n in range(self.np, self.np + self.nc))
+
+    def _judge_waits(self, s: list[int]) -> list[PropertyViolation]:
+        waits: list[Wait] = []
+        for j in range(self.np):
+            sid = s[j]
+            mine = self._waits.get(sid)
+            if mine is None:
+                p = self._pnode(j, sid)
+                mine = self._waits[sid] = waits_of(self.topo.display[j], p.core) if p.core is not None else []
+            waits += mine
+        return check_waits(waits) if len(waits) > 1 else []
+
     def _judge_lock(self, sid: int, node: int) -> list[PropertyViolation]:
         prepared = [t for t, st in self._durable_state[sid].items() if st is TxState.PREPARED]
         return check_lock(self.topo.display[node], prepared) if len(prepared) > 1 else []
@@ -818,7 +847,8 @@ class Transitions:
 
         if kind is StepKind.START:
             i = step.node - self.np
-            return f"{d[step.node]} begins {self.txids[i]} (value={i + 1}){crash_note(step.crash_after)}"
+            age = f", age={self._age(state.nodes)}" if self.ages else ""
+            return f"{d[step.node]} begins {self.txids[i]} (value={i + 1}{age}){crash_note(step.crash_after)}"
         if kind in (StepKind.DELIVER, StepKind.DUPLICATE, StepKind.LOSE):
             wire, src, dst, msg = self._entries[step.entry]
             if wire is Wire.REFUSED:

@@ -21,12 +21,14 @@ tour says.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from harness.protocol import coordinator as co
-from harness.protocol.messages import Message, Vote
+from harness.protocol.conflict import ConflictPolicy
+from harness.protocol.messages import Message, Prepare, Vote
+from harness.protocol.participant import Action, Event, ParticipantCore, TxRecord
 
 Method = Callable[..., Any]
 
@@ -75,6 +77,67 @@ VARIANTS: dict[str, Variant] = {
         ),
     )
 }
+
+
+# ---------------------------------------------------------------- broken conflict rules (participants)
+
+
+class _YoungerWaitsToo(ParticipantCore):
+    """Wait-die without the die: every PREPARE that finds the lock held waits."""
+
+    def _may_wait(self, prepare: Prepare) -> bool:
+        return True
+
+
+class _GrantEveryWaiter(ParticipantCore):
+    """A release grants every waiter, not only the oldest: nothing re-checks the lock."""
+
+    def _grant(self) -> list[Action]:
+        if not self.waiting or self.lock is not None:
+            return []
+        actions: list[Action] = []
+        for w in sorted(self.waiting.values(), key=lambda w: w.age):
+            del self.waiting[w.prepare.txid]
+            for conn in w.conns:
+                actions += self._transition(conn, w.prepare.txid, Event.PREPARE_LOCK_FREE, w.prepare)
+        return actions
+
+
+@dataclass(frozen=True)
+class ParticipantVariant:
+    """One broken conflict rule: a participant class to build instead of the real one (under wait-die)."""
+
+    name: str
+    summary: str
+    cls: type[ParticipantCore]
+
+
+PARTICIPANT_VARIANTS: dict[str, ParticipantVariant] = {
+    v.name: v
+    for v in (
+        ParticipantVariant(
+            "younger-waits",
+            "wait-die without the die: a younger transaction waits for an older one too, so waits can form a cycle",
+            _YoungerWaitsToo,
+        ),
+        ParticipantVariant(
+            "grant-every-waiter",
+            "a released lock is granted to every waiting PREPARE, not to the oldest alone",
+            _GrantEveryWaiter,
+        ),
+    )
+}
+
+
+def participant_factory(name: str) -> Callable[[str, Iterable[TxRecord]], ParticipantCore]:
+    """A core factory for the simulator and the explorer (harness.sim.model's
+    ParticipantFactory) that builds the wait-die participant of variant ``name``."""
+    variant = PARTICIPANT_VARIANTS[name]
+
+    def factory(me: str, records: Iterable[TxRecord]) -> ParticipantCore:
+        return variant.cls.restore(me, records, conflict=ConflictPolicy.WAIT_DIE)
+
+    return factory
 
 
 def get(name: str) -> Variant:
