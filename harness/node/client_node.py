@@ -18,6 +18,7 @@ from typing import cast
 from harness.events.log import EventLog
 from harness.events.schema import BEGIN, CONNECTED, DECIDE, DISCONNECT, ERROR_REPLY, RECV, SEND, TIMEOUT, UNREACHABLE
 from harness.node import event_loop
+from harness.node.address import READ_CHUNK
 from harness.node.crash import ClientCrashPoint, CrashPlan
 from harness.node.timing import CLIENT_TIMEOUT, CONNECT_TIMEOUT, RETRY_INTERVAL
 from harness.node.tls import Role, role_of
@@ -62,14 +63,20 @@ class _Txn:
     sent: dict[str, int] = field(default_factory=dict)  # messages written, by verb (crash points)
 
 
-class _ToParticipant(asyncio.Protocol):
+class _ToParticipant(asyncio.BufferedProtocol):
     """One connection of a client to a participant: replies are handled in the
-    event loop's own callback as they arrive (no reader task)."""
+    event loop's own callback as they arrive (no reader task).
+
+    A buffered protocol: the loop reads into this connection's own buffer.
+    A plain Protocol gets a new bytes object per read, which asyncio allocates
+    at its full read size (256 KiB) and then shrinks: measured, an mmap, an
+    mremap and a munmap per reply, a third of the client's system calls."""
 
     def __init__(self, link: _ServerLink) -> None:
         self.link = link
         self.transport: asyncio.Transport | None = None
         self.buffer = LineBuffer()
+        self._read = memoryview(bytearray(READ_CHUNK))
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._drained: asyncio.Future[None] | None = None
 
@@ -77,7 +84,13 @@ class _ToParticipant(asyncio.Protocol):
         # cast, not isinstance: uvloop's transports are not asyncio.Transport subclasses
         self.transport = cast(asyncio.Transport, transport)
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._read
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.data_received(self._read[:nbytes])  # LineBuffer copies what it keeps
+
+    def data_received(self, data: bytes | memoryview) -> None:
         link, client = self.link, self.link.client
         try:
             for line in self.buffer.feed(data):
@@ -288,6 +301,8 @@ class ClientNode:
     def _feed(self, txn: _Txn, actions: list[co.CoordinatorAction]) -> None:
         loop = asyncio.get_running_loop()
         direct: list[tuple[_ServerLink, str]] = []
+        encoded: Message | None = None  # a fan-out sends one message object to each: encode it once
+        text = ""
         for action in actions:
             match action:
                 case co.Send():
@@ -297,7 +312,8 @@ class ClientNode:
                     elif self.crash is None and link.connected:
                         # The common case: no task per message (measured x1.4), and
                         # the fan-out logged in one write before it leaves.
-                        text = encode_text(action.msg)
+                        if action.msg is not encoded:
+                            encoded, text = action.msg, encode_text(action.msg)
                         self.log.message(SEND, link.name, text)
                         direct.append((link, text))
                     else:

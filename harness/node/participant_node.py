@@ -49,6 +49,7 @@ from harness.events.schema import (
 from harness.node import event_loop
 from harness.node.address import listen_socket
 from harness.node.crash import CrashPlan, ParticipantCrashPoint
+from harness.node.deadlines import Deadlines
 from harness.node.group_commit import GroupCommit
 from harness.node.inbound import MAX_QUEUED, InboundConnection, QueuedReply
 from harness.node.limits import MAX_PIPELINE, Limits
@@ -134,7 +135,7 @@ class ParticipantNode:
         # not durable (an OUTCOME committed sent meanwhile is ahead of it).
         self._lazy: dict[str, int] = {}
         self._next_conn = 0
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._timers: Deadlines[str] | None = None  # resolve timers by txid (made in start: it needs the loop)
         self._peers: dict[str, PeerLink] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
@@ -173,6 +174,7 @@ class ParticipantNode:
         records = self.storage.preloaded if self.storage.preloaded is not None else self.storage.load()
         self.core = ParticipantCore.restore(name, records, cluster=self.cluster, rejoining=self.rejoining)
         self._gc = GroupCommit(self.storage, self.log, self._durable)
+        self._timers = Deadlines(loop, self.resolve_after, self._timeout)
         c = self.core
         if records:
             # Every durable record, once per restart: a record made durable just
@@ -254,8 +256,8 @@ class ParticipantNode:
             self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
-        for handle in self._timers.values():
-            handle.cancel()
+        if self._timers is not None:
+            self._timers.close()
         for conn in list(self._conns.values()):
             if conn.timer is not None:
                 conn.timer.cancel()
@@ -423,7 +425,6 @@ class ParticipantNode:
         self._pump(conn)
 
     def _timeout(self, txid: str) -> None:
-        self._timers.pop(txid, None)
         if self._closing or self.core is None:
             return
         self.log.write(TIMEOUT, txid=txid, after_s=self.resolve_after)
@@ -483,13 +484,11 @@ class ParticipantNode:
                         link = self._peers[action.peer] = PeerLink(self, action.peer)
                     self._spawn(link.send(action.msg, self._barrier))
                 case StartTimer():
-                    if (old := self._timers.pop(action.txid, None)) is not None:
-                        old.cancel()
-                    loop = asyncio.get_running_loop()
-                    self._timers[action.txid] = loop.call_later(self.resolve_after, self._timeout, action.txid)
+                    assert self._timers is not None
+                    self._timers.start(action.txid)
                 case CancelTimer():
-                    if (old := self._timers.pop(action.txid, None)) is not None:
-                        old.cancel()
+                    assert self._timers is not None
+                    self._timers.cancel(action.txid)
         if conn is not None:
             if conn.queue and conn.queue[-1].barrier > self._barrier:
                 gc.write_soon()  # a STATE waits for a lazy record: do not let it wait 20 ms
@@ -500,9 +499,8 @@ class ParticipantNode:
         gc = self._gc
         transport = conn.transport
         assert gc is not None and transport is not None
-        if conn.timer is not None:  # held by --delay: release_paced pumps it
-            return
-        self._pump_queue(conn, gc, transport)
+        if conn.timer is None:  # else held by --delay: release_paced pumps it
+            self._pump_queue(conn, gc, transport)
         if conn.queue_full != (len(conn.queue) >= MAX_QUEUED):
             conn.queue_full = not conn.queue_full
             conn.update_reading()
