@@ -48,6 +48,7 @@ from typing import Any
 
 from harness.bench import report as report_bench
 from harness.bench.floor import (
+    PARTICIPANTS,
     interpreter_startup,
     measure_fan_out,
     measure_fsync,
@@ -70,6 +71,16 @@ CHECKER_SMALL = 4  # the linearity folder is this many times smaller
 
 # Targets (the brief of the benchmark).
 TARGET_NOT_DURABLE = 0.7  # one client, no fsync: at least this times the floor's tx/s
+
+
+TARGET_CPU = 2.0  # one client, no fsync: CPU per transaction of every process, at most this times the floor's
+
+
+TARGET_DURABLE_RATIO = 0.8  # one client: durable committed/s at least this times not durable's, same run
+
+
+MANY_PARTICIPANTS = 9
+TARGET_MANY_PARTICIPANTS = 0.5  # one client, 9 participants: at least this times 3 participants' committed/s
 
 
 TARGET_DURABLE_FSYNCS = 3  # one client, durable: p50 at most floor p50 + this many fsyncs
@@ -97,7 +108,7 @@ TARGET_PARTICIPANT_MIB = 40.0
 TARGET_CLIENT_MIB = 30.0
 
 
-SECTIONS = ("one-client", "uvloop", "contention", "startup", "memory", "checker", "report")
+SECTIONS = ("one-client", "uvloop", "participants", "contention", "startup", "memory", "checker", "report")
 
 
 @dataclass
@@ -172,6 +183,7 @@ class Bench:
             ("memory", self.memory),  # first: see memory()
             ("floor", self.floor_and_one_client),
             ("uvloop", self.uvloop),
+            ("participants", self.participants),
             ("startup", self.startup),
             ("contention", self.contention),
             ("checker", self.checker),
@@ -265,6 +277,37 @@ class Bench:
                 "not_durable": {"reps": not_durable, **_medians(not_durable)},
             }
         return {"reps": floor, **_medians(floor)}, one, [a for _, a in echoes]
+
+    def participants(self) -> None:
+        """One client with 3 and with MANY_PARTICIPANTS participants, interleaved,
+        beside the echo fan-out to as many echo processes (what this machine's
+        cores allow: every participant is a process)."""
+        c = self.config
+        many = MANY_PARTICIPANTS
+        procs = Processes()
+        echo: dict[int, list[dict[str, float]]] = {PARTICIPANTS: [], many: []}
+        runs: dict[int, list[dict[str, Any]]] = {PARTICIPANTS: [], many: []}
+        try:
+            echoes = {n: start_echoes(procs, n) for n in (PARTICIPANTS, many)}
+            for rep in range(1, c.repeat + 1):
+                for n in (PARTICIPANTS, many):
+                    echo[n].append(measure_fan_out(echoes[n], c.transactions))
+                    runs[n].append(one_client(self.runs, False, c.transactions, participants=n))
+                say(
+                    f"participants {rep}/{c.repeat}: one client not durable, {PARTICIPANTS}: "
+                    f"{runs[PARTICIPANTS][-1]['tx_s']:.0f} tx/s, {many}: {runs[many][-1]['tx_s']:.0f} tx/s "
+                    f"(echo {echo[PARTICIPANTS][-1]['tx_s']:.0f}, {echo[many][-1]['tx_s']:.0f})"
+                )
+        finally:
+            procs.stop()
+        self.results["participants"] = {
+            str(n): {
+                "participants": n,
+                "echo": {"reps": echo[n], **_medians(echo[n])},
+                "one_client": {"reps": runs[n], **_medians(runs[n])},
+            }
+            for n in (PARTICIPANTS, many)
+        }
 
     def memory(self) -> None:
         reps = []

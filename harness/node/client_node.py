@@ -20,6 +20,7 @@ from harness.events.schema import BEGIN, CONNECTED, DECIDE, DISCONNECT, ERROR_RE
 from harness.node import event_loop
 from harness.node.address import READ_CHUNK
 from harness.node.crash import ClientCrashPoint, CrashPlan
+from harness.node.deadlines import Deadlines
 from harness.node.timing import CLIENT_TIMEOUT, CONNECT_TIMEOUT, RETRY_INTERVAL
 from harness.node.tls import Role, role_of
 from harness.protocol import coordinator as co
@@ -57,7 +58,6 @@ class TxResult:
 class _Txn:
     core: co.CoordinatorCore
     done: asyncio.Future[None]
-    timers: dict[co.Timer, asyncio.TimerHandle] = field(default_factory=dict)
     report: co.Report | None = None
     sends: asyncio.Queue[co.Send] | None = None  # only with --delay: sends go one by one
     sent: dict[str, int] = field(default_factory=dict)  # messages written, by verb (crash points)
@@ -215,6 +215,8 @@ class ClientNode:
         self._txid_prefix = f"{name}-{secrets.token_hex(6)}"
         self._seq = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        # The transactions' timers by txid, one Deadlines per kind (each kind has one delay).
+        self._timers: dict[co.Timer, Deadlines[str]] = {}
 
     @property
     def participants(self) -> tuple[str, ...]:
@@ -271,8 +273,8 @@ class ClientNode:
             self._feed(txn, txn.core.start())
             await txn.done
         finally:
-            for handle in txn.timers.values():
-                handle.cancel()
+            for deadlines in self._timers.values():
+                deadlines.cancel(txid)
             self._txns.pop(txid, None)
             if self.delay:
                 sender.cancel()
@@ -299,7 +301,6 @@ class ClientNode:
     # ------------------------------------------------------------ core glue
 
     def _feed(self, txn: _Txn, actions: list[co.CoordinatorAction]) -> None:
-        loop = asyncio.get_running_loop()
         direct: list[tuple[_ServerLink, str]] = []
         encoded: Message | None = None  # a fan-out sends one message object to each: encode it once
         text = ""
@@ -317,14 +318,11 @@ class ClientNode:
                         self.log.message(SEND, link.name, text)
                         direct.append((link, text))
                     else:
-                        task = loop.create_task(self._send(txn, action))
+                        task = asyncio.get_running_loop().create_task(self._send(txn, action))
                         self._tasks.add(task)
                         task.add_done_callback(self._tasks.discard)
                 case co.SetTimer():
-                    if (old := txn.timers.pop(action.timer, None)) is not None:
-                        old.cancel()
-                    delay = self.timeout if action.timer is co.Timer.PHASE else self.retry_interval
-                    txn.timers[action.timer] = loop.call_later(delay, self._timeout, txn, action.timer)
+                    self._deadlines(action.timer).start(txn.core.txid)  # replaces its earlier one
                 case co.Report():
                     txn.report = action
                     self.log.write(DECIDE, txid=txn.core.txid, result=action.result.value, reason=action.reason)
@@ -362,8 +360,19 @@ class ClientNode:
             await link.conn.drain()
             self.crash.reached(point, self.log)
 
-    def _timeout(self, txn: _Txn, timer: co.Timer) -> None:
-        txn.timers.pop(timer, None)
+    def _deadlines(self, timer: co.Timer) -> Deadlines[str]:
+        deadlines = self._timers.get(timer)
+        if deadlines is None:
+            delay = self.timeout if timer is co.Timer.PHASE else self.retry_interval
+            deadlines = self._timers[timer] = Deadlines(
+                asyncio.get_running_loop(), delay, lambda txid: self._timeout(txid, timer)
+            )
+        return deadlines
+
+    def _timeout(self, txid: str, timer: co.Timer) -> None:
+        txn = self._txns.get(txid)
+        if txn is None:
+            return
         if txn.core.phase is not co.Phase.DONE:
             self.log.write(TIMEOUT, txid=txn.core.txid, timer=timer.value, phase=txn.core.phase.value)
             self._feed(txn, txn.core.on_timeout(timer))

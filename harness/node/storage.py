@@ -26,6 +26,7 @@ participant stops it (StorageError) before the write is acknowledged.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import secrets
@@ -52,6 +53,13 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 _UPSERT = "INSERT OR REPLACE INTO txns VALUES (?, ?, ?, ?, ?, ?)"
+_ROWS_PER_STATEMENT = 32  # a group commit of more rows goes through BEGIN, executemany, COMMIT
+
+
+@functools.lru_cache(maxsize=_ROWS_PER_STATEMENT)
+def _upsert_rows(n: int) -> str:
+    """One INSERT of ``n`` rows (a later row replaces an earlier one of the same txid, as in executemany)."""
+    return "INSERT OR REPLACE INTO txns VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?)"] * n)
 
 
 class StorageError(Exception):
@@ -232,6 +240,8 @@ class Storage:
             rows.append((r.txid, r.state.value, r.value, participants, r.version, crc))
         if len(rows) == 1:  # one statement is its own transaction: spare the BEGIN and COMMIT calls
             self._db.execute(_UPSERT, rows[0])
+        elif len(rows) <= _ROWS_PER_STATEMENT:  # likewise: one statement, rows applied in order
+            self._db.execute(_upsert_rows(len(rows)), [v for row in rows for v in row])
         else:
             self._db.execute("BEGIN")
             self._db.executemany(_UPSERT, rows)
