@@ -178,3 +178,24 @@ def test_damaged_files_are_refused_in_one_line_or_read_back_intact(tmp_path: Pat
             assert "\n" not in str(e)
             continue
         assert loaded == records
+
+
+def test_a_batch_applies_its_rows_in_order_and_a_store_in_use_cannot_be_opened_again(tmp_path: Path) -> None:
+    """A batch is one INSERT of many rows (a later row of a txid wins, as written), or BEGIN,
+    executemany, COMMIT past 32 rows; the store is SQLite's EXCLUSIVE lock's while open."""
+    path = tmp_path / "server1.sqlite3"
+    s = Storage(path, "server1", durable=False)
+    try:
+        s.write([record("t1", TxState.PREPARED), record("t1", TxState.COMMITTED, 1), record("t2", TxState.PREPARED)])
+        s.write([record(f"m{i}", TxState.ABORTED) for i in range(40)] + [record("t2", TxState.ABORTED)])
+        with pytest.raises(StorageError, match="locked"):
+            Storage(path, "server1", create=False)
+    finally:
+        s.close()
+    again = Storage(path, "server1", create=False)
+    try:
+        loaded = {r.txid: r for r in again.load()}
+    finally:
+        again.close()
+    assert loaded["t1"] == record("t1", TxState.COMMITTED, 1) and loaded["t2"] == record("t2", TxState.ABORTED)
+    assert len(loaded) == 42

@@ -6,7 +6,7 @@ the participant crash-safe lives here: *a Persist is durable before any later
 reply or send leaves the node* (but a lazy one: a commit, see
 harness.protocol.participant). Persists go to a group-commit writer (one
 SQLite transaction and one fsync for every record queued in one pass of the
-event loop); every outgoing message is queued on its connection with the
+event loop; without fsync, written at once); every outgoing message is queued on its connection with the
 number of persists issued before it, and leaves once that many are durable.
 The core updates its memory at once, so a STATUS or RESOLVE answered
 meanwhile may describe a record not yet on disk; a STATE reply waits for every
@@ -15,6 +15,8 @@ after a crash), a RESOLVE answer for those that are not lazy.
 
 Lines are handled in the protocols' data_received callbacks, not in a task per
 connection, and logged before anything they cause leaves (harness.events.log).
+Resolve timers share one loop timer (harness.node.deadlines): a transaction
+costs a dict entry, not a timer handle on the loop's heap.
 
 Bad input from the network (their fault) is logged, answered with ERROR and
 the connection closed; it never reaches the core, so it never changes state.

@@ -9,7 +9,9 @@ transaction durable (the WAL is fsync'd) before :meth:`Storage.write` returns.
 ``durable=False`` (synchronous=OFF) leaves the flush to the operating system:
 it survives a killed process but not a power cut, and is for benchmarks.
 Several records can be written in one call: one fsync then covers them all
-(group commit).
+(group commit), in one INSERT statement (its own transaction). The file is
+opened in ``locking_mode=EXCLUSIVE``: one participant owns it, SQLite takes its
+lock once instead of at every write, and a second process is refused.
 
 Storage that cannot lie (docs/security.md). The file carries its identity in
 ``meta``: a random store id, the participant (node) and its cluster. Every row
