@@ -37,6 +37,7 @@ from harness.protocol.messages import (
     TxState,
     Vote,
     decode,
+    decode_line,
     encode,
     encode_text,
     format_fields,
@@ -490,3 +491,14 @@ def test_a_participant_list_seen_before_is_validated_as_the_first_time() -> None
         for _ in range(2):
             with pytest.raises(DecodeError):
                 parse_participants(bad)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"COMMIT txid=t1", b"  COMMIT   txid=t1 \r", b'\tVOTE\ttxid=t1 vote=NOK reason="a \\"b\\""\t\r', b"STATUS\r"],
+)
+def test_decode_line_gives_the_text_a_node_logs(line: bytes) -> None:
+    """The text beside the message is the line without its terminator and surrounding blanks,
+    what the nodes logged before by decoding the line a second time."""
+    msg, text = decode_line(line)
+    assert msg == decode(line) and text == line.decode().strip(" \t\r")

@@ -32,7 +32,7 @@ from harness.protocol.messages import (
     NokCode,
     State,
     Status,
-    decode,
+    decode_line,
     encode_text,
 )
 
@@ -94,8 +94,8 @@ class _ToParticipant(asyncio.BufferedProtocol):
         link, client = self.link, self.link.client
         try:
             for line in self.buffer.feed(data):
-                msg = decode(line)
-                client.log.message(RECV, link.name, line.decode().strip(" \t\r"))
+                msg, text = decode_line(line)
+                client.log.message(RECV, link.name, text)
                 client.on_reply(link, msg)
             if self.buffer.error is not None:
                 raise self.buffer.error

@@ -68,7 +68,7 @@ from harness.protocol.messages import (
     State,
     TxState,
     Vote,
-    decode,
+    decode_line,
     encode_text,
 )
 from harness.protocol.participant import (
@@ -400,7 +400,7 @@ class ParticipantNode:
         assert self.core is not None
         for line in lines:
             try:
-                msg = decode(line)
+                msg, text = decode_line(line)
             except DecodeError as e:
                 self._refuse(conn, e)
                 return
@@ -411,7 +411,7 @@ class ParticipantNode:
                 self._refuse(conn, DecodeError("too-many", f"at most {MAX_PIPELINE} requests may wait for replies"))
                 return
             # Logged as it came (decode accepted it, so it is one clean line).
-            self.log.message(RECV, conn.peer, line.decode().strip(" \t\r"))
+            self.log.message(RECV, conn.peer, text)
             self._perform(self.core.on_request(conn.id, msg), conn=conn)
             if conn.refused:  # the core closed it: read no further
                 return

@@ -377,6 +377,12 @@ def decode(line: bytes) -> Message:
     Raises DecodeError for anything that is not exactly one valid message;
     unknown fields are refused too, so a typo is an error and not a silent default.
     """
+    return decode_line(line)[0]
+
+
+def decode_line(line: bytes) -> tuple[Message, str]:
+    """``decode``, and the line's text as a node logs it: without its terminator
+    and the blanks around it (the line decoded once, not again for the log)."""
     if len(line) > MAX_LINE:
         raise DecodeError("too-long", f"a line may hold at most {MAX_LINE} bytes")
     try:
@@ -400,16 +406,25 @@ def decode(line: bytes) -> Message:
     if kind is None:
         raise DecodeError("unknown-verb", f"unknown verb {verb[:20]!r}")
     fields: dict[str, str] = {}
-    for key, value in split_fields(rest):
-        if key in fields:
-            raise DecodeError("bad-field", f"field {key!r} given twice")
-        fields[key] = value
+    if '"' not in rest and "\\" not in rest:  # split_fields' fast path, inline: no generator
+        for token in rest.split():
+            key, eq, value = token.partition("=")
+            if not eq or not key:
+                raise DecodeError("bad-field", f"expected key=value, got {token[:40]!r}")
+            if key in fields:
+                raise DecodeError("bad-field", f"field {key!r} given twice")
+            fields[key] = value
+    else:
+        for key, value in split_fields(rest):
+            if key in fields:
+                raise DecodeError("bad-field", f"field {key!r} given twice")
+            fields[key] = value
     msg = _build(kind, fields)
     allowed = _FIELDS_BY_VERB[verb]  # by the verb's str: an Enum key hashes in Python
     if not fields.keys() <= allowed:
         extra = sorted(fields.keys() - allowed)
         raise DecodeError("unknown-field", f"{kind.value} has no field {extra[0]!r}")
-    return msg
+    return msg, text
 
 
 _KINDS = {k.value: k for k in Kind}
