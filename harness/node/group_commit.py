@@ -45,6 +45,7 @@ class GroupCommit:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._scheduled = False
         self._immediate = not storage.durable
+        self._loop: asyncio.AbstractEventLoop | None = None
         # Armed by a lazy persist when none is, never cancelled: a write meanwhile
         # leaves it nothing to do, or a later lazy persist to write a little early.
         self._lazy_timer: asyncio.TimerHandle | None = None
@@ -108,7 +109,9 @@ class GroupCommit:
         """Write what is queued, lazy persists included, at the end of this loop pass."""
         if self._pending and not self._scheduled:
             self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._write)
+            if self._loop is None:  # asyncio.get_running_loop() costs a getpid: once
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._write)
 
     def close(self) -> None:
         """Write what is queued now."""

@@ -141,6 +141,8 @@ class ParticipantNode:
         self._peers: dict[str, PeerLink] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        # Its loop, from start(): asyncio.get_running_loop() costs a getpid, and on_data wants the time per read.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def name(self) -> str:
@@ -153,7 +155,7 @@ class ParticipantNode:
         """Bind (or take the already bound ``sock``), recover from storage, then
         accept connections. Returns the bound address (useful with port 0).
         OSError if the port is taken."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         if sock is None and port == 0:
             sock = listen_socket(host, 0)  # not in the ephemeral range: see listen_socket
         # Plain TCP even with TLS: the handshake is started per connection once it
@@ -386,7 +388,7 @@ class ParticipantNode:
         if conn.role is None:
             conn.early.append(data)
             return
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time() if self._loop is not None else asyncio.get_running_loop().time()
         conn.last_rx = now
         try:
             lines = conn.buffer.feed(data)
