@@ -6,8 +6,9 @@ the participant crash-safe lives here: *a Persist is durable before any later
 reply or send leaves the node* (but a lazy one: a commit, see
 harness.protocol.participant). Persists go to a group-commit writer (one
 SQLite transaction and one fsync for every record queued in one pass of the
-event loop; without fsync, written at once); every outgoing message is queued on its connection with the
-number of persists issued before it, and leaves once that many are durable.
+event loop; without fsync, written at once); every outgoing message is
+queued on its connection with the number of persists issued before it, and
+leaves once that many are durable.
 The core updates its memory at once, so a STATUS or RESOLVE answered
 meanwhile may describe a record not yet on disk; a STATE reply waits for every
 persist before it, lazy ones too (so that a version it reports never goes back
