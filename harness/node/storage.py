@@ -9,9 +9,10 @@ transaction durable (the WAL is fsync'd) before :meth:`Storage.write` returns.
 ``durable=False`` (synchronous=OFF) leaves the flush to the operating system:
 it survives a killed process but not a power cut, and is for benchmarks.
 Several records can be written in one call: one fsync then covers them all
-(group commit), in one INSERT statement (its own transaction). The file is
-opened in ``locking_mode=EXCLUSIVE``: one participant owns it, SQLite takes its
-lock once instead of at every write, and a second process is refused.
+(group commit), in one INSERT statement (its own transaction). SQLite's
+normal locking is kept (``locking_mode=EXCLUSIVE`` would spare six fcntl calls
+per transaction, but a person reading the file with ``sqlite3`` would then
+stop a participant from starting, and be refused while it runs).
 
 Storage that cannot lie (docs/security.md). The file carries its identity in
 ``meta``: a random store id, the participant (node) and its cluster. Every row
@@ -152,11 +153,6 @@ class Storage:
         self, path: Path, node: str, durable: bool, cluster: tuple[str, ...] | None, create: bool
     ) -> StoreIdentity:
         db = self._db
-        # One process owns a store: holding SQLite's lock for as long as the file is
-        # open spares the lock and unlock calls of every write (measured: six fcntl
-        # per transaction), keeps the WAL index in memory (no -shm file), and makes
-        # a second process opening the same store fail instead of writing beside us.
-        db.execute("PRAGMA locking_mode=EXCLUSIVE")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute(f"PRAGMA synchronous={'FULL' if durable else 'OFF'}")
         check = db.execute("PRAGMA quick_check").fetchone()
