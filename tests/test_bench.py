@@ -61,6 +61,10 @@ def test_bench_quick_measures_every_section_and_writes_json(tmp_path: Path) -> N
     assert floor["tx_s"] > 0 and 0 < floor["p50_ms"] <= floor["p99_ms"] and floor["fsync_ms"] > 0
     one = results["one_client"]
     assert one["durable"]["reps"][0]["committed"] == 20 and one["not_durable"]["reps"][0]["committed"] == 20
+    assert one["not_durable"]["marginal_cpu_ms_per_tx"] > 0  # start-up and stop left out (a short run's CPU)
+    many = results["participants"]
+    assert many["3"]["one_client"]["reps"][0]["committed"] == 20 == many["9"]["one_client"]["reps"][0]["committed"]
+    assert many["9"]["echo"]["tx_s"] > 0 and many["3"]["echo"]["tx_s"] > 0
     assert results["contention"]["2"]["committed"] >= 1
     for policy in ("nok", "wait-die"):
         conflict = results["conflict"][f"{policy}-2"]
@@ -72,7 +76,14 @@ def test_bench_quick_measures_every_section_and_writes_json(tmp_path: Path) -> N
     assert checker["shapes"]["synthetic_not_in_real"] == []
     assert checker["large"]["peak_mib"] >= checker["large"]["floor_peak_mib"] > 0
     # every figure of the table has its row in the JSON, with its ratio to the floor where it has one
-    assert {r["section"] for r in results["rows"]} >= {"floor", "one client", "memory", "start-up", "checker"}
+    assert {r["section"] for r in results["rows"]} >= {
+        "floor",
+        "one client",
+        "9 participants",
+        "memory",
+        "start-up",
+        "checker",
+    }
     assert all(r["ratio"] is not None for r in results["rows"] if r["floor"] is not None)
     # the run folders were removed (no --keep)
     assert not any((tmp_path / "work").iterdir())

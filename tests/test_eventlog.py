@@ -10,8 +10,9 @@ import pytest
 
 from harness.events import log as eventlog
 from harness.events.log import EventLog, read_log
-from harness.events.schema import BEGIN, RECV, SEND, STOPPED, TIMEOUT
-from harness.protocol.messages import Vote
+from harness.events.schema import BEGIN, DURABLE, RECV, SEND, STOPPED, TIMEOUT
+from harness.protocol.messages import TxState, Vote
+from harness.protocol.participant import TxRecord
 
 
 def _count_writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
@@ -128,3 +129,30 @@ def test_lines_after_the_loop_ended_are_not_stuck_behind_its_timer(
     asyncio.run(write_and_yield("t4"))  # ... and a new loop gets a timer of its own
     assert [line.fields["txid"] for line in read_log(path)] == ["t1", "t2", "t3", "t4"]
     log.close()
+
+
+@pytest.mark.parametrize("why", [None, "vote yes", "vote no: locked by c2-1", 'odd "reason"\n', ""])
+@pytest.mark.parametrize("participants", [("127.0.0.1:1", "127.0.0.1:2"), (), ("h:1",)])
+def test_log_record_writes_what_the_schema_writes(
+    tmp_path: Path, why: str | None, participants: tuple[str, ...]
+) -> None:
+    """log_record formats a record's line by hand (and remembers quoted lists and reasons):
+    the same text as EventLog.write through the schema, twice in a row."""
+    fast, general = EventLog(tmp_path / "a.log", "server1"), EventLog(tmp_path / "b.log", "server1")
+    for state, version in ((TxState.PREPARED, 0), (TxState.COMMITTED, 7)):
+        record = TxRecord(txid="c1-x.y:z", state=state, value=-3, participants=participants, version=version)
+        for _ in range(2):
+            eventlog.log_record(fast, DURABLE, record, why)
+            general.write(
+                DURABLE,
+                txid=record.txid,
+                state=state.value,
+                value=record.value,
+                version=version,
+                participants=",".join(participants),
+                why=why,
+            )
+    fast.close()
+    general.close()
+    strip = [[line.text.split(" ", 1)[1] for line in read_log(tmp_path / name)] for name in ("a.log", "b.log")]
+    assert len(strip[0]) == 4 and strip[0] == strip[1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import operator
 import string
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -36,8 +37,12 @@ from harness.protocol.messages import (
     TxState,
     Vote,
     decode,
+    decode_line,
     encode,
+    encode_text,
+    format_fields,
     message_fields,
+    parse_participants,
 )
 
 # Modest and deterministic: these run on every commit, and a failure must repeat.
@@ -470,3 +475,34 @@ def test_participant_ports_above_65535_are_refused() -> None:
     with pytest.raises(DecodeError) as e:
         decode(b"PREPARE txid=t1 value=1 participants=a:1,b:65536")
     assert e.value.code == "bad-participants"
+
+
+@FAST
+@given(msg=messages, txid=st.sampled_from(["", "plain", AWKWARD, 'a"b', "sp ace"]))
+def test_the_fast_encoders_write_what_the_general_path_writes(msg: Message, txid: str) -> None:
+    """encode_text's shortcuts for the messages of every transaction (harness.protocol.messages)
+    give the text of message_fields + format_fields, field for field, awkward txids included."""
+    for m in (msg, replace(msg, txid=txid) if hasattr(msg, "txid") and not isinstance(msg, Error) else msg):
+        rest = format_fields(message_fields(m))
+        assert encode_text(m) == (f"{m.kind.value} {rest}" if rest else m.kind.value)
+
+
+def test_a_participant_list_seen_before_is_validated_as_the_first_time() -> None:
+    """parse_participants remembers lists it accepted, never ones it refused."""
+    raw = ",".join(THREE)
+    assert parse_participants(raw) == THREE and parse_participants(raw) == THREE
+    for bad in ("127.0.0.1:8886,127.0.0.1:8886", "nohost", "h:99999"):
+        for _ in range(2):
+            with pytest.raises(DecodeError):
+                parse_participants(bad)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"COMMIT txid=t1", b"  COMMIT   txid=t1 \r", b'\tVOTE\ttxid=t1 vote=NOK reason="a \\"b\\""\t\r', b"STATUS\r"],
+)
+def test_decode_line_gives_the_text_a_node_logs(line: bytes) -> None:
+    """The text beside the message is the line without its terminator and surrounding blanks,
+    what the nodes logged before by decoding the line a second time."""
+    msg, text = decode_line(line)
+    assert msg == decode(line) and text == line.decode().strip(" \t\r")

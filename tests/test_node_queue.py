@@ -95,7 +95,8 @@ class _BufferingTransport(FakeTransport):
 
 def test_after_commit_reply_marks_a_reply_ahead_of_its_record_and_nothing_else(tmp_path: Path) -> None:
     async def scenario() -> None:
-        storage = Storage(tmp_path / "s.sqlite3", "server1", durable=False)
+        # Durable: only writes that fsync wait for the end of a loop pass (harness.node.group_commit).
+        storage = Storage(tmp_path / "s.sqlite3", "server1", durable=True)
         log = EventLog(tmp_path / "s.log", "server1", buffered=True)
         crash = _CountingCrash(ParticipantCrashPoint.AFTER_COMMIT_REPLY)
         node = ParticipantNode(storage, log, crash=crash)

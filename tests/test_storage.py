@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,28 @@ def test_damaged_files_are_refused_in_one_line_or_read_back_intact(tmp_path: Pat
             assert "\n" not in str(e)
             continue
         assert loaded == records
+
+
+def test_a_batch_applies_its_rows_in_order_and_the_store_can_be_read_while_open(tmp_path: Path) -> None:
+    """A batch is one INSERT of many rows (a later row of a txid wins, as written), or BEGIN,
+    executemany, COMMIT past 32 rows; a person's sqlite3 may read the store meanwhile."""
+    path = tmp_path / "server1.sqlite3"
+    s = Storage(path, "server1", durable=False)
+    try:
+        s.write([record("t1", TxState.PREPARED), record("t1", TxState.COMMITTED, 1), record("t2", TxState.PREPARED)])
+        s.write([record(f"m{i}", TxState.ABORTED) for i in range(40)] + [record("t2", TxState.ABORTED)])
+        other = sqlite3.connect(path, timeout=0)
+        try:
+            assert other.execute("SELECT count(*) FROM txns").fetchone() == (42,)
+        finally:
+            other.close()
+        s.write([record("t3", TxState.PREPARED)])  # and written after it
+    finally:
+        s.close()
+    again = Storage(path, "server1", create=False)
+    try:
+        loaded = {r.txid: r for r in again.load()}
+    finally:
+        again.close()
+    assert loaded["t1"] == record("t1", TxState.COMMITTED, 1) and loaded["t2"] == record("t2", TxState.ABORTED)
+    assert len(loaded) == 43

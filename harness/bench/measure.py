@@ -68,10 +68,11 @@ class Runs:
         return folder, report, cpu
 
 
-def one_client(runs: Runs, durable: bool, transactions: int) -> dict[str, Any]:
+def one_client(runs: Runs, durable: bool, transactions: int, participants: int = PARTICIPANTS) -> dict[str, Any]:
+    label = "one-client-durable" if durable else "one-client-not-durable"
     folder, report, cpu = runs.run(
-        "one-client-durable" if durable else "one-client-not-durable",
-        RunConfig(clients=1, transactions=transactions, durable=durable),
+        label if participants == PARTICIPANTS else f"{label}-{participants}-participants",
+        RunConfig(clients=1, transactions=transactions, durable=durable, participants=participants),
     )
     (c,) = report.clients
     window = _client_window(folder, ["client1"])

@@ -37,6 +37,7 @@ median reported.
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import shutil
@@ -49,6 +50,7 @@ from typing import Any
 from harness.bench import report as report_bench
 from harness.bench.conflict import CONFLICT_CLIENTS, CONFLICTS, conflict_run, with_ratios
 from harness.bench.floor import (
+    PARTICIPANTS,
     interpreter_startup,
     measure_fan_out,
     measure_fsync,
@@ -72,6 +74,17 @@ CHECKER_SMALL = 4  # the linearity folder is this many times smaller
 
 # Targets (the brief of the benchmark).
 TARGET_NOT_DURABLE = 0.7  # one client, no fsync: at least this times the floor's tx/s
+
+
+TARGET_CPU = 2.0  # one client, no fsync: CPU per transaction of every process, at most this times the floor's
+SHORT_RUN = 10  # transactions of the run whose CPU (start-up and stop, mostly) the marginal figure leaves out
+
+
+TARGET_DURABLE_RATIO = 0.8  # one client: durable committed/s at least this times not durable's, same run
+
+
+MANY_PARTICIPANTS = 9
+TARGET_MANY_PARTICIPANTS = 0.5  # one client, 9 participants: at least this times 3 participants' committed/s
 
 
 TARGET_DURABLE_FSYNCS = 3  # one client, durable: p50 at most floor p50 + this many fsyncs
@@ -99,7 +112,7 @@ TARGET_PARTICIPANT_MIB = 40.0
 TARGET_CLIENT_MIB = 30.0
 
 
-SECTIONS = ("one-client", "uvloop", "contention", "conflict", "startup", "memory", "checker", "report")
+SECTIONS = ("one-client", "uvloop", "participants", "contention", "conflict", "startup", "memory", "checker", "report")
 
 
 @dataclass
@@ -177,6 +190,7 @@ class Bench:
             ("memory", self.memory),  # first: see memory()
             ("floor", self.floor_and_one_client),
             ("uvloop", self.uvloop),
+            ("participants", self.participants),
             ("startup", self.startup),
             ("contention", self.contention),
             ("conflict", self.conflict),
@@ -256,6 +270,14 @@ class Bench:
                 if "one-client" in c.sections:
                     durable.append(one_client(self.runs, True, c.transactions))
                     not_durable.append(one_client(self.runs, False, c.transactions))
+                    if c.transactions > SHORT_RUN:
+                        # The floor's CPU counts transactions only: so does the marginal figure,
+                        # a run's CPU less a short run's (start-up and stop), per extra transaction.
+                        short = one_client(self.runs, False, SHORT_RUN)
+                        full = not_durable[-1]
+                        extra = full["committed"] - short["committed"]
+                        spent = full["cpu_ms_per_tx"] * full["committed"] - short["cpu_ms_per_tx"] * short["committed"]
+                        full["marginal_cpu_ms_per_tx"] = spent / extra if extra > 0 else math.nan
                     line += (
                         f"; one client: durable {durable[-1]['tx_s']:.0f} tx/s, "
                         f"not durable {not_durable[-1]['tx_s']:.0f} tx/s"
@@ -271,6 +293,37 @@ class Bench:
                 "not_durable": {"reps": not_durable, **_medians(not_durable)},
             }
         return {"reps": floor, **_medians(floor)}, one, [a for _, a in echoes]
+
+    def participants(self) -> None:
+        """One client with 3 and with MANY_PARTICIPANTS participants, interleaved,
+        beside the echo fan-out to as many echo processes (what this machine's
+        cores allow: every participant is a process)."""
+        c = self.config
+        many = MANY_PARTICIPANTS
+        procs = Processes()
+        echo: dict[int, list[dict[str, float]]] = {PARTICIPANTS: [], many: []}
+        runs: dict[int, list[dict[str, Any]]] = {PARTICIPANTS: [], many: []}
+        try:
+            echoes = {n: start_echoes(procs, n) for n in (PARTICIPANTS, many)}
+            for rep in range(1, c.repeat + 1):
+                for n in (PARTICIPANTS, many):
+                    echo[n].append(measure_fan_out(echoes[n], c.transactions))
+                    runs[n].append(one_client(self.runs, False, c.transactions, participants=n))
+                say(
+                    f"participants {rep}/{c.repeat}: one client not durable, {PARTICIPANTS}: "
+                    f"{runs[PARTICIPANTS][-1]['tx_s']:.0f} tx/s, {many}: {runs[many][-1]['tx_s']:.0f} tx/s "
+                    f"(echo {echo[PARTICIPANTS][-1]['tx_s']:.0f}, {echo[many][-1]['tx_s']:.0f})"
+                )
+        finally:
+            procs.stop()
+        self.results["participants"] = {
+            str(n): {
+                "participants": n,
+                "echo": {"reps": echo[n], **_medians(echo[n])},
+                "one_client": {"reps": runs[n], **_medians(runs[n])},
+            }
+            for n in (PARTICIPANTS, many)
+        }
 
     def memory(self) -> None:
         reps = []

@@ -25,7 +25,10 @@ from harness.bench.suite import (
     TARGET_CLIENT_MIB,
     TARGET_CONTENTION,
     TARGET_CONTENTION_CLIENTS,
+    TARGET_CPU,
     TARGET_DURABLE_FSYNCS,
+    TARGET_DURABLE_RATIO,
+    TARGET_MANY_PARTICIPANTS,
     TARGET_NOT_DURABLE,
     TARGET_PARTICIPANT_MIB,
     TARGET_STARTUP,
@@ -124,6 +127,7 @@ def build_rows(results: dict[str, Any], config: BenchConfig) -> list[Row]:
             Row(
                 "one client", "not durable: CPU per tx, all processes", n["cpu_ms_per_tx"], "ms CPU", floor_cpu, "echo"
             ),
+            *_marginal_cpu("one client", n, floor_cpu, "echo"),
             Row("one client", "durable: committed/s", d["tx_s"], "tx/s", floor_tx, "echo tx/s"),
             Row(
                 "one client",
@@ -138,6 +142,7 @@ def build_rows(results: dict[str, Any], config: BenchConfig) -> list[Row]:
             Row("one client", "durable: latency p99", d["p99_ms"], "ms", floor_p99, "echo p99"),
             Row("one client", "durable: CPU per tx, all processes", d["cpu_ms_per_tx"], "ms CPU", floor_cpu, "echo"),
             Row("one client", "durable - not durable p50, in fsyncs", (d["p50_ms"] - n["p50_ms"]) / fsync, ""),
+            _durable_ratio("one client", d, n),
         ]
     uv = results.get("uvloop")
     if uv:  # the same on uvloop, each beside the floor on the same loop
@@ -158,8 +163,11 @@ def build_rows(results: dict[str, Any], config: BenchConfig) -> list[Row]:
                     uf["cpu_ms_per_tx"],
                     "uvloop",
                 ),
+                *_marginal_cpu("uvloop", n, uf["cpu_ms_per_tx"], "uvloop echo", floor_cpu),
                 Row("uvloop", "one client durable: committed/s", d["tx_s"], "tx/s", uf["tx_s"], "uvloop echo"),
+                _durable_ratio("uvloop", d, n),
             ]
+    rows += _participant_rows(results.get("participants"))
     mem = results.get("memory")
     if mem:
         echo = mem["echo_mib"]
@@ -294,6 +302,53 @@ def build_rows(results: dict[str, Any], config: BenchConfig) -> list[Row]:
             )
     rows += report_rows(results.get("report"))
     return rows
+
+
+def _marginal_cpu(
+    section: str, not_durable: dict[str, Any], floor_cpu: float, floor_name: str, asyncio_floor: float | None = None
+) -> list[Row]:
+    """CPU per transaction without a run's start-up and stop, against the floor (which counts
+    transactions only): the target is TARGET_CPU x the asyncio floor, on either loop."""
+    if "marginal_cpu_ms_per_tx" not in not_durable:
+        return []
+    value = not_durable["marginal_cpu_ms_per_tx"]
+    limit = TARGET_CPU * (asyncio_floor if asyncio_floor is not None else floor_cpu)
+    return [
+        Row(section, "not durable: CPU per tx, all processes, start and stop left out", value, "ms CPU",
+            floor_cpu, floor_name, f"<= {TARGET_CPU:g} x asyncio floor = {limit:.2f}", value <= limit)
+    ]  # fmt: skip
+
+
+def _durable_ratio(section: str, durable: dict[str, Any], not_durable: dict[str, Any]) -> Row:
+    """Durable committed/s over not durable's, both from this run: what the fsyncs cost."""
+    return Row(
+        section,
+        "durable committed/s, x not durable",
+        durable["tx_s"],
+        "tx/s",
+        not_durable["tx_s"],
+        "not durable",
+        f">= {TARGET_DURABLE_RATIO:g} x not durable",
+        durable["tx_s"] >= TARGET_DURABLE_RATIO * not_durable["tx_s"],
+    )
+
+
+def _participant_rows(r: dict[str, Any] | None) -> list[Row]:
+    """One client with many participants against three, and the echo fan-out likewise."""
+    if not r:
+        return []
+    (few, few_r), (many, many_r) = sorted(((int(k), v) for k, v in r.items()))
+    section = f"{many} participants"
+    return [
+        Row(section, f"echo fan-out, {many} processes x 2 rounds", many_r["echo"]["tx_s"], "tx/s",
+            few_r["echo"]["tx_s"], f"echo, {few}"),
+        Row(section, "one client not durable: committed/s", many_r["one_client"]["tx_s"], "tx/s",
+            few_r["one_client"]["tx_s"], f"{few} participants",
+            f">= {TARGET_MANY_PARTICIPANTS:g} x {few} participants",
+            many_r["one_client"]["tx_s"] >= TARGET_MANY_PARTICIPANTS * few_r["one_client"]["tx_s"]),
+        Row(section, "one client: CPU per tx, all processes", many_r["one_client"]["cpu_ms_per_tx"], "ms CPU",
+            few_r["one_client"]["cpu_ms_per_tx"], f"{few} participants"),
+    ]  # fmt: skip
 
 
 def report_rows(r: dict[str, Any] | None) -> list[Row]:

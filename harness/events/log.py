@@ -45,6 +45,8 @@ from harness.protocol.participant import TxRecord
 # participant's loop passes), and a person tailing a log cannot tell 5 ms.
 FLUSH_AFTER = 0.005
 
+_PEERS_REMEMBERED = 256  # quoted peer names kept per log (a participant sees a new port per connection)
+
 _second: list[object] = [None, ""]  # the last whole second formatted, and its text
 
 
@@ -52,22 +54,20 @@ def format_event_fields(kind: EventKind, values: dict[str, object]) -> str:
     """The ``key=value ...`` part of a ``kind`` line, fields in the schema's order.
     ValueError (our bug) for a field ``kind`` does not have, or a required one missing."""
     parts = []
-    found = 0
     for f in kind.fields:
-        if f.name not in values:
+        value = values.get(f.name)
+        if value is None:  # left out, or None: only an optional field may be
             if not f.optional:
                 raise ValueError(f"a {kind.name} event needs {f.name}")
             continue
-        found += 1
-        value = values[f.name]
-        if value is None:
-            if not f.optional:
-                raise ValueError(f"a {kind.name} event needs {f.name}")
-            continue
-        parts.append(f"{f.name}={quote(str(value))}")
-    if found != len(values):
+        if type(value) is int:  # digits and a sign: always a bare token (quote's check, spared)
+            parts.append(f"{f.name}={value}")
+        else:
+            parts.append(f"{f.name}={quote(value if type(value) is str else str(value))}")
+    if len(values) != len(parts):  # Nones, or a field the kind lacks
         unknown = ", ".join(sorted(set(values) - set(kind.field_names)))
-        raise ValueError(f"a {kind.name} event has no field {unknown}: add it to harness.events.schema")
+        if unknown:
+            raise ValueError(f"a {kind.name} event has no field {unknown}: add it to harness.events.schema")
     return " ".join(parts)
 
 
@@ -134,6 +134,7 @@ class EventLog:
         self._fd: int | None = None
         self._pending: list[str] | None = [] if buffered else None
         self._flush_loop: asyncio.AbstractEventLoop | None = None  # the loop whose timer will flush
+        self._peers: dict[str, str] = {}  # peer name -> its quoted form
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -149,24 +150,35 @@ class EventLog:
     def message(self, kind: EventKind, peer: str, msg: Message | str) -> None:
         """A message sent or received: ``kind`` is SEND or RECV. ``msg`` may be
         its wire line already (``encode_text``), to format it only once."""
-        self.line(kind.name, _message_fields(peer, msg))
+        quoted = self._peers.get(peer)
+        if quoted is None:  # a node talks to a few peers: quote each name once
+            if len(self._peers) >= _PEERS_REMEMBERED:
+                self._peers.clear()
+            quoted = self._peers[peer] = quote(peer)
+        self.line(kind.name, f"peer={quoted} msg={msg if isinstance(msg, str) else encode_text(msg)}")
 
     def line(self, event: str, rest: str) -> None:
         """One event line whose fields are formatted already (``key=value ...``)."""
-        stamp = utc_timestamp(time.time())  # when it happened, not when it is flushed
+        t = time.time()  # when it happened, not when it is flushed
+        seconds = int(t)
+        if _second[0] != seconds:  # utc_timestamp, inline: a node logs a line per message
+            utc_timestamp(t)
+        stamp = f"{_second[1]}.{int((t - seconds) * 1_000_000):06d}Z"
         line = f"{stamp} {self.node} {event} {rest}\n" if rest else f"{stamp} {self.node} {event}\n"
         if self._pending is None:
             self._write(line)
             return
         self._pending.append(line)
+        if self._flush_loop is not None and self._flush_loop.is_running():
+            return  # a flush is due on the running loop already (spares a get_running_loop: a getpid each)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no event loop: nothing would flush it later
             self.flush()
             return
-        if self._flush_loop is not loop:  # no timer yet, or one on a loop that has ended
-            self._flush_loop = loop
-            loop.call_later(FLUSH_AFTER, self._scheduled_flush)
+        # no timer yet, or one on a loop that has ended
+        self._flush_loop = loop
+        loop.call_later(FLUSH_AFTER, self._scheduled_flush)
 
     def flush(self) -> None:
         """Write every buffered line now (one write)."""
@@ -205,17 +217,32 @@ class EventLog:
 
 
 def log_record(log: EventLog, kind: EventKind, r: TxRecord, why: str | None = None) -> None:
-    """A durable record as the checker reads it: ``kind`` is DURABLE or RESTORED."""
-    assert kind in (DURABLE, RESTORED)
-    log.write(
-        kind,
-        txid=r.txid,
-        state=r.state.value,
-        value=r.value,
-        version=r.version,
-        participants=",".join(r.participants),
-        why=why,
-    )
+    """A durable record as the checker reads it: ``kind`` is DURABLE or RESTORED.
+
+    Two lines a transaction at every participant: formatted here field by field,
+    in the schema's order (tests/test_eventlog.py holds it to EventLog.write's
+    text), the participant list and the reason quoted once each and remembered."""
+    assert kind is DURABLE or kind is RESTORED
+    participants = _QUOTED_LISTS.get(r.participants)
+    if participants is None:
+        if len(_QUOTED_LISTS) >= _QUOTED_REMEMBERED:
+            _QUOTED_LISTS.clear()
+        participants = _QUOTED_LISTS[r.participants] = quote(",".join(r.participants))
+    rest = f"txid={quote(r.txid)} state={r.state.value} value={r.value} version={r.version} participants={participants}"
+    if why is not None:
+        said = _QUOTED_WHY.get(why)
+        if said is None:
+            if len(_QUOTED_WHY) >= _QUOTED_REMEMBERED:
+                _QUOTED_WHY.clear()
+            said = _QUOTED_WHY[why] = quote(why)
+        rest = f"{rest} why={said}"
+    log.line(kind.name, rest)
+
+
+# Quoted participant lists and reasons, bounded: a run has a few of each.
+_QUOTED_LISTS: dict[tuple[str, ...], str] = {}
+_QUOTED_WHY: dict[str, str] = {}
+_QUOTED_REMEMBERED = 256
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,8 +6,9 @@ the participant crash-safe lives here: *a Persist is durable before any later
 reply or send leaves the node* (but a lazy one: a commit, see
 harness.protocol.participant). Persists go to a group-commit writer (one
 SQLite transaction and one fsync for every record queued in one pass of the
-event loop); every outgoing message is queued on its connection with the
-number of persists issued before it, and leaves once that many are durable.
+event loop; without fsync, written at once); every outgoing message is
+queued on its connection with the number of persists issued before it, and
+leaves once that many are durable.
 The core updates its memory at once, so a STATUS or RESOLVE answered
 meanwhile may describe a record not yet on disk; a STATE reply waits for every
 persist before it, lazy ones too (so that a version it reports never goes back
@@ -15,6 +16,8 @@ after a crash), a RESOLVE answer for those that are not lazy.
 
 Lines are handled in the protocols' data_received callbacks, not in a task per
 connection, and logged before anything they cause leaves (harness.events.log).
+Resolve timers share one loop timer (harness.node.deadlines): a transaction
+costs a dict entry, not a timer handle on the loop's heap.
 
 Bad input from the network (their fault) is logged, answered with ERROR and
 the connection closed; it never reaches the core, so it never changes state.
@@ -49,6 +52,7 @@ from harness.events.schema import (
 from harness.node import event_loop
 from harness.node.address import listen_socket
 from harness.node.crash import CrashPlan, ParticipantCrashPoint
+from harness.node.deadlines import Deadlines
 from harness.node.group_commit import GroupCommit
 from harness.node.inbound import MAX_QUEUED, InboundConnection, QueuedReply
 from harness.node.limits import MAX_PIPELINE, Limits
@@ -66,7 +70,7 @@ from harness.protocol.messages import (
     State,
     TxState,
     Vote,
-    decode,
+    decode_line,
     encode_text,
 )
 from harness.protocol.participant import (
@@ -137,10 +141,12 @@ class ParticipantNode:
         # not durable (an OUTCOME committed sent meanwhile is ahead of it).
         self._lazy: dict[str, int] = {}
         self._next_conn = 0
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._timers: Deadlines[str] | None = None  # resolve timers by txid (made in start: it needs the loop)
         self._peers: dict[str, PeerLink] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        # Its loop, from start(): asyncio.get_running_loop() costs a getpid, and on_data wants the time per read.
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def name(self) -> str:
@@ -153,7 +159,7 @@ class ParticipantNode:
         """Bind (or take the already bound ``sock``), recover from storage, then
         accept connections. Returns the bound address (useful with port 0).
         OSError if the port is taken."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         if sock is None and port == 0:
             sock = listen_socket(host, 0)  # not in the ephemeral range: see listen_socket
         # Plain TCP even with TLS: the handshake is started per connection once it
@@ -178,6 +184,7 @@ class ParticipantNode:
             name, records, cluster=self.cluster, rejoining=self.rejoining, conflict=self.conflict
         )
         self._gc = GroupCommit(self.storage, self.log, self._durable)
+        self._timers = Deadlines(loop, self.resolve_after, self._timeout)
         c = self.core
         if records:
             # Every durable record, once per restart: a record made durable just
@@ -259,8 +266,8 @@ class ParticipantNode:
             self._sweeper.cancel()
         if self._server is not None:
             self._server.close()
-        for handle in self._timers.values():
-            handle.cancel()
+        if self._timers is not None:
+            self._timers.close()
         for conn in list(self._conns.values()):
             if conn.timer is not None:
                 conn.timer.cancel()
@@ -391,7 +398,7 @@ class ParticipantNode:
         if conn.identity is None:
             conn.early.append(data)
             return
-        now = asyncio.get_running_loop().time()
+        now = self._loop.time() if self._loop is not None else asyncio.get_running_loop().time()
         conn.last_rx = now
         try:
             lines = conn.buffer.feed(data)
@@ -405,7 +412,7 @@ class ParticipantNode:
         assert self.core is not None
         for line in lines:
             try:
-                msg = decode(line)
+                msg, text = decode_line(line)
             except DecodeError as e:
                 self._refuse(conn, e)
                 return
@@ -416,7 +423,7 @@ class ParticipantNode:
                 self._refuse(conn, DecodeError("too-many", f"at most {MAX_PIPELINE} requests may wait for replies"))
                 return
             # Logged as it came (decode accepted it, so it is one clean line).
-            self.log.message(RECV, conn.peer, line.decode().strip(" \t\r"))
+            self.log.message(RECV, conn.peer, text)
             self._perform(self.core.on_request(conn.id, msg), conn=conn)
             if conn.refused:  # the core closed it: read no further
                 return
@@ -432,7 +439,6 @@ class ParticipantNode:
         self._pump(conn)
 
     def _timeout(self, txid: str) -> None:
-        self._timers.pop(txid, None)
         if self._closing or self.core is None:
             return
         self.log.write(TIMEOUT, txid=txid, after_s=self.resolve_after)
@@ -498,13 +504,11 @@ class ParticipantNode:
                         link = self._peers[action.peer] = PeerLink(self, action.peer)
                     self._spawn(link.send(action.msg, self._barrier))
                 case StartTimer():
-                    if (old := self._timers.pop(action.txid, None)) is not None:
-                        old.cancel()
-                    loop = asyncio.get_running_loop()
-                    self._timers[action.txid] = loop.call_later(self.resolve_after, self._timeout, action.txid)
+                    assert self._timers is not None
+                    self._timers.start(action.txid)
                 case CancelTimer():
-                    if (old := self._timers.pop(action.txid, None)) is not None:
-                        old.cancel()
+                    assert self._timers is not None
+                    self._timers.cancel(action.txid)
         if conn is not None:
             if conn.queue and conn.queue[-1].barrier > self._barrier:
                 gc.write_soon()  # a STATE waits for a lazy record: do not let it wait 20 ms
@@ -515,9 +519,8 @@ class ParticipantNode:
         gc = self._gc
         transport = conn.transport
         assert gc is not None and transport is not None
-        if conn.timer is not None:  # held by --delay: release_paced pumps it
-            return
-        self._pump_queue(conn, gc, transport)
+        if conn.timer is None:  # else held by --delay: release_paced pumps it
+            self._pump_queue(conn, gc, transport)
         if conn.queue_full != (len(conn.queue) >= MAX_QUEUED):
             conn.queue_full = not conn.queue_full
             conn.update_reading()
