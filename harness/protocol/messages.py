@@ -255,8 +255,15 @@ def _encode_vote(m: Vote) -> str:
     return f"VOTE {format_fields(message_fields(m))}"
 
 
+def _encode_prepare(m: Prepare) -> str:
+    line = f"PREPARE txid={quote(m.txid)} value={m.value} participants={quote(','.join(m.participants))}"
+    if m.prio is not None:
+        line += f" prio={m.prio}"
+    return line + " lockless=1" if m.lockless else line
+
+
 _ENCODE_FAST: dict[type, Callable[[Any], str]] = {
-    Prepare: lambda m: f"PREPARE txid={quote(m.txid)} value={m.value} participants={quote(','.join(m.participants))}",
+    Prepare: _encode_prepare,
     Vote: _encode_vote,
     Commit: lambda m: f"COMMIT txid={quote(m.txid)}",
     Abort: lambda m: f"ABORT txid={quote(m.txid)}",
