@@ -41,6 +41,10 @@ class ExploreResult:
     violations: list[PropertyViolation] = field(default_factory=list)
     trace: list[str] = field(default_factory=list)  # the counterexample, one line per step or effect
     symmetry: bool = False  # states counted are classes under renaming (harness.sim.symmetry)
+    # The states without symmetry reduction: with it, the sum of the classes'
+    # sizes (group size / stabiliser, see Transitions.canonical), counted
+    # rather than explored; without it, ``states``.
+    full_states: int = 0
 
     @property
     def ok(self) -> bool:
@@ -73,7 +77,10 @@ class Explorer(Transitions):
     def _run(self) -> ExploreResult:
         t0 = time.perf_counter()
         pack, unpack, canonical = self.packer.pack, self.packer.unpack, self.canonical
-        init = pack(self.initial_state())
+        init_state = canonical(self.initial_state())
+        init = pack(init_state)
+        group = self.group_size
+        full = group // self.stabiliser
         # The store: each state once, packed (harness.sim.states.Packer), as the
         # representative of its class under symmetry (harness.sim.symmetry).
         index: dict[bytes, int] = {init: 0}
@@ -92,9 +99,12 @@ class Explorer(Transitions):
             for step in steps(state):
                 nxt, _, violations = apply(state, step)
                 transitions += 1
+                if nxt is state and not violations:
+                    continue  # a step that changed nothing (a stranger's PREPARE refused)
                 key = pack(canonical(nxt))
                 j = index.get(key)
                 if j is None:
+                    full += group // self.stabiliser
                     j = index[key] = len(order)
                     order.append(key)
                     parent.append(i)
@@ -113,6 +123,7 @@ class Explorer(Transitions):
                         violations=violations,
                         trace=trace + lines,
                         symmetry=self.sym is not None,
+                        full_states=full,
                     )
                 rank = heal_rank(step)
                 if rank < best_rank and j != i:
@@ -132,6 +143,7 @@ class Explorer(Transitions):
             seconds=0.0,
             complete=complete,
             symmetry=self.sym is not None,
+            full_states=full,
         )
         if complete and self.liveness:
             self._check_healing(order, parent, heal, result)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, Protocol, cast
 
 from harness.protocol import coordinator as co
 from harness.protocol.messages import DecodeError, Message, TxState, decode, encode
@@ -46,18 +46,38 @@ from harness.protocol.participant import (
     TxRecord,
 )
 
-# A participant core from a name and the durable records (ParticipantCore.restore's signature).
-ParticipantFactory = Callable[[str, Iterable[TxRecord]], ParticipantCore]
+
+class ParticipantFactory(Protocol):
+    """A participant core from its name, its durable records and its cluster
+    (every member's name): ParticipantCore.restore's signature."""
+
+    def __call__(
+        self, name: str, records: Iterable[TxRecord], cluster: Iterable[str] | None = None
+    ) -> ParticipantCore: ...
+
+
 # A coordinator core from (txid, value, participants).
 CoordinatorFactory = Callable[[str, int, tuple[str, ...]], co.CoordinatorCore]
-# Where a step crashes its node: after that many actions, or never (None); or a
-# function of the number of actions the core returned (the simulator draws it).
-CrashAfter = int | Callable[[int], int | None] | None
 
 
-def real_participant(name: str, records: Iterable[TxRecord]) -> ParticipantCore:
+class Cut(NamedTuple):
+    """A crash inside a step: the node performs its first ``reached`` actions,
+    except the sends whose indices are bits of ``unsent`` (they never left),
+    then crashes. The explorer's mid-step crashes (harness.sim.transitions)."""
+
+    reached: int
+    unsent: int = 0
+
+
+# Where a step crashes its node: after that many actions (a Cut with nothing
+# unsent), at a Cut, or never (None); or a function of the number of actions
+# the core returned (the simulator draws it).
+CrashAfter = int | Cut | Callable[[int], int | None] | None
+
+
+def real_participant(name: str, records: Iterable[TxRecord], cluster: Iterable[str] | None = None) -> ParticipantCore:
     """The protocol's own participant (the default factory)."""
-    return ParticipantCore.restore(name, records)
+    return ParticipantCore.restore(name, records, cluster)
 
 
 def real_coordinator(txid: str, value: int, participants: tuple[str, ...]) -> co.CoordinatorCore:
@@ -127,7 +147,7 @@ class Topology:
 class PNode:
     """A simulated participant: core, durable store, held lazy records, timers, up or down."""
 
-    __slots__ = ("core", "durable", "held", "index", "steps", "timers", "topo", "up")
+    __slots__ = ("actions", "core", "durable", "held", "index", "timers", "topo", "up")
 
     def __init__(
         self,
@@ -146,7 +166,7 @@ class PNode:
         self.timers = timers
         self.held = list(held)  # lazy records not yet durable, in the order they were issued
         self.up = up
-        self.steps = 0  # actions returned by the last core call
+        self.actions: Sequence[object] = ()  # the actions the last core call returned
 
     @property
     def name(self) -> str:
@@ -169,7 +189,7 @@ class PNode:
     def write_held(self) -> list[Effect]:
         """The lazy write on its own (nodes.py: LAZY_WRITE_AFTER after the first
         held record): what is held becomes durable, in order, in one write."""
-        self.steps = 1
+        self.actions = ()
         return self._write_held()
 
     def crash(self) -> None:
@@ -181,7 +201,7 @@ class PNode:
 
     def restart(self, factory: ParticipantFactory, crash_after: CrashAfter = None) -> list[Effect]:
         """Restore from the durable records (in txid order), then recover()."""
-        self.core = factory(self.name, [self.durable[t] for t in sorted(self.durable)])
+        self.core = factory(self.name, [self.durable[t] for t in sorted(self.durable)], self.topo.participant_names)
         self.up = True
         self.timers = set()
         return self._run(self.core.recover(), crash_after)
@@ -233,7 +253,7 @@ class CNode:
     survives the client's crash (the user heard it). A crashed client never
     comes back."""
 
-    __slots__ = ("alive", "core", "index", "reported", "steps", "timers", "topo")
+    __slots__ = ("actions", "alive", "core", "index", "reported", "timers", "topo")
 
     def __init__(
         self,
@@ -250,7 +270,7 @@ class CNode:
         self.reported = reported
         self.timers = timers
         self.alive = alive
-        self.steps = 0
+        self.actions: Sequence[object] = ()
 
     @property
     def name(self) -> str:
@@ -327,21 +347,31 @@ def _perform(
     apply: Callable[[object], Effect | list[Effect]],
 ) -> list[Effect]:
     """A core's actions performed one at a time, in order, as the real driver
-    does, so that a crash can fall between two of them (after ``crash_after``)."""
-    node.steps = len(actions)
+    does, so that a crash can fall between two of them (after ``crash_after``;
+    at a Cut, some of the sends before it never left)."""
+    node.actions = actions
     if callable(crash_after):
         crash_after = crash_after(len(actions))
+    unsent = 0
+    if type(crash_after) is Cut:
+        crash_after, unsent = crash_after
     effects: list[Effect] = []
     for i, action in enumerate(actions):
         if i == crash_after:
             node.crash()
             effects.append((Fx.CRASH, i, len(actions)))
             break
+        if unsent >> i & 1:
+            continue  # a send that never left: the crash came first
         done = apply(action)
         if isinstance(done, list):
             effects.extend(done)
         else:
             effects.append(done)
+    else:
+        if unsent and crash_after == len(actions):  # a Cut after the last action
+            node.crash()
+            effects.append((Fx.CRASH, len(actions), len(actions)))
     return effects
 
 

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 from harness.protocol import coordinator as co
 from harness.protocol.messages import Message
 from harness.protocol.participant import TxRecord
-from harness.sim.model import Wire
+from harness.sim.model import Cut, Wire
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,11 +65,11 @@ class Step(NamedTuple):
     node: int = -1  # the node that steps (START, TIMER, CRASH, RESTART, WRITE)
     entry: int = -1  # the network entry (DELIVER, DUPLICATE, LOSE)
     timer: Any = None  # TIMER: a participant's txid or a coordinator's co.Timer
-    crash_after: int | None = None  # the node crashes after this many of its actions
+    crash_after: Cut | None = None  # the node crashes inside the step, there
     # DELIVER: what becomes of the reply a participant sends its client: None
-    # (handled at once), a Fate, or the number of actions after which the
-    # client crashes while handling it.
-    fate: Fate | int | None = None
+    # (handled at once), a Fate, or the Cut where the client crashes while
+    # handling it.
+    fate: Fate | Cut | None = None
 
 
 class Conn(enum.IntEnum):

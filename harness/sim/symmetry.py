@@ -72,7 +72,10 @@ from harness.sim.states import CSnap, PSnap, Tag
 __all__ = ["Renaming", "Symmetry"]
 
 _VALUE_FIELDS = frozenset({"value", "storage_server"})  # core fields holding a client's value
-_TOKEN_RE = re.compile(r"(?<![\w:.])(p\d+:\d+|t\d+)(?![\w:])")
+_TOKEN = r"(?:p\d+:\d+|t\d+)"
+# A name, or a comma-separated list of names (the cores write lists sorted:
+# renamed, a list is sorted again, as a renamed run would have written it).
+_TOKENS_RE = re.compile(rf"(?<![\w:.]){_TOKEN}(?:,{_TOKEN})*(?![\w:])")
 
 
 class Renaming(NamedTuple):
@@ -152,7 +155,7 @@ class Symmetry:
             names = self._maps[gi][0]
             out = names.get(s)
             if out is None:
-                out = _TOKEN_RE.sub(lambda m: names.get(m.group(1), m.group(1)), s)
+                out = _TOKENS_RE.sub(lambda m: ",".join(sorted(names.get(n, n) for n in m.group(0).split(","))), s)
             cache[s] = out
         return out
 

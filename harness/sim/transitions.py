@@ -43,12 +43,12 @@ The model, and why each choice:
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, cast
 
 from harness.protocol import coordinator as co
 from harness.protocol.messages import Message, TxState
-from harness.protocol.participant import ParticipantCore, TxRecord
+from harness.protocol.participant import CancelTimer, Close, ParticipantCore, Reply, SendPeer, StartTimer, TxRecord
 from harness.sim.invariants import (
     CODEC,
     LIVENESS,
@@ -61,6 +61,7 @@ from harness.sim.invariants import (
 from harness.sim.model import (
     CNode,
     CoordinatorFactory,
+    Cut,
     Effect,
     Fx,
     ParticipantFactory,
@@ -115,12 +116,53 @@ _OP_SEND, _OP_CSEND, _OP_PERSIST, _OP_REPORT, _OP_CRASH, _OP_CODEC = range(6)
 
 class _Call(NamedTuple):
     """One node step, memoised: the node's new snapshot id, the routing
-    operations, how many actions the core returned, and the effects."""
+    operations, where a crash may cut the step (mid_step_cuts), and the effects."""
 
     sid: int
     ops: tuple[_Op, ...]
-    actions: int
+    cuts: tuple[Cut, ...]
     effects: tuple[Effect, ...]
+
+
+_SENDS = (Reply, SendPeer, co.Send)
+# Actions a crash right after makes moot: timers die with the node, a finished
+# coordinator and a crashed one are alike to everyone else.
+_MOOT = (StartTimer, CancelTimer, Close, co.SetTimer, co.Finished)
+
+
+def mid_step_cuts(actions: Sequence[object]) -> tuple[Cut, ...]:
+    """Every distinct way a crash may cut a step that returned ``actions``.
+
+    The node performs its actions in order and may crash between any two, as
+    in the random simulator; and besides, any of the sends of a run of
+    consecutive sends just before the crash may not have left (the driver
+    writes them to different connections, which nothing orders). Two cuts
+    that leave the same actions done, moot ones aside, are one; so is a cut
+    that leaves nothing done (a crash before the step, a CRASH step) or
+    everything (the step, then a CRASH step)."""
+    n = len(actions)
+    send = [isinstance(a, _SENDS) for a in actions]
+    matters = 0
+    for i, a in enumerate(actions):
+        if not isinstance(a, _MOOT):
+            matters |= 1 << i
+    seen = {0, matters}
+    out: list[Cut] = []
+    for reached in range(1, n + 1):
+        start = reached
+        while start > 0 and send[start - 1]:
+            start -= 1
+        run = range(start, reached)  # the sends just before the crash
+        for chosen in range(1 << len(run)):
+            unsent = 0
+            for b, i in enumerate(run):
+                if chosen >> b & 1:
+                    unsent |= 1 << i
+            done = ((1 << reached) - 1) & ~unsent & matters
+            if done not in seen:
+                seen.add(done)
+                out.append(Cut(reached, unsent))
+    return tuple(out)
 
 
 class _Budget:
@@ -197,9 +239,11 @@ class Transitions:
         self._blur: dict[int, int] = {}  # snapshot id * 8 + client renaming -> blurred key
         self._blur_ids: dict[PSnap | CSnap, int] = {}
         # Memoised canonicalisation: per node vector, the least renamed vector and the renamings that give it.
-        self._canon_nodes: dict[tuple[tuple[int, ...], bool], tuple[tuple[int, ...], list[int]]] = {}
+        self._canon_nodes: dict[tuple[int, ...], tuple[tuple[int, ...], list[int]]] = {}
         self._net_ren: dict[tuple[int, int], int] = {}
         self._eren: dict[int, list[int]] = {}  # entry id -> its id under each renaming
+        self.group_size = self._group_size  # renamings in the symmetry group (1 without symmetry)
+        self.stabiliser = 1  # set by canonical
 
     # ------------------------------------------------------------ interning
 
@@ -276,7 +320,9 @@ class Transitions:
 
     def initial_state(self) -> State:
         parts = [
-            self._intern_participant(PNode(self.topo, i, self.pfactory(name, []), {}, set(), True))
+            self._intern_participant(
+                PNode(self.topo, i, self.pfactory(name, [], self.topo.participant_names), {}, set(), True)
+            )
             for i, name in enumerate(self.topo.participant_names)
         ]
         clients = [self._intern_client(CNode(self.topo, self.np + i, None, None, set(), True)) for i in range(self.nc)]
@@ -325,8 +371,6 @@ class Transitions:
         so the least candidate is a class invariant."""
         sym = self.sym
         assert sym is not None
-        if state.crashes:
-            return list(range(sym.client_only))
         out: list[int] = []
         nodes, np = state.nodes, self.np
         first = 1 if sym.fixed_first else 0
@@ -351,13 +395,19 @@ class Transitions:
 
     def canonical(self, state: State) -> State:
         """The representative of ``state``'s class (harness.sim.symmetry): the
-        least renaming among the candidates. Without symmetry, ``state``."""
+        least renaming among the candidates. Without symmetry, ``state``.
+
+        Sets ``self.stabiliser``: how many renamings map ``state`` to its
+        representative, which is the number that leave it unchanged (a coset
+        of its stabiliser; every such renaming is a candidate, since the
+        representative's participants are in blurred-key order). Its class
+        then holds group size / stabiliser states: how the explorer counts the
+        states without symmetry reduction, without exploring them."""
         sym = self.sym
         if sym is None or self._group_size == 1:
             return state
         nodes = state.nodes
-        memo_key = (nodes, state.crashes == 0)
-        hit = self._canon_nodes.get(memo_key)
+        hit = self._canon_nodes.get(nodes)
         if hit is None:
             node_from = sym.node_from
             ren = self._renamed_sid
@@ -370,20 +420,25 @@ class Transitions:
                 elif cand == best:
                     ties.append(gi)
             assert best is not None
-            hit = self._canon_nodes[memo_key] = (best, ties)
+            hit = self._canon_nodes[nodes] = (best, ties)
         best, ties = hit
-        if ties == [0]:
-            return state._replace(nodes=best)
+        if len(ties) == 1 and not ties[0]:
+            self.stabiliser = 1
+            return state
         best_rest: tuple[tuple[int, ...], int] | None = None
+        count = 0
+        conns = state.conns
         for gi in ties:
-            conns = state.conns
             if gi:
                 rest = (tuple([conns[o] for o in sym.conn_from[gi]]), self._renamed_net(state.net, gi))
             else:
                 rest = (conns, state.net)
             if best_rest is None or rest < best_rest:
-                best_rest = rest
+                best_rest, count = rest, 1
+            elif rest == best_rest:
+                count += 1
         assert best_rest is not None
+        self.stabiliser = count
         return cast(State, _new(State, (best, *best_rest, state.crashes, state.losses, state.duplicates, state.early)))
 
     def _renamed_net(self, net: int, gi: int) -> int:
@@ -400,7 +455,7 @@ class Transitions:
 
     # ------------------------------------------------------------ one node, memoised
 
-    def _call(self, node: int, sid: int, kind: StepKind, arg: Any, k: int | None) -> _Call:
+    def _call(self, node: int, sid: int, kind: StepKind, arg: Any, k: Cut | None) -> _Call:
         """Feed one input to one node. ``arg`` is an entry id or a timer key."""
         key = (node, sid, kind, arg, k)
         hit = self._calls.get(key)
@@ -420,7 +475,7 @@ class Transitions:
                 effects = p.write_held()
             else:
                 effects = p.restart(self.pfactory, k)
-            new, steps = self._intern_participant(p), p.steps
+            new, actions = self._intern_participant(p), p.actions
         else:
             c = self._cnode(node, sid)
             if kind is StepKind.DELIVER:
@@ -437,7 +492,7 @@ class Transitions:
             else:
                 i = node - self.np
                 effects = c.start(self.cfactory, self.txids[i], i + 1, k)
-            new, steps = self._intern_client(c), c.steps
+            new, actions = self._intern_client(c), c.actions
         ops: list[_Op] = []
         for effect in effects:
             what = effect[0]
@@ -464,7 +519,7 @@ class Transitions:
                 ops.append(_Op(_OP_REPORT, result=cast(co.Result, effect[1])))
             elif what is Fx.CRASH:
                 ops.append(_Op(_OP_CRASH))
-        result = _Call(new, tuple(ops), steps, tuple(effects))
+        result = _Call(new, tuple(ops), mid_step_cuts(actions) if k is None else (), tuple(effects))
         self._calls[key] = result
         return result
 
@@ -484,8 +539,8 @@ class Transitions:
             if self._startable[nodes[node]]:
                 out.append(_new(Step, (START, node, -1, None, None, None)))
                 if crashes:
-                    n = call(node, nodes[node], START, None, None).actions
-                    out.extend(_new(Step, (START, node, -1, None, k, None)) for k in range(1, n))
+                    cuts = call(node, nodes[node], START, None, None).cuts
+                    out.extend(_new(Step, (START, node, -1, None, k, None)) for k in cuts)
         m = state.net
         while m:
             low = m & -m
@@ -497,7 +552,7 @@ class Transitions:
                 if losses and entry.wire <= Wire.REPLY:
                     out.append(_new(Step, (LOSE, -1, eid, None, None, None)))
                 continue
-            for k in [None, *range(1, call(dst, nodes[dst], DELIVER, eid, None).actions)] if crashes else [None]:
+            for k in (None, *call(dst, nodes[dst], DELIVER, eid, None).cuts) if crashes else (None,):
                 out.append(_new(Step, (DELIVER, -1, eid, None, k, None)))
                 reply = self._reply_entry(dst, nodes[dst], eid, k)
                 client = self._entries[reply].dst if reply >= 0 else -1
@@ -508,8 +563,8 @@ class Transitions:
                     if dups:
                         out.append(_new(Step, (DELIVER, -1, eid, None, k, Fate.DUPLICATED)))
                     if crashes > (k is not None):
-                        n = call(client, nodes[client], DELIVER, reply, None).actions
-                        out.extend(_new(Step, (DELIVER, -1, eid, None, k, j)) for j in range(1, n))
+                        cuts = call(client, nodes[client], DELIVER, reply, None).cuts
+                        out.extend(_new(Step, (DELIVER, -1, eid, None, k, j)) for j in cuts)
             if dups:
                 out.append(_new(Step, (StepKind.DUPLICATE, -1, eid, None, None, None)))
             if losses and entry.wire <= Wire.REPLY:
@@ -520,14 +575,14 @@ class Transitions:
                 for t in sorted(timers, key=str) if timers else ():
                     out.append(_new(Step, (StepKind.TIMER, node, -1, t, None, None)))
                     if crashes:
-                        n = call(node, nodes[node], StepKind.TIMER, t, None).actions
-                        out.extend(_new(Step, (StepKind.TIMER, node, -1, t, k, None)) for k in range(1, n))
+                        cuts = call(node, nodes[node], StepKind.TIMER, t, None).cuts
+                        out.extend(_new(Step, (StepKind.TIMER, node, -1, t, k, None)) for k in cuts)
             for node in range(np):
                 if not up[nodes[node]]:
                     out.append(_new(Step, (StepKind.RESTART, node, -1, None, None, None)))
                     if crashes:
-                        n = call(node, nodes[node], StepKind.RESTART, None, None).actions
-                        out.extend(_new(Step, (StepKind.RESTART, node, -1, None, k, None)) for k in range(1, n))
+                        cuts = call(node, nodes[node], StepKind.RESTART, None, None).cuts
+                        out.extend(_new(Step, (StepKind.RESTART, node, -1, None, k, None)) for k in cuts)
         if crashes:  # with no crash left, held records are written at once (see apply)
             for node in range(np):
                 if self._holds[nodes[node]]:
@@ -540,7 +595,7 @@ class Transitions:
                     out.append(_new(Step, (StepKind.CRASH, node, -1, None, None, None)))
         return out
 
-    def _reply_entry(self, node: int, sid: int, eid: int, k: int | None) -> int:
+    def _reply_entry(self, node: int, sid: int, eid: int, k: Cut | None) -> int:
         """The entry id of the reply to a client that delivering ``eid`` makes ``node`` send, or -1."""
         if node >= self.np:
             return -1
@@ -632,11 +687,11 @@ class Transitions:
             if fate is Fate.LOST:
                 budget.losses -= 1
                 continue
-            times, j = 1, None
+            times, j = 1, cast(Cut | None, None)
             if fate is Fate.DUPLICATED:
                 budget.duplicates -= 1
                 times = 2
-            elif fate is not None:
+            elif isinstance(fate, Cut):
                 j = fate
             for _ in range(times):
                 if self._accepts[s[client]]:
@@ -652,10 +707,10 @@ class Transitions:
             # commit flags at least what it flags against its yes vote (a
             # core that made other records lazy would need every point).
             holds = self._holds
-            for j in range(self.np):
-                if holds[s[j]]:
+            for p in range(self.np):
+                if holds[s[p]]:
                     net = self._node_step(
-                        state, s, conns, j, StepKind.WRITE, None, None, net, budget, effects, violations, []
+                        state, s, conns, p, StepKind.WRITE, None, None, net, budget, effects, violations, []
                     )
         new = _new(State, (tuple(s), tuple(conns), net, budget.crashes, budget.losses, budget.duplicates, budget.early))
         return new, effects, violations
@@ -668,7 +723,7 @@ class Transitions:
         node: int,
         kind: StepKind,
         arg: Any,
-        k: int | None,
+        k: Cut | None,
         net: int,
         budget: _Budget,
         effects: list[tuple[int, Effect]],
@@ -813,8 +868,12 @@ class Transitions:
         d = self.topo.display
         kind = step.kind
 
-        def crash_note(k: int | None) -> str:
-            return "" if k is None else f"  [and crashes after {k} of its actions]"
+        def crash_note(k: Cut | None, who: str = "and") -> str:
+            if k is None:
+                return ""
+            unsent = [str(i + 1) for i in range(k.reached) if k.unsent >> i & 1]
+            lost = f", its send(s) number {','.join(unsent)} never having left" if unsent else ""
+            return f"  [{who} crashes after {k.reached} of its actions{lost}]"
 
         if kind is StepKind.START:
             i = step.node - self.np
@@ -838,7 +897,7 @@ class Transitions:
             elif fate is Fate.DUPLICATED:
                 text += "  [its reply arrives twice]"
             elif fate is not None:
-                text += f"  [its client crashes after {fate} of its actions handling the reply]"
+                text += crash_note(fate, "its client, handling the reply,")
             return text + crash_note(step.crash_after)
         early = "  [early: messages still in flight]" if self._deliverable(state) else ""
         if kind is StepKind.TIMER:
