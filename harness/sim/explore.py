@@ -36,7 +36,7 @@ class ExploreResult:
     states: int
     transitions: int
     depth: int  # the longest shortest path from the initial state
-    seconds: float
+    seconds: float  # wall-clock
     complete: bool  # False when stopped by max_states
     violations: list[PropertyViolation] = field(default_factory=list)
     trace: list[str] = field(default_factory=list)  # the counterexample, one line per step or effect
@@ -45,6 +45,7 @@ class ExploreResult:
     # sizes (group size / stabiliser, see Transitions.canonical), counted
     # rather than explored; without it, ``states``.
     full_states: int = 0
+    cpu_seconds: float = 0.0  # this process's CPU time (the machine may be shared)
 
     @property
     def ok(self) -> bool:
@@ -75,6 +76,12 @@ class Explorer(Transitions):
                 gc.enable()
 
     def _run(self) -> ExploreResult:
+        cpu0 = time.process_time()
+        result = self._search()
+        result.cpu_seconds = time.process_time() - cpu0
+        return result
+
+    def _search(self) -> ExploreResult:
         t0 = time.perf_counter()
         pack, unpack, canonical = self.packer.pack, self.packer.unpack, self.canonical
         init_state = canonical(self.initial_state())
@@ -92,12 +99,12 @@ class Explorer(Transitions):
         complete = True
         i = 0
         next_report = 50_000
-        steps, apply, heal_rank = self.steps, self.apply, self.heal_rank
+        steps, successor, heal_rank = self.steps, self.successor, self.heal_rank
         while i < len(order):
             state = unpack(order[i])
             best_rank, best = NO_RANK, -1
             for step in steps(state):
-                nxt, _, violations = apply(state, step)
+                nxt, violations = successor(state, step)
                 transitions += 1
                 if nxt is state and not violations:
                     continue  # a step that changed nothing (a stranger's PREPARE refused)

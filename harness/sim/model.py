@@ -96,6 +96,8 @@ COORDINATORS: dict[str, CoordinatorFactory] = {"parallel": real_coordinator, "or
 class Wire(enum.IntEnum):
     """What an entry in the simulated network is."""
 
+    __hash__ = int.__hash__  # at C speed: entries are hashed when interned
+
     REQUEST = 0  # a message to a participant's on_request (from a client or a peer)
     REPLY = 1  # a reply: to a coordinator's on_reply, or a participant's on_peer_reply
     REFUSED = 2  # a client learns that a connection could not be opened (on_unreachable)
@@ -384,6 +386,8 @@ def message_text(msg: Message) -> str:
 
 
 def _node_text(topo: Topology, node: int) -> str:
+    if node == len(topo.names):
+        return "the stranger"  # the explorer's sender from outside the cluster (harness.sim.transitions)
     return topo.display[node] if 0 <= node < len(topo.names) else "(unknown node)"
 
 

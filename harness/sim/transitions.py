@@ -47,7 +47,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, cast
 
 from harness.protocol import coordinator as co
-from harness.protocol.messages import Message, TxState
+from harness.protocol.messages import Message, Prepare, TxState
 from harness.protocol.participant import CancelTimer, Close, ParticipantCore, Reply, SendPeer, StartTimer, TxRecord
 from harness.sim.invariants import (
     CODEC,
@@ -57,6 +57,7 @@ from harness.sim.invariants import (
     check_persist,
     check_quiescent,
     check_report,
+    check_stranger,
 )
 from harness.sim.model import (
     CNode,
@@ -116,12 +117,14 @@ _OP_SEND, _OP_CSEND, _OP_PERSIST, _OP_REPORT, _OP_CRASH, _OP_CODEC = range(6)
 
 class _Call(NamedTuple):
     """One node step, memoised: the node's new snapshot id, the routing
-    operations, where a crash may cut the step (mid_step_cuts), and the effects."""
+    operations, where a crash may cut the step (mid_step_cuts), the effects,
+    and the entry of a participant's reply to a client (-1: none)."""
 
     sid: int
     ops: tuple[_Op, ...]
     cuts: tuple[Cut, ...]
     effects: tuple[Effect, ...]
+    reply: int
 
 
 _SENDS = (Reply, SendPeer, co.Send)
@@ -199,6 +202,7 @@ class Transitions:
         liveness: bool = True,
         symmetry: bool = True,
         progress: Callable[[int, int, int, float], None] | None = None,
+        strangers: bool = True,
     ) -> None:
         self.topo = Topology(participants, clients)
         self.bounds = bounds or Bounds()
@@ -207,6 +211,7 @@ class Transitions:
         self.max_states = max_states
         self.liveness = liveness
         self.progress = progress
+        self.strangers = strangers
         self.np, self.nc = participants, clients
         self.txids = tuple(f"t{i}" for i in range(1, clients + 1))
         self._client_of_txid = {t: participants + i for i, t in enumerate(self.txids)}
@@ -242,6 +247,11 @@ class Transitions:
         self._canon_nodes: dict[tuple[int, ...], tuple[tuple[int, ...], list[int]]] = {}
         self._net_ren: dict[tuple[int, int], int] = {}
         self._eren: dict[int, list[int]] = {}  # entry id -> its id under each renaming
+        # A stranger's PREPAREs, per participant (see stranger_entries), and
+        # per participant snapshot those it would act on (memoised).
+        self.stranger = participants + clients  # the stranger's node index: past every node
+        self._stranger_entries = [self.stranger_entries(i) for i in range(participants)] if strangers else []
+        self._heeds: dict[tuple[int, int], tuple[int, ...]] = {}
         self.group_size = self._group_size  # renamings in the symmetry group (1 without symmetry)
         self.stabiliser = 1  # set by canonical
 
@@ -519,9 +529,66 @@ class Transitions:
                 ops.append(_Op(_OP_REPORT, result=cast(co.Result, effect[1])))
             elif what is Fx.CRASH:
                 ops.append(_Op(_OP_CRASH))
-        result = _Call(new, tuple(ops), mid_step_cuts(actions) if k is None else (), tuple(effects))
+        reply = -1
+        if node < self.np:
+            reply = next((op.entry for op in ops if op.what == _OP_SEND and op.node >= self.np), -1)
+        result = _Call(new, tuple(ops), mid_step_cuts(actions) if k is None else (), tuple(effects), reply)
         self._calls[key] = result
         return result
+
+    # ------------------------------------------------------------ strangers
+
+    def stranger_entries(self, node: int) -> list[int]:
+        """The PREPAREs someone outside the cluster may send participant
+        ``node`` (issue 13): with a participant list that is a subset of the
+        cluster (``node`` alone; the cluster less one other member), or the
+        cluster and an outsider. Each is a step of its own in every state where
+        ``node`` is up. A participant that keeps the membership rule answers
+        ERROR and changes nothing, so the step leads back to the same state,
+        and the explorer leaves it out: a run may meet any number of such
+        PREPAREs with the effect of none. One that changes anything breaks
+        invariants.MEMBERSHIP at once, which ends the search. The set is
+        closed under renaming participants (symmetry)."""
+        names = self.topo.participant_names
+        me = names[node]
+        lists: list[tuple[str, ...]] = [(me,)]
+        lists += [tuple(n for n in names if n != other) for other in names if other != me and len(names) > 2]
+        lists.append((*names, "stranger:1"))
+        out = []
+        for participants in lists:
+            msg = Prepare(txid="x1", value=99, participants=participants)
+            arrived, problem = self.codec.carry(msg)
+            if arrived is not None and not problem:
+                out.append(self._entry(Entry(Wire.REQUEST, self.stranger, node, arrived)))
+        return out
+
+    def _heeded(self, node: int, sid: int) -> tuple[int, ...]:
+        """The stranger's entries that participant snapshot ``sid`` acts on."""
+        key = (node, sid)
+        hit = self._heeds.get(key)
+        if hit is None:
+            hit = self._heeds[key] = tuple(
+                eid
+                for eid in self._stranger_entries[node]
+                if (call := self._call(node, sid, StepKind.DELIVER, eid, None)).sid != sid or call.ops
+            )
+        return hit
+
+    def _stranger_changes(self, before: int, call: _Call) -> list[str]:
+        """What a participant did on a stranger's PREPARE, besides answering it."""
+        a, b = self.psnap(before), self.psnap(call.sid)
+        changes = []
+        if a.durable != b.durable or a.held != b.held:
+            changes.append("its records changed")
+        if a.core != b.core:
+            changes.append("its state changed (lock, value, version or what it remembers)")
+        if a.timers != b.timers:
+            changes.append("its timers changed")
+        for op in call.ops:
+            if op.what == _OP_SEND:
+                msg = self._entries[op.entry].msg
+                changes.append(f"it sent {self.topo.display[op.node]} {message_text(msg) if msg else '?'}")
+        return changes
 
     # ------------------------------------------------------------ steps
 
@@ -554,7 +621,7 @@ class Transitions:
                 continue
             for k in (None, *call(dst, nodes[dst], DELIVER, eid, None).cuts) if crashes else (None,):
                 out.append(_new(Step, (DELIVER, -1, eid, None, k, None)))
-                reply = self._reply_entry(dst, nodes[dst], eid, k)
+                reply = call(dst, nodes[dst], DELIVER, eid, k).reply
                 client = self._entries[reply].dst if reply >= 0 else -1
                 if client >= 0 and self._accepts[nodes[client]]:
                     # The reply's fates other than arriving: lost, duplicated, or its client crashes handling it.
@@ -583,6 +650,11 @@ class Transitions:
                     if crashes:
                         cuts = call(node, nodes[node], StepKind.RESTART, None, None).cuts
                         out.extend(_new(Step, (StepKind.RESTART, node, -1, None, k, None)) for k in cuts)
+        if self.strangers:
+            for node in range(np):
+                if up[nodes[node]]:
+                    for eid in self._heeded(node, nodes[node]):
+                        out.append(_new(Step, (StepKind.STRANGER, node, eid, None, None, None)))
         if crashes:  # with no crash left, held records are written at once (see apply)
             for node in range(np):
                 if self._holds[nodes[node]]:
@@ -594,15 +666,6 @@ class Transitions:
                 if self._active[nodes[node]]:
                     out.append(_new(Step, (StepKind.CRASH, node, -1, None, None, None)))
         return out
-
-    def _reply_entry(self, node: int, sid: int, eid: int, k: Cut | None) -> int:
-        """The entry id of the reply to a client that delivering ``eid`` makes ``node`` send, or -1."""
-        if node >= self.np:
-            return -1
-        for op in self._call(node, sid, StepKind.DELIVER, eid, k).ops:
-            if op.what == _OP_SEND and op.node >= self.np:
-                return op.entry
-        return -1
 
     def heal_rank(self, step: Step) -> int:
         """The healing schedule's preference among fault-free steps (lower first)."""
@@ -622,12 +685,22 @@ class Transitions:
     def apply(self, state: State, step: Step) -> tuple[State, list[tuple[int, Effect]], list[PropertyViolation]]:
         """The state after ``step``, its effects (with the node that had each),
         and the properties the transition breaks."""
+        effects: list[tuple[int, Effect]] = []
+        new, violations = self._apply(state, step, effects)
+        return new, effects, violations
+
+    def successor(self, state: State, step: Step) -> tuple[State, list[PropertyViolation]]:
+        """The state after ``step`` and the properties it breaks (apply without the effects: the search's path)."""
+        return self._apply(state, step, None)
+
+    def _apply(
+        self, state: State, step: Step, effects: list[tuple[int, Effect]] | None
+    ) -> tuple[State, list[PropertyViolation]]:
         s = list(state.nodes)
         conns = list(state.conns)
         net = state.net
         budget = _Budget(state)
         kind = step.kind
-        effects: list[tuple[int, Effect]] = []
         violations: list[PropertyViolation] = []
         replies: list[int] = []
         if kind is StepKind.DELIVER or kind is StepKind.DUPLICATE:
@@ -665,6 +738,17 @@ class Transitions:
                 violations,
                 replies,
             )
+        elif kind is StepKind.STRANGER:
+            node = step.node
+            call = self._call(node, s[node], StepKind.DELIVER, step.entry, None)
+            if effects is not None:
+                effects.extend((node, e) for e in call.effects)
+            msg = self._entries[step.entry].msg
+            assert msg is not None
+            violations += check_stranger(
+                self.topo.display[node], message_text(msg), self._stranger_changes(s[node], call)
+            )
+            s[node] = call.sid
         elif kind is StepKind.START or kind is StepKind.WRITE:
             net = self._node_step(
                 state, s, conns, step.node, kind, None, step.crash_after, net, budget, effects, violations, replies
@@ -713,7 +797,7 @@ class Transitions:
                         state, s, conns, p, StepKind.WRITE, None, None, net, budget, effects, violations, []
                     )
         new = _new(State, (tuple(s), tuple(conns), net, budget.crashes, budget.losses, budget.duplicates, budget.early))
-        return new, effects, violations
+        return new, violations
 
     def _node_step(
         self,
@@ -726,14 +810,15 @@ class Transitions:
         k: Cut | None,
         net: int,
         budget: _Budget,
-        effects: list[tuple[int, Effect]],
+        effects: list[tuple[int, Effect]] | None,
         violations: list[PropertyViolation],
         replies: list[int],
     ) -> int:
         """Run one node step inside a global step and route what it did."""
         call = self._call(node, s[node], kind, arg, k)
         s[node] = call.sid
-        effects.extend((node, e) for e in call.effects)
+        if effects is not None:
+            effects.extend((node, e) for e in call.effects)
         for op in call.ops:
             what = op.what
             if what == _OP_SEND:
@@ -878,6 +963,10 @@ class Transitions:
         if kind is StepKind.START:
             i = step.node - self.np
             return f"{d[step.node]} begins {self.txids[i]} (value={i + 1}){crash_note(step.crash_after)}"
+        if kind is StepKind.STRANGER:
+            msg = self._entries[step.entry].msg
+            assert msg is not None
+            return f"a stranger -> {d[step.node]}: {message_text(msg)}"
         if kind in (StepKind.DELIVER, StepKind.DUPLICATE, StepKind.LOSE):
             wire, src, dst, msg = self._entries[step.entry]
             if wire is Wire.REFUSED:
