@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from harness.protocol import coordinator as co
-from harness.protocol.messages import Message, Prepare, TxState, Vote, decode, encode
-from harness.protocol.participant import Action, ParticipantCore, Persist, Reply, TxRecord
+from harness.protocol.messages import Error, Message, Prepare, TxState, Vote, decode, encode
+from harness.protocol.participant import Action, ParticipantCore, Persist, Reply, StartTimer, TxRecord
 from harness.sim import __main__ as cli
 from harness.sim.explore import Bounds, Explorer
 from harness.sim.invariants import (
@@ -28,6 +28,7 @@ from harness.sim.invariants import (
     CODEC,
     LIVENESS,
     LOCK,
+    MEMBERSHIP,
     REFINEMENT,
     RM,
     TCOMMIT_STATES_FOR_3_RMS,
@@ -37,9 +38,10 @@ from harness.sim.invariants import (
     tcommit_reachable,
     tcommit_step,
 )
-from harness.sim.model import PropertyViolation, WireCodec, ordered_coordinator
+from harness.sim.model import Cut, Fx, PropertyViolation, WireCodec, ordered_coordinator
 from harness.sim.simulate import SimParams, random_runs, simulate
-from harness.sim.states import PSnap
+from harness.sim.states import PSnap, Step, StepKind
+from harness.sim.transitions import mid_step_cuts
 
 # ====================================================================== broken variants
 
@@ -91,6 +93,20 @@ class ForgetNoVote(ParticipantCore):
                 if not (isinstance(a, Persist) and a.record.state is TxState.ABORTED and a.why.startswith("vote no"))
             ]
         return actions
+
+
+class AcceptSubset(ParticipantCore):
+    """Keeps the membership rule only against outsiders: a PREPARE listing a
+    subset of the cluster (this participant among them) is taken as any other."""
+
+    def on_request(self, conn: int, msg: Message) -> list[Action]:
+        if isinstance(msg, Prepare) and self.cluster is not None and set(msg.participants) < self.cluster:
+            cluster, self.cluster = self.cluster, None
+            try:
+                return super().on_request(conn, msg)
+            finally:
+                self.cluster = cluster
+        return super().on_request(conn, msg)
 
 
 def commit_with_missing_vote(txid: str, value: int, participants: tuple[str, ...]) -> co.CoordinatorCore:
@@ -151,7 +167,10 @@ BROKEN: dict[str, dict[str, Any]] = {
     "never-commit": {"coordinator_factory": never_commit},
     "nok-releases-lock": {"participant_factory": NokReleasesLock.restore},
     "codec-every-vote-ok": {"codec": BROKEN_CODEC},
+    "accept-subset": {"participant_factory": AcceptSubset.restore},
 }
+# Only the explorer sends a stranger's PREPARE (the random simulator has no stranger).
+EXPLORER_ONLY = {"accept-subset"}
 
 
 # ====================================================================== TCommit and the rules
@@ -226,6 +245,10 @@ def test_symmetry_reduction_keeps_the_verdict_and_shrinks_the_state_count() -> N
         assert reduced.ok and full.ok and reduced.complete and full.complete
         assert reduced.depth == full.depth
         assert reduced.states < full.states
+        # The classes' sizes (group size / stabiliser) add up to the states
+        # explored without reduction: every renaming of a reachable state is
+        # reachable and no two classes overlap, crash left or not.
+        assert reduced.full_states == full.states, (participants, clients, crashes)
     assert (reduced.states, full.states) == (400, 4_329)  # 2 participants, 3 clients, no crash: pinned
 
 
@@ -244,6 +267,51 @@ def test_symmetry_reduction_gives_every_broken_variant_the_same_verdict(name: st
         assert result.trace[-1].startswith("VIOLATION")
         found.append((rules(result.violations), result.depth))
     assert found[0] == found[1]
+
+
+def test_a_crash_may_cut_a_run_of_sends_anywhere_but_moot_cuts_are_one() -> None:
+    prepare = Prepare(txid="t1", value=1, participants=("p1:1", "p2:2", "p3:3"))
+    decide: list[object] = [co.Report(result=co.Result.COMMITTED, reason="")]
+    decide += [co.Send(to=p, msg=prepare) for p in prepare.participants] + [co.SetTimer(timer=co.Timer.PHASE)]
+
+    def done(cuts: tuple[Cut, ...]) -> set[frozenset[int]]:
+        return {frozenset(i for i in range(c.reached) if not c.unsent >> i & 1) for c in cuts}
+
+    # The report, then any proper subset of the three sends; all three (with or
+    # without the timer) is the step followed by a crash; nothing is a crash before it.
+    assert done(mid_step_cuts(decide)) == {
+        frozenset({0, *sends}) for sends in [(), (1,), (2,), (3,), (1, 2), (1, 3), (2, 3)]
+    }
+    # A vote: persist, timer, reply. Only "persisted, then crashed before the reply".
+    vote = [
+        Persist(record=TxRecord(txid="t1", state=TxState.PREPARED, value=1, participants=()), why=""),
+        StartTimer(txid="t1"),
+        Reply(conn=0, msg=Vote(txid="t1", yes=True)),
+    ]
+    assert done(mid_step_cuts(vote)) == {frozenset({0})}
+
+
+def test_explorer_catches_a_participant_that_accepts_a_subset_list_from_a_stranger() -> None:
+    result = Explorer(3, 1, Bounds(crashes=0), **BROKEN["accept-subset"]).run()
+    assert rules(result.violations) == {MEMBERSHIP} and result.depth == 1, result.trace
+    assert result.trace[0] == "a stranger -> p1: PREPARE txid=x1 value=99 participants=p1:1"
+    assert "p1 persists x1 prepared (vote yes)" in result.trace[1]
+
+
+def test_the_real_participant_refuses_every_stranger_and_changes_nothing() -> None:
+    explorer = Explorer(3, 1, Bounds(crashes=0))
+    state = explorer.initial_state()
+    for node in range(3):
+        entries = explorer.stranger_entries(node)
+        assert len(entries) == 4  # itself alone, the cluster less either other member, the cluster and an outsider
+        for eid in entries:
+            step = Step(StepKind.STRANGER, node, eid)
+            after, effects, violations = explorer.apply(state, step)
+            assert after.nodes == state.nodes and violations == []
+            (reply,) = [e[-1] for _, e in effects if e[0] is Fx.SEND]
+            assert isinstance(reply, Error) and reply.code == "not-cluster"
+        # So no stranger's step is offered: it would lead back to the same state.
+        assert not [st for st in explorer.steps(state) if st.kind is StepKind.STRANGER]
 
 
 def test_a_held_commit_record_outlives_other_steps_and_is_lost_in_a_crash() -> None:
@@ -407,7 +475,7 @@ def test_explorer_catches_a_no_vote_that_is_not_durable() -> None:
     assert any("[duplicated: a copy stays in flight]" in line for line in result.trace)
 
 
-@pytest.mark.parametrize("name", sorted(set(BROKEN) - {"forget-no-vote"}))
+@pytest.mark.parametrize("name", sorted(set(BROKEN) - {"forget-no-vote"} - EXPLORER_ONLY))
 def test_random_simulation_catches_broken_variant(name: str) -> None:
     kwargs = BROKEN[name]
     summary = random_runs(300, seed=1, **kwargs)
