@@ -254,6 +254,7 @@ class Transitions:
         self._heeds: dict[tuple[int, int], tuple[int, ...]] = {}
         self.group_size = self._group_size  # renamings in the symmetry group (1 without symmetry)
         self.stabiliser = 1  # set by canonical
+        self._all_open = [int(Conn.OPEN)] * participants
 
     # ------------------------------------------------------------ interning
 
@@ -287,10 +288,19 @@ class Transitions:
         core: Any
         if node.core is None:
             core = None
-        elif node.core.phase is co.Phase.DONE:
+        elif node.core.phase is co.Phase.DONE or (
+            node.core.phase is co.Phase.FINISHING and type(node.core) is co.CoordinatorCore
+        ):
             # A finished coordinator ignores every input (nodes.py drops them),
             # so all finished cores are one state: only what was reported stays.
+            # The protocol's own coordinator, once it has reported and sent its
+            # decision (FINISHING), sends nothing more on any input: it only
+            # counts acknowledgements until they are all in or its deadline
+            # passes (tests/test_sim.py pins it). Nobody sees that,
+            # so it is finished already, as far as anyone else can tell. A
+            # subclass (a broken variant) keeps every step.
             core = FINISHED
+            return self._intern(CSnap(node.alive, core, node.reported, frozenset()))
         else:
             core = freeze_core(node.core)
         return self._intern(CSnap(node.alive, core, node.reported, frozenset(node.timers)))
@@ -551,7 +561,7 @@ class Transitions:
         closed under renaming participants (symmetry)."""
         names = self.topo.participant_names
         me = names[node]
-        lists: list[tuple[str, ...]] = [(me,)]
+        lists: list[tuple[str, ...]] = [(me,)] if len(names) > 1 else []  # a proper subset
         lists += [tuple(n for n in names if n != other) for other in names if other != me and len(names) > 2]
         lists.append((*names, "stranger:1"))
         out = []
@@ -857,8 +867,17 @@ class Transitions:
                 budget.crashes -= 1
                 net = self._crash_links(node, s, conns, net)
         if node >= self.np and not self._accepts[s[node]]:
-            net &= ~self._to_node[node]  # nothing in flight can matter to a finished client
+            net = self._forget_client(node, conns, net)
         return net
+
+    def _forget_client(self, node: int, conns: list[int], net: int) -> int:
+        """A client that finished or crashed sends nothing again and heeds
+        nothing: what is in flight to it and its connections' states cannot
+        matter, so they are dropped (the connections shown OPEN): states that
+        differ only there are one."""
+        row = (node - self.np) * self.np
+        conns[row : row + self.np] = self._all_open
+        return net & ~self._to_node[node]
 
     def _crash_links(self, node: int, s: list[int], conns: list[int], net: int) -> int:
         """What a crash does outside the node. A crashed participant's client
@@ -867,14 +886,14 @@ class Transitions:
         that holds messages: more than TCP allows, so a safe superset); what is
         in flight to a client is lost with it (clients never come back)."""
         if node >= self.np:
-            return net & ~self._to_node[node]
+            return self._forget_client(node, conns, net)
+        accepts = self._accepts
         for i in range(self.nc):
             ci = i * self.np + node
             client = self.np + i
-            if conns[ci] == Conn.OPEN:
+            if conns[ci] == Conn.OPEN and accepts[s[client]]:
                 conns[ci] = Conn.BROKEN
-                if self._up[s[client]]:
-                    net |= 1 << self._entry(Entry(Wire.LOST, node, client, None))
+                net |= 1 << self._entry(Entry(Wire.LOST, node, client, None))
         return net
 
     def _deliverable(self, state: State) -> int:
