@@ -354,26 +354,37 @@ def _perform(
     node.actions = actions
     if callable(crash_after):
         crash_after = crash_after(len(actions))
-    unsent = 0
     if type(crash_after) is Cut:
-        crash_after, unsent = crash_after
+        return _perform_cut(node, actions, crash_after, apply)
     effects: list[Effect] = []
     for i, action in enumerate(actions):
         if i == crash_after:
             node.crash()
             effects.append((Fx.CRASH, i, len(actions)))
             break
-        if unsent >> i & 1:
-            continue  # a send that never left: the crash came first
         done = apply(action)
         if isinstance(done, list):
             effects.extend(done)
         else:
             effects.append(done)
-    else:
-        if unsent and crash_after == len(actions):  # a Cut after the last action
-            node.crash()
-            effects.append((Fx.CRASH, len(actions), len(actions)))
+    return effects
+
+
+def _perform_cut(
+    node: PNode | CNode, actions: Sequence[object], cut: Cut, apply: Callable[[object], Effect | list[Effect]]
+) -> list[Effect]:
+    """_perform up to ``cut``: its first ``reached`` actions but the sends in
+    ``unsent`` (the crash came before they left), then the crash."""
+    effects: list[Effect] = []
+    for i, action in enumerate(actions[: cut.reached]):
+        if not cut.unsent >> i & 1:
+            done = apply(action)
+            if isinstance(done, list):
+                effects.extend(done)
+            else:
+                effects.append(done)
+    node.crash()
+    effects.append((Fx.CRASH, cut.reached, len(actions)))
     return effects
 
 
