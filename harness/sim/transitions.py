@@ -241,7 +241,7 @@ class Transitions:
         )
         self._group_size = len(self.sym.group) if self.sym is not None else 1
         self._ren: dict[int, int] = {}  # snapshot id * group size + renaming -> renamed snapshot id
-        self._blur: dict[int, int] = {}  # snapshot id * 8 + client renaming -> blurred key
+        self._blur: dict[int, int] = {}  # snapshot id * client renamings + client renaming -> blurred key
         self._blur_ids: dict[PSnap | CSnap, int] = {}
         # Memoised canonicalisation: per node vector, the least renamed vector and the renamings that give it.
         self._canon_nodes: dict[tuple[int, ...], tuple[tuple[int, ...], list[int]]] = {}
@@ -255,6 +255,10 @@ class Transitions:
         self.group_size = self._group_size  # renamings in the symmetry group (1 without symmetry)
         self.stabiliser = 1  # set by canonical
         self._all_open = [int(Conn.OPEN)] * participants
+        if self.sym is not None:
+            self._cperms = len(self.sym.cperms)
+            # Per client renaming, the old client that lands in each new position.
+            self._client_from = [tuple(c.index(j) for j in range(clients)) for c in self.sym.cperms]
 
     # ------------------------------------------------------------ interning
 
@@ -361,9 +365,9 @@ class Transitions:
         return out
 
     def _blurred(self, sid: int, hi: int) -> int:
-        """A key of participant snapshot ``sid`` under client renaming ``hi``
-        that is the same whichever participant it is (names blurred)."""
-        key = sid * 8 + hi
+        """A key of snapshot ``sid`` under client renaming ``hi`` that is the
+        same whichever participants it names (names blurred)."""
+        key = sid * self._cperms + hi
         out = self._blur.get(key)
         if out is None:
             assert self.sym is not None
@@ -394,8 +398,22 @@ class Transitions:
         out: list[int] = []
         nodes, np = state.nodes, self.np
         first = 1 if sym.fixed_first else 0
-        for hi, h in enumerate(sym.cperms):
-            keys = sorted((self._blurred(nodes[i], hi), i) for i in range(first, np))
+        blurred = self._blurred
+        # First the client renamings whose renamed state has the least blurred
+        # keys (participants' sorted, then clients' in their new order): a
+        # function of the renamed state, so the choice is a class invariant
+        # too, and every renaming that gives the representative passes it.
+        least: tuple[tuple[int, ...], ...] | None = None
+        chosen: list[tuple[int, list[tuple[int, int]]]] = []
+        for hi, from_old in enumerate(self._client_from):
+            keys = sorted((blurred(nodes[i], hi), i) for i in range(first, np))
+            key = (tuple(k for k, _ in keys), tuple([blurred(nodes[np + o], hi) for o in from_old]))
+            if least is None or key < least:
+                least, chosen = key, [(hi, keys)]
+            elif key == least:
+                chosen.append((hi, keys))
+        for hi, keys in chosen:
+            h = sym.cperms[hi]
             groups: list[list[int]] = []
             last = None
             for k, i in keys:
