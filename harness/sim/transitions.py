@@ -11,8 +11,10 @@ The model, and why each choice:
 
 * Steps: a client starts; a message is delivered; within the budgets a
   message is lost or duplicated (delivered with a copy left in flight); a
-  timer fires; a node crashes, between steps or between two actions of one
-  step; a crashed participant restarts from its durable records (restore +
+  timer fires; a node crashes, between steps or inside one (mid_step_cuts:
+  between two actions, and any of the sends of the run just before the
+  crash may not have left, since the driver writes them to different
+  connections); a crashed participant restarts from its durable records (restore +
   recover); a participant writes the commit records it holds (a lazy commit,
   see model.py): any time, between any other steps, while a crash is left in
   the budget to lose them, and at the end of the step once none is (apply).
@@ -37,7 +39,14 @@ The model, and why each choice:
   allows, so a safe superset (it is how a duplicated PREPARE meets a
   participant that forgot its vote).
 * A finished coordinator ignores every input (as nodes.py does), so all
-  finished coordinators are one snapshot and messages to them are dropped.
+  finished coordinators are one snapshot and messages to them are dropped;
+  so are a finished or crashed client's connection states. The protocol's
+  own coordinator counts as finished once FINISHING (it sends and reports
+  nothing more; see _intern_client).
+* A stranger (a node outside the cluster) may send any participant that is
+  up a PREPARE whose list is not the cluster (stranger_entries); it must
+  change nothing there (invariants.MEMBERSHIP). The participants' cores are
+  built with the cluster, as the nodes are.
 """
 
 from __future__ import annotations
