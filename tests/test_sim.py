@@ -20,6 +20,7 @@ from harness.protocol import coordinator as co
 from harness.protocol.messages import Error, Message, Outcome, Prepare, TxState, Vote, decode, encode
 from harness.protocol.participant import Action, ParticipantCore, Persist, Reply, StartTimer, TxRecord
 from harness.sim import __main__ as cli
+from harness.sim import variants
 from harness.sim.explore import Bounds, Explorer
 from harness.sim.invariants import (
     AC1,
@@ -169,6 +170,8 @@ BROKEN: dict[str, dict[str, Any]] = {
     "nok-releases-lock": {"participant_factory": NokReleasesLock.restore},
     "codec-every-vote-ok": {"codec": BROKEN_CODEC},
     "accept-subset": {"participant_factory": AcceptSubset.restore},
+    # The named variant the tour runs (harness.sim.variants).
+    "count-no-as-yes": {"coordinator_factory": variants.coordinator_factory("count-no-as-yes")},
 }
 # Only the explorer sends a stranger's PREPARE (the random simulator has no stranger).
 EXPLORER_ONLY = {"accept-subset"}
