@@ -456,8 +456,15 @@ class WireCodec:
     def __init__(self, encoder: Encoder = encode, decoder: Decoder = decode) -> None:
         self.encoder, self.decoder = encoder, decoder
         self._seen: dict[Message, tuple[Message | None, str]] = {}
+        # The last message carried and what arrived: a core sends one message
+        # object to every participant (PREPARE, COMMIT, ABORT), so most
+        # fan-outs skip hashing it (a frozen dataclass hashes in Python).
+        self._last: tuple[Message | None, tuple[Message | None, str]] = (None, (None, ""))
 
     def carry(self, msg: Message) -> tuple[Message | None, str]:
+        last, seen = self._last
+        if msg is last:
+            return seen
         hit = self._seen.get(msg)
         if hit is None:
             line = b""
@@ -469,6 +476,7 @@ class WireCodec:
             else:
                 hit = (back, "" if back == msg else f"{msg!r} was encoded as {line!r} and decoded as {back!r}")
             self._seen[msg] = hit
+        self._last = (msg, hit)
         return hit
 
 
