@@ -53,6 +53,7 @@ def parser() -> argparse.ArgumentParser:
         description="Check the 2PC protocol core (harness.protocol) by exhaustive exploration or seeded random "
         "simulation. Properties: AC1 agreement, AC2 stability, AC3 validity, clients told the truth, refinement "
         "of Gray and Lamport's TCommit, lock exclusion and every message through the real codec on every step; "
+        "membership (the explorer: a stranger's PREPARE changes nothing); "
         "AC4 (a transaction with no fault and no conflict commits) on every report; liveness and identical "
         "replicas once faults stop; with --conflict wait-die, no cycle of waits on every step and no waiting "
         "PREPARE left once quiet.",
@@ -109,8 +110,14 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument(
         "--no-symmetry",
         action="store_true",
-        help="store every state, not one per class of states equal up to renaming clients (and, once no crash "
-        "is left, participants): slower, same verdicts",
+        help="store every state, not one per class of states equal up to renaming clients and participants: "
+        "slower, same verdicts, and the state count the reduced search computes from the classes' sizes",
+    )
+    ex.add_argument(
+        "--no-strangers",
+        action="store_true",
+        help="no PREPARE from outside the cluster (a subset of it, or naming an outsider), which must change "
+        "nothing at the participant it reaches",
     )
 
     rnd = sub.add_parser(
@@ -251,6 +258,7 @@ def explore(args: argparse.Namespace, out: TextIO) -> int:
         max_states=args.max_states,
         liveness=not args.no_liveness,
         symmetry=not args.no_symmetry,
+        strangers=not args.no_strangers,
         progress=progress,
     )
     result: ExploreResult = explorer.run()
@@ -258,10 +266,16 @@ def explore(args: argparse.Namespace, out: TextIO) -> int:
         err.write("\n")
     tcommit = len(tcommit_reachable(args.participants))
     published = f" (TCommit.tla: {TCOMMIT_STATES_FOR_3_RMS})" if args.participants == 3 else ""
-    classes = " (one per class up to renaming; --no-symmetry counts every state)" if result.symmetry else ""
+    classes = (
+        f" (one per class up to renaming; {result.full_states:,} states without symmetry reduction, counted from "
+        "the classes' sizes)"
+        if result.symmetry
+        else " (every state; without --no-symmetry, one per class up to renaming)"
+    )
     out.write(
         f"explored {result.states:,} states{classes} ({result.transitions:,} transitions), depth {result.depth}, "
-        f"in {result.seconds:.1f} s ({result.states_per_second:,.0f} states/s)"
+        f"in {result.seconds:.1f} s, {result.cpu_seconds:.1f} CPU s ({result.states_per_second:,.0f} states/s, "
+        f"{result.states / max(result.cpu_seconds, 1e-9):,.0f} per CPU s)"
         f"{'' if result.complete or result.violations else ': INCOMPLETE (--max-states)'}\n"
         f"configuration: {args.participants} participants, {args.clients} clients, crashes={bounds.crashes} "
         f"losses={bounds.losses} duplicates={bounds.duplicates} early={bounds.early}\n"

@@ -36,11 +36,16 @@ class ExploreResult:
     states: int
     transitions: int
     depth: int  # the longest shortest path from the initial state
-    seconds: float
+    seconds: float  # wall-clock
     complete: bool  # False when stopped by max_states
     violations: list[PropertyViolation] = field(default_factory=list)
     trace: list[str] = field(default_factory=list)  # the counterexample, one line per step or effect
     symmetry: bool = False  # states counted are classes under renaming (harness.sim.symmetry)
+    # The states without symmetry reduction: with it, the sum of the classes'
+    # sizes (group size / stabiliser, see Transitions.canonical), counted
+    # rather than explored; without it, ``states``.
+    full_states: int = 0
+    cpu_seconds: float = 0.0  # this process's CPU time (the machine may be shared)
 
     @property
     def ok(self) -> bool:
@@ -71,9 +76,18 @@ class Explorer(Transitions):
                 gc.enable()
 
     def _run(self) -> ExploreResult:
+        cpu0 = time.process_time()
+        result = self._search()
+        result.cpu_seconds = time.process_time() - cpu0
+        return result
+
+    def _search(self) -> ExploreResult:
         t0 = time.perf_counter()
         pack, unpack, canonical = self.packer.pack, self.packer.unpack, self.canonical
-        init = pack(self.initial_state())
+        init_state = canonical(self.initial_state())
+        init = pack(init_state)
+        group = self.group_size
+        full = group // self.stabiliser
         # The store: each state once, packed (harness.sim.states.Packer), as the
         # representative of its class under symmetry (harness.sim.symmetry).
         index: dict[bytes, int] = {init: 0}
@@ -85,16 +99,19 @@ class Explorer(Transitions):
         complete = True
         i = 0
         next_report = 50_000
-        steps, apply, heal_rank = self.steps, self.apply, self.heal_rank
+        steps, successor, heal_rank = self.steps, self.successor, self.heal_rank
         while i < len(order):
             state = unpack(order[i])
             best_rank, best = NO_RANK, -1
             for step in steps(state):
-                nxt, _, violations = apply(state, step)
+                nxt, violations = successor(state, step)
                 transitions += 1
+                if nxt is state and not violations:
+                    continue  # a step that changed nothing (a stranger's PREPARE refused)
                 key = pack(canonical(nxt))
                 j = index.get(key)
                 if j is None:
+                    full += group // self.stabiliser
                     j = index[key] = len(order)
                     order.append(key)
                     parent.append(i)
@@ -113,6 +130,7 @@ class Explorer(Transitions):
                         violations=violations,
                         trace=trace + lines,
                         symmetry=self.sym is not None,
+                        full_states=full,
                     )
                 rank = heal_rank(step)
                 if rank < best_rank and j != i:
@@ -132,6 +150,7 @@ class Explorer(Transitions):
             seconds=0.0,
             complete=complete,
             symmetry=self.sym is not None,
+            full_states=full,
         )
         if complete and self.liveness:
             self._check_healing(order, parent, heal, result)

@@ -24,6 +24,10 @@ moment it happens, against the views just before it:
   reported COMMITTED. The caller decides what "no fault, no conflict" means
   for its model (the simulator and the explorer say it in their docstrings).
 * codec: every message decodes (harness.protocol.messages) to what was encoded.
+* membership: a PREPARE whose participant list is not the cluster (a subset,
+  or one naming an outsider), from someone outside it, changes nothing at the
+  participant it reaches: no record, no lock, no timer, nothing sent to a peer
+  (the core refuses it with ERROR not-cluster).
 
 Once faults stop and the system is quiet (:func:`check_quiescent`): every
 transaction is decided at every participant that knows of it, a commit is
@@ -55,6 +59,7 @@ LIVENESS = "liveness"
 LOCK = "lock exclusion"
 AC4 = "AC4 non-triviality"
 CODEC = "codec round trip"
+MEMBERSHIP = "membership"
 REPLICAS = "identical replicas"
 DEADLOCK = "no deadlock"
 
@@ -277,6 +282,16 @@ def check_nontrivial(txid: str, result: Result, client: str) -> list[PropertyVio
             rule=AC4, detail=f"{client} reports {txid} {result.value.upper()} although it met no fault and no conflict"
         )
     ]
+
+
+def check_stranger(who: str, message: str, changes: Sequence[str]) -> list[PropertyViolation]:
+    """Judge participant ``who`` handling a stranger's ``message`` (a PREPARE
+    whose participant list is not the cluster); ``changes`` says what it
+    changed or did besides answering (nothing, for a participant that keeps
+    the membership rule)."""
+    if not changes:
+        return []
+    return [PropertyViolation(rule=MEMBERSHIP, detail=f"{who} acted on a stranger's {message}: {'; '.join(changes)}")]
 
 
 # ====================================================================== once quiet

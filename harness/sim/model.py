@@ -31,7 +31,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import NamedTuple, Protocol, cast
 
 from harness.protocol import coordinator as co
 from harness.protocol.conflict import ConflictPolicy
@@ -47,23 +47,45 @@ from harness.protocol.participant import (
     TxRecord,
 )
 
-# A participant core from a name and the durable records (ParticipantCore.restore's signature).
-ParticipantFactory = Callable[[str, Iterable[TxRecord]], ParticipantCore]
+
+class ParticipantFactory(Protocol):
+    """A participant core from its name, its durable records and its cluster
+    (every member's name): ParticipantCore.restore's signature."""
+
+    def __call__(
+        self, name: str, records: Iterable[TxRecord], cluster: Iterable[str] | None = None
+    ) -> ParticipantCore: ...
+
+
 # A coordinator core from (txid, value, participants).
 CoordinatorFactory = Callable[[str, int, tuple[str, ...]], co.CoordinatorCore]
-# Where a step crashes its node: after that many actions, or never (None); or a
-# function of the number of actions the core returned (the simulator draws it).
-CrashAfter = int | Callable[[int], int | None] | None
 
 
-def real_participant(name: str, records: Iterable[TxRecord]) -> ParticipantCore:
+class Cut(NamedTuple):
+    """A crash inside a step: the node performs its first ``reached`` actions,
+    except the sends whose indices are bits of ``unsent`` (they never left),
+    then crashes. The explorer's mid-step crashes (harness.sim.transitions)."""
+
+    reached: int
+    unsent: int = 0
+
+
+# Where a step crashes its node: after that many actions (a Cut with nothing
+# unsent), at a Cut, or never (None); or a function of the number of actions
+# the core returned (the simulator draws it).
+CrashAfter = int | Cut | Callable[[int], int | None] | None
+
+
+def real_participant(name: str, records: Iterable[TxRecord], cluster: Iterable[str] | None = None) -> ParticipantCore:
     """The protocol's own participant (the default factory)."""
-    return ParticipantCore.restore(name, records)
+    return ParticipantCore.restore(name, records, cluster)
 
 
-def wait_die_participant(name: str, records: Iterable[TxRecord]) -> ParticipantCore:
+def wait_die_participant(
+    name: str, records: Iterable[TxRecord], cluster: Iterable[str] | None = None
+) -> ParticipantCore:
     """The protocol's own participant under the wait-die conflict policy (harness.protocol.conflict)."""
-    return ParticipantCore.restore(name, records, conflict=ConflictPolicy.WAIT_DIE)
+    return ParticipantCore.restore(name, records, cluster, conflict=ConflictPolicy.WAIT_DIE)
 
 
 # By conflict policy (``--conflict``).
@@ -95,6 +117,8 @@ COORDINATORS: dict[str, CoordinatorFactory] = {"parallel": real_coordinator, "or
 
 class Wire(enum.IntEnum):
     """What an entry in the simulated network is."""
+
+    __hash__ = int.__hash__  # at C speed: entries are hashed when interned
 
     REQUEST = 0  # a message to a participant's on_request (from a client or a peer)
     REPLY = 1  # a reply: to a coordinator's on_reply, or a participant's on_peer_reply
@@ -147,7 +171,7 @@ class Topology:
 class PNode:
     """A simulated participant: core, durable store, held lazy records, timers, up or down."""
 
-    __slots__ = ("core", "durable", "held", "index", "steps", "timers", "topo", "up")
+    __slots__ = ("actions", "core", "durable", "held", "index", "timers", "topo", "up")
 
     def __init__(
         self,
@@ -166,7 +190,7 @@ class PNode:
         self.timers = timers
         self.held = list(held)  # lazy records not yet durable, in the order they were issued
         self.up = up
-        self.steps = 0  # actions returned by the last core call
+        self.actions: Sequence[object] = ()  # the actions the last core call returned
 
     @property
     def name(self) -> str:
@@ -189,7 +213,7 @@ class PNode:
     def write_held(self) -> list[Effect]:
         """The lazy write on its own (nodes.py: LAZY_WRITE_AFTER after the first
         held record): what is held becomes durable, in order, in one write."""
-        self.steps = 1
+        self.actions = ()
         return self._write_held()
 
     def crash(self) -> None:
@@ -201,7 +225,7 @@ class PNode:
 
     def restart(self, factory: ParticipantFactory, crash_after: CrashAfter = None) -> list[Effect]:
         """Restore from the durable records (in txid order), then recover()."""
-        self.core = factory(self.name, [self.durable[t] for t in sorted(self.durable)])
+        self.core = factory(self.name, [self.durable[t] for t in sorted(self.durable)], self.topo.participant_names)
         self.up = True
         self.timers = set()
         return self._run(self.core.recover(), crash_after)
@@ -253,7 +277,7 @@ class CNode:
     survives the client's crash (the user heard it). A crashed client never
     comes back."""
 
-    __slots__ = ("alive", "core", "index", "reported", "steps", "timers", "topo")
+    __slots__ = ("actions", "alive", "core", "index", "reported", "timers", "topo")
 
     def __init__(
         self,
@@ -270,7 +294,7 @@ class CNode:
         self.reported = reported
         self.timers = timers
         self.alive = alive
-        self.steps = 0
+        self.actions: Sequence[object] = ()
 
     @property
     def name(self) -> str:
@@ -356,10 +380,13 @@ def _perform(
     apply: Callable[[object], Effect | list[Effect]],
 ) -> list[Effect]:
     """A core's actions performed one at a time, in order, as the real driver
-    does, so that a crash can fall between two of them (after ``crash_after``)."""
-    node.steps = len(actions)
+    does, so that a crash can fall between two of them (after ``crash_after``;
+    at a Cut, some of the sends before it never left)."""
+    node.actions = actions
     if callable(crash_after):
         crash_after = crash_after(len(actions))
+    if type(crash_after) is Cut:
+        return _perform_cut(node, actions, crash_after, apply)
     effects: list[Effect] = []
     for i, action in enumerate(actions):
         if i == crash_after:
@@ -374,6 +401,24 @@ def _perform(
     return effects
 
 
+def _perform_cut(
+    node: PNode | CNode, actions: Sequence[object], cut: Cut, apply: Callable[[object], Effect | list[Effect]]
+) -> list[Effect]:
+    """_perform up to ``cut``: its first ``reached`` actions but the sends in
+    ``unsent`` (the crash came before they left), then the crash."""
+    effects: list[Effect] = []
+    for i, action in enumerate(actions[: cut.reached]):
+        if not cut.unsent >> i & 1:
+            done = apply(action)
+            if isinstance(done, list):
+                effects.extend(done)
+            else:
+                effects.append(done)
+    node.crash()
+    effects.append((Fx.CRASH, cut.reached, len(actions)))
+    return effects
+
+
 # ====================================================================== words
 
 
@@ -383,6 +428,8 @@ def message_text(msg: Message) -> str:
 
 
 def _node_text(topo: Topology, node: int) -> str:
+    if node == len(topo.names):
+        return "the stranger"  # the explorer's sender from outside the cluster (harness.sim.transitions)
     return topo.display[node] if 0 <= node < len(topo.names) else "(unknown node)"
 
 
@@ -440,8 +487,15 @@ class WireCodec:
     def __init__(self, encoder: Encoder = encode, decoder: Decoder = decode) -> None:
         self.encoder, self.decoder = encoder, decoder
         self._seen: dict[Message, tuple[Message | None, str]] = {}
+        # The last message carried and what arrived: a core sends one message
+        # object to every participant (PREPARE, COMMIT, ABORT), so most
+        # fan-outs skip hashing it (a frozen dataclass hashes in Python).
+        self._last: tuple[Message | None, tuple[Message | None, str]] = (None, (None, ""))
 
     def carry(self, msg: Message) -> tuple[Message | None, str]:
+        last, seen = self._last
+        if msg is last:
+            return seen
         hit = self._seen.get(msg)
         if hit is None:
             line = b""
@@ -453,6 +507,7 @@ class WireCodec:
             else:
                 hit = (back, "" if back == msg else f"{msg!r} was encoded as {line!r} and decoded as {back!r}")
             self._seen[msg] = hit
+        self._last = (msg, hit)
         return hit
 
 

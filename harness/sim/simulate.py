@@ -179,7 +179,7 @@ class Simulation:
         self._seq = 0
         self._heap: list[tuple[int, int, _Ev, tuple[object, ...]]] = []
         self.pnodes = [
-            PNode(topo, i, participant_factory(name, []), {}, set(), True)
+            PNode(topo, i, participant_factory(name, [], topo.participant_names), {}, set(), True)
             for i, name in enumerate(topo.participant_names)
         ]
         self.cnodes = [CNode(topo, p.participants + i, None, None, set(), True) for i in range(p.clients)]

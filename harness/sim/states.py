@@ -17,6 +17,7 @@ a hashable value and back); the search lives in :mod:`harness.sim.explore`.
 from __future__ import annotations
 
 import enum
+import struct
 from array import array
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -24,7 +25,7 @@ from typing import Any, NamedTuple
 from harness.protocol import coordinator as co
 from harness.protocol.messages import Message
 from harness.protocol.participant import TxRecord
-from harness.sim.model import Wire
+from harness.sim.model import Cut, Wire
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,8 +46,11 @@ class Fate(enum.Enum):
 
 
 class StepKind(enum.IntEnum):
-    """A kind of step, and the :class:`Step` fields it uses. (An IntEnum: it
-    hashes at C speed in the explorer's memo keys.)"""
+    """A kind of step, and the :class:`Step` fields it uses. (An IntEnum with
+    int's hash: it hashes at C speed in the explorer's memo keys; Enum's own
+    __hash__ is a Python function.)"""
+
+    __hash__ = int.__hash__
 
     START = 0  # node (a client), crash_after
     DELIVER = 1  # entry, crash_after, fate of the reply
@@ -56,6 +60,7 @@ class StepKind(enum.IntEnum):
     CRASH = 5  # node
     RESTART = 6  # node (a participant), crash_after
     WRITE = 7  # node (a participant): the lazy records it holds become durable
+    STRANGER = 8  # node (a participant), entry: a PREPARE from outside the cluster (see transitions)
 
 
 class Step(NamedTuple):
@@ -65,11 +70,11 @@ class Step(NamedTuple):
     node: int = -1  # the node that steps (START, TIMER, CRASH, RESTART, WRITE)
     entry: int = -1  # the network entry (DELIVER, DUPLICATE, LOSE)
     timer: Any = None  # TIMER: a participant's txid or a coordinator's co.Timer
-    crash_after: int | None = None  # the node crashes after this many of its actions
+    crash_after: Cut | None = None  # the node crashes inside the step, there
     # DELIVER: what becomes of the reply a participant sends its client: None
-    # (handled at once), a Fate, or the number of actions after which the
-    # client crashes while handling it.
-    fate: Fate | int | None = None
+    # (handled at once), a Fate, or the Cut where the client crashes while
+    # handling it.
+    fate: Fate | Cut | None = None
 
 
 class Conn(enum.IntEnum):
@@ -111,18 +116,11 @@ class Packer:
         self._conn0 = 4 * nodes
         self._budget0 = self._conn0 + conns
         self._net0 = self._budget0 + 4
+        self._head = struct.Struct(f"={nodes}I{conns + 4}B").pack
 
-    @staticmethod
-    def pack(state: State) -> bytes:
-        net = state.net
-        return b"".join(
-            (
-                array("I", state.nodes).tobytes(),
-                bytes(state.conns),
-                bytes((state.crashes, state.losses, state.duplicates, state.early)),
-                net.to_bytes((net.bit_length() + 7) >> 3, "little"),
-            )
-        )
+    def pack(self, state: State) -> bytes:
+        nodes, conns, net, *budgets = state
+        return self._head(*nodes, *conns, *budgets) + net.to_bytes((net.bit_length() + 7) >> 3, "little")
 
     def unpack(self, data: bytes) -> State:
         c0, b0, n0 = self._conn0, self._budget0, self._net0

@@ -28,25 +28,30 @@ exceptions, both about *order*, and the group is restricted to match:
 
 1. Order of actions inside one step. The cores send in name order (sorted
    peers, sorted silent participants) and in participant-list order (PREPARE).
-   Order is invisible in a complete step (the network is a set), but a crash
-   between two actions (``crash_after``) keeps a prefix of them, and which
-   prefix depends on the order, which a participant renaming does not
-   preserve. So participants are interchangeable only in states whose crash
-   budget is spent: no later step can be cut short. Budgets only decrease, so
-   those states form a closed part of the system, on which the larger group
-   acts; states with a crash left use client renamings only. Client
-   renamings change no order of sends (coordinators send to participants,
-   participants sort peers, not txids); a participant iterates its records in
-   txid order only on restart, and only a participant holding two prepared
-   records would send for two txids there, which the lock-exclusion check
-   stops at first.
+   Order is invisible in a complete step (the network is a set), and a crash
+   inside a step (harness.sim.transitions.mid_step_cuts) may leave any subset
+   of a run of consecutive sends unsent, not a prefix of the list: the cuts
+   of a step are the same set whatever the names, so renaming commutes with
+   them, crash left or not. (With prefixes only, it did not: participants
+   could then be renamed only once the crash budget was spent.) Client
+   renamings change no order of sends either (coordinators send to
+   participants, participants sort peers, not txids); a participant iterates
+   its records in txid order only on restart, and only a participant holding
+   two prepared records would send for two txids there, which the
+   lock-exclusion check stops at first.
 2. The participant list's order. Every client uses the same list, in index
    order; a renaming would reorder it in cores and records but not in the
    clients yet to start, which take it from the topology. So after renaming,
-   every participant list is sorted again. That changes nothing a core does
-   in a state with no crash left, except ordered prepare's first participant
+   every participant list is sorted again (and so is every comma-separated
+   list of names in a reason). That changes nothing a core does (a run of
+   sends is cut in any order), except ordered prepare's first participant
    (``participants[0]``): with ordered prepare, only renamings that fix the
    first participant are used.
+
+Checked by counting: the explorer sums its classes' sizes (group size over
+the number of renamings that fix the representative, see
+Transitions.canonical), and the tests compare the sum with the states that
+``symmetry=False`` explores: equal, crash left or not.
 
 The explorer's healing schedule (liveness) is followed from representatives:
 a healing run from g(s) is the renaming of a fault-free run from s, so "some
@@ -74,7 +79,10 @@ from harness.sim.states import CSnap, PSnap, Tag
 __all__ = ["Renaming", "Symmetry"]
 
 _VALUE_FIELDS = frozenset({"value", "storage_server"})  # core fields holding a client's value
-_TOKEN_RE = re.compile(r"(?<![\w:.])(p\d+:\d+|t\d+)(?![\w:])")
+_TOKEN = r"(?:p\d+:\d+|t\d+)"
+# A name, or a comma-separated list of names (the cores write lists sorted:
+# renamed, a list is sorted again, as a renamed run would have written it).
+_TOKENS_RE = re.compile(rf"(?<![\w:.]){_TOKEN}(?:,{_TOKEN})*(?![\w:])")
 
 
 class Renaming(NamedTuple):
@@ -154,7 +162,7 @@ class Symmetry:
             names = self._maps[gi][0]
             out = names.get(s)
             if out is None:
-                out = _TOKEN_RE.sub(lambda m: names.get(m.group(1), m.group(1)), s)
+                out = _TOKENS_RE.sub(lambda m: ",".join(sorted(names.get(n, n) for n in m.group(0).split(","))), s)
             cache[s] = out
         return out
 

@@ -11,8 +11,10 @@ The model, and why each choice:
 
 * Steps: a client starts; a message is delivered; within the budgets a
   message is lost or duplicated (delivered with a copy left in flight); a
-  timer fires; a node crashes, between steps or between two actions of one
-  step; a crashed participant restarts from its durable records (restore +
+  timer fires; a node crashes, between steps or inside one (mid_step_cuts:
+  between two actions, and any of the sends of the run just before the
+  crash may not have left, since the driver writes them to different
+  connections); a crashed participant restarts from its durable records (restore +
   recover); a participant writes the commit records it holds (a lazy commit,
   see model.py): any time, between any other steps, while a crash is left in
   the budget to lose them, and at the end of the step once none is (apply).
@@ -37,18 +39,25 @@ The model, and why each choice:
   allows, so a safe superset (it is how a duplicated PREPARE meets a
   participant that forgot its vote).
 * A finished coordinator ignores every input (as nodes.py does), so all
-  finished coordinators are one snapshot and messages to them are dropped.
+  finished coordinators are one snapshot and messages to them are dropped;
+  so are a finished or crashed client's connection states. The protocol's
+  own coordinator counts as finished once FINISHING (it sends and reports
+  nothing more; see _intern_client).
+* A stranger (a node outside the cluster) may send any participant that is
+  up a PREPARE whose list is not the cluster (stranger_entries); it must
+  change nothing there (invariants.MEMBERSHIP). The participants' cores are
+  built with the cluster, as the nodes are.
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, cast
 
 from harness.protocol import coordinator as co
-from harness.protocol.messages import Message, TxState
-from harness.protocol.participant import ParticipantCore, TxRecord
+from harness.protocol.messages import Message, Prepare, TxState
+from harness.protocol.participant import CancelTimer, Close, ParticipantCore, Reply, SendPeer, StartTimer, TxRecord
+from harness.sim.interned import Interned
 from harness.sim.invariants import (
     CODEC,
     LIVENESS,
@@ -58,12 +67,14 @@ from harness.sim.invariants import (
     check_persist,
     check_quiescent,
     check_report,
+    check_stranger,
     check_waits,
     waits_of,
 )
 from harness.sim.model import (
     CNode,
     CoordinatorFactory,
+    Cut,
     Effect,
     Fx,
     ParticipantFactory,
@@ -78,22 +89,17 @@ from harness.sim.model import (
     uses_ages,
 )
 from harness.sim.states import (
-    FINISHED,
     Bounds,
     Conn,
     CSnap,
     Entry,
     Fate,
-    FinishedCore,
     Packer,
     PSnap,
     State,
     Step,
     StepKind,
-    freeze_core,
-    thaw_core,
 )
-from harness.sim.symmetry import Renaming, Symmetry
 
 NO_RANK = 99
 
@@ -119,12 +125,55 @@ _OP_SEND, _OP_CSEND, _OP_PERSIST, _OP_REPORT, _OP_CRASH, _OP_CODEC = range(6)
 
 class _Call(NamedTuple):
     """One node step, memoised: the node's new snapshot id, the routing
-    operations, how many actions the core returned, and the effects."""
+    operations, where a crash may cut the step (mid_step_cuts), the effects,
+    and the entry of a participant's reply to a client (-1: none)."""
 
     sid: int
     ops: tuple[_Op, ...]
-    actions: int
+    cuts: tuple[Cut, ...]
     effects: tuple[Effect, ...]
+    reply: int
+
+
+_SENDS = (Reply, SendPeer, co.Send)
+# Actions a crash right after makes moot: timers die with the node, a finished
+# coordinator and a crashed one are alike to everyone else.
+_MOOT = (StartTimer, CancelTimer, Close, co.SetTimer, co.Finished)
+
+
+def mid_step_cuts(actions: Sequence[object]) -> tuple[Cut, ...]:
+    """Every distinct way a crash may cut a step that returned ``actions``.
+
+    The node performs its actions in order and may crash between any two, as
+    in the random simulator; and besides, any of the sends of a run of
+    consecutive sends just before the crash may not have left (the driver
+    writes them to different connections, which nothing orders). Two cuts
+    that leave the same actions done, moot ones aside, are one; so is a cut
+    that leaves nothing done (a crash before the step, a CRASH step) or
+    everything (the step, then a CRASH step)."""
+    n = len(actions)
+    send = [isinstance(a, _SENDS) for a in actions]
+    matters = 0
+    for i, a in enumerate(actions):
+        if not isinstance(a, _MOOT):
+            matters |= 1 << i
+    seen = {0, matters}
+    out: list[Cut] = []
+    for reached in range(1, n + 1):
+        start = reached
+        while start > 0 and send[start - 1]:
+            start -= 1
+        run = range(start, reached)  # the sends just before the crash
+        for chosen in range(1 << len(run)):
+            unsent = 0
+            for b, i in enumerate(run):
+                if chosen >> b & 1:
+                    unsent |= 1 << i
+            done = ((1 << reached) - 1) & ~unsent & matters
+            if done not in seen:
+                seen.add(done)
+                out.append(Cut(reached, unsent))
+    return tuple(out)
 
 
 class _Budget:
@@ -141,7 +190,7 @@ class _Budget:
         )
 
 
-class Transitions:
+class Transitions(Interned):
     """The system of ``participants`` participants and ``clients`` clients
     (one transaction each) within ``bounds``.
 
@@ -161,8 +210,13 @@ class Transitions:
         liveness: bool = True,
         symmetry: bool = True,
         progress: Callable[[int, int, int, float], None] | None = None,
+        strangers: bool = True,
     ) -> None:
-        self.topo = Topology(participants, clients)
+        topo = Topology(participants, clients)
+        # Ordered prepare keeps its first participant (harness.sim.symmetry).
+        probe = coordinator_factory("t0", 0, topo.participant_names)
+        txids = tuple(f"t{i}" for i in range(1, clients + 1))
+        super().__init__(topo, txids, symmetry, fixed_first=bool(getattr(probe, "ordered", False)))
         self.bounds = bounds or Bounds()
         self.pfactory = participant_factory
         self.cfactory = coordinator_factory
@@ -173,118 +227,24 @@ class Transitions:
         self.max_states = max_states
         self.liveness = liveness
         self.progress = progress
-        self.np, self.nc = participants, clients
-        self.txids = tuple(f"t{i}" for i in range(1, clients + 1))
+        self.strangers = strangers
         self._client_of_txid = {t: participants + i for i, t in enumerate(self.txids)}
-        # Interned node snapshots, and what is derived from each.
-        self._snaps: list[PSnap | CSnap] = []
-        self._sid: dict[PSnap | CSnap, int] = {}
-        self._durable_state: list[dict[str, TxState]] = []  # participants: txid -> durable state
-        self._up: list[bool] = []  # participant up, client alive
-        self._accepts: list[bool] = []  # up, or alive and not finished: a message to it can matter
-        self._active: list[bool] = []  # clients: coordinating an unfinished transaction
-        self._startable: list[bool] = []  # clients: alive and not started
-        self._holds: list[bool] = []  # participants: holding lazy records
-        # Interned network entries: the network is a bit mask over their ids.
-        self._entries: list[Entry] = []
-        self._eid: dict[Entry, int] = {}
-        self._to_node = [0] * (participants + clients)  # mask of the entries addressed to each node
         self._verdicts: dict[tuple[Any, ...], list[PropertyViolation]] = {}  # check_persist is pure: memoised
         self._calls: dict[tuple[Any, ...], _Call] = {}
         self.codec = codec or WireCodec()
         self.packer = Packer(participants + clients, participants * clients)
-        # Symmetry reduction (harness.sim.symmetry): ordered prepare keeps its first participant.
-        probe = coordinator_factory("t0", 0, self.topo.participant_names)
-        self.sym = (
-            Symmetry(self.topo.participant_names, self.txids, fixed_first=bool(getattr(probe, "ordered", False)))
-            if symmetry
-            else None
-        )
-        self._group_size = len(self.sym.group) if self.sym is not None else 1
-        self._ren: dict[int, int] = {}  # snapshot id * group size + renaming -> renamed snapshot id
-        self._blur: dict[int, int] = {}  # snapshot id * 8 + client renaming -> blurred key
-        self._blur_ids: dict[PSnap | CSnap, int] = {}
-        # Memoised canonicalisation: per node vector, the least renamed vector and the renamings that give it.
-        self._canon_nodes: dict[tuple[tuple[int, ...], bool], tuple[tuple[int, ...], list[int]]] = {}
-        self._net_ren: dict[tuple[int, int], int] = {}
-        self._eren: dict[int, list[int]] = {}  # entry id -> its id under each renaming
-
-    # ------------------------------------------------------------ interning
-
-    def _intern(self, snap: PSnap | CSnap) -> int:
-        sid = self._sid.get(snap)
-        if sid is None:
-            sid = self._sid[snap] = len(self._snaps)
-            self._snaps.append(snap)
-            if isinstance(snap, PSnap):
-                self._durable_state.append({r.txid: r.state for r in snap.durable})
-                self._active.append(False)
-                self._startable.append(False)
-                self._up.append(snap.up)
-                self._accepts.append(snap.up)
-                self._holds.append(bool(snap.held))
-            else:
-                self._durable_state.append({})
-                self._active.append(snap.alive and snap.core is not None and snap.core is not FINISHED)
-                self._startable.append(snap.alive and snap.core is None)
-                self._up.append(snap.alive)
-                self._accepts.append(snap.alive and snap.core is not FINISHED)
-                self._holds.append(False)
-        return sid
-
-    def _intern_participant(self, node: PNode) -> int:
-        durable = tuple(node.durable[t] for t in sorted(node.durable))
-        core = freeze_core(node.core) if node.core is not None else None
-        return self._intern(PSnap(node.up, core, durable, frozenset(node.timers), tuple(node.held)))
-
-    def _intern_client(self, node: CNode) -> int:
-        core: Any
-        if node.core is None:
-            core = None
-        elif node.core.phase is co.Phase.DONE:
-            # A finished coordinator ignores every input (nodes.py drops them),
-            # so all finished cores are one state: only what was reported stays.
-            core = FINISHED
-        else:
-            core = freeze_core(node.core)
-        return self._intern(CSnap(node.alive, core, node.reported, frozenset(node.timers)))
-
-    def _entry(self, e: Entry) -> int:
-        eid = self._eid.get(e)
-        if eid is None:
-            eid = self._eid[e] = len(self._entries)
-            self._entries.append(e)
-            self._to_node[e.dst] |= 1 << eid
-        return eid
-
-    def psnap(self, sid: int) -> PSnap:
-        snap = self._snaps[sid]
-        assert isinstance(snap, PSnap)
-        return snap
-
-    def csnap(self, sid: int) -> CSnap:
-        snap = self._snaps[sid]
-        assert isinstance(snap, CSnap)
-        return snap
-
-    def _pnode(self, index: int, sid: int) -> PNode:
-        snap = self.psnap(sid)
-        core = thaw_core(snap.core) if snap.core is not None else None
-        durable = {r.txid: r for r in snap.durable}
-        return PNode(self.topo, index, core, durable, set(snap.timers), snap.up, snap.held)
-
-    def _cnode(self, index: int, sid: int) -> CNode:
-        snap = self.csnap(sid)
-        live: co.CoordinatorCore | None
-        if snap.core is FINISHED:
-            live = cast(co.CoordinatorCore, FinishedCore())
-        else:
-            live = thaw_core(cast(Any, snap.core)) if snap.core is not None else None
-        return CNode(self.topo, index, live, snap.reported, set(snap.timers), snap.alive)
+        # A stranger's PREPAREs, per participant (see stranger_entries), and
+        # per participant snapshot those it would act on (memoised).
+        self.stranger = participants + clients  # the stranger's node index: past every node
+        self._stranger_entries = [self.stranger_entries(i) for i in range(participants)] if strangers else []
+        self._heeds: dict[tuple[int, int], tuple[int, ...]] = {}
+        self._all_open = [int(Conn.OPEN)] * participants
 
     def initial_state(self) -> State:
         parts = [
-            self._intern_participant(PNode(self.topo, i, self.pfactory(name, []), {}, set(), True))
+            self._intern_participant(
+                PNode(self.topo, i, self.pfactory(name, [], self.topo.participant_names), {}, set(), True)
+            )
             for i, name in enumerate(self.topo.participant_names)
         ]
         clients = [self._intern_client(CNode(self.topo, self.np + i, None, None, set(), True)) for i in range(self.nc)]
@@ -292,123 +252,9 @@ class Transitions:
         b = self.bounds
         return State(tuple(parts + clients), conns, 0, b.crashes, b.losses, b.duplicates, b.early)
 
-    # ------------------------------------------------------------ symmetry
-
-    def _renamed_sid(self, sid: int, gi: int) -> int:
-        key = sid * self._group_size + gi
-        out = self._ren.get(key)
-        if out is None:
-            assert self.sym is not None
-            out = self._ren[key] = self._intern(self.sym.snapshot(gi, self._snaps[sid])) if gi else sid
-        return out
-
-    def _blurred(self, sid: int, hi: int) -> int:
-        """A key of participant snapshot ``sid`` under client renaming ``hi``
-        that is the same whichever participant it is (names blurred)."""
-        key = sid * 8 + hi
-        out = self._blur.get(key)
-        if out is None:
-            assert self.sym is not None
-            snap = self.sym.snapshot(self.sym.blurred0 + hi, self._snaps[sid])
-            out = self._blur[key] = self._blur_ids.setdefault(snap, len(self._blur_ids))
-        return out
-
-    def _renamed_entries(self, eid: int) -> list[int]:
-        ren = self._eren.get(eid)
-        if ren is None:
-            sym = self.sym
-            assert sym is not None
-            e = self._entries[eid]
-            ren = self._eren[eid] = [eid] + [
-                self._entry(Entry(e.wire, sym.node_of(gi, e.src), sym.node_of(gi, e.dst), sym.value(gi, e.msg)))
-                for gi in range(1, len(sym.group))
-            ]
-        return ren
-
-    def _candidates(self, state: State) -> list[int]:
-        """The renamings among which the representative is chosen: every client
-        renaming; once no crash is left, each combined with the participant
-        renamings that sort the participants by their blurred keys (all orders
-        of equal keys). The set is the same for every state of a class, renamed,
-        so the least candidate is a class invariant."""
-        sym = self.sym
-        assert sym is not None
-        if state.crashes:
-            return list(range(sym.client_only))
-        out: list[int] = []
-        nodes, np = state.nodes, self.np
-        first = 1 if sym.fixed_first else 0
-        for hi, h in enumerate(sym.cperms):
-            keys = sorted((self._blurred(nodes[i], hi), i) for i in range(first, np))
-            groups: list[list[int]] = []
-            last = None
-            for k, i in keys:
-                if k != last:
-                    groups.append([])
-                    last = k
-                groups[-1].append(i)
-            for combo in itertools.product(*(itertools.permutations(gr) for gr in groups)):
-                pperm = [0] * np
-                slot = first
-                for gr in combo:
-                    for i in gr:
-                        pperm[i] = slot
-                        slot += 1
-                out.append(sym.index[Renaming(tuple(pperm), h)])
-        return out
-
-    def canonical(self, state: State) -> State:
-        """The representative of ``state``'s class (harness.sim.symmetry): the
-        least renaming among the candidates. Without symmetry, ``state``."""
-        sym = self.sym
-        if sym is None or self._group_size == 1:
-            return state
-        nodes = state.nodes
-        memo_key = (nodes, state.crashes == 0)
-        hit = self._canon_nodes.get(memo_key)
-        if hit is None:
-            node_from = sym.node_from
-            ren = self._renamed_sid
-            best: tuple[int, ...] | None = None
-            ties: list[int] = []
-            for gi in self._candidates(state):
-                cand = tuple([ren(nodes[o], gi) for o in node_from[gi]])
-                if best is None or cand < best:
-                    best, ties = cand, [gi]
-                elif cand == best:
-                    ties.append(gi)
-            assert best is not None
-            hit = self._canon_nodes[memo_key] = (best, ties)
-        best, ties = hit
-        if ties == [0]:
-            return state._replace(nodes=best)
-        best_rest: tuple[tuple[int, ...], int] | None = None
-        for gi in ties:
-            conns = state.conns
-            if gi:
-                rest = (tuple([conns[o] for o in sym.conn_from[gi]]), self._renamed_net(state.net, gi))
-            else:
-                rest = (conns, state.net)
-            if best_rest is None or rest < best_rest:
-                best_rest = rest
-        assert best_rest is not None
-        return cast(State, _new(State, (best, *best_rest, state.crashes, state.losses, state.duplicates, state.early)))
-
-    def _renamed_net(self, net: int, gi: int) -> int:
-        key = (net, gi)
-        out = self._net_ren.get(key)
-        if out is None:
-            out = 0
-            while net:
-                low = net & -net
-                net ^= low
-                out |= 1 << self._renamed_entries(low.bit_length() - 1)[gi]
-            self._net_ren[key] = out
-        return out
-
     # ------------------------------------------------------------ one node, memoised
 
-    def _call(self, node: int, sid: int, kind: StepKind, arg: Any, k: int | None) -> _Call:
+    def _call(self, node: int, sid: int, kind: StepKind, arg: Any, k: Cut | None) -> _Call:
         """Feed one input to one node. ``arg`` is an entry id or a timer key."""
         key = (node, sid, kind, arg, k)
         hit = self._calls.get(key)
@@ -428,7 +274,7 @@ class Transitions:
                 effects = p.write_held()
             else:
                 effects = p.restart(self.pfactory, k)
-            new, steps = self._intern_participant(p), p.steps
+            new, actions = self._intern_participant(p), p.actions
         else:
             c = self._cnode(node, sid)
             if kind is StepKind.DELIVER:
@@ -445,7 +291,7 @@ class Transitions:
             else:
                 i = node - self.np
                 effects = c.start(self.cfactory, self.txids[i], i + 1, k, prio=arg)
-            new, steps = self._intern_client(c), c.steps
+            new, actions = self._intern_client(c), c.actions
         ops: list[_Op] = []
         for effect in effects:
             what = effect[0]
@@ -472,9 +318,66 @@ class Transitions:
                 ops.append(_Op(_OP_REPORT, result=cast(co.Result, effect[1])))
             elif what is Fx.CRASH:
                 ops.append(_Op(_OP_CRASH))
-        result = _Call(new, tuple(ops), steps, tuple(effects))
+        reply = -1
+        if node < self.np:
+            reply = next((op.entry for op in ops if op.what == _OP_SEND and op.node >= self.np), -1)
+        result = _Call(new, tuple(ops), mid_step_cuts(actions) if k is None else (), tuple(effects), reply)
         self._calls[key] = result
         return result
+
+    # ------------------------------------------------------------ strangers
+
+    def stranger_entries(self, node: int) -> list[int]:
+        """The PREPAREs someone outside the cluster may send participant
+        ``node`` (issue 13): with a participant list that is a subset of the
+        cluster (``node`` alone; the cluster less one other member), or the
+        cluster and an outsider. Each is a step of its own in every state where
+        ``node`` is up. A participant that keeps the membership rule answers
+        ERROR and changes nothing, so the step leads back to the same state,
+        and the explorer leaves it out: a run may meet any number of such
+        PREPAREs with the effect of none. One that changes anything breaks
+        invariants.MEMBERSHIP at once, which ends the search. The set is
+        closed under renaming participants (symmetry)."""
+        names = self.topo.participant_names
+        me = names[node]
+        lists: list[tuple[str, ...]] = [(me,)] if len(names) > 1 else []  # a proper subset
+        lists += [tuple(n for n in names if n != other) for other in names if other != me and len(names) > 2]
+        lists.append((*names, "stranger:1"))
+        out = []
+        for participants in lists:
+            msg = Prepare(txid="x1", value=99, participants=participants)
+            arrived, problem = self.codec.carry(msg)
+            if arrived is not None and not problem:
+                out.append(self._entry(Entry(Wire.REQUEST, self.stranger, node, arrived)))
+        return out
+
+    def _heeded(self, node: int, sid: int) -> tuple[int, ...]:
+        """The stranger's entries that participant snapshot ``sid`` acts on."""
+        key = (node, sid)
+        hit = self._heeds.get(key)
+        if hit is None:
+            hit = self._heeds[key] = tuple(
+                eid
+                for eid in self._stranger_entries[node]
+                if (call := self._call(node, sid, StepKind.DELIVER, eid, None)).sid != sid or call.ops
+            )
+        return hit
+
+    def _stranger_changes(self, before: int, call: _Call) -> list[str]:
+        """What a participant did on a stranger's PREPARE, besides answering it."""
+        a, b = self.psnap(before), self.psnap(call.sid)
+        changes = []
+        if a.durable != b.durable or a.held != b.held:
+            changes.append("its records changed")
+        if a.core != b.core:
+            changes.append("its state changed (lock, value, version or what it remembers)")
+        if a.timers != b.timers:
+            changes.append("its timers changed")
+        for op in call.ops:
+            if op.what == _OP_SEND:
+                msg = self._entries[op.entry].msg
+                changes.append(f"it sent {self.topo.display[op.node]} {message_text(msg) if msg else '?'}")
+        return changes
 
     # ------------------------------------------------------------ steps
 
@@ -492,8 +395,8 @@ class Transitions:
             if self._startable[nodes[node]]:
                 out.append(_new(Step, (START, node, -1, None, None, None)))
                 if crashes:
-                    n = call(node, nodes[node], START, self._age(nodes), None).actions
-                    out.extend(_new(Step, (START, node, -1, None, k, None)) for k in range(1, n))
+                    cuts = call(node, nodes[node], START, self._age(nodes), None).cuts
+                    out.extend(_new(Step, (START, node, -1, None, k, None)) for k in cuts)
         m = state.net
         while m:
             low = m & -m
@@ -505,9 +408,9 @@ class Transitions:
                 if losses and entry.wire <= Wire.REPLY:
                     out.append(_new(Step, (LOSE, -1, eid, None, None, None)))
                 continue
-            for k in [None, *range(1, call(dst, nodes[dst], DELIVER, eid, None).actions)] if crashes else [None]:
+            for k in (None, *call(dst, nodes[dst], DELIVER, eid, None).cuts) if crashes else (None,):
                 out.append(_new(Step, (DELIVER, -1, eid, None, k, None)))
-                reply = self._reply_entry(dst, nodes[dst], eid, k)
+                reply = call(dst, nodes[dst], DELIVER, eid, k).reply
                 client = self._entries[reply].dst if reply >= 0 else -1
                 if client >= 0 and self._accepts[nodes[client]]:
                     # The reply's fates other than arriving: lost, duplicated, or its client crashes handling it.
@@ -516,8 +419,8 @@ class Transitions:
                     if dups:
                         out.append(_new(Step, (DELIVER, -1, eid, None, k, Fate.DUPLICATED)))
                     if crashes > (k is not None):
-                        n = call(client, nodes[client], DELIVER, reply, None).actions
-                        out.extend(_new(Step, (DELIVER, -1, eid, None, k, j)) for j in range(1, n))
+                        cuts = call(client, nodes[client], DELIVER, reply, None).cuts
+                        out.extend(_new(Step, (DELIVER, -1, eid, None, k, j)) for j in cuts)
             if dups:
                 out.append(_new(Step, (StepKind.DUPLICATE, -1, eid, None, None, None)))
             if losses and entry.wire <= Wire.REPLY:
@@ -528,14 +431,19 @@ class Transitions:
                 for t in sorted(timers, key=str) if timers else ():
                     out.append(_new(Step, (StepKind.TIMER, node, -1, t, None, None)))
                     if crashes:
-                        n = call(node, nodes[node], StepKind.TIMER, t, None).actions
-                        out.extend(_new(Step, (StepKind.TIMER, node, -1, t, k, None)) for k in range(1, n))
+                        cuts = call(node, nodes[node], StepKind.TIMER, t, None).cuts
+                        out.extend(_new(Step, (StepKind.TIMER, node, -1, t, k, None)) for k in cuts)
             for node in range(np):
                 if not up[nodes[node]]:
                     out.append(_new(Step, (StepKind.RESTART, node, -1, None, None, None)))
                     if crashes:
-                        n = call(node, nodes[node], StepKind.RESTART, None, None).actions
-                        out.extend(_new(Step, (StepKind.RESTART, node, -1, None, k, None)) for k in range(1, n))
+                        cuts = call(node, nodes[node], StepKind.RESTART, None, None).cuts
+                        out.extend(_new(Step, (StepKind.RESTART, node, -1, None, k, None)) for k in cuts)
+        if self.strangers:
+            for node in range(np):
+                if up[nodes[node]]:
+                    for eid in self._heeded(node, nodes[node]):
+                        out.append(_new(Step, (StepKind.STRANGER, node, eid, None, None, None)))
         if crashes:  # with no crash left, held records are written at once (see apply)
             for node in range(np):
                 if self._holds[nodes[node]]:
@@ -547,15 +455,6 @@ class Transitions:
                 if self._active[nodes[node]]:
                     out.append(_new(Step, (StepKind.CRASH, node, -1, None, None, None)))
         return out
-
-    def _reply_entry(self, node: int, sid: int, eid: int, k: int | None) -> int:
-        """The entry id of the reply to a client that delivering ``eid`` makes ``node`` send, or -1."""
-        if node >= self.np:
-            return -1
-        for op in self._call(node, sid, StepKind.DELIVER, eid, k).ops:
-            if op.what == _OP_SEND and op.node >= self.np:
-                return op.entry
-        return -1
 
     def heal_rank(self, step: Step) -> int:
         """The healing schedule's preference among fault-free steps (lower first)."""
@@ -575,12 +474,22 @@ class Transitions:
     def apply(self, state: State, step: Step) -> tuple[State, list[tuple[int, Effect]], list[PropertyViolation]]:
         """The state after ``step``, its effects (with the node that had each),
         and the properties the transition breaks."""
+        effects: list[tuple[int, Effect]] = []
+        new, violations = self._apply(state, step, effects)
+        return new, effects, violations
+
+    def successor(self, state: State, step: Step) -> tuple[State, list[PropertyViolation]]:
+        """The state after ``step`` and the properties it breaks (apply without the effects: the search's path)."""
+        return self._apply(state, step, None)
+
+    def _apply(
+        self, state: State, step: Step, effects: list[tuple[int, Effect]] | None
+    ) -> tuple[State, list[PropertyViolation]]:
         s = list(state.nodes)
         conns = list(state.conns)
         net = state.net
         budget = _Budget(state)
         kind = step.kind
-        effects: list[tuple[int, Effect]] = []
         violations: list[PropertyViolation] = []
         replies: list[int] = []
         if kind is StepKind.DELIVER or kind is StepKind.DUPLICATE:
@@ -618,6 +527,17 @@ class Transitions:
                 violations,
                 replies,
             )
+        elif kind is StepKind.STRANGER:
+            node = step.node
+            call = self._call(node, s[node], StepKind.DELIVER, step.entry, None)
+            if effects is not None:
+                effects.extend((node, e) for e in call.effects)
+            msg = self._entries[step.entry].msg
+            assert msg is not None
+            violations += check_stranger(
+                self.topo.display[node], message_text(msg), self._stranger_changes(s[node], call)
+            )
+            s[node] = call.sid
         elif kind is StepKind.START or kind is StepKind.WRITE:
             arg = self._age(state.nodes) if kind is StepKind.START else None
             net = self._node_step(
@@ -642,11 +562,11 @@ class Transitions:
             if fate is Fate.LOST:
                 budget.losses -= 1
                 continue
-            times, j = 1, None
+            times, j = 1, cast(Cut | None, None)
             if fate is Fate.DUPLICATED:
                 budget.duplicates -= 1
                 times = 2
-            elif fate is not None:
+            elif isinstance(fate, Cut):
                 j = fate
             for _ in range(times):
                 if self._accepts[s[client]]:
@@ -662,15 +582,15 @@ class Transitions:
             # commit flags at least what it flags against its yes vote (a
             # core that made other records lazy would need every point).
             holds = self._holds
-            for j in range(self.np):
-                if holds[s[j]]:
+            for p in range(self.np):
+                if holds[s[p]]:
                     net = self._node_step(
-                        state, s, conns, j, StepKind.WRITE, None, None, net, budget, effects, violations, []
+                        state, s, conns, p, StepKind.WRITE, None, None, net, budget, effects, violations, []
                     )
         if self.ages:
             violations += self._judge_waits(s)
         new = _new(State, (tuple(s), tuple(conns), net, budget.crashes, budget.losses, budget.duplicates, budget.early))
-        return new, effects, violations
+        return new, violations
 
     def _node_step(
         self,
@@ -680,17 +600,18 @@ class Transitions:
         node: int,
         kind: StepKind,
         arg: Any,
-        k: int | None,
+        k: Cut | None,
         net: int,
         budget: _Budget,
-        effects: list[tuple[int, Effect]],
+        effects: list[tuple[int, Effect]] | None,
         violations: list[PropertyViolation],
         replies: list[int],
     ) -> int:
         """Run one node step inside a global step and route what it did."""
         call = self._call(node, s[node], kind, arg, k)
         s[node] = call.sid
-        effects.extend((node, e) for e in call.effects)
+        if effects is not None:
+            effects.extend((node, e) for e in call.effects)
         for op in call.ops:
             what = op.what
             if what == _OP_SEND:
@@ -729,8 +650,17 @@ class Transitions:
                 budget.crashes -= 1
                 net = self._crash_links(node, s, conns, net)
         if node >= self.np and not self._accepts[s[node]]:
-            net &= ~self._to_node[node]  # nothing in flight can matter to a finished client
+            net = self._forget_client(node, conns, net)
         return net
+
+    def _forget_client(self, node: int, conns: list[int], net: int) -> int:
+        """A client that finished or crashed sends nothing again and heeds
+        nothing: what is in flight to it and its connections' states cannot
+        matter, so they are dropped (the connections shown OPEN): states that
+        differ only there are one."""
+        row = (node - self.np) * self.np
+        conns[row : row + self.np] = self._all_open
+        return net & ~self._to_node[node]
 
     def _crash_links(self, node: int, s: list[int], conns: list[int], net: int) -> int:
         """What a crash does outside the node. A crashed participant's client
@@ -739,14 +669,14 @@ class Transitions:
         that holds messages: more than TCP allows, so a safe superset); what is
         in flight to a client is lost with it (clients never come back)."""
         if node >= self.np:
-            return net & ~self._to_node[node]
+            return self._forget_client(node, conns, net)
+        accepts = self._accepts
         for i in range(self.nc):
             ci = i * self.np + node
             client = self.np + i
-            if conns[ci] == Conn.OPEN:
+            if conns[ci] == Conn.OPEN and accepts[s[client]]:
                 conns[ci] = Conn.BROKEN
-                if self._up[s[client]]:
-                    net |= 1 << self._entry(Entry(Wire.LOST, node, client, None))
+                net |= 1 << self._entry(Entry(Wire.LOST, node, client, None))
         return net
 
     def _deliverable(self, state: State) -> int:
@@ -842,13 +772,21 @@ class Transitions:
         d = self.topo.display
         kind = step.kind
 
-        def crash_note(k: int | None) -> str:
-            return "" if k is None else f"  [and crashes after {k} of its actions]"
+        def crash_note(k: Cut | None, who: str = "and") -> str:
+            if k is None:
+                return ""
+            unsent = [str(i + 1) for i in range(k.reached) if k.unsent >> i & 1]
+            lost = f", its send(s) number {','.join(unsent)} never having left" if unsent else ""
+            return f"  [{who} crashes after {k.reached} of its actions{lost}]"
 
         if kind is StepKind.START:
             i = step.node - self.np
             age = f", age={self._age(state.nodes)}" if self.ages else ""
             return f"{d[step.node]} begins {self.txids[i]} (value={i + 1}{age}){crash_note(step.crash_after)}"
+        if kind is StepKind.STRANGER:
+            msg = self._entries[step.entry].msg
+            assert msg is not None
+            return f"a stranger -> {d[step.node]}: {message_text(msg)}"
         if kind in (StepKind.DELIVER, StepKind.DUPLICATE, StepKind.LOSE):
             wire, src, dst, msg = self._entries[step.entry]
             if wire is Wire.REFUSED:
@@ -868,7 +806,7 @@ class Transitions:
             elif fate is Fate.DUPLICATED:
                 text += "  [its reply arrives twice]"
             elif fate is not None:
-                text += f"  [its client crashes after {fate} of its actions handling the reply]"
+                text += crash_note(fate, "its client, handling the reply,")
             return text + crash_note(step.crash_after)
         early = "  [early: messages still in flight]" if self._deliverable(state) else ""
         if kind is StepKind.TIMER:

@@ -29,6 +29,7 @@ from harness.protocol import coordinator as co
 from harness.protocol.conflict import ConflictPolicy
 from harness.protocol.messages import Message, Prepare, Vote
 from harness.protocol.participant import Action, Event, ParticipantCore, TxRecord
+from harness.sim.model import ParticipantFactory
 
 Method = Callable[..., Any]
 
@@ -129,13 +130,13 @@ PARTICIPANT_VARIANTS: dict[str, ParticipantVariant] = {
 }
 
 
-def participant_factory(name: str) -> Callable[[str, Iterable[TxRecord]], ParticipantCore]:
+def participant_factory(variant_name: str) -> ParticipantFactory:
     """A core factory for the simulator and the explorer (harness.sim.model's
-    ParticipantFactory) that builds the wait-die participant of variant ``name``."""
-    variant = PARTICIPANT_VARIANTS[name]
+    ParticipantFactory) that builds the wait-die participant of variant ``variant_name``."""
+    variant = PARTICIPANT_VARIANTS[variant_name]
 
-    def factory(me: str, records: Iterable[TxRecord]) -> ParticipantCore:
-        return variant.cls.restore(me, records, conflict=ConflictPolicy.WAIT_DIE)
+    def factory(name: str, records: Iterable[TxRecord], cluster: Iterable[str] | None = None) -> ParticipantCore:
+        return variant.cls.restore(name, records, cluster, conflict=ConflictPolicy.WAIT_DIE)
 
     return factory
 
