@@ -218,7 +218,8 @@ class Symmetry:
         if isinstance(v, Waiter):
             return Waiter(prepare=self.value(gi, v.prepare), conns=tuple(self._conn(gi, c) for c in v.conns))
         if isinstance(v, Vote):
-            return Vote(txid=self._string(gi, v.txid), yes=v.yes, reason=self._string(gi, v.reason))
+            # Its code too: a renamed NOK that lost it would be another message (the coordinator reports the code).
+            return dataclasses.replace(v, txid=self._string(gi, v.txid), reason=self._string(gi, v.reason))
         if isinstance(v, Commit | Abort | Resolve):
             return type(v)(txid=self._string(gi, v.txid))
         if isinstance(v, Outcome):
