@@ -78,6 +78,11 @@ class NokCode(enum.Enum):
     ABORTED = "aborted"  # this transaction is already aborted here (an earlier NOK, ABORT or RESOLVE)
 
 
+# ERROR code for a txid at or below its client's high-water mark with no record
+# left: compacted away, or never seen (harness.protocol.participant, "Compaction").
+FORGOTTEN = "forgotten"
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Prepare:
     """Phase 1. The value travels with the request so that a participant knows
