@@ -3,8 +3,12 @@ what a forgotten txid is answered (harness.protocol.participant, "Compaction")."
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import pytest
 
+from harness.node.storage import Storage, StorageError
 from harness.protocol import coordinator as co
 from harness.protocol.messages import (
     FORGOTTEN,
@@ -208,3 +212,47 @@ def test_record_shapes_are_unchanged() -> None:
     # The forget action names what it drops; a record stays a TxRecord.
     r = TxRecord(txid="a-1", state=TxState.ABORTED, value=0, participants=())
     assert Forget(txids=(r.txid,), marks=(("a", 1),), summary=Summary()).txids == ("a-1",)
+
+
+# ---------------------------------------------------------------- storage (harness.node.storage)
+
+
+def test_storage_round_trip_drops_forgotten_rows_and_keeps_marks_and_summary(tmp_path: Path) -> None:
+    path = tmp_path / "server1.sqlite3"
+    c = core()
+    s = Storage(path, "server1")
+    try:
+        for txid, value in (("a-1", 1), ("a-2", 2), ("b-1", 3), ("a-3", 4), ("b-2", 5)):
+            actions = commit(c, txid, value)
+            s.write(
+                [a.record for a in actions if isinstance(a, Persist)],
+                [a for a in actions if isinstance(a, Forget)],
+            )
+    finally:
+        s.close()
+    again = Storage(path, "server1")
+    try:
+        records = again.load()
+        summary, marks = again.load_compacted()
+    finally:
+        again.close()
+    assert {r.txid for r in records} == set(c.records) and len(records) < 5
+    assert summary is not None and (summary.committed, summary.aborted) == (c.forgotten_committed, c.forgotten_aborted)
+    assert marks == c.forgotten
+    restored = ParticipantCore.restore(ME, records, compact=True, summary=summary, marks=marks)
+    assert restored.status() == c.status() and restored.is_forgotten("a-1")
+
+
+def test_a_forged_mark_fails_its_checksum(tmp_path: Path) -> None:
+    path = tmp_path / "server1.sqlite3"
+    s = Storage(path, "server1")
+    s.write([], [Forget(txids=(), marks=(("a", 3),), summary=Summary(version=1, committed=1))])
+    s.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE marks SET seq = 1")
+    again = Storage(path, "server1")
+    try:
+        with pytest.raises(StorageError, match="mark of 'a' fails its checksum"):
+            again.load_compacted()
+    finally:
+        again.close()

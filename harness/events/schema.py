@@ -157,6 +157,17 @@ RECOVERED = EventKind(
     ),
 )
 DURABLE = EventKind("durable", Role.PARTICIPANT, "a record made durable (after its fsync)", _RECORD)
+FORGOTTEN = EventKind(
+    "forgotten",
+    Role.PARTICIPANT,
+    "decided records dropped by compaction, durable with their clients' high-water marks",
+    (
+        _f("count", INT, "records dropped"),
+        _f("txids", LIST, "the records dropped"),
+        _f("marks", LIST, "client:seq, the new high-water marks"),
+        _f("version", INT, "the version the summary holds"),
+    ),
+)
 BAD_INPUT = EventKind(
     "bad-input",
     Role.PARTICIPANT,
@@ -320,6 +331,7 @@ KINDS: dict[str, EventKind] = {
         RESTORED,
         RECOVERED,
         DURABLE,
+        FORGOTTEN,
         BAD_INPUT,
         FATAL,
         ERROR,

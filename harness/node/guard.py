@@ -138,7 +138,12 @@ async def open_store(
     except StorageError as e:
         storage.close()
         raise StoreRefused(str(e)) from None
-    version = max((r.version for r in records), default=0)
+    try:
+        summary, _ = storage.load_compacted()
+    except StorageError as e:
+        storage.close()
+        raise StoreRefused(str(e)) from None
+    version = max([r.version for r in records] + [summary.version if summary else 0])
     if logged is not None and logged.store != storage.identity.store:
         storage.close()
         raise StoreRefused(

@@ -72,6 +72,7 @@ from harness.protocol.participant import (
     Action,
     CancelTimer,
     Close,
+    Forget,
     ParticipantCore,
     Persist,
     Reply,
@@ -104,12 +105,14 @@ class ParticipantNode:
         tls: Tls | None = None,
         limits: Limits | None = None,
         rejoining: bool = False,
+        compact: bool = False,
     ) -> None:
         self.storage = storage
         self.cluster = cluster  # every member's name; None: no membership rule (tests of the node alone)
         self.tls = tls
         self.limits = limits or Limits()
         self.rejoining = rejoining
+        self.compact = compact
         self._cap = self.limits.connection_cap()
         self._overloaded = False  # an overload episode is under way (one log line per episode)
         self._sweeper: asyncio.TimerHandle | None = None
@@ -171,7 +174,16 @@ class ParticipantNode:
                 "give --cluster with every member's name, this one's included"
             )
         records = self.storage.preloaded if self.storage.preloaded is not None else self.storage.load()
-        self.core = ParticipantCore.restore(name, records, cluster=self.cluster, rejoining=self.rejoining)
+        summary, marks = self.storage.load_compacted()
+        self.core = ParticipantCore.restore(
+            name,
+            records,
+            cluster=self.cluster,
+            rejoining=self.rejoining,
+            compact=self.compact,
+            summary=summary,
+            marks=marks,
+        )
         self._gc = GroupCommit(self.storage, self.log, self._durable)
         c = self.core
         if records:
@@ -446,6 +458,8 @@ class ParticipantNode:
         assert gc is not None
         for action in actions:
             match action:
+                case Forget():
+                    self._barrier = gc.submit(action)  # replies after it may rely on its marks
                 case Persist():
                     seq = gc.submit(action)
                     if action.lazy:

@@ -47,6 +47,7 @@ class ParticipantConfig:
     cluster: tuple[str, ...] | None = None  # every member's name; None: this participant alone
     tls: Path | None = None  # the certificates folder (harness.certs); None: plain TCP, loopback only
     rejoin_empty: bool = False  # a lost store: start empty and learn the decided state from the peers
+    compact: bool = False  # forget decided records behind per-client marks (harness.protocol.participant)
     ask_peers: bool = True  # an empty store: ask the peers whether it should have had state
     limits: Limits = field(default_factory=Limits)
     # The address is on a network only the run's own nodes reach (its namespaces,
@@ -112,6 +113,7 @@ async def serve(
         tls=tls,
         limits=config.limits,
         rejoining=rejoining,
+        compact=config.compact,
     )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

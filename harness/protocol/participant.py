@@ -307,9 +307,10 @@ class ParticipantCore:
         return core
 
     def adopt(self, summary: Summary | None, marks: Mapping[str, int] | None) -> None:
-        """Take what compaction left durable, before the remaining records are applied."""
+        """Take what compaction left durable (before or after the remaining records)."""
         if summary is not None:
-            self.storage_server, self.version = summary.storage_server, summary.version
+            if summary.version > self.version:  # else a record applied already holds that version or a later one
+                self.storage_server, self.version = summary.storage_server, summary.version
             self.forgotten_committed, self.forgotten_aborted = summary.committed, summary.aborted
             self.committed_count += summary.committed
             self.aborted_count += summary.aborted
@@ -495,6 +496,17 @@ class ParticipantCore:
         parsed = parse_txid(txid)
         return parsed is not None and parsed[0] in self.forgotten and parsed[1] <= self.forgotten[parsed[0]]
 
+    def may_forget(self, record: TxRecord) -> bool:
+        """Whether a decided ``record`` may be forgotten once a later txid of its
+        client was seen: an abort at once; a commit once a later commit here
+        had all its members (the module's docstring, condition (b))."""
+        if record.state is TxState.ABORTED:
+            return True
+        if record.state is TxState.PREPARED:
+            return False
+        # No later commit here by all its members yet: one of them may still be prepared on it.
+        return record.version < self.version and frozenset(record.participants) <= self._latest_members
+
     # ------------------------------------------------------------ internals
 
     def _forget_before(self, txid: str) -> list[Action]:
@@ -509,14 +521,8 @@ class ParticipantCore:
             return []
         gone: list[tuple[int, TxRecord]] = []
         for s, t in mine.items():
-            r = self.records[t]
-            if s >= seq or r.state is TxState.PREPARED:
-                continue
-            if r.state is TxState.COMMITTED and not (
-                r.version < self.version and frozenset(r.participants) <= self._latest_members
-            ):
-                continue  # no later commit here by all its members yet: one of them may still be prepared
-            gone.append((s, r))
+            if s < seq and self.may_forget(r := self.records[t]):
+                gone.append((s, r))
         if not gone:
             return []
         for s, r in gone:
