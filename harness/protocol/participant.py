@@ -87,9 +87,12 @@ from dataclasses import dataclass, field
 
 from harness.protocol.messages import (
     FORGOTTEN,
+    MARKS_PAGE,
     Abort,
     Commit,
     Error,
+    Marked,
+    Marks,
     Message,
     NokCode,
     Outcome,
@@ -395,6 +398,9 @@ class ParticipantCore:
                 return [*forget, *self._transition(conn, msg.txid, event, None)]
             case Status():
                 return [Reply(conn=conn, msg=self.status())]
+            case Marks():
+                page = sorted((c, s) for c, s in self.forgotten.items() if c > msg.after)
+                return [Reply(conn=conn, msg=Marked(marks=tuple(page[:MARKS_PAGE]), more=len(page) > MARKS_PAGE))]
             case _:
                 return [
                     Reply(

@@ -81,6 +81,7 @@ from harness.sim.states import (
     Entry,
     Fate,
     FinishedCore,
+    History,
     Packer,
     PSnap,
     State,
@@ -157,7 +158,12 @@ class Transitions:
         liveness: bool = True,
         symmetry: bool = True,
         progress: Callable[[int, int, int, float], None] | None = None,
+        txids: tuple[str, ...] | None = None,
+        history: History | None = None,
     ) -> None:
+        """``txids``: each client's txid (default t1, t2, ...); ``history``:
+        what happened before (states.History). Either turns symmetry off: the
+        renamings know only the default txids and an empty start."""
         self.topo = Topology(participants, clients)
         self.bounds = bounds or Bounds()
         self.pfactory = participant_factory
@@ -166,7 +172,12 @@ class Transitions:
         self.liveness = liveness
         self.progress = progress
         self.np, self.nc = participants, clients
-        self.txids = tuple(f"t{i}" for i in range(1, clients + 1))
+        self.txids = txids or tuple(f"t{i}" for i in range(1, clients + 1))
+        self.history = history
+        self._history_conflicts = history is not None and (
+            bool(history.down) or any(r.state is TxState.PREPARED for rs in history.records for r in rs)
+        )
+        symmetry = symmetry and txids is None and history is None
         self._client_of_txid = {t: participants + i for i, t in enumerate(self.txids)}
         # Interned node snapshots, and what is derived from each.
         self._snaps: list[PSnap | CSnap] = []
@@ -209,7 +220,8 @@ class Transitions:
             sid = self._sid[snap] = len(self._snaps)
             self._snaps.append(snap)
             if isinstance(snap, PSnap):
-                self._durable_state.append({r.txid: r.state for r in snap.durable})
+                # Forgotten records still count: judging is by what was ever durable (model.PNode.history).
+                self._durable_state.append({r.txid: r.state for r in (*snap.forgotten, *snap.durable)})
                 self._active.append(False)
                 self._startable.append(False)
                 self._up.append(snap.up)
@@ -227,7 +239,19 @@ class Transitions:
     def _intern_participant(self, node: PNode) -> int:
         durable = tuple(node.durable[t] for t in sorted(node.durable))
         core = freeze_core(node.core) if node.core is not None else None
-        return self._intern(PSnap(node.up, core, durable, frozenset(node.timers), tuple(node.held)))
+        forgotten = tuple(node.forgotten[t] for t in sorted(node.forgotten))
+        return self._intern(
+            PSnap(
+                node.up,
+                core,
+                durable,
+                frozenset(node.timers),
+                tuple(node.held),
+                forgotten,
+                tuple(sorted(node.marks.items())),
+                node.summary,
+            )
+        )
 
     def _intern_client(self, node: CNode) -> int:
         core: Any
@@ -263,7 +287,12 @@ class Transitions:
         snap = self.psnap(sid)
         core = thaw_core(snap.core) if snap.core is not None else None
         durable = {r.txid: r for r in snap.durable}
-        return PNode(self.topo, index, core, durable, set(snap.timers), snap.up, snap.held)
+        node = PNode(self.topo, index, core, durable, set(snap.timers), snap.up, snap.held)
+        if snap.forgotten or snap.marks or snap.summary is not None:
+            node.forgotten = {r.txid: r for r in snap.forgotten}
+            node.marks = dict(snap.marks)
+            node.summary = snap.summary
+        return node
 
     def _cnode(self, index: int, sid: int) -> CNode:
         snap = self.csnap(sid)
@@ -275,14 +304,22 @@ class Transitions:
         return CNode(self.topo, index, live, snap.reported, set(snap.timers), snap.alive)
 
     def initial_state(self) -> State:
-        parts = [
-            self._intern_participant(PNode(self.topo, i, self.pfactory(name, []), {}, set(), True))
-            for i, name in enumerate(self.topo.participant_names)
-        ]
+        h = self.history
+        parts = []
+        for i, name in enumerate(self.topo.participant_names):
+            records = h.records[i] if h is not None else ()
+            down = h is not None and i in h.down
+            core = None if down else self.pfactory(name, records)
+            parts.append(
+                self._intern_participant(PNode(self.topo, i, core, {r.txid: r for r in records}, set(), not down))
+            )
         clients = [self._intern_client(CNode(self.topo, self.np + i, None, None, set(), True)) for i in range(self.nc)]
         conns = (int(Conn.OPEN),) * (self.np * self.nc)  # nodes.py connects every link before the first transaction
+        net = 0
+        for c, p, msg in h.late if h is not None else ():
+            net |= 1 << self._entry(Entry(Wire.REQUEST, self.np + c, p, msg))
         b = self.bounds
-        return State(tuple(parts + clients), conns, 0, b.crashes, b.losses, b.duplicates, b.early)
+        return State(tuple(parts + clients), conns, net, b.crashes, b.losses, b.duplicates, b.early)
 
     # ------------------------------------------------------------ symmetry
 
@@ -620,7 +657,7 @@ class Transitions:
             snap = self._snaps[s[node]]
             down: PSnap | CSnap
             if isinstance(snap, PSnap):
-                down = PSnap(False, None, snap.durable, frozenset(), ())
+                down = PSnap(False, None, snap.durable, frozenset(), (), snap.forgotten, snap.marks, snap.summary)
             else:
                 down = CSnap(False, None, snap.reported, frozenset())
             s[node] = self._intern(down)
@@ -770,7 +807,11 @@ class Transitions:
 
     def _no_fault_no_conflict(self, s: list[int], client: int, budget: _Budget) -> bool:
         """AC4 applies to a client's report when no fault happened yet in the
-        whole run (every budget untouched) and no other client has started."""
+        whole run (every budget untouched) and no other client has started;
+        and not after a history that left a participant down or prepared (a
+        conflict from before the run)."""
+        if self._history_conflicts:
+            return False
         b = self.bounds
         if (budget.crashes, budget.losses, budget.duplicates, budget.early) != (
             b.crashes,
@@ -796,7 +837,7 @@ class Transitions:
             if p.core is None:
                 return [PropertyViolation(rule=LIVENESS, detail=f"{self.topo.display[j]} is down")]
             cores.append(p.core)
-            stores.append(p.durable)
+            stores.append(p.history)
         reports: dict[str, co.Result] = {}
         waiting: list[str] = []
         for i in range(self.nc):
