@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.node.guard import LoggedStore, last_store_in_log
 from harness.node.storage import Storage, StorageError
 from harness.protocol import coordinator as co
 from harness.protocol.messages import (
@@ -256,3 +257,14 @@ def test_a_forged_mark_fails_its_checksum(tmp_path: Path) -> None:
             again.load_compacted()
     finally:
         again.close()
+
+
+def test_guard_finds_the_last_checkpoint_not_only_the_last_start(tmp_path: Path) -> None:
+    log = tmp_path / "server1.log"
+    listening = (
+        "2026-01-01T00:00:00.000000Z server1 listening addr=127.0.0.1:1 pid=1 name=127.0.0.1:1 storage_server=0 "
+        "version=3 lock=- records=3 data=x store=00aa"
+    )
+    checkpoint = "2026-01-01T00:00:01.000000Z server1 checkpoint writes=4096 version=9 records=2 store=00aa"
+    log.write_text(f"{listening}\n{checkpoint}\n")
+    assert last_store_in_log(log) == LoggedStore(store="00aa", version=9)

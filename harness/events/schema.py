@@ -144,6 +144,18 @@ LISTENING = EventKind(
         _f("tls", WORD, "on: mutual TLS on every connection; off: loopback, trusted", optional=True),
     ),
 )
+CHECKPOINT = EventKind(
+    "checkpoint",
+    Role.PARTICIPANT,
+    "every CHECKPOINT_EVERY durable writes: the store and a version it holds durably, so that a restart "
+    "reads the log back only this far to find them (harness.node.guard)",
+    (
+        _f("writes", INT, "durable writes since the start"),
+        _f("version", INT, "the highest committed version durable"),
+        _f("records", INT, "records the participant holds in memory"),
+        _f("store", WORD, "its store's id"),
+    ),
+)
 RESTORED = EventKind("restored", Role.PARTICIPANT, "a durable record read back at a start", _RECORD)
 RECOVERED = EventKind(
     "recovered",
@@ -332,6 +344,7 @@ KINDS: dict[str, EventKind] = {
         RECOVERED,
         DURABLE,
         FORGOTTEN,
+        CHECKPOINT,
         BAD_INPUT,
         FATAL,
         ERROR,

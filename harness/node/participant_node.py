@@ -36,6 +36,7 @@ from typing import Any
 from harness.events.log import EventLog, log_record
 from harness.events.schema import (
     BAD_INPUT,
+    CHECKPOINT,
     DISCONNECT,
     LISTENING,
     OVERLOAD,
@@ -88,6 +89,11 @@ class NotAMember(Exception):
 # With TLS: a full garbage collection after this many connections (see _sweep).
 GC_AFTER_CONNECTIONS = 64
 
+# A checkpoint line every this many durable writes: a restart reads the log back
+# from its end to the last listening or checkpoint line (harness.node.guard), so
+# this bounds that read (a few tens of thousands of lines) whatever the history.
+CHECKPOINT_EVERY = 4096
+
 
 class ParticipantNode:
     """A participant: a TCP server around a ParticipantCore and its Storage."""
@@ -136,6 +142,8 @@ class ParticipantNode:
         # With a crash point: txid -> the persist of its committed record, while
         # not durable (an OUTCOME committed sent meanwhile is ahead of it).
         self._lazy: dict[str, int] = {}
+        self._writes = 0  # durable writes (batches) since the start, for checkpoints
+        self._durable_version = 0  # the highest committed version known durable
         self._next_conn = 0
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._peers: dict[str, PeerLink] = {}
@@ -186,6 +194,7 @@ class ParticipantNode:
         )
         self._gc = GroupCommit(self.storage, self.log, self._durable)
         c = self.core
+        self._durable_version = c.version  # restored from durable records (and what compaction left)
         if records:
             # Every durable record, once per restart: a record made durable just
             # before a SIGKILL may have missed its "durable" line, and the
@@ -572,6 +581,18 @@ class ParticipantNode:
         self._pump(conn)
 
     def _durable(self, batch: list[Persist]) -> None:
+        self._writes += 1
+        for p in batch:
+            if p.record.version > self._durable_version:
+                self._durable_version = p.record.version
+        if self._writes % CHECKPOINT_EVERY == 0 and self.core is not None:
+            self.log.write(
+                CHECKPOINT,
+                writes=self._writes,
+                version=self._durable_version,
+                records=len(self.core.records),
+                store=self.storage.identity.store,
+            )
         if self.crash and any(p.record.state is TxState.COMMITTED for p in batch):
             for p in batch:
                 self._lazy.pop(p.record.txid, None)
