@@ -17,7 +17,7 @@ from harness.console.cli import add_version
 from harness.protocol.coordinator import Result
 from harness.sim.explore import Bounds, Explorer, ExploreResult
 from harness.sim.invariants import TCOMMIT_STATES_FOR_3_RMS, tcommit_reachable
-from harness.sim.model import COORDINATORS, CoordinatorFactory
+from harness.sim.model import COORDINATORS, CoordinatorFactory, compacting_participant, real_participant
 from harness.sim.simulate import SimParams, Summary, random_runs
 from harness.sim.variants import VARIANTS, coordinator_factory
 
@@ -134,6 +134,11 @@ def parser() -> argparse.ArgumentParser:
     rnd.add_argument("--clients", type=_non_negative, default=_DEFAULTS.clients, help="clients")
     rnd.add_argument(
         "--transactions", type=_non_negative, default=_DEFAULTS.transactions, help="transactions per client"
+    )
+    rnd.add_argument(
+        "--compact",
+        action="store_true",
+        help="participants forget decided transactions (harness.protocol.participant, compaction)",
     )
     rnd.add_argument("--loss", type=_probability, default=_DEFAULTS.loss, help="chance a message is lost")
     rnd.add_argument(
@@ -283,7 +288,14 @@ def random(args: argparse.Namespace, out: TextIO) -> int:
             err.write(f"\r{done:,}/{args.runs:,} runs, {summary.transactions:,} transactions ")
             err.flush()
 
-    summary = random_runs(args.runs, args.seed, params, coordinator_factory=_coordinators(args), progress=progress)
+    summary = random_runs(
+        args.runs,
+        args.seed,
+        params,
+        participant_factory=compacting_participant if args.compact else real_participant,
+        coordinator_factory=_coordinators(args),
+        progress=progress,
+    )
     if err is not None:
         err.write("\n")
     r = summary.results
