@@ -13,9 +13,13 @@ from harness.node.storage import Storage, StorageError
 from harness.protocol import coordinator as co
 from harness.protocol.messages import (
     FORGOTTEN,
+    MARKS_PAGE,
+    MAX_LINE,
     Abort,
     Commit,
     Error,
+    Marked,
+    Marks,
     Message,
     NokCode,
     Outcome,
@@ -23,6 +27,7 @@ from harness.protocol.messages import (
     Resolve,
     TxState,
     Vote,
+    encode,
 )
 from harness.protocol.participant import (
     Action,
@@ -268,3 +273,20 @@ def test_guard_finds_the_last_checkpoint_not_only_the_last_start(tmp_path: Path)
     checkpoint = "2026-01-01T00:00:01.000000Z server1 checkpoint writes=4096 version=9 records=2 store=00aa"
     log.write_text(f"{listening}\n{checkpoint}\n")
     assert last_store_in_log(log) == LoggedStore(store="00aa", version=9)
+
+
+def test_marks_are_served_in_pages_that_cover_every_client() -> None:
+    c = core()
+    c.adopt(None, {f"c{i:03d}-x": i for i in range(MARKS_PAGE * 2 + 5)})
+    seen: dict[str, int] = {}
+    after, pages = "", 0
+    while True:
+        (page,) = replies(c.on_request(1, Marks(after=after)))
+        assert isinstance(page, Marked) and len(page.marks) <= MARKS_PAGE
+        assert len(encode(page)) < MAX_LINE
+        seen.update(page.marks)
+        pages += 1
+        if not page.more:
+            break
+        after = page.marks[-1][0]
+    assert seen == c.forgotten and pages == 3

@@ -190,8 +190,8 @@ class Marked:
     kind: Kind = field(default=Kind.MARKED, init=False, repr=False)
 
 
-# Marks per MARKED line: a client part of a txid is at most 62 characters, so
-# a page stays well under MAX_LINE.
+# Marks per MARKED line: a mark "client:seq" is no longer than the txid it came
+# from (64 characters at most), so a page of 48 (3.1 KiB) stays under MAX_LINE.
 MARKS_PAGE = 48
 
 Message = Prepare | Vote | Commit | Abort | Resolve | Outcome | Status | State | Error | Marks | Marked
