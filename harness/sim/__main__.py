@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import shlex
 import sys
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from harness.console.cli import add_version
 from harness.protocol.coordinator import Result
 from harness.sim.explore import Bounds, Explorer, ExploreResult
 from harness.sim.invariants import TCOMMIT_STATES_FOR_3_RMS, tcommit_reachable
-from harness.sim.model import COORDINATORS, CoordinatorFactory, compacting_participant, real_participant
+from harness.sim.model import COORDINATORS, CoordinatorFactory, compacting_participant
 from harness.sim.simulate import SimParams, Summary, random_runs
 from harness.sim.variants import VARIANTS, coordinator_factory
 
@@ -288,14 +289,8 @@ def random(args: argparse.Namespace, out: TextIO) -> int:
             err.write(f"\r{done:,}/{args.runs:,} runs, {summary.transactions:,} transactions ")
             err.flush()
 
-    summary = random_runs(
-        args.runs,
-        args.seed,
-        params,
-        participant_factory=compacting_participant if args.compact else real_participant,
-        coordinator_factory=_coordinators(args),
-        progress=progress,
-    )
+    run = functools.partial(random_runs, participant_factory=compacting_participant) if args.compact else random_runs
+    summary = run(args.runs, args.seed, params, coordinator_factory=_coordinators(args), progress=progress)
     if err is not None:
         err.write("\n")
     r = summary.results
