@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, child_env
 
 from harness.bench.suite import BenchConfig
@@ -113,3 +114,14 @@ def test_contention_verdict_says_when_its_runs_were_short() -> None:
 
     assert target(1.0).endswith("(1 s runs)")
     assert "runs)" not in target(10.0)
+
+
+def test_state_section_samples_a_compacting_cluster(tmp_path: Path) -> None:
+    from harness.bench.state import slope_per_100k, state
+
+    assert slope_per_100k([0, 1, 2], [1.0, 2.0, 3.0]) == pytest.approx(100_000)
+    assert slope_per_100k([5], [1.0]) == 0.0
+    out = state(tmp_path, 120, 20)
+    assert out["committed"] == 120 and len(out["samples"]) == 6
+    assert out["records_end"] <= 3  # compacted: the last transactions only, not 120 records
+    assert out["participant_mib_end"] > 0 and out["client_mib_end"] > 0
