@@ -3,11 +3,14 @@ what a forgotten txid is answered (harness.protocol.participant, "Compaction")."
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 import pytest
 
+from harness.events.log import EventLog
+from harness.node import participant_node
 from harness.node.guard import LoggedStore, last_store_in_log
 from harness.node.storage import Storage, StorageError
 from harness.protocol import coordinator as co
@@ -290,3 +293,33 @@ def test_marks_are_served_in_pages_that_cover_every_client() -> None:
             break
         after = page.marks[-1][0]
     assert seen == c.forgotten and pages == 3
+
+
+def test_a_running_participant_logs_checkpoints_the_guard_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(participant_node, "CHECKPOINT_EVERY", 2)
+
+    async def scenario() -> None:
+        storage = Storage(tmp_path / "s.sqlite3", "server1", durable=False)
+        log = EventLog(tmp_path / "s.log", "server1", buffered=True)
+        node = participant_node.ParticipantNode(storage, log, compact=True)
+        host, port = await node.start("127.0.0.1", 0)
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            for seq in range(1, 6):
+                for line in (f"PREPARE txid=a-{seq} value={seq} participants={host}:{port}", f"COMMIT txid=a-{seq}"):
+                    writer.write(f"{line}\n".encode())
+                    await writer.drain()
+                    await reader.readline()
+        finally:
+            writer.close()
+            await node.stop()
+            storage.close()
+            log.close()
+
+    asyncio.run(scenario())
+    text = (tmp_path / "s.log").read_text()
+    assert " checkpoint " in text and " forgotten " in text
+    found = last_store_in_log(tmp_path / "s.log")
+    assert found is not None and found.version >= 3  # a checkpoint after the start's version 0
