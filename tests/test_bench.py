@@ -24,6 +24,8 @@ from harness.verify.checker import check_run
 
 TINY = [
     "--quick",
+    "--state-transactions",
+    "100",
     "--repeat",
     "1",
     "--transactions",
@@ -63,6 +65,7 @@ def test_bench_quick_measures_every_section_and_writes_json(tmp_path: Path) -> N
     assert results["contention"]["2"]["committed"] >= 1
     assert 0 < results["startup"]["participants_ready_s"] <= results["startup"]["all_ready_s"]
     assert results["memory"]["participant_mib"] > 0 and results["memory"]["client_mib"] > 0
+    assert results["state"]["committed"] == 100 and results["state"]["records_end"] <= 3
     checker = results["checker"]
     assert checker["large"]["lines"] >= 8000 and checker["small"]["lines"] >= 2000
     assert checker["shapes"]["synthetic_not_in_real"] == []
