@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(PROG, str(e), EXIT_USAGE)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    return EXIT_OK if all(r.result is co.Result.COMMITTED for r in results) else EXIT_FAILED
+    return EXIT_OK if results.all_committed else EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -120,6 +120,12 @@ def add_security_arguments(p: argparse.ArgumentParser) -> None:
         help="the store is lost: start with an empty one and learn the decided state from the peers before voting",
     )
     p.add_argument(
+        "--compact",
+        action="store_true",
+        help="forget decided transactions once their client moved on (flat memory and storage; "
+        "a late duplicate of one is answered 'forgotten'; see docs/protocol.md)",
+    )
+    p.add_argument(
         "--max-connections", type=int, default=MAX_CONNECTIONS, help=f"connections at once (default {MAX_CONNECTIONS})"
     )
     p.add_argument(
@@ -186,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         tls=args.tls,
         rejoin_empty=args.rejoin_empty,
         conflict=args.conflict,
+        compact=args.compact,
         limits=Limits(
             max_connections=args.max_connections, idle_timeout=args.idle_timeout, line_timeout=args.line_timeout
         ),

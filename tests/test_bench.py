@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, child_env
 
 from harness.bench.suite import BenchConfig
@@ -23,6 +24,8 @@ from harness.verify.checker import check_run
 
 TINY = [
     "--quick",
+    "--state-transactions",
+    "100",
     "--repeat",
     "1",
     "--transactions",
@@ -71,6 +74,7 @@ def test_bench_quick_measures_every_section_and_writes_json(tmp_path: Path) -> N
         assert conflict["committed"] >= 1 and 0 < conflict["jain"] <= 1 and conflict["ratio_to_one"] > 0
     assert 0 < results["startup"]["participants_ready_s"] <= results["startup"]["all_ready_s"]
     assert results["memory"]["participant_mib"] > 0 and results["memory"]["client_mib"] > 0
+    assert results["state"]["committed"] == 100 and results["state"]["records_end"] <= 3
     checker = results["checker"]
     assert checker["large"]["lines"] >= 8000 and checker["small"]["lines"] >= 2000
     assert checker["shapes"]["synthetic_not_in_real"] == []
@@ -129,3 +133,14 @@ def test_contention_verdict_says_when_its_runs_were_short() -> None:
 
     assert target(1.0).endswith("(1 s runs)")
     assert "runs)" not in target(10.0)
+
+
+def test_state_section_samples_a_compacting_cluster(tmp_path: Path) -> None:
+    from harness.bench.state import slope_per_100k, state
+
+    assert slope_per_100k([0, 1, 2], [1.0, 2.0, 3.0]) == pytest.approx(100_000)
+    assert slope_per_100k([5], [1.0]) == 0.0
+    out = state(tmp_path, 120, 20)
+    assert out["committed"] == 120 and len(out["samples"]) == 6
+    assert out["records_end"] <= 3  # compacted: the last transactions only, not 120 records
+    assert out["participant_mib_end"] > 0 and out["client_mib_end"] > 0

@@ -27,6 +27,8 @@ from harness.protocol.messages import (
     Error,
     Kind,
     LineBuffer,
+    Marked,
+    Marks,
     Message,
     NokCode,
     Outcome,
@@ -78,6 +80,10 @@ EXAMPLES: list[Message] = [
     Error(code="weird code", detail=""),
     Error(code="bad-field", detail=AWKWARD, txid="c1-0001"),
     Error(code="x", detail='\\"\\n\\\\ \\'),
+    Marks(),
+    Marks(after="client1-0a1b2c"),
+    Marked(marks=(), more=False),
+    Marked(marks=(("client1-0a1b2c", 7), ("x:y", 0)), more=True),
 ]
 
 

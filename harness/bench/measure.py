@@ -122,7 +122,7 @@ def startup(runs: Runs) -> dict[str, float]:
     return {"participants_ready_s": max(participants) - t0, "all_ready_s": max(clients) - t0}
 
 
-def _proc_status(pid: int, key: str) -> float:
+def proc_status(pid: int, key: str) -> float:
     """A /proc/<pid>/status size (VmRSS, VmHWM) in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -180,15 +180,15 @@ def memory(workdir: Path, transactions: int) -> dict[str, Any]:
             assert client.pid is not None and echo_proc.pid is not None
             pids = [p.pid for p in participants if p.pid is not None]
             return {
-                "participant_mib": max(_proc_status(pid, "VmRSS") for pid in pids),
-                "participant_hwm_mib": max(_proc_status(pid, "VmHWM") for pid in pids),
-                "client_mib": _proc_status(client.pid, "VmRSS"),
-                "client_hwm_mib": _proc_status(client.pid, "VmHWM"),
+                "participant_mib": max(proc_status(pid, "VmRSS") for pid in pids),
+                "participant_hwm_mib": max(proc_status(pid, "VmHWM") for pid in pids),
+                "client_mib": proc_status(client.pid, "VmRSS"),
+                "client_hwm_mib": proc_status(client.pid, "VmHWM"),
                 "participant_private_mib": max(_private_mib(pid) for pid in pids),
                 "client_private_mib": _private_mib(client.pid),
                 "echo_private_mib": _private_mib(echo_proc.pid),
-                "echo_mib": _proc_status(echo_proc.pid, "VmRSS"),
-                "bench_mib": _proc_status(os.getpid(), "VmRSS"),
+                "echo_mib": proc_status(echo_proc.pid, "VmRSS"),
+                "bench_mib": proc_status(os.getpid(), "VmRSS"),
             }
 
         samples = {}

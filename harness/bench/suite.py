@@ -60,6 +60,7 @@ from harness.bench.floor import (
     startup_floor,
 )
 from harness.bench.measure import Runs, contention, memory, one_client, startup
+from harness.bench.state import state
 from harness.bench.stats import median, pct, say
 from harness.bench.synth import check_peak_mib, line_shapes, synthesize_run, time_check, time_floor
 from harness.experiment.config import RunConfig
@@ -112,7 +113,21 @@ TARGET_PARTICIPANT_MIB = 40.0
 TARGET_CLIENT_MIB = 30.0
 
 
-SECTIONS = ("one-client", "uvloop", "participants", "contention", "conflict", "startup", "memory", "checker", "report")
+TARGET_FLAT_MIB = 5.0  # participant and client RSS within this of their start after a million transactions
+
+
+SECTIONS = (
+    "one-client",
+    "uvloop",
+    "participants",
+    "contention",
+    "conflict",
+    "startup",
+    "memory",
+    "checker",
+    "report",
+    "state",
+)
 
 
 @dataclass
@@ -128,6 +143,7 @@ class BenchConfig:
     conflicts: tuple[ConflictPolicy, ...] = CONFLICTS
     checker_lines: int = 1_000_000  # lines of the large checker folder
     memory_transactions: int = 500  # transactions before resident memory is read
+    state_transactions: int = 20_000  # the state section's run (compaction): long enough for a slope
     fsyncs: int = 100  # fsync and storage-write samples per repetition
     sections: tuple[str, ...] = SECTIONS
     workdir: Path | None = None  # None: a temporary folder, removed at the end
@@ -142,6 +158,7 @@ QUICK = {
     "conflict_clients": (1, 20),
     "checker_lines": 100_000,
     "memory_transactions": 100,
+    "state_transactions": 2_000,
     "fsyncs": 30,
 }
 
@@ -196,6 +213,7 @@ class Bench:
             ("conflict", self.conflict),
             ("checker", self.checker),
             ("report", self.report),
+            ("state", self.state),
         ]
         self.results["section_s"] = {}
         for name, step in steps:
@@ -335,6 +353,19 @@ class Bench:
                 f"client {m['client_mib']:.1f} MiB, echo {m['echo_mib']:.1f} MiB"
             )
         self.results["memory"] = {"reps": reps, **_medians(reps)}
+
+    def state(self) -> None:
+        """Flat state with compaction (harness.bench.state): one long run, sampled 10 times at least."""
+        n = self.config.state_transactions
+        out = state(self.workdir / "state", n, max(1, n // 20))
+        say(
+            f"state, {n} transactions: participant {out['participant_mib_start']:.1f} -> "
+            f"{out['participant_mib_end']:.1f} MiB ({out['participant_mib_per_100k']:+.2f} MiB per 100k), client "
+            f"{out['client_mib_start']:.1f} -> {out['client_mib_end']:.1f} MiB "
+            f"({out['client_mib_per_100k']:+.2f} MiB per 100k), store {out['store_kib_end']:.0f} KiB, "
+            f"restart {out['restart_ms_end']:.1f} ms"
+        )
+        self.results["state"] = out
 
     def startup(self) -> None:
         reps = []

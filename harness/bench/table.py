@@ -28,6 +28,7 @@ from harness.bench.suite import (
     TARGET_CPU,
     TARGET_DURABLE_FSYNCS,
     TARGET_DURABLE_RATIO,
+    TARGET_FLAT_MIB,
     TARGET_MANY_PARTICIPANTS,
     TARGET_NOT_DURABLE,
     TARGET_PARTICIPANT_MIB,
@@ -206,6 +207,47 @@ def build_rows(results: dict[str, Any], config: BenchConfig) -> list[Row]:
             ),
             Row("memory", "participant growth per 1000 tx", mem["participant_growth_mib_per_1000"], "MiB"),
             Row("memory", "client growth per 1000 tx", mem["client_growth_mib_per_1000"], "MiB"),
+        ]
+    flat = results.get("state")
+    if flat:
+        per = "per 100k tx"
+        million = 10  # 100k steps in a million transactions: the target extrapolates the slope
+        rows += [
+            Row(
+                "state",
+                f"participant RSS growth {per} (compacting)",
+                flat["participant_mib_per_100k"],
+                "MiB",
+                target=f"x{million} < {TARGET_FLAT_MIB:g}",
+                met=abs(flat["participant_mib_per_100k"]) * million < TARGET_FLAT_MIB,
+            ),
+            Row(
+                "state",
+                f"client RSS growth {per}",
+                flat["client_mib_per_100k"],
+                "MiB",
+                target=f"x{million} < {TARGET_FLAT_MIB:g}",
+                met=abs(flat["client_mib_per_100k"]) * million < TARGET_FLAT_MIB,
+            ),
+            Row(
+                "state",
+                f"participant RSS after {flat['transactions']:,} tx",
+                flat["participant_mib_end"],
+                "MiB",
+                flat["participant_mib_start"],
+                f"at {flat['start_at']:,} tx",
+            ),
+            Row(
+                "state",
+                f"client RSS after {flat['transactions']:,} tx",
+                flat["client_mib_end"],
+                "MiB",
+                flat["client_mib_start"],
+                f"at {flat['start_at']:,} tx",
+            ),
+            Row("state", f"store size growth {per}", flat["store_kib_per_100k"], "KiB"),
+            Row("state", f"restart (load + restore) growth {per}", flat["restart_ms_per_100k"], "ms"),
+            Row("state", f"records left after {flat['transactions']:,} tx", flat["records_end"], "records"),
         ]
     st = results.get("startup")
     if st:

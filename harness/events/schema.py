@@ -144,6 +144,18 @@ LISTENING = EventKind(
         _f("tls", WORD, "on: mutual TLS on every connection; off: loopback, trusted", optional=True),
     ),
 )
+CHECKPOINT = EventKind(
+    "checkpoint",
+    Role.PARTICIPANT,
+    "every CHECKPOINT_EVERY durable writes: the store and a version it holds durably, so that a restart "
+    "reads the log back only this far to find them (harness.node.guard)",
+    (
+        _f("writes", INT, "durable writes since the start"),
+        _f("version", INT, "the highest committed version durable"),
+        _f("records", INT, "records the participant holds in memory"),
+        _f("store", WORD, "its store's id"),
+    ),
+)
 RESTORED = EventKind("restored", Role.PARTICIPANT, "a durable record read back at a start", _RECORD)
 RECOVERED = EventKind(
     "recovered",
@@ -157,6 +169,17 @@ RECOVERED = EventKind(
     ),
 )
 DURABLE = EventKind("durable", Role.PARTICIPANT, "a record made durable (after its fsync)", _RECORD)
+FORGOTTEN = EventKind(
+    "forgotten",
+    Role.PARTICIPANT,
+    "decided records dropped by compaction, durable with their clients' high-water marks",
+    (
+        _f("count", INT, "records dropped"),
+        _f("txids", LIST, "the records dropped"),
+        _f("marks", LIST, "client:seq, the new high-water marks"),
+        _f("version", INT, "the version the summary holds"),
+    ),
+)
 BAD_INPUT = EventKind(
     "bad-input",
     Role.PARTICIPANT,
@@ -320,6 +343,8 @@ KINDS: dict[str, EventKind] = {
         RESTORED,
         RECOVERED,
         DURABLE,
+        FORGOTTEN,
+        CHECKPOINT,
         BAD_INPUT,
         FATAL,
         ERROR,

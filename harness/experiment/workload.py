@@ -18,7 +18,7 @@ import itertools
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -106,6 +106,26 @@ class ClientConfig:
     echo: EchoSink | None = None  # also print the client's events here (harness.client -v)
 
 
+@dataclass
+class Tally:
+    """How a client's operations ended (each one's last attempt), counted. A
+    client keeps counts, not a list of results, so that its memory stays flat
+    however many transactions it runs; every result is in its log."""
+
+    counts: dict[co.Result, int] = field(default_factory=lambda: dict.fromkeys(co.Result, 0))
+
+    def add(self, result: TxResult) -> None:
+        self.counts[result.result] += 1
+
+    @property
+    def operations(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def all_committed(self) -> bool:
+        return self.counts[co.Result.COMMITTED] == self.operations
+
+
 class Workload(Protocol):
     """What a client does, whatever it coordinates: its operations, retries and prepare mode
     (ClientConfig here; harness.postgres's client configuration too)."""
@@ -141,7 +161,7 @@ async def run(
     on_result: Callable[[int, int, TxResult], None],
     go: Callable[[], Awaitable[None]] | None = None,
     connected: Callable[[], None] | None = None,
-) -> list[TxResult]:
+) -> Tally:
     """Connect to our participants, wait for ``go`` (if given), then run the
     workload (``drive``). Raises ConnectError if a participant cannot be
     reached at start-up."""
@@ -166,14 +186,14 @@ async def drive(
     go: Callable[[], Awaitable[None]] | None = None,
     connected: Callable[[], None] | None = None,
     unavailable: tuple[type[BaseException], ...],
-) -> list[TxResult]:
+) -> Tally:
     """Connect ``client`` (retrying ``unavailable`` for ``work.connect_patience``
     seconds), wait for ``go``, then run ``work``'s operations one after the
     other, logging each attempt's outcome. ``on_result(op, attempt, result)``
-    is called after every attempt; the list returned holds each operation's
+    is called after every attempt; the Tally returned counts each operation's
     last attempt. Closes the client and ``log`` at the end."""
     rng = random.Random(work.seed)
-    results: list[TxResult] = []
+    results = Tally()
     try:
         patience_until = time.monotonic() + work.connect_patience
         while True:
@@ -223,7 +243,7 @@ async def drive(
                     or work.retry is not RetryMode.BACKOFF
                     or attempt > work.max_retries
                 ):
-                    results.append(result)
+                    results.add(result)
                     break
                 await asyncio.sleep(backoff(rng, attempt))
     finally:

@@ -9,9 +9,9 @@ import sys
 from collections.abc import Callable
 
 from harness.events.log import EventLog, log_record
-from harness.events.schema import DURABLE, FATAL
+from harness.events.schema import DURABLE, FATAL, FORGOTTEN
 from harness.node.storage import Storage, StorageError
-from harness.protocol.participant import Persist
+from harness.protocol.participant import Forget, Persist
 
 # A lazy persist (a committed record, acknowledged already) is written with the
 # next persist that something waits for, or this long after it at the latest:
@@ -28,7 +28,9 @@ class GroupCommit:
     message that arrived in the same poll) goes into that one SQLite transaction,
     one fsync. A lazy persist waits for the next write, or LAZY_WRITE_AFTER.
     ``durable`` counts the persists on disk; ``wait(n)`` returns once the first
-    n are, and ``on_durable`` hears of every batch.
+    n are, and ``on_durable`` hears of every batch's persists. A Forget
+    (compaction) is queued like a persist that is not lazy, and goes into the
+    same SQLite transaction after the records.
 
     Storage that does not fsync (``--no-durable``) is written at once, in
     ``submit``: there is no fsync to share, and waiting for the end of the
@@ -39,7 +41,7 @@ class GroupCommit:
         self._storage = storage
         self._log = log
         self._on_durable = on_durable
-        self._pending: list[Persist] = []
+        self._pending: list[Persist | Forget] = []
         self.issued = 0
         self.durable = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -50,10 +52,10 @@ class GroupCommit:
         # leaves it nothing to do, or a later lazy persist to write a little early.
         self._lazy_timer: asyncio.TimerHandle | None = None
 
-    def submit(self, persist: Persist) -> int:
+    def submit(self, persist: Persist | Forget) -> int:
         self._pending.append(persist)
         self.issued += 1
-        if persist.lazy:
+        if isinstance(persist, Persist) and persist.lazy:
             if self._lazy_timer is None and not self._scheduled:
                 self._lazy_timer = asyncio.get_running_loop().call_later(LAZY_WRITE_AFTER, self._lazy_due)
         elif self._immediate:
@@ -84,7 +86,9 @@ class GroupCommit:
             # second without the hop). The fsync blocks the loop; what arrives
             # meanwhile waits in the kernel, and the persists it causes are
             # batched into the next write.
-            self._storage.write([p.record for p in batch])
+            persists = [p for p in batch if isinstance(p, Persist)]
+            forgets = [p for p in batch if isinstance(p, Forget)]
+            self._storage.write([p.record for p in persists], forgets)
         except (sqlite3.Error, OSError, StorageError) as e:
             # Nothing more can be promised: stop at once, as a crash would. The
             # batch is one SQLite transaction, so a restart finds all of it or none.
@@ -92,8 +96,16 @@ class GroupCommit:
             self._log.flush()
             print(f"participant: storage write failed: {e}; stopping", file=sys.stderr, flush=True)
             os._exit(3)
-        for p in batch:
+        for p in persists:
             log_record(self._log, DURABLE, p.record, p.why)
+        for f in forgets:
+            self._log.write(
+                FORGOTTEN,
+                count=len(f.txids),
+                txids=",".join(f.txids),
+                marks=",".join(f"{c}:{q}" for c, q in f.marks),
+                version=f.summary.version,
+            )
         self.durable += len(batch)
         if self._waiters:
             still = []
@@ -103,7 +115,7 @@ class GroupCommit:
                 elif not future.done():
                     future.set_result(None)
             self._waiters = still
-        self._on_durable(batch)
+        self._on_durable(persists)
 
     def write_soon(self) -> None:
         """Write what is queued, lazy persists included, at the end of this loop pass."""

@@ -36,7 +36,11 @@ from harness.protocol.messages import State
 
 PEER_CHECK_TIMEOUT = 1.0  # seconds to ask each peer for its version when the store is empty
 _TAIL_CHUNK = 1 << 20
-_LISTENING_RE = re.compile(rb" listening .*? version=(\d+) .*? store=([0-9a-f]+)")
+# A start's ``listening`` line, or a ``checkpoint`` a running participant writes
+# every few thousand durable writes (harness.node.participant_node): both name
+# the store and a version it held durably, and the checkpoints keep the search
+# from the end of the log short however long the participant has run.
+_LISTENING_RE = re.compile(rb" (?:listening|checkpoint) .*? version=(\d+) .*? store=([0-9a-f]+)")
 
 
 class StoreRefused(Exception):
@@ -52,8 +56,8 @@ class LoggedStore:
 
 
 def last_store_in_log(path: Path | None) -> LoggedStore | None:
-    """The store id and version of the last start the log records (read from
-    its end, a megabyte at a time); None without a log or such a line."""
+    """The store id and version of the last start or checkpoint the log records
+    (read from its end, a megabyte at a time); None without a log or such a line."""
     if path is None:
         return None
     try:
@@ -138,7 +142,12 @@ async def open_store(
     except StorageError as e:
         storage.close()
         raise StoreRefused(str(e)) from None
-    version = max((r.version for r in records), default=0)
+    try:
+        summary, _ = storage.load_compacted()
+    except StorageError as e:
+        storage.close()
+        raise StoreRefused(str(e)) from None
+    version = max([r.version for r in records] + [summary.version if summary else 0])
     if logged is not None and logged.store != storage.identity.store:
         storage.close()
         raise StoreRefused(

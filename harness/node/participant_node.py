@@ -39,6 +39,7 @@ from typing import Any
 from harness.events.log import EventLog, log_record
 from harness.events.schema import (
     BAD_INPUT,
+    CHECKPOINT,
     DISCONNECT,
     LISTENING,
     OVERLOAD,
@@ -77,6 +78,7 @@ from harness.protocol.participant import (
     Action,
     CancelTimer,
     Close,
+    Forget,
     ParticipantCore,
     Persist,
     Reply,
@@ -91,6 +93,11 @@ class NotAMember(Exception):
 
 # With TLS: a full garbage collection after this many connections (see _sweep).
 GC_AFTER_CONNECTIONS = 64
+
+# A checkpoint line every this many durable writes: a restart reads the log back
+# from its end to the last listening or checkpoint line (harness.node.guard), so
+# this bounds that read (a few tens of thousands of lines) whatever the history.
+CHECKPOINT_EVERY = 4096
 
 
 class ParticipantNode:
@@ -110,6 +117,7 @@ class ParticipantNode:
         limits: Limits | None = None,
         rejoining: bool = False,
         conflict: ConflictPolicy = DEFAULT_CONFLICT,
+        compact: bool = False,
     ) -> None:
         self.storage = storage
         self.conflict = conflict
@@ -117,6 +125,7 @@ class ParticipantNode:
         self.tls = tls
         self.limits = limits or Limits()
         self.rejoining = rejoining
+        self.compact = compact
         self._cap = self.limits.connection_cap()
         self._overloaded = False  # an overload episode is under way (one log line per episode)
         self._sweeper: asyncio.TimerHandle | None = None
@@ -140,6 +149,8 @@ class ParticipantNode:
         # With a crash point: txid -> the persist of its committed record, while
         # not durable (an OUTCOME committed sent meanwhile is ahead of it).
         self._lazy: dict[str, int] = {}
+        self._writes = 0  # durable writes (batches) since the start, for checkpoints
+        self._durable_version = 0  # the highest committed version known durable
         self._next_conn = 0
         self._timers: Deadlines[str] | None = None  # resolve timers by txid (made in start: it needs the loop)
         self._peers: dict[str, PeerLink] = {}
@@ -180,12 +191,21 @@ class ParticipantNode:
                 "give --cluster with every member's name, this one's included"
             )
         records = self.storage.preloaded if self.storage.preloaded is not None else self.storage.load()
+        summary, marks = self.storage.load_compacted()
         self.core = ParticipantCore.restore(
-            name, records, cluster=self.cluster, rejoining=self.rejoining, conflict=self.conflict
+            name,
+            records,
+            cluster=self.cluster,
+            rejoining=self.rejoining,
+            conflict=self.conflict,
+            compact=self.compact,
+            summary=summary,
+            marks=marks,
         )
         self._gc = GroupCommit(self.storage, self.log, self._durable)
         self._timers = Deadlines(loop, self.resolve_after, self._timeout)
         c = self.core
+        self._durable_version = c.version  # restored from durable records (and what compaction left)
         if records:
             # Every durable record, once per restart: a record made durable just
             # before a SIGKILL may have missed its "durable" line, and the
@@ -461,6 +481,8 @@ class ParticipantNode:
         assert gc is not None
         for action in actions:
             match action:
+                case Forget():
+                    self._barrier = gc.submit(action)  # replies after it may rely on its marks
                 case Persist():
                     seq = gc.submit(action)
                     if action.lazy:
@@ -576,6 +598,18 @@ class ParticipantNode:
         self._pump(conn)
 
     def _durable(self, batch: list[Persist]) -> None:
+        self._writes += 1
+        for p in batch:
+            if p.record.version > self._durable_version:
+                self._durable_version = p.record.version
+        if self._writes % CHECKPOINT_EVERY == 0 and self.core is not None:
+            self.log.write(
+                CHECKPOINT,
+                writes=self._writes,
+                version=self._durable_version,
+                records=len(self.core.records),
+                store=self.storage.identity.store,
+            )
         if self.crash and any(p.record.state is TxState.COMMITTED for p in batch):
             for p in batch:
                 self._lazy.pop(p.record.txid, None)

@@ -1,4 +1,5 @@
-"""STATUS queries: ask participants for their STATE (harness.status, the runner)."""
+"""STATUS queries: ask participants for their STATE (harness.status, the runner); and for their
+compaction marks (a rejoining participant, harness.node.rejoin)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import ssl as _ssl
 from harness.node.address import READ_CHUNK
 from harness.node.timing import STATUS_TIMEOUT
 from harness.node.tls import is_member
-from harness.protocol.messages import DecodeError, State, Status, decode, encode
+from harness.protocol.messages import DecodeError, Marked, Marks, State, Status, decode, encode
 
 
 async def query_status(
@@ -37,6 +38,37 @@ async def query_status(
     if not isinstance(msg, State):
         raise ValueError(f"answered {msg.kind.value} to STATUS")
     return msg
+
+
+async def query_marks(
+    address: tuple[str, int], timeout: float = STATUS_TIMEOUT, ssl: _ssl.SSLContext | None = None
+) -> dict[str, int]:
+    """Every high-water mark of one participant (MARKS, page after page on one
+    connection). Raises OSError or TimeoutError if it cannot be reached or
+    does not answer, ValueError if it answers nonsense."""
+    marks: dict[str, int] = {}
+    async with asyncio.timeout(timeout):
+        reader, writer = await asyncio.open_connection(*address, limit=READ_CHUNK, ssl=ssl)
+        try:
+            after = ""
+            while True:
+                writer.write(encode(Marks(after=after)))
+                await writer.drain()
+                line = await reader.readline()
+                if not line:
+                    raise ConnectionError("closed the connection without answering")
+                try:
+                    msg = decode(line)
+                except DecodeError as e:
+                    raise ValueError(f"bad MARKED reply: {e}") from None
+                if not isinstance(msg, Marked):
+                    raise ValueError(f"answered {msg.kind.value} to MARKS")
+                marks.update(msg.marks)
+                if not msg.more or not msg.marks:
+                    return marks
+                after = msg.marks[-1][0]
+        finally:
+            writer.close()
 
 
 async def query_all(

@@ -10,8 +10,10 @@ prepared is then settled from this participant's own event log
 leaves the process (harness.events.log), so a yes vote with no ``send ...
 vote=ok`` line never left, and the transaction can be aborted here; one that
 left is prepared again from its ``durable`` line and resolved with the peers,
-as after a restart. Then the core records the peers' state as one snapshot and
-serves as usual. Without a readable log, or with a yes vote whose record is not
+as after a restart. Then the core records the peers' state as one snapshot,
+adopts their compaction marks (the highest per client, :func:`gather_marks`,
+so that a late duplicate of a transaction they forgot is refused here too)
+and serves as usual. Without a readable log, or with a yes vote whose record is not
 in it, the participant keeps waiting (safe, not live): an operator must decide.
 """
 
@@ -19,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import re
+import ssl
 from pathlib import Path
 from typing import Protocol
 
 from harness.events.log import EventLog
 from harness.events.schema import REJOINED
 from harness.node.address import parse_address
-from harness.node.query import query_all
+from harness.node.query import query_all, query_marks
 from harness.node.timing import CONNECT_TIMEOUT
 from harness.node.tls import Tls
 from harness.protocol.messages import State, TxState
@@ -86,6 +89,19 @@ def in_flight_from_log(path: Path | None, txids: set[str]) -> list[TxRecord] | N
     return out
 
 
+async def gather_marks(addresses: list[tuple[str, int]], ssl_context: ssl.SSLContext | None) -> dict[str, int] | None:
+    """The highest mark per client over every peer; None unless every peer answered."""
+    merged: dict[str, int] = {}
+    for address in addresses:
+        try:
+            marks = await query_marks(address, timeout=CONNECT_TIMEOUT, ssl=ssl_context)
+        except (OSError, TimeoutError, ValueError):
+            return None
+        for client, seq in marks.items():
+            merged[client] = max(seq, merged.get(client, seq))
+    return merged
+
+
 async def learn_from_peers(node: RejoiningNode) -> None:
     """Ask every peer's STATE until all answer and agree; then record that
     state, settle what they hold prepared from this participant's own log
@@ -101,9 +117,10 @@ async def learn_from_peers(node: RejoiningNode) -> None:
         node.log.flush()
         locks = {s.lock for s in answered if s.lock is not None}
         in_flight = in_flight_from_log(node.log.path, locks) if locks else []
-        if len(answered) == len(peers) and agree and in_flight is not None:
+        marks = await gather_marks(addresses, ssl_context) if len(answered) == len(peers) and agree else None
+        if len(answered) == len(peers) and agree and in_flight is not None and marks is not None:
             value, version = (answered[0].storage_server, answered[0].version) if answered else (0, 0)
-            node.apply(node.core.rejoined(value, version, in_flight))
+            node.apply(node.core.rejoined(value, version, in_flight, marks))
             node.log.write(REJOINED, storage_server=value, version=version, peers=",".join(peers))
             node.log.flush()
             return

@@ -48,6 +48,7 @@ class ParticipantConfig:
     cluster: tuple[str, ...] | None = None  # every member's name; None: this participant alone
     tls: Path | None = None  # the certificates folder (harness.certs); None: plain TCP, loopback only
     rejoin_empty: bool = False  # a lost store: start empty and learn the decided state from the peers
+    compact: bool = False  # forget decided records behind per-client marks (harness.protocol.participant)
     ask_peers: bool = True  # an empty store: ask the peers whether it should have had state
     limits: Limits = field(default_factory=Limits)
     conflict: ConflictPolicy = DEFAULT_CONFLICT  # a PREPARE that finds the lock held: NOK, or wait-die
@@ -115,6 +116,7 @@ async def serve(
         limits=config.limits,
         rejoining=rejoining,
         conflict=config.conflict,
+        compact=config.compact,
     )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

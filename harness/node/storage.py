@@ -21,7 +21,11 @@ flipped bit, a row edited by hand or a row copied from another store is found,
 not believed; ``PRAGMA quick_check`` runs at every open. A store without an
 identity is *empty*: ``create=False`` refuses it (StoreMissing) instead of
 making a new one, so that the caller (harness.node.guard) decides whether an
-empty store is a fresh participant or a lost one. While open, the data file
+empty store is a fresh participant or a lost one. Compaction
+(harness.protocol.participant) deletes forgotten rows and stores its clients'
+high-water marks (``marks``) and the summary of what was forgotten
+(``summary``, one row) in the same SQLite transaction, checksummed like the
+records, so a crash leaves either the rows or the marks and summary. While open, the data file
 and its WAL are watched: every write checks that the paths still name the
 files it has open, so a store deleted or replaced underneath a running
 participant stops it (StorageError) before the write is acknowledged.
@@ -40,7 +44,7 @@ from pathlib import Path
 
 from harness.events.log import path_problem
 from harness.protocol.messages import TxState
-from harness.protocol.participant import TxRecord
+from harness.protocol.participant import Forget, Summary, TxRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS txns (
@@ -52,6 +56,15 @@ CREATE TABLE IF NOT EXISTS txns (
     crc TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS marks (client TEXT PRIMARY KEY, seq INTEGER NOT NULL, crc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS summary (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    storage_server INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    committed INTEGER NOT NULL,
+    aborted INTEGER NOT NULL,
+    crc TEXT NOT NULL
+);
 """
 
 
@@ -63,6 +76,9 @@ _ROWS_PER_STATEMENT = 32  # a group commit of more rows goes through BEGIN, exec
 def _upsert_rows(n: int) -> str:
     """One INSERT of ``n`` rows (a later row replaces an earlier one of the same txid, as in executemany)."""
     return "INSERT OR REPLACE INTO txns VALUES " + ", ".join(["(?, ?, ?, ?, ?, ?)"] * n)
+
+
+_TABLES = frozenset({"meta", "txns", "marks", "summary"})
 
 
 class StorageError(Exception):
@@ -94,6 +110,15 @@ def checksum(store: str, txid: str, state: str, value: int, participants: str, v
     """A row's checksum: its fields and its store's id (16 hex digits of BLAKE2b)."""
     text = f"{store}\x1f{txid}\x1f{state}\x1f{value}\x1f{participants}\x1f{version}"
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _mark_crc(store: str, client: str, seq: int) -> str:
+    # "mark" is no record state, so no record row can pass for a mark, nor the reverse.
+    return checksum(store, client, "mark", seq, "", 0)
+
+
+def _summary_crc(store: str, value: int, version: int, committed: int, aborted: int) -> str:
+    return checksum(store, "", "summary", value, f"{committed},{aborted}", version)
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
@@ -167,7 +192,7 @@ class Storage:
         if "meta" in tables:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         if "store" not in meta:
-            if tables - {"meta", "txns"} or ("txns" in tables and db.execute("SELECT 1 FROM txns LIMIT 1").fetchone()):
+            if tables - _TABLES or ("txns" in tables and db.execute("SELECT 1 FROM txns LIMIT 1").fetchone()):
                 raise StorageError(f"{path} holds records but no store identity: not a store of this harness")
             if not create:
                 raise StoreMissing(f"{path} is empty")
@@ -184,6 +209,10 @@ class Storage:
             db.execute("COMMIT")
             self.created = True
             return identity
+        if not {"marks", "summary"} <= tables:  # a store made before compaction: add its tables
+            for statement in SCHEMA.split(";")[2:]:
+                if statement.strip():
+                    db.execute(statement)
         columns = [r[1] for r in db.execute("PRAGMA table_info(txns)")]
         if columns != ["txid", "state", "value", "participants", "version", "crc"]:
             raise StorageError(f"{path}: its records table is not this harness's layout ({','.join(columns)})")
@@ -227,9 +256,35 @@ class Storage:
             )
         return records
 
-    def write(self, records: Sequence[TxRecord]) -> None:
-        """Store ``records`` in one transaction; durable when this returns.
-        StorageError if the data file was deleted or replaced meanwhile."""
+    def load_compacted(self) -> tuple[Summary | None, dict[str, int]]:
+        """What compaction left: the summary (None if nothing was ever forgotten)
+        and the marks; StorageError names the first row whose checksum is wrong."""
+        store = self.identity.store
+        try:
+            row = self._db.execute("SELECT storage_server, version, committed, aborted, crc FROM summary").fetchone()
+            marks = self._db.execute("SELECT client, seq, crc FROM marks").fetchall()
+        except (sqlite3.Error, UnicodeDecodeError, ValueError) as e:
+            raise StorageError(f"{self.path} is corrupt: {' '.join(str(e).split())[:200]}") from None
+        summary = None
+        if row is not None:
+            value, version, committed, aborted, crc = row
+            if crc != _summary_crc(store, value, version, committed, aborted):
+                raise StorageError(f"{self.path} is corrupt: its compaction summary fails its checksum")
+            summary = Summary(storage_server=value, version=version, committed=committed, aborted=aborted)
+        out: dict[str, int] = {}
+        for client, seq, crc in marks:
+            if not isinstance(client, str) or not isinstance(seq, int) or crc != _mark_crc(store, client, seq):
+                raise StorageError(f"{self.path} is corrupt: the mark of {str(client)[:64]!r} fails its checksum")
+            out[client] = seq
+        return summary, out
+
+    def write(self, records: Sequence[TxRecord], forgets: Sequence[Forget] = ()) -> None:
+        """Store ``records``, then apply ``forgets`` (delete their rows, store
+        their marks and summary), in one transaction; durable when this
+        returns. StorageError if the data file was deleted or replaced meanwhile."""
+        if forgets:
+            self._write_forgetting(records, forgets)
+            return
         store = self.identity.store
         rows = []
         for r in records:
@@ -244,6 +299,36 @@ class Storage:
             self._db.execute("BEGIN")
             self._db.executemany(_UPSERT, rows)
             self._db.execute("COMMIT")
+        self.check_files()
+
+    def _write_forgetting(self, records: Sequence[TxRecord], forgets: Sequence[Forget]) -> None:
+        store = self.identity.store
+        rows = []
+        for r in records:
+            participants = ",".join(r.participants)
+            crc = checksum(store, r.txid, r.state.value, r.value, participants, r.version)
+            rows.append((r.txid, r.state.value, r.value, participants, r.version, crc))
+        marks = {client: seq for f in forgets for client, seq in f.marks}
+        s = forgets[-1].summary
+        db = self._db
+        db.execute("BEGIN")
+        db.executemany(_UPSERT, rows)
+        db.executemany("DELETE FROM txns WHERE txid = ?", [(t,) for f in forgets for t in f.txids])
+        db.executemany(
+            "INSERT OR REPLACE INTO marks VALUES (?, ?, ?)",
+            [(c, q, _mark_crc(store, c, q)) for c, q in marks.items()],
+        )
+        db.execute(
+            "INSERT OR REPLACE INTO summary VALUES (1, ?, ?, ?, ?, ?)",
+            (
+                s.storage_server,
+                s.version,
+                s.committed,
+                s.aborted,
+                _summary_crc(store, s.storage_server, s.version, s.committed, s.aborted),
+            ),
+        )
+        db.execute("COMMIT")
         self.check_files()
 
     def check_files(self) -> None:

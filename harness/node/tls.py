@@ -81,6 +81,7 @@ ALLOWED: dict[Kind, frozenset[Role]] = {
     Kind.ABORT: _TXN,
     Kind.RESOLVE: frozenset({Role.TRUSTED, Role.CLIENT, Role.MEMBER}),
     Kind.STATUS: frozenset({Role.TRUSTED, Role.CLIENT, Role.MEMBER}),
+    Kind.MARKS: frozenset({Role.TRUSTED, Role.MEMBER}),  # a rejoining member learns them
 }
 
 

@@ -26,7 +26,19 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-from harness.protocol.messages import Abort, Commit, Error, Message, NokCode, Outcome, Prepare, Resolve, TxState, Vote
+from harness.protocol.messages import (
+    FORGOTTEN,
+    Abort,
+    Commit,
+    Error,
+    Message,
+    NokCode,
+    Outcome,
+    Prepare,
+    Resolve,
+    TxState,
+    Vote,
+)
 
 
 class Result(enum.Enum):
@@ -187,6 +199,12 @@ class CoordinatorCore:
                 if self.acked >= self._to_acknowledge():
                     return self._finish()
                 return []
+            case Phase.FINISHING, Error(code=code) if code == FORGOTTEN:
+                # Decided there and compacted away: its decision was the one we
+                # sent (docs/protocol.md, "Forgetting"). In VOTING or RESOLVING
+                # it is no answer (below): the outcome may stay UNKNOWN.
+                self.acked.add(src)
+                return self._finish() if self.acked >= self._to_acknowledge() else []
             case Phase.FINISHING, Error(code="not-prepared"):
                 # An ABORT never needs it, a COMMIT only goes to yes voters: a
                 # participant that lost a yes vote. Count it; the checker judges.

@@ -62,6 +62,8 @@ class Kind(enum.Enum):
     STATUS = "STATUS"  # anyone -> participant: describe yourself
     STATE = "STATE"  # participant -> anyone: reply to STATUS
     ERROR = "ERROR"  # participant -> anyone: the request was refused
+    MARKS = "MARKS"  # member -> participant: your compaction high-water marks, clients after ``after``
+    MARKED = "MARKED"  # participant -> member: one page of them (reply to MARKS)
 
 
 class TxState(enum.Enum):
@@ -77,6 +79,11 @@ class NokCode(enum.Enum):
 
     LOCKED = "locked"  # another transaction holds the lock (the seed's pode_Alterar)
     ABORTED = "aborted"  # this transaction is already aborted here (an earlier NOK, ABORT or RESOLVE)
+
+
+# ERROR code for a txid at or below its client's high-water mark with no record
+# left: compacted away, or never seen (harness.protocol.participant, "Compaction").
+FORGOTTEN = "forgotten"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -174,7 +181,30 @@ class Error:
     kind: Kind = field(default=Kind.ERROR, init=False, repr=False)
 
 
-Message = Prepare | Vote | Commit | Abort | Resolve | Outcome | Status | State | Error
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Marks:
+    """Asks a participant for its high-water marks (compaction), one page: the
+    clients after ``after`` in sorted order ("" = from the first). A rejoining
+    participant learns them (harness.node.rejoin)."""
+
+    after: str = ""
+    kind: Kind = field(default=Kind.MARKS, init=False, repr=False)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Marked:
+    """One page of marks, ``(client, seq)`` in client order; ``more``: ask again after the last."""
+
+    marks: tuple[tuple[str, int], ...]
+    more: bool
+    kind: Kind = field(default=Kind.MARKED, init=False, repr=False)
+
+
+# Marks per MARKED line: a mark "client:seq" is no longer than the txid it came
+# from (64 characters at most), so a page of 48 (3.1 KiB) stays under MAX_LINE.
+MARKS_PAGE = 48
+
+Message = Prepare | Vote | Commit | Abort | Resolve | Outcome | Status | State | Error | Marks | Marked
 
 
 # ---------------------------------------------------------------- encoding
@@ -235,6 +265,10 @@ def message_fields(msg: Message) -> list[tuple[str, object]]:
             ]
         case Error():
             return [("code", msg.code), ("txid", msg.txid), ("detail", msg.detail)]
+        case Marks():
+            return [("after", msg.after or None)]
+        case Marked():
+            return [("marks", ",".join(f"{c}:{s}" for c, s in msg.marks) or "-"), ("more", int(msg.more))]
 
 
 def encode_text(msg: Message) -> str:
@@ -469,6 +503,8 @@ MESSAGE_FIELDS: dict[Kind, frozenset[str]] = {
     Kind.STATUS: frozenset(),
     Kind.STATE: frozenset({"node", "storage_server", "version", "lock", "committed", "aborted"}),
     Kind.ERROR: frozenset({"code", "txid", "detail"}),
+    Kind.MARKS: frozenset({"after"}),
+    Kind.MARKED: frozenset({"marks", "more"}),
 }
 _FIELDS_BY_VERB = {k.value: names for k, names in MESSAGE_FIELDS.items()}
 
@@ -521,6 +557,17 @@ def _build(kind: Kind, f: dict[str, str]) -> Message:
         case Kind.ERROR:
             txid = f.get("txid")
             return Error(code=_require(f, "code"), detail=f.get("detail", ""), txid=txid)
+        case Kind.MARKS:
+            return Marks(after=f.get("after", ""))
+        case Kind.MARKED:
+            raw = _require(f, "marks")
+            marks = []
+            for item in [] if raw == "-" else raw.split(","):
+                client, sep, seq = item.rpartition(":")
+                if not sep or not client or not _INT_RE.fullmatch(seq) or seq.startswith("-"):
+                    raise DecodeError("bad-value", f"marks must be client:seq, got {item[:40]!r}")
+                marks.append((client, int(seq)))
+            return Marked(marks=tuple(marks), more=_int(f, "more", 0, 1) == 1)
 
 
 class LineBuffer:

@@ -22,6 +22,29 @@ went silent can finish on its own: it asks its peers and commits when all say
 prepared or committed, aborts when one says aborted. It never aborts on a
 timeout alone.
 
+Compaction (``compact=True``, docs/protocol.md "Forgetting"). A txid
+``<client>-<seq>`` (decimal tail, :func:`parse_txid`) names a client's
+seq-th transaction; a client runs one at a time. A decided record of client c
+may be forgotten once (a) a request named a later txid of c (its coordinator
+moved on, so the normal path never asks again) and (b), for a COMMITTED one, a
+later commit happened here (``version`` above its own): at every commit point
+every member holds the committing transaction's lock, and each got it only
+after it had durably decided every earlier committed transaction, so no member
+can still be prepared on a forgotten commit. The core keeps per client a
+high-water mark ``forgotten[c]``: a txid of c at or below it without a record
+is forgotten or was never seen here, and is answered without a new record:
+PREPARE gets VOTE NOK (code aborted, reason "forgotten"; a yes would reopen a
+decided transaction), COMMIT, ABORT and RESOLVE get ERROR ``forgotten``. A peer
+prepared on a transaction that a member answers ``forgotten`` decides ABORTED:
+had it committed and been forgotten there, a later commit would exist, which
+the asker could only have voted on after deciding this one; so the asker can
+be prepared on it now only through a first, late PREPARE, and then it never
+committed (it lacked this vote); and a member that never saw it never voted
+yes on it, and never will (the mark). Forgetting is a :class:`Forget` action,
+durable in one write with the marks and a summary (value, version, counts of
+what was forgotten), placed before the replies that rely on it; losing it in
+a crash only brings the records back. Txids of other shapes are never forgotten.
+
 The rule this module keeps: no I/O, no clock, no randomness. Inputs are a
 message (with the connection it came on) or a timeout; outputs are a list of
 actions the driver (harness.node, or the simulator) must perform *in order*, with
@@ -63,14 +86,18 @@ before then.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from harness.protocol.conflict import DEFAULT_CONFLICT, ConflictPolicy, ConnId, Waiter, age_of
 from harness.protocol.messages import (
+    FORGOTTEN,
+    MARKS_PAGE,
     Abort,
     Commit,
     Error,
+    Marked,
+    Marks,
     Message,
     NokCode,
     Outcome,
@@ -95,6 +122,27 @@ class TxRecord:
     value: int  # the value PREPARE promised to write (0 for an abort before any PREPARE)
     participants: tuple[str, ...]  # empty for an abort before any PREPARE
     version: int = 0  # for COMMITTED: the version this commit produced
+
+
+def parse_txid(txid: str) -> tuple[str, int] | None:
+    """(client, seq) of a txid ``<client>-<seq>`` whose tail is a canonical
+    decimal (no sign, no leading zero); None for any other txid, which is
+    never forgotten (a hand-typed ``t1``)."""
+    client, sep, tail = txid.rpartition("-")
+    if not sep or not client or not tail.isascii() or not tail.isdigit() or (tail[0] == "0" and tail != "0"):
+        return None
+    return client, int(tail)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Summary:
+    """What the forgotten records used to give: the value and version when
+    they were dropped, and how many of each decision were dropped."""
+
+    storage_server: int = 0
+    version: int = 0
+    committed: int = 0
+    aborted: int = 0
 
 
 # ---------------------------------------------------------------- actions
@@ -147,7 +195,20 @@ class CancelTimer:
     txid: str
 
 
-Action = Persist | Reply | Close | SendPeer | StartTimer | CancelTimer
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Forget:
+    """Drop the records ``txids`` and store ``marks`` (the new high-water
+    marks of the clients concerned) and ``summary``, all in one atomic write,
+    after every earlier Persist (lazy ones too) and before any later output
+    (like a Persist that is not lazy). A crash that loses it loses nothing:
+    the records are still there."""
+
+    txids: tuple[str, ...]
+    marks: tuple[tuple[str, int], ...]
+    summary: Summary
+
+
+Action = Persist | Forget | Reply | Close | SendPeer | StartTimer | CancelTimer
 
 
 # ---------------------------------------------------------------- transitions as data
@@ -170,6 +231,8 @@ class Answer(enum.Enum):
     OUTCOME = "outcome"  # OUTCOME with the resulting state
     NOT_PREPARED = "not-prepared"  # ERROR: COMMIT for a transaction never prepared here
 
+
+_EVENT_OF: dict[type, Event] = {Commit: Event.COMMIT, Abort: Event.ABORT, Resolve: Event.RESOLVE}
 
 NONE = None  # no record of the transaction
 
@@ -215,6 +278,15 @@ class ParticipantCore:
     lock: str | None = None
     committed_count: int = 0
     aborted_count: int = 0
+    compact: bool = False  # forget decided records (the module's docstring, "Compaction")
+    # Per client, the high-water mark of forgotten txids (durable, with the summary).
+    forgotten: dict[str, int] = field(default_factory=dict)
+    forgotten_committed: int = 0  # committed records forgotten (in the summary)
+    forgotten_aborted: int = 0
+    # Volatile, rebuilt from the records: per client, seq -> txid of its records;
+    # and the participants of the latest commit (condition (b) without a cluster).
+    _by_client: dict[str, dict[int, str]] = field(default_factory=dict)
+    _latest_members: frozenset[str] = frozenset()
     # Volatile: peers that answered "prepared" to our RESOLVE, per txid. Lost on
     # a crash, which only means asking again.
     _peer_yes: dict[str, set[str]] = field(default_factory=dict)
@@ -231,17 +303,44 @@ class ParticipantCore:
         cluster: Iterable[str] | None = None,
         rejoining: bool = False,
         conflict: ConflictPolicy = DEFAULT_CONFLICT,
+        *,
+        compact: bool = False,
+        summary: Summary | None = None,
+        marks: Mapping[str, int] | None = None,
     ) -> ParticipantCore:
-        """Rebuild the state from durable records (a fresh node passes none)."""
+        """Rebuild the state from durable records (a fresh node passes none),
+        and what compaction left of the forgotten ones (``summary``, ``marks``)."""
         core = cls(
             name=name,
             cluster=frozenset(cluster) if cluster is not None else None,
             rejoining=rejoining,
             conflict=conflict,
+            compact=compact,
         )
+        core.adopt(summary, marks)
         for record in records:
             core._apply(record)
         return core
+
+    def adopt(self, summary: Summary | None, marks: Mapping[str, int] | None) -> None:
+        """Take what compaction left durable (before or after the remaining records)."""
+        if summary is not None:
+            if summary.version > self.version:  # else a record applied already holds that version or a later one
+                self.storage_server, self.version = summary.storage_server, summary.version
+            self.forgotten_committed, self.forgotten_aborted = summary.committed, summary.aborted
+            self.committed_count += summary.committed
+            self.aborted_count += summary.aborted
+        if marks:
+            for client, seq in marks.items():
+                self.forgotten[client] = max(seq, self.forgotten.get(client, seq))
+
+    def summary(self) -> Summary:
+        return Summary(
+            storage_server=self.storage_server,
+            version=self.version,
+            committed=self.forgotten_committed,
+            aborted=self.forgotten_aborted,
+        )
 
     def recover(self) -> list[Action]:
         """After a restart: resolve every transaction left prepared, at once.
@@ -321,6 +420,11 @@ class ParticipantCore:
                             ),
                         )
                     ]
+                if self.is_forgotten(msg.txid):
+                    return [
+                        *self._forget_before(msg.txid),
+                        Reply(conn=conn, msg=Vote(txid=msg.txid, yes=False, code=NokCode.ABORTED, reason=FORGOTTEN)),
+                    ]
                 known = self.records.get(msg.txid)
                 promised = (known.value, known.participants) if known is not None and known.participants else None
                 if promised is not None and promised != (msg.value, msg.participants):
@@ -331,18 +435,28 @@ class ParticipantCore:
                     self.waiting[msg.txid] = Waiter(prepare=msg, conns=(conn,))  # waits: no record, no reply yet
                     return []
                 event = Event.PREPARE_LOCK_HELD if held else Event.PREPARE_LOCK_FREE
-                actions = self._transition(conn, msg.txid, event, msg)
+                actions = [*self._forget_before(msg.txid), *self._transition(conn, msg.txid, event, msg)]
                 if not held and known is None and self.lock == msg.txid:
                     self.lock_prio = msg.prio
                 return actions
-            case Commit():
-                return self._transition(conn, msg.txid, Event.COMMIT, None)
-            case Abort():
-                return self._transition(conn, msg.txid, Event.ABORT, None)
-            case Resolve():
-                return self._transition(conn, msg.txid, Event.RESOLVE, None)
+            case Commit() | Abort() | Resolve():
+                forget = self._forget_before(msg.txid)
+                if self.is_forgotten(msg.txid):
+                    detail = "decided here long ago and forgotten (compaction): its decision was final"
+                    return [*forget, Reply(conn=conn, msg=Error(code=FORGOTTEN, txid=msg.txid, detail=detail))]
+                event = (
+                    Event.COMMIT
+                    if isinstance(msg, Commit)
+                    else Event.ABORT
+                    if isinstance(msg, Abort)
+                    else Event.RESOLVE
+                )
+                return [*forget, *self._transition(conn, msg.txid, event, None)]
             case Status():
                 return [Reply(conn=conn, msg=self.status())]
+            case Marks():
+                page = sorted((c, s) for c, s in self.forgotten.items() if c > msg.after)
+                return [Reply(conn=conn, msg=Marked(marks=tuple(page[:MARKS_PAGE]), more=len(page) > MARKS_PAGE))]
             case _:
                 return [
                     Reply(
@@ -353,6 +467,15 @@ class ParticipantCore:
 
     def on_peer_reply(self, peer: str, msg: Message) -> list[Action]:
         """A peer's reply to our RESOLVE (cooperative termination)."""
+        if isinstance(msg, Error) and msg.code == FORGOTTEN and msg.txid is not None:
+            # Decided there and forgotten, or never seen below its mark: never
+            # committed, since we are prepared on it (the module's docstring).
+            record = self.records.get(msg.txid)
+            if self.cluster is not None and peer not in self.cluster:
+                return []
+            if record is None or record.state is not TxState.PREPARED or peer not in record.participants:
+                return []
+            return self._decide(record, TxState.ABORTED, f"peer {peer} forgot it: it never committed")
         if not isinstance(msg, Outcome):
             return []  # an ERROR or stray reply: the timer will ask again
         if self.cluster is not None and peer not in self.cluster:
@@ -377,14 +500,25 @@ class ParticipantCore:
             return []
         return self._resolve_with_peers(record) + self._grant()  # alone in its transaction, it may decide
 
-    def rejoined(self, storage_server: int, version: int, in_flight: Iterable[TxRecord] = ()) -> list[Action]:
+    def rejoined(
+        self,
+        storage_server: int,
+        version: int,
+        in_flight: Iterable[TxRecord] = (),
+        marks: Mapping[str, int] | None = None,
+    ) -> list[Action]:
         """The driver learnt the decided state from every peer (all agree on it):
         record it as one committed snapshot, then ``in_flight``, the transactions
         the peers hold prepared, each PREPARED (this participant's yes vote left,
-        says its log) or ABORTED (it never did); then serve as usual."""
+        says its log) or ABORTED (it never did); then serve as usual. ``marks``:
+        the peers' high-water marks (the highest per client), so that a
+        duplicate PREPARE of a transaction they forgot is refused here too."""
         assert self.rejoining and not self.records
         self.rejoining = False
         actions: list[Action] = []
+        if marks:
+            self.adopt(None, marks)
+            actions.append(Forget(txids=(), marks=tuple(sorted(self.forgotten.items())), summary=self.summary()))
         if version > 0:  # else nothing was ever committed: nothing to learn
             snapshot = TxRecord(
                 txid=f"rejoined-v{version}",
@@ -417,6 +551,24 @@ class ParticipantCore:
             aborted=self.aborted_count,
         )
 
+    def is_forgotten(self, txid: str) -> bool:
+        """No record of ``txid``, and it is at or below its client's mark."""
+        if not self.forgotten or txid in self.records:
+            return False
+        parsed = parse_txid(txid)
+        return parsed is not None and parsed[0] in self.forgotten and parsed[1] <= self.forgotten[parsed[0]]
+
+    def may_forget(self, record: TxRecord) -> bool:
+        """Whether a decided ``record`` may be forgotten once a later txid of its
+        client was seen: an abort at once; a commit once a later commit here
+        had all its members (the module's docstring, condition (b))."""
+        if record.state is TxState.ABORTED:
+            return True
+        if record.state is TxState.PREPARED:
+            return False
+        # No later commit here by all its members yet: one of them may still be prepared on it.
+        return record.version < self.version and frozenset(record.participants) <= self._latest_members
+
     # ------------------------------------------------------------ internals
 
     def _may_wait(self, prepare: Prepare) -> bool:
@@ -444,9 +596,16 @@ class ParticipantCore:
         on a free lock; the others are judged again against it (younger: die)."""
         if not self.waiting or self.lock is not None:
             return []
+        actions: list[Action] = []
+        for w in sorted(self.waiting.values(), key=lambda w: w.age):
+            if self.is_forgotten(w.prepare.txid):  # its client moved on meanwhile: never a new yes below a mark
+                del self.waiting[w.prepare.txid]
+                nok = Vote(txid=w.prepare.txid, yes=False, code=NokCode.ABORTED, reason=FORGOTTEN)
+                actions += [Reply(conn=conn, msg=nok) for conn in w.conns]
+        if not self.waiting:
+            return actions
         first = min(self.waiting.values(), key=lambda w: w.age)
         del self.waiting[first.prepare.txid]
-        actions: list[Action] = []
         for conn in first.conns:
             actions += self._transition(conn, first.prepare.txid, Event.PREPARE_LOCK_FREE, first.prepare)
         self.lock_prio = first.prepare.prio
@@ -454,6 +613,35 @@ class ParticipantCore:
             if not self._may_wait(w.prepare):
                 actions += self._die(w)
         return actions
+
+    def _forget_before(self, txid: str) -> list[Action]:
+        """A request names ``txid``: forget its client's earlier records that
+        may be (conditions (a) and (b) of the module's docstring). The work is
+        bounded by that client's records, a few."""
+        if not self.compact or (parsed := parse_txid(txid)) is None:
+            return []
+        client, seq = parsed
+        mine = self._by_client.get(client)
+        if not mine:
+            return []
+        gone: list[tuple[int, TxRecord]] = []
+        for s, t in mine.items():
+            if s < seq and self.may_forget(r := self.records[t]):
+                gone.append((s, r))
+        if not gone:
+            return []
+        for s, r in gone:
+            del mine[s]
+            del self.records[r.txid]
+            if r.state is TxState.COMMITTED:
+                self.forgotten_committed += 1
+            else:
+                self.forgotten_aborted += 1
+        if not mine:
+            del self._by_client[client]
+        self.forgotten[client] = max(self.forgotten.get(client, 0), max(s for s, _ in gone))
+        txids = tuple(r.txid for _, r in gone)
+        return [Forget(txids=txids, marks=((client, self.forgotten[client]),), summary=self.summary())]
 
     def _peers(self, record: TxRecord) -> set[str]:
         peers = set(record.participants) - {self.name}
@@ -536,6 +724,8 @@ class ParticipantCore:
     def _apply(self, record: TxRecord) -> None:
         old = self.records.get(record.txid)
         self.records[record.txid] = record
+        if old is None and (parsed := parse_txid(record.txid)) is not None:
+            self._by_client.setdefault(parsed[0], {})[parsed[1]] = record.txid
         if old is not None and old.state is TxState.PREPARED and self.lock == record.txid:
             self.lock = None
             self.lock_prio = None
@@ -546,6 +736,8 @@ class ParticipantCore:
             if record.version > self.version:
                 self.version = record.version
                 self.storage_server = record.value
+            if record.version >= self.version:
+                self._latest_members = frozenset(record.participants)
         else:
             self.aborted_count += 1
 

@@ -18,7 +18,7 @@ from harness.protocol.conflict import DEFAULT_CONFLICT
 from harness.protocol.coordinator import Result
 from harness.sim.explore import Bounds, Explorer, ExploreResult
 from harness.sim.invariants import TCOMMIT_STATES_FOR_3_RMS, tcommit_reachable
-from harness.sim.model import COORDINATORS, PARTICIPANTS, CoordinatorFactory, ParticipantFactory
+from harness.sim.model import COORDINATORS, PARTICIPANTS, CoordinatorFactory, ParticipantFactory, compacting
 from harness.sim.simulate import SimParams, Summary, random_runs
 from harness.sim.variants import PARTICIPANT_VARIANTS, VARIANTS, coordinator_factory, participant_factory
 
@@ -143,6 +143,11 @@ def parser() -> argparse.ArgumentParser:
     rnd.add_argument("--clients", type=_non_negative, default=_DEFAULTS.clients, help="clients")
     rnd.add_argument(
         "--transactions", type=_non_negative, default=_DEFAULTS.transactions, help="transactions per client"
+    )
+    rnd.add_argument(
+        "--compact",
+        action="store_true",
+        help="participants forget decided transactions (harness.protocol.participant, compaction)",
     )
     rnd.add_argument("--loss", type=_probability, default=_DEFAULTS.loss, help="chance a message is lost")
     rnd.add_argument(
@@ -319,7 +324,7 @@ def random(args: argparse.Namespace, out: TextIO) -> int:
         args.seed,
         params,
         coordinator_factory=_coordinators(args),
-        participant_factory=_participants(args),
+        participant_factory=compacting(_participants(args)) if args.compact else _participants(args),
         progress=progress,
     )
     if err is not None:

@@ -88,7 +88,8 @@ class Interned:
             sid = self._sid[snap] = len(self._snaps)
             self._snaps.append(snap)
             if isinstance(snap, PSnap):
-                self._durable_state.append({r.txid: r.state for r in snap.durable})
+                # Forgotten records still count: judging is by what was ever durable (model.PNode.history).
+                self._durable_state.append({r.txid: r.state for r in (*snap.forgotten, *snap.durable)})
                 self._active.append(False)
                 self._startable.append(False)
                 self._up.append(snap.up)
@@ -106,7 +107,11 @@ class Interned:
     def _intern_participant(self, node: PNode) -> int:
         durable = tuple(node.durable[t] for t in sorted(node.durable))
         core = freeze_core(node.core) if node.core is not None else None
-        return self._intern(PSnap(node.up, core, durable, frozenset(node.timers), tuple(node.held)))
+        forgotten = tuple(node.forgotten[t] for t in sorted(node.forgotten))
+        marks = tuple(sorted(node.marks.items()))
+        return self._intern(
+            PSnap(node.up, core, durable, frozenset(node.timers), tuple(node.held), forgotten, marks, node.summary)
+        )
 
     def _intern_client(self, node: CNode) -> int:
         core: Any
@@ -151,7 +156,12 @@ class Interned:
         snap = self.psnap(sid)
         core = thaw_core(snap.core) if snap.core is not None else None
         durable = {r.txid: r for r in snap.durable}
-        return PNode(self.topo, index, core, durable, set(snap.timers), snap.up, snap.held)
+        node = PNode(self.topo, index, core, durable, set(snap.timers), snap.up, snap.held)
+        if snap.forgotten or snap.marks or snap.summary is not None:
+            node.forgotten = {r.txid: r for r in snap.forgotten}
+            node.marks = dict(snap.marks)
+            node.summary = snap.summary
+        return node
 
     def _cnode(self, index: int, sid: int) -> CNode:
         snap = self.csnap(sid)

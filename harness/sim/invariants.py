@@ -28,6 +28,9 @@ moment it happens, against the views just before it:
   or one naming an outsider), from someone outside it, changes nothing at the
   participant it reaches: no record, no lock, no timer, nothing sent to a peer
   (the core refuses it with ERROR not-cluster).
+* compaction: only a decided record is forgotten, and once forgotten its txid
+  stays at or below its client's durable mark (so it is answered "forgotten",
+  never anew); the durable summary counts what left the store.
 
 Once faults stop and the system is quiet (:func:`check_quiescent`): every
 transaction is decided at every participant that knows of it, a commit is
@@ -45,7 +48,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 from harness.protocol.coordinator import Result
 from harness.protocol.messages import TxState
-from harness.protocol.participant import ParticipantCore, TxRecord
+from harness.protocol.participant import ParticipantCore, Summary, TxRecord, parse_txid
 from harness.sim.model import PropertyViolation
 
 View = tuple[TxState | None, ...]
@@ -62,6 +65,7 @@ CODEC = "codec round trip"
 MEMBERSHIP = "membership"
 REPLICAS = "identical replicas"
 DEADLOCK = "no deadlock"
+COMPACTION = "compaction"
 
 # Gray and Lamport, "Consensus on Transaction Commit" (2004), TCommit.tla with
 # RM = {r1, r2, r3}: TLC reports 34 distinct states. Tests enumerate our model
@@ -292,6 +296,38 @@ def check_stranger(who: str, message: str, changes: Sequence[str]) -> list[Prope
     if not changes:
         return []
     return [PropertyViolation(rule=MEMBERSHIP, detail=f"{who} acted on a stranger's {message}: {'; '.join(changes)}")]
+
+
+def check_forgotten(
+    name: str,
+    durable: Mapping[str, TxRecord],
+    forgotten: Mapping[str, TxRecord],
+    marks: Mapping[str, int],
+    summary: Summary | None,
+) -> list[PropertyViolation]:
+    """Judge participant ``name`` after it forgot records: each was decided, is
+    gone from the store and covered by its client's durable mark, and the
+    summary counts them (``forgotten``: every record it ever dropped)."""
+    out: list[PropertyViolation] = []
+    for txid, r in forgotten.items():
+        parsed = parse_txid(txid)
+        if r.state is TxState.PREPARED:
+            out.append(PropertyViolation(rule=COMPACTION, detail=f"{name} forgot {txid} while prepared on it"))
+        elif txid in durable:
+            out.append(PropertyViolation(rule=COMPACTION, detail=f"{name} forgot {txid} but still stores it"))
+        elif parsed is None or parsed[1] > marks.get(parsed[0], -1):
+            out.append(PropertyViolation(rule=COMPACTION, detail=f"{name} forgot {txid} but no mark covers it"))
+    committed = sum(1 for r in forgotten.values() if r.state is TxState.COMMITTED)
+    counted = (summary.committed, summary.aborted) if summary is not None else (0, 0)
+    if counted != (committed, len(forgotten) - committed):
+        out.append(
+            PropertyViolation(
+                rule=COMPACTION,
+                detail=f"{name}'s summary counts {counted[0]} committed and {counted[1]} aborted forgotten, "
+                f"but it forgot {committed} and {len(forgotten) - committed}",
+            )
+        )
+    return out
 
 
 # ====================================================================== once quiet

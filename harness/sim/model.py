@@ -39,11 +39,13 @@ from harness.protocol.messages import DecodeError, Message, TxState, decode, enc
 from harness.protocol.participant import (
     CancelTimer,
     Close,
+    Forget,
     ParticipantCore,
     Persist,
     Reply,
     SendPeer,
     StartTimer,
+    Summary,
     TxRecord,
 )
 
@@ -107,6 +109,20 @@ def real_coordinator(txid: str, value: int, participants: tuple[str, ...]) -> co
     return co.CoordinatorCore(txid=txid, value=value, participants=participants)
 
 
+def compacting(factory: ParticipantFactory) -> ParticipantFactory:
+    """``factory``'s participants with compaction on (they forget decided records)."""
+
+    def make(name: str, records: Iterable[TxRecord], cluster: Iterable[str] | None = None) -> ParticipantCore:
+        core = factory(name, records, cluster)
+        core.compact = True
+        return core
+
+    return make
+
+
+compacting_participant = compacting(real_participant)  # the protocol's own participant, compacting
+
+
 def ordered_coordinator(txid: str, value: int, participants: tuple[str, ...]) -> co.CoordinatorCore:
     """The protocol's own coordinator with ordered prepare (the first participant, then the rest)."""
     return co.CoordinatorCore(txid=txid, value=value, participants=participants, ordered=True)
@@ -130,6 +146,7 @@ class Fx(enum.Enum):
     """Kinds of effect a node step has."""
 
     PERSIST = "persist"  # (Fx.PERSIST, record, why): now durable
+    FORGET = "forget"  # (Fx.FORGET, txids, marks): records dropped, marks durable (compaction)
     HOLD = "hold"  # (Fx.HOLD, record, why): a lazy record, held until a later write
     SEND = "send"  # (Fx.SEND, dst index or -1, Wire, msg): a participant's reply or peer request
     CSEND = "csend"  # (Fx.CSEND, participant index, msg): a client's send (routed by connection)
@@ -169,9 +186,27 @@ class Topology:
 
 
 class PNode:
-    """A simulated participant: core, durable store, held lazy records, timers, up or down."""
+    """A simulated participant: core, durable store, held lazy records, timers, up or down.
 
-    __slots__ = ("actions", "core", "durable", "held", "index", "timers", "topo", "up")
+    Compaction: a Forget drops records from the durable store and makes the
+    marks and summary durable (after the held records, in the same write);
+    a restart gives them back to the core (ParticipantCore.adopt). The records
+    dropped are kept aside in ``forgotten`` for judging only (``history``):
+    the core never sees them again."""
+
+    __slots__ = (
+        "actions",
+        "core",
+        "durable",
+        "forgotten",
+        "held",
+        "index",
+        "marks",
+        "summary",
+        "timers",
+        "topo",
+        "up",
+    )
 
     def __init__(
         self,
@@ -191,10 +226,18 @@ class PNode:
         self.held = list(held)  # lazy records not yet durable, in the order they were issued
         self.up = up
         self.actions: Sequence[object] = ()  # the actions the last core call returned
+        self.marks: dict[str, int] = {}  # durable high-water marks (compaction)
+        self.summary: Summary | None = None  # durable summary of the forgotten records
+        self.forgotten: dict[str, TxRecord] = {}  # what Forget dropped: for judging, never for the core
 
     @property
     def name(self) -> str:
         return self.topo.names[self.index]
+
+    @property
+    def history(self) -> dict[str, TxRecord]:
+        """Every record this participant ever made durable: the store and what it forgot."""
+        return {**self.forgotten, **self.durable} if self.forgotten else self.durable
 
     def request(self, conn: int, msg: Message, crash_after: CrashAfter = None) -> list[Effect]:
         """A request on inbound connection ``conn`` (the sender's node index)."""
@@ -226,6 +269,8 @@ class PNode:
     def restart(self, factory: ParticipantFactory, crash_after: CrashAfter = None) -> list[Effect]:
         """Restore from the durable records (in txid order), then recover()."""
         self.core = factory(self.name, [self.durable[t] for t in sorted(self.durable)], self.topo.participant_names)
+        if self.summary is not None or self.marks:
+            self.core.adopt(self.summary, self.marks)
         self.up = True
         self.timers = set()
         return self._run(self.core.recover(), crash_after)
@@ -250,6 +295,14 @@ class PNode:
                 effects = self._write_held()  # an earlier lazy record goes first, in the same write
                 self.durable[action.record.txid] = action.record
                 effects.append((Fx.PERSIST, action.record, action.why))
+                return effects
+            case Forget():
+                effects = self._write_held()
+                for txid in action.txids:
+                    self.forgotten[txid] = self.durable.pop(txid)
+                self.marks.update(action.marks)
+                self.summary = action.summary
+                effects.append((Fx.FORGET, action.txids, action.marks))
                 return effects
             case Reply():
                 return (Fx.SEND, action.conn, Wire.REPLY, action.msg)
@@ -446,6 +499,9 @@ def effect_text(topo: Topology, node: int, effect: Effect) -> str | None:
         record = effect[1]
         assert isinstance(record, TxRecord)
         return f"{who} holds {record.txid} {record.state.value} version={record.version} (lazy: not yet durable)"
+    if kind is Fx.FORGET:
+        marks = ", ".join(f"{c}<={s}" for c, s in cast(tuple[tuple[str, int], ...], effect[2]))
+        return f"{who} forgets {','.join(cast(tuple[str, ...], effect[1]))} (marks {marks})"
     if kind is Fx.SEND:
         dst, msg = cast(int, effect[1]), cast(Message, effect[3])
         return f"{who} -> {_node_text(topo, dst)}: {message_text(msg)}"

@@ -53,6 +53,7 @@ from harness.protocol.participant import TxRecord
 from harness.sim.invariants import (
     CODEC,
     LIVENESS,
+    check_forgotten,
     check_lock,
     check_nontrivial,
     check_persist,
@@ -425,6 +426,11 @@ class Simulation:
                 record = effect[1]
                 assert isinstance(record, TxRecord)
                 self._judge_persist(node, record)
+            elif what is Fx.FORGET:
+                pn = self.pnodes[node]
+                verdict = check_forgotten(self.topo.display[node], pn.durable, pn.forgotten, pn.marks, pn.summary)
+                if verdict:
+                    self._violate(*verdict)
             elif what is Fx.HOLD:
                 self._at(self.now + self.rng.randint(1, p.lazy_write), _Ev.WRITE, (node,))
             elif what is Fx.REPORT:
@@ -549,7 +555,7 @@ class Simulation:
             if n > 0 and self.cnodes[c].alive
         ]
         violations = check_quiescent(
-            self.topo.display[: self.np], cores, [pn.durable for pn in self.pnodes], self.reports, waiting
+            self.topo.display[: self.np], cores, [pn.history for pn in self.pnodes], self.reports, waiting
         )
         if violations:
             self._violate(*violations)

@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from harness.protocol import coordinator as co
 from harness.protocol.messages import Message
-from harness.protocol.participant import TxRecord
+from harness.protocol.participant import Summary, TxRecord
 from harness.sim.model import Cut, Wire
 
 
@@ -142,6 +142,23 @@ class PSnap(NamedTuple):
     durable: tuple[TxRecord, ...]  # in txid order
     timers: frozenset[str]
     held: tuple[TxRecord, ...]  # lazy records not yet durable, in the order issued
+    # Compaction (model.PNode): what was forgotten (for judging only), and the durable marks and summary.
+    forgotten: tuple[TxRecord, ...] = ()
+    marks: tuple[tuple[str, int], ...] = ()
+    summary: Summary | None = None
+
+
+@dataclass(frozen=True)
+class History:
+    """What happened before an explored run begins (compaction needs earlier
+    transactions of the same clients): each participant's durable records,
+    which participants start crashed (they restart from them, restore +
+    recover), and late requests of the earlier transactions still in flight,
+    as (client index, participant index, message)."""
+
+    records: tuple[tuple[TxRecord, ...], ...]  # per participant
+    down: frozenset[int] = frozenset()
+    late: tuple[tuple[int, int, Message], ...] = ()
 
 
 FINISHED = ("finished",)  # the one frozen form of every finished coordinator

@@ -239,6 +239,8 @@ class Symmetry:
 
     def snapshot(self, gi: int, snap: PSnap | CSnap) -> PSnap | CSnap:
         if isinstance(snap, PSnap):
+            # Compaction's state comes only with txids or a history, which turn symmetry off (Transitions).
+            assert not (snap.forgotten or snap.marks or snap.summary), "symmetry does not rename compaction's state"
             durable = tuple(sorted((self.value(gi, r) for r in snap.durable), key=lambda r: r.txid))
             return PSnap(
                 snap.up,

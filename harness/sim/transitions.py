@@ -94,6 +94,7 @@ from harness.sim.states import (
     CSnap,
     Entry,
     Fate,
+    History,
     Packer,
     PSnap,
     State,
@@ -211,11 +212,17 @@ class Transitions(Interned):
         symmetry: bool = True,
         progress: Callable[[int, int, int, float], None] | None = None,
         strangers: bool = True,
+        txids: tuple[str, ...] | None = None,
+        history: History | None = None,
     ) -> None:
+        """``txids``: each client's txid (default t1, t2, ...); ``history``:
+        what happened before (states.History). Either turns symmetry off: the
+        renamings know only the default txids and an empty start."""
         topo = Topology(participants, clients)
         # Ordered prepare keeps its first participant (harness.sim.symmetry).
         probe = coordinator_factory("t0", 0, topo.participant_names)
-        txids = tuple(f"t{i}" for i in range(1, clients + 1))
+        symmetry = symmetry and txids is None and history is None
+        txids = txids or tuple(f"t{i}" for i in range(1, clients + 1))
         super().__init__(topo, txids, symmetry, fixed_first=bool(getattr(probe, "ordered", False)))
         self.bounds = bounds or Bounds()
         self.pfactory = participant_factory
@@ -228,6 +235,10 @@ class Transitions(Interned):
         self.liveness = liveness
         self.progress = progress
         self.strangers = strangers
+        self.history = history
+        self._history_conflicts = history is not None and (
+            bool(history.down) or any(r.state is TxState.PREPARED for rs in history.records for r in rs)
+        )
         self._client_of_txid = {t: participants + i for i, t in enumerate(self.txids)}
         self._verdicts: dict[tuple[Any, ...], list[PropertyViolation]] = {}  # check_persist is pure: memoised
         self._calls: dict[tuple[Any, ...], _Call] = {}
@@ -241,16 +252,22 @@ class Transitions(Interned):
         self._all_open = [int(Conn.OPEN)] * participants
 
     def initial_state(self) -> State:
-        parts = [
-            self._intern_participant(
-                PNode(self.topo, i, self.pfactory(name, [], self.topo.participant_names), {}, set(), True)
+        h = self.history
+        parts = []
+        for i, name in enumerate(self.topo.participant_names):
+            records = h.records[i] if h is not None else ()
+            down = h is not None and i in h.down
+            core = None if down else self.pfactory(name, records, self.topo.participant_names)
+            parts.append(
+                self._intern_participant(PNode(self.topo, i, core, {r.txid: r for r in records}, set(), not down))
             )
-            for i, name in enumerate(self.topo.participant_names)
-        ]
         clients = [self._intern_client(CNode(self.topo, self.np + i, None, None, set(), True)) for i in range(self.nc)]
         conns = (int(Conn.OPEN),) * (self.np * self.nc)  # nodes.py connects every link before the first transaction
+        net = 0
+        for c, p, msg in h.late if h is not None else ():
+            net |= 1 << self._entry(Entry(Wire.REQUEST, self.np + c, p, msg))
         b = self.bounds
-        return State(tuple(parts + clients), conns, 0, b.crashes, b.losses, b.duplicates, b.early)
+        return State(tuple(parts + clients), conns, net, b.crashes, b.losses, b.duplicates, b.early)
 
     # ------------------------------------------------------------ one node, memoised
 
@@ -549,7 +566,7 @@ class Transitions(Interned):
             snap = self._snaps[s[node]]
             down: PSnap | CSnap
             if isinstance(snap, PSnap):
-                down = PSnap(False, None, snap.durable, frozenset(), ())
+                down = PSnap(False, None, snap.durable, frozenset(), (), snap.forgotten, snap.marks, snap.summary)
             else:
                 down = CSnap(False, None, snap.reported, frozenset())
             s[node] = self._intern(down)
@@ -729,7 +746,11 @@ class Transitions(Interned):
 
     def _no_fault_no_conflict(self, s: list[int], client: int, budget: _Budget) -> bool:
         """AC4 applies to a client's report when no fault happened yet in the
-        whole run (every budget untouched) and no other client has started."""
+        whole run (every budget untouched) and no other client has started;
+        and not after a history that left a participant down or prepared (a
+        conflict from before the run)."""
+        if self._history_conflicts:
+            return False
         b = self.bounds
         if (budget.crashes, budget.losses, budget.duplicates, budget.early) != (
             b.crashes,
@@ -755,7 +776,7 @@ class Transitions(Interned):
             if p.core is None:
                 return [PropertyViolation(rule=LIVENESS, detail=f"{self.topo.display[j]} is down")]
             cores.append(p.core)
-            stores.append(p.durable)
+            stores.append(p.history)
         reports: dict[str, co.Result] = {}
         waiting: list[str] = []
         for i in range(self.nc):
