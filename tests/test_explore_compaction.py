@@ -56,8 +56,8 @@ class Watched(ParticipantCore):
 
 
 def compacting(cls: type[ParticipantCore], history: str = "") -> ParticipantFactory:
-    def factory(name: str, records: Iterable[TxRecord]) -> ParticipantCore:
-        core = cls.restore(name, records, compact=True)
+    def factory(name: str, records: Iterable[TxRecord], cluster: Iterable[str] | None = None) -> ParticipantCore:
+        core = cls.restore(name, records, cluster, compact=True)
         if isinstance(core, Watched):
             core.history = history
         return core

@@ -44,8 +44,8 @@ class ForgottenMeansCommitted(ParticipantCore):
 
 
 def compacting(cls: type[ParticipantCore]) -> ParticipantFactory:
-    def factory(name: str, records: Iterable[TxRecord]) -> ParticipantCore:
-        return cls.restore(name, records, compact=True)
+    def factory(name: str, records: Iterable[TxRecord], cluster: Iterable[str] | None = None) -> ParticipantCore:
+        return cls.restore(name, records, cluster, compact=True)
 
     return factory
 
