@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         f"an older transaction wait for the lock and a younger one die (wait-die) (default {d.conflict})",
     )
     p.add_argument(
+        "--compact",
+        action="store_true",
+        help="participants forget decided transactions once their client moved on, so that their memory and "
+        "storage stay flat; the checker then judges what the stores kept beside the logs (docs/protocol.md)",
+    )
+    p.add_argument(
         "--value",
         type=int,
         default=None,
@@ -297,6 +303,7 @@ def _main(argv: list[str] | None) -> int:
             retry=args.retry,
             prepare=args.prepare,
             conflict=args.conflict,
+            compact=args.compact,
             value=args.value,
             seed=args.seed,
             out=args.out,

@@ -90,6 +90,9 @@ def state(workdir: Path, transactions: int, every: int) -> dict[str, Any]:
             log=folder / "client1.log",
             values=lambda op: op,
             count=transactions,
+            # It runs until stopped, not for ``transactions``: a client that had
+            # finished would be gone (no VmRSS) when the last sample reads it.
+            duration=float(24 * 3600),
         )
         parent, child = MP.Pipe(duplex=False)
         client = procs.start(client_child, (ccfg, child, go), "client1")

@@ -38,6 +38,7 @@ class RunConfig:
     retry: RetryMode = RetryMode.NONE
     prepare: PrepareMode = PrepareMode.ADAPTIVE  # the clients' --prepare
     conflict: ConflictPolicy = DEFAULT_CONFLICT  # the participants' --conflict
+    compact: bool = False  # the participants' --compact: forget decided transactions (docs/protocol.md)
     value: int | None = None  # None: a distinct value per transaction (transaction_value)
     seed: int | None = None  # None: drawn at random and recorded
     out: Path | None = None  # None: reports/<UTC time>-<short id>

@@ -267,6 +267,7 @@ class Run:
                 durable=self.config.durable,
                 routes=routes,
                 conflict=self.config.conflict,
+                compact=self.config.compact,
             )
             self.participants.append(ParticipantProcess(node=node, config=pcfg, address=(address[0], address[1])))
         deadline = time.monotonic() + READY_TIMEOUT
@@ -483,16 +484,27 @@ def read_storage(path: Path, node: str) -> dict[str, Any]:
         return {"error": str(e)}
     try:
         records = storage.load()
+        summary, marks = storage.load_compacted()
     except StorageError as e:
         return {"error": str(e)}
     finally:
         storage.close()
     committed = sorted((r for r in records if r.state is TxState.COMMITTED), key=lambda r: r.version)
-    return {
+    out: dict[str, Any] = {
         "committed": [[r.txid, r.version, r.value] for r in committed],
         "prepared": sorted(r.txid for r in records if r.state is TxState.PREPARED),
         "aborted": len([r for r in records if r.state is TxState.ABORTED]),
     }
+    if summary is not None:
+        # Compaction (--compact) forgot the older records: what they summed to.
+        out["forgotten"] = {
+            "storage_server": summary.storage_server,
+            "version": summary.version,
+            "committed": summary.committed,
+            "aborted": summary.aborted,
+            "marks": len(marks),
+        }
+    return out
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -29,12 +29,14 @@ import gc
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
+from itertools import count
 from pathlib import Path
 from sys import intern
 from typing import Any
 
 from harness.events.log import typed_fields
-from harness.events.schema import FAULT, HEAL, EventKind
+from harness.events.schema import FAULT, FORGOTTEN, HEAL, EventKind
+from harness.protocol.messages import FORGOTTEN as FORGOTTEN_REASON
 from harness.protocol.messages import NokCode
 from harness.verify.databases import check_database, postmaster_restarts, resolver_decisions
 from harness.verify.interrupted import excuse_interrupted
@@ -158,6 +160,8 @@ class _Checker:
         self.resolved_by_peers: set[str] = set()
         self.faults: list[dict[str, Any]] = []
         self.stored: dict[str, list[tuple[str, int, int]]] = {}  # node -> committed (txid, version, value)
+        # node -> the txids its compaction dropped (its "forgotten" lines): its store no longer holds them
+        self.forgotten: dict[str, set[str]] = {node: set() for node, _ in participants}
         # Participants that are databases (--backend postgres): no event log of
         # their own; their records are what final_states.json read from them.
         self.databases = {n for n, e in final.items() if isinstance(e, dict) and e.get("backend") == "postgres"}
@@ -256,6 +260,25 @@ class _Checker:
                         *[o.cite() for o in locked.values()],
                     )
                 restored = {}
+                continue
+            if what == FORGOTTEN.name:  # compaction (--compact): records dropped, decided ones only
+                for t in txid.split(","):
+                    gone = durable.pop(t, None)
+                    if gone is None or gone.state == "prepared":
+                        how = "while prepared on it" if gone else "with no durable record of it"
+                        self.flag(ViolationKind.LOST, t, f"{node} forgot {t} {how}", log.cite(at))
+                    self.forgotten[node].add(intern(t))
+                continue
+            if claim == FORGOTTEN_REASON:  # a NOK for a forgotten txid claims no record, but none may be held
+                stats.no_votes += 1
+                if txid in durable:
+                    self.flag(
+                        ViolationKind.DURABILITY,
+                        txid,
+                        f"{node} said it forgot {txid} while it holds a record of it",
+                        durable[txid].cite(),
+                        log.cite(at),
+                    )
                 continue
             if o is None:
                 # What a participant says of a record must have been durable first
@@ -508,9 +531,11 @@ class _Checker:
                 commit.cite(),
             )
 
-    def _storage(self, node: str) -> tuple[list[tuple[str, int, int]], list[str]] | None:
-        """The node's committed (txid, version, value) list and prepared txids
-        from final_states.json, or None (flagged) when they are missing or malformed."""
+    def _storage(self, node: str) -> tuple[list[tuple[str, int, int]], list[str], tuple[int, int]] | None:
+        """The node's committed (txid, version, value) list, prepared txids, and
+        the (version, value) its compaction's summary holds ((0, 0) without
+        compaction: its committed list then starts at version 1) from
+        final_states.json, or None (flagged) when they are missing or malformed."""
         entry = self.final.get(node)
         storage = entry.get("storage") if isinstance(entry, dict) else None
         if not isinstance(storage, dict) or "committed" not in storage:
@@ -522,12 +547,29 @@ class _Checker:
             if not isinstance(raw_prepared, list):
                 raise TypeError("prepared is not a list")
             prepared = [str(t) for t in raw_prepared]
-        except (TypeError, ValueError):
+            forgotten = storage.get("forgotten")
+            base = (int(forgotten["version"]), int(forgotten["storage_server"])) if forgotten is not None else (0, 0)
+        except (TypeError, ValueError, KeyError):
             self.flag(
                 ViolationKind.MISSING_FINAL_STATE, None, f"final_states.json: {node}'s storage records are malformed"
             )
             return None
-        return seq, prepared
+        return seq, prepared, base
+
+    def _check_forgotten_count(self, node: str, gone: set[str]) -> None:
+        """The store's compaction summary counts as many commits as the log's
+        "forgotten" lines dropped committed records."""
+        entry = self.final.get(node)
+        summary = entry.get("storage", {}).get("forgotten") if isinstance(entry, dict) else None
+        tracks = self.tracks[node]
+        logged = sum(1 for t in gone if (track := tracks.get(t)) is not None and track.state == "committed")
+        stored = summary.get("committed", 0) if isinstance(summary, dict) else 0
+        if logged != stored:
+            self.flag(
+                ViolationKind.LOG_STORAGE,
+                None,
+                f"{node}'s log shows {logged} committed records forgotten, its store's summary counts {stored}",
+            )
 
     def _cite_record(self, node: str, txid: str | None) -> list[str]:
         """The log line that shows ``node``'s last record of ``txid``, if any."""
@@ -548,21 +590,23 @@ class _Checker:
             stored_records = self._storage(node)
             if stored_records is None:
                 continue
-            seq, prepared = stored_records
+            seq, prepared, (base, base_value) = stored_records
             self.stored[node] = seq
             sequences[node] = seq
-            for i, (txid, version, _) in enumerate(seq):
-                if version != i + 1:
+            # Without compaction the store holds every commit: versions 1..N.
+            # With it, the commits it has not forgotten, at distinct versions.
+            expected = count(1) if not base else iter(sorted({v for _, v, _ in seq}))
+            for (txid, version, _), want in zip(seq, expected, strict=False):
+                if version != want:
+                    rule = f"run 1..{len(seq)} without gaps" if not base else "be distinct"
                     self.flag(
                         ViolationKind.REPLICAS,
                         txid,
-                        f"{node}'s commit of {txid} has version {version}, not {i + 1}: "
-                        f"versions must run 1..{len(seq)} without gaps",
+                        f"{node}'s commit of {txid} has version {version}, not {want}: versions must {rule}",
                         *self._cite_commit(node, txid),
                     )
                     break
-            value = seq[-1][2] if seq else 0
-            version = seq[-1][1] if seq else 0
+            value, version = (seq[-1][2], seq[-1][1]) if seq and seq[-1][1] > base else (base_value, base)
             last_txid = seq[-1][0] if seq else None
             stats.storage_server, stats.version = value, version
             if not isinstance(status, dict):
@@ -602,7 +646,13 @@ class _Checker:
                     *self._cite_record(node, txid),
                 )
             # the logs and the storage must tell the same story
-            logged = {txid: t.last for txid, t in self.tracks[node].items() if t.last.state == "committed"}
+            gone = self.forgotten[node]  # compaction dropped them from the store, and its log says so
+            self._check_forgotten_count(node, gone)
+            logged = {
+                txid: t.last
+                for txid, t in self.tracks[node].items()
+                if t.last.state == "committed" and txid not in gone
+            }
             stored = {t: (v, val) for t, v, val in seq}
             for txid in sorted(set(logged) ^ set(stored)):
                 if txid in logged:
@@ -631,16 +681,25 @@ class _Checker:
                         o.cite(),
                     )
         if sequences:
+            # By version: a compacting replica keeps only the commits after its
+            # summary, so two replicas are compared where both hold a version,
+            # and on their last one (which version each was at, every log says).
             reference_node, reference = next(iter(sequences.items()))
+            theirs_at = {item[1]: item for item in reference}
+            last_ref = self.replicas[reference_node].version or 0
             for node, seq in sequences.items():
                 if seq == reference:
                     continue
-                at = next(
-                    (i for i, (a, b) in enumerate(zip(seq, reference, strict=False)) if a != b),
-                    min(len(seq), len(reference)),
-                )
-                mine = seq[at] if at < len(seq) else None
-                theirs = reference[at] if at < len(reference) else None
+                mine_at = {item[1]: item for item in seq}
+                last = self.replicas[node].version or 0
+                differ = [v for v in sorted(mine_at.keys() & theirs_at.keys()) if mine_at[v] != theirs_at[v]]
+                if differ:
+                    at = differ[0] - 1
+                elif last != last_ref:
+                    at = min(last, last_ref)
+                else:
+                    continue
+                mine, theirs = mine_at.get(at + 1), theirs_at.get(at + 1)
 
                 def show(item: tuple[str, int, int] | None) -> str:
                     return f"{item[0]} (value {item[2]})" if item else "nothing"
@@ -649,7 +708,7 @@ class _Checker:
                     ViolationKind.REPLICAS,
                     (mine or theirs or ("?",))[0],
                     f"{node} and {reference_node} differ at version {at + 1}: {show(mine)} vs {show(theirs)} "
-                    f"(they hold {len(seq)} and {len(reference)} commits)",
+                    f"(they are at versions {last} and {last_ref})",
                     *(self._cite_commit(node, mine[0]) if mine else []),
                     *(self._cite_commit(reference_node, theirs[0]) if theirs else []),
                 )
@@ -661,6 +720,12 @@ class _Checker:
         for node, seq in self.stored.items():
             for txid, _, _ in seq:
                 committed_at[txid].add(node)
+            # What compaction dropped from the store, its log shows committed
+            # (and check_replicas holds the store's count of them to the log's).
+            tracks = self.tracks[node]
+            for txid in self.forgotten[node]:
+                if (track := tracks.get(txid)) is not None and track.state == "committed":
+                    committed_at[txid].add(node)
         # Judge only by the participants whose storage could be read (the others are flagged already).
         everyone = set(self.stored)
         reported = {txid for txid, _, _, _ in self.outcomes}

@@ -20,6 +20,7 @@ from harness.events.schema import (
     DURABLE,
     EVENTS,
     FAULT,
+    FORGOTTEN,
     HEAL,
     LISTENING,
     OUTCOME,
@@ -28,6 +29,7 @@ from harness.events.schema import (
     EventKind,
     FieldType,
 )
+from harness.protocol.messages import FORGOTTEN as FORGOTTEN_REASON
 from harness.protocol.messages import DecodeError, split_fields
 from harness.verify.model import Violation, ViolationKind
 
@@ -146,10 +148,10 @@ PARTICIPANT_LOG = LogKind(
     # of a vote, which looks for " vote=ok" anywhere, would find the same vote);
     # the message's fields are the protocol's (harness.protocol.messages)
     rf"(?P<vote>send peer={_WORD}++ msg=VOTE txid=(?P<vote_txid>{_WORD}++) vote=(?P<yes>ok|NOK)"
-    rf"(?: code=[a-z]++)?(?: reason=[^=\n]*+)?{_END})",
+    rf"(?: code=[a-z]++)?(?: reason=(?P<vote_reason>[^=\n]*+))?{_END})",
     # a sent OUTCOME and the state it claims
     rf"(?P<outcome>send peer={_WORD}++ msg=OUTCOME txid=(?P<outcome_txid>{_WORD}++) state=(?P<claim>{_WORD}*+){_END})",
-    wanted=(DURABLE.name, RESTORED.name, SEND.name, LISTENING.name),
+    wanted=(DURABLE.name, RESTORED.name, SEND.name, LISTENING.name, FORGOTTEN.name),
 )
 CLIENT_LOG = LogKind(BEGIN_SHAPE.pattern, OUTCOME_SHAPE.pattern, wanted=(BEGIN.name, OUTCOME.name))
 NEMESIS_LOG = LogKind(wanted=(FAULT.name, HEAL.name))
@@ -362,14 +364,17 @@ class LogReader:
     def participant_lines(self, log: Log) -> Iterator[tuple[str, int, str, str, Observation | None]]:
         """(what, at, txid, claim, observation) for the lines of a participant's
         log the checker reads, in log order: a sent "VOTE" or "OUTCOME" and the
-        state it claims; a "durable" or "restored" record and its observation;
-        or "listening" (a start)."""
+        state it claims ("forgotten" for the NOK of a txid compaction forgot,
+        which claims no record); a "durable" or "restored" record and its
+        observation; "listening" (a start); or "forgotten" (compaction), with
+        the txids it dropped, comma-separated, in place of one txid."""
         listed: dict[str, tuple[str, ...]] = {}  # participants field -> tuple: one per distinct list
         for at, m in self.lines_of(log, PARTICIPANT_LOG):
             shape = m.lastgroup
             if shape == "vote":
-                txid, yes = m.group("vote_txid", "yes")
-                yield "VOTE", at, txid, "prepared" if yes == "ok" else "aborted", None
+                txid, yes, reason = m.group("vote_txid", "yes", "vote_reason")
+                claim = "prepared" if yes == "ok" else FORGOTTEN_REASON if reason == FORGOTTEN_REASON else "aborted"
+                yield "VOTE", at, txid, claim, None
                 continue
             if shape == "outcome":
                 txid, claim = m.group("outcome_txid", "claim")
@@ -391,6 +396,9 @@ class LogReader:
                     continue
                 if event == "listening":
                     yield "listening", at, "", "", None
+                    continue
+                if event == FORGOTTEN.name:
+                    yield FORGOTTEN.name, at, f.get("txids", ""), "", None
                     continue
                 try:
                     txid, state, value, version = f["txid"], f["state"], int(f["value"]), int(f["version"])
