@@ -323,3 +323,18 @@ def test_a_running_participant_logs_checkpoints_the_guard_reads(
     assert " checkpoint " in text and " forgotten " in text
     found = last_store_in_log(tmp_path / "s.log")
     assert found is not None and found.version >= 3  # a checkpoint after the start's version 0
+
+
+def test_marks_a_rejoining_peer_learns_cover_records_still_held() -> None:
+    # A committed transaction still held (not forgotten) at the peer: the
+    # rejoined participant must not vote yes on a duplicate PREPARE of it.
+    peer = ParticipantCore.restore(PEER, [], cluster=MEMBERS, compact=True)
+    peer.on_request(1, Prepare(txid="a-4", value=9, participants=MEMBERS))
+    peer.on_peer_reply(ME, Outcome(txid="a-4", state=TxState.PREPARED))
+    assert peer.records["a-4"].state is TxState.COMMITTED and not peer.forgotten
+    (marked,) = replies(peer.on_request(2, Marks(after="")))
+    assert isinstance(marked, Marked) and dict(marked.marks) == {"a": 4}
+    lost = ParticipantCore.restore(ME, [], cluster=MEMBERS, rejoining=True)
+    lost.rejoined(9, 1, marks=dict(marked.marks))
+    (vote,) = replies(lost.on_request(3, Prepare(txid="a-4", value=9, participants=MEMBERS)))
+    assert vote == Vote(txid="a-4", yes=False, code=NokCode.ABORTED, reason=FORGOTTEN)

@@ -455,7 +455,7 @@ class ParticipantCore:
             case Status():
                 return [Reply(conn=conn, msg=self.status())]
             case Marks():
-                page = sorted((c, s) for c, s in self.forgotten.items() if c > msg.after)
+                page = sorted((c, s) for c, s in self.seen_marks().items() if c > msg.after)
                 return [Reply(conn=conn, msg=Marked(marks=tuple(page[:MARKS_PAGE]), more=len(page) > MARKS_PAGE))]
             case _:
                 return [
@@ -550,6 +550,21 @@ class ParticipantCore:
             committed=self.committed_count,
             aborted=self.aborted_count,
         )
+
+    def seen_marks(self) -> dict[str, int]:
+        """Per client, the highest seq this participant forgot or holds a record
+        of: what MARKS answers a rejoining peer. Not the forgotten marks alone: a
+        peer that lost its store must refuse a duplicate PREPARE of every
+        transaction decided before it rejoined, forgotten here or not (a
+        committed one still held here would otherwise get a fresh yes there,
+        and be applied twice); the ones still undecided it learns apart, as
+        in-flight records (:meth:`rejoined`)."""
+        seen = dict(self.forgotten)
+        for client, seqs in self._by_client.items():
+            top = max(seqs)
+            if top > seen.get(client, 0):
+                seen[client] = top
+        return seen
 
     def is_forgotten(self, txid: str) -> bool:
         """No record of ``txid``, and it is at or below its client's mark."""
