@@ -137,6 +137,27 @@ def check_run(folder: Path) -> CheckReport:
     return excuse_interrupted(report, str(interrupted)) if interrupted else report
 
 
+def _parse_storage(entry: Any) -> tuple[list[tuple[str, int, int]], list[str], tuple[int, int]] | str | None:
+    """A participant's entry of final_states.json as _Checker._storage returns
+    it; None when it has no storage records, or what is wrong with them. Its
+    committed list leaves the entry: read once, held once (a long run's
+    stores hold hundreds of thousands, and the JSON form is twice the size)."""
+    storage = entry.get("storage") if isinstance(entry, dict) else None
+    if not isinstance(storage, dict) or "committed" not in storage:
+        return None
+    try:
+        seq = [(intern(str(t)), int(v), int(val)) for t, v, val in storage.pop("committed")]
+        raw_prepared = storage.get("prepared", [])
+        if not isinstance(raw_prepared, list):
+            raise TypeError("prepared is not a list")
+        prepared = [str(t) for t in raw_prepared]
+        forgotten = storage.get("forgotten")
+        base = (int(forgotten["version"]), int(forgotten["storage_server"])) if forgotten is not None else (0, 0)
+    except (TypeError, ValueError, KeyError):
+        return "are malformed"
+    return seq, prepared, base
+
+
 class _Checker:
     def __init__(
         self, folder: Path, participants: list[tuple[str, str]], clients: list[str], final: dict[str, Any]
@@ -147,6 +168,8 @@ class _Checker:
         self.node_of = {address: node for node, address in participants}
         self.client_names = clients
         self.final = final
+        # Each store's records, parsed before the logs are read (their JSON form is freed).
+        self._stores = {node: _parse_storage(final.get(node)) for node, _ in participants}
         self.violations: list[Violation] = []
         self.reader = LogReader(folder, self.violations)
         # participant node -> txid -> what the rules need of its observations
@@ -536,25 +559,14 @@ class _Checker:
         the (version, value) its compaction's summary holds ((0, 0) without
         compaction: its committed list then starts at version 1) from
         final_states.json, or None (flagged) when they are missing or malformed."""
-        entry = self.final.get(node)
-        storage = entry.get("storage") if isinstance(entry, dict) else None
-        if not isinstance(storage, dict) or "committed" not in storage:
+        parsed = self._stores.get(node)
+        if parsed is None:
             self.flag(ViolationKind.MISSING_FINAL_STATE, None, f"final_states.json has no storage records for {node}")
             return None
-        try:
-            seq = [(str(t), int(v), int(val)) for t, v, val in storage["committed"]]
-            raw_prepared = storage.get("prepared", [])
-            if not isinstance(raw_prepared, list):
-                raise TypeError("prepared is not a list")
-            prepared = [str(t) for t in raw_prepared]
-            forgotten = storage.get("forgotten")
-            base = (int(forgotten["version"]), int(forgotten["storage_server"])) if forgotten is not None else (0, 0)
-        except (TypeError, ValueError, KeyError):
-            self.flag(
-                ViolationKind.MISSING_FINAL_STATE, None, f"final_states.json: {node}'s storage records are malformed"
-            )
+        if isinstance(parsed, str):
+            self.flag(ViolationKind.MISSING_FINAL_STATE, None, f"final_states.json: {node}'s storage records {parsed}")
             return None
-        return seq, prepared, base
+        return parsed
 
     def _check_forgotten_count(self, node: str, gone: set[str]) -> None:
         """The store's compaction summary counts as many commits as the log's
