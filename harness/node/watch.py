@@ -78,7 +78,8 @@ def compact(line: str, *, node: bool = False) -> str:
             text += f" {f.pop('txid')}"
         if verb == "STATE":
             f.pop("node", None)
-        extra = _kv(f, frozenset({"participants"}))
+        # A PREPARE's age (prio, lockless: wait-die) is for participants, not for a person: the log keeps it.
+        extra = _kv(f, frozenset({"participants", "prio", "lockless"}))
         return short_txid(f"{head} {text}{' ' + extra if extra else ''}")
     f = _fields(rest)
     words = [event]
