@@ -8,6 +8,7 @@ import os
 import resource
 import time
 from dataclasses import replace
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -140,6 +141,28 @@ def _private_mib(pid: int) -> float:
     return total / 1024
 
 
+def start_participants(
+    procs: Processes, folder: Path, *, compact: bool = False
+) -> tuple[list[BaseProcess], list[tuple[str, int]]]:
+    """Three participants that do not fsync (memory does not depend on it), forked
+    by the runner's own child entry point, with their logs and data in ``folder``;
+    their processes and addresses once all listen."""
+    started = []
+    for i in range(1, PARTICIPANTS + 1):
+        config = ParticipantConfig(
+            node=f"server{i}",
+            host=HOST,
+            port=0,
+            data=folder / "data" / f"server{i}.sqlite3",
+            log=folder / f"server{i}.log",
+            durable=False,
+            compact=compact,
+        )
+        started.append(fork(procs, participant_child, (config,), f"server{i}"))
+    addresses = [(a[0], a[1]) for a in await_all(started)]
+    return [p for p, _ in started], addresses
+
+
 def memory(workdir: Path, transactions: int) -> dict[str, Any]:
     """Resident memory of three participants and one client forked by the
     runner's own child entry points, after ``transactions`` transactions (and
@@ -153,19 +176,7 @@ def memory(workdir: Path, transactions: int) -> dict[str, Any]:
     procs = Processes()
     try:
         echo_proc, _ = start_echoes(procs, 1)[0]
-        started = []
-        for i in range(1, PARTICIPANTS + 1):
-            config = ParticipantConfig(
-                node=f"server{i}",
-                host=HOST,
-                port=0,
-                data=folder / "data" / f"server{i}.sqlite3",
-                log=folder / f"server{i}.log",
-                durable=False,
-            )
-            started.append(fork(procs, participant_child, (config,), f"server{i}"))
-        addresses = [(a[0], a[1]) for a in await_all(started)]
-        participants = [p for p, _ in started]
+        participants, addresses = start_participants(procs, folder)
         go = MP.Event()
         ccfg = ClientConfig(
             name="client1", servers=addresses, log=folder / "client1.log", values=lambda op: op, count=10**9

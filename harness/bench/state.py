@@ -24,12 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.bench.floor import HOST, PARTICIPANTS, await_all, fork
-from harness.bench.measure import RESULT_WAIT, proc_status
-from harness.experiment.children import client_child, participant_child
+from harness.bench.measure import RESULT_WAIT, proc_status, start_participants
+from harness.experiment.children import client_child
 from harness.experiment.processes import MP, READY_TIMEOUT, Processes, RunError, await_ready
 from harness.experiment.workload import ClientConfig
-from harness.node.serve import ParticipantConfig
 from harness.node.storage import Storage
 from harness.protocol.participant import ParticipantCore
 
@@ -69,20 +67,7 @@ def state(workdir: Path, transactions: int, every: int) -> dict[str, Any]:
     procs = Processes()
     samples: list[dict[str, float]] = []
     try:
-        started = []
-        for i in range(1, PARTICIPANTS + 1):
-            config = ParticipantConfig(
-                node=f"server{i}",
-                host=HOST,
-                port=0,
-                data=folder / "data" / f"server{i}.sqlite3",
-                log=folder / f"server{i}.log",
-                durable=False,
-                compact=True,
-            )
-            started.append(fork(procs, participant_child, (config,), f"server{i}"))
-        addresses = [(a[0], a[1]) for a in await_all(started)]
-        participants = [p for p, _ in started]
+        participants, addresses = start_participants(procs, folder, compact=True)
         go = MP.Event()
         ccfg = ClientConfig(
             name="client1",

@@ -285,12 +285,7 @@ class Storage:
         if forgets:
             self._write_forgetting(records, forgets)
             return
-        store = self.identity.store
-        rows = []
-        for r in records:
-            participants = ",".join(r.participants)
-            crc = checksum(store, r.txid, r.state.value, r.value, participants, r.version)
-            rows.append((r.txid, r.state.value, r.value, participants, r.version, crc))
+        rows = self._rows(records)
         if len(rows) == 1:  # one statement is its own transaction: spare the BEGIN and COMMIT calls
             self._db.execute(_UPSERT, rows[0])
         elif len(rows) <= _ROWS_PER_STATEMENT:  # likewise: one statement, rows applied in order
@@ -301,13 +296,19 @@ class Storage:
             self._db.execute("COMMIT")
         self.check_files()
 
-    def _write_forgetting(self, records: Sequence[TxRecord], forgets: Sequence[Forget]) -> None:
+    def _rows(self, records: Sequence[TxRecord]) -> list[tuple[str, str, int, str, int, str]]:
+        """The table's rows for ``records``, each with its checksum."""
         store = self.identity.store
         rows = []
         for r in records:
             participants = ",".join(r.participants)
             crc = checksum(store, r.txid, r.state.value, r.value, participants, r.version)
             rows.append((r.txid, r.state.value, r.value, participants, r.version, crc))
+        return rows
+
+    def _write_forgetting(self, records: Sequence[TxRecord], forgets: Sequence[Forget]) -> None:
+        store = self.identity.store
+        rows = self._rows(records)
         marks = {client: seq for f in forgets for client, seq in f.marks}
         s = forgets[-1].summary
         db = self._db
