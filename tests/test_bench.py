@@ -45,6 +45,7 @@ TINY = [
 ]
 
 
+@pytest.mark.timeout(180)
 def test_bench_quick_measures_every_section_and_writes_json(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
