@@ -29,6 +29,7 @@ import pytest
 from harness.events.log import format_line, format_message_line, utc_timestamp
 from harness.events.schema import (
     BEGIN,
+    COMPACTED,
     CONNECTED,
     DECIDE,
     DURABLE,
@@ -1376,3 +1377,41 @@ def test_checker_catches_a_coordinator_committing_on_its_deadline_without_every_
     assert _timeouts(folder) >= 1
     validity = [v for v in report.violations if v.kind == "validity" and "before server2 voted yes" in v.message]
     assert validity, show(report)
+
+
+# ====================================================================== compaction, across a kill
+
+
+def killed_after_forgetting(r: FakeRun, *, logs_marks: bool) -> dict[str, Any]:
+    """server2 compacts: its store forgets both aborted first transactions (their
+    clients moved on), but the process dies before the "forgotten" line leaves
+    its buffer; it restarts from what the store kept, saying which marks it
+    holds when ``logs_marks`` (as ParticipantNode.start does)."""
+    kept = {t: rec for t, rec in r.records["server2"].items() if t not in (ABORTED_1, ABORTED_2)}
+    if logs_marks:
+        marks = ",".join(f"{t.rsplit('-', 1)[0]}:1" for t in (ABORTED_1, ABORTED_2))
+        r.emit("server2", COMPACTED, marks=marks, version=2)
+    r.start("server2", kept)
+    r.stop()
+    final = r.final_states()
+    final["server2"]["storage"]["forgotten"] = {
+        "storage_server": VALUE[COMMITTED_2],
+        "version": 2,
+        "committed": 0,
+        "aborted": 2,
+        "marks": 2,
+    }
+    return final
+
+
+def test_records_forgotten_by_a_participant_killed_before_its_forgotten_line_are_not_lost(tmp_path: Path) -> None:
+    r = consistent_run(stop=False)
+    _, report = check(r, tmp_path, killed_after_forgetting(r, logs_marks=True))
+    assert report.consistent, show(report)
+
+
+def test_without_the_marks_at_its_start_the_same_records_are_lost(tmp_path: Path) -> None:
+    r = consistent_run(stop=False)
+    _, report = check(r, tmp_path, killed_after_forgetting(r, logs_marks=False))
+    assert kinds(report) == {"lost"}, show(report)
+    assert {v.txid for v in report.violations} == {ABORTED_1, ABORTED_2}

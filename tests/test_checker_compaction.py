@@ -129,3 +129,20 @@ def test_replicas_that_disagree_on_a_version_both_kept(folder: Path) -> None:
     (folder / "final_states.json").write_text(json.dumps(data))
     report = check_run(folder)
     assert "replicas" in kinds(report), [v.message for v in report.violations]
+
+
+def test_a_summary_whose_value_another_replica_contradicts(folder: Path) -> None:
+    data = final(folder)
+    summary = data["server1"]["storage"]["forgotten"]
+    others = [item for item in data["server2"]["storage"]["committed"] if item[1] == summary["version"]]
+    if not others:  # server2 forgot that version too: give it the commit back, as a store that kept it would
+        others = [[f"client9-ffffffffffff-{summary['version']}", summary["version"], summary["storage_server"]]]
+        data["server2"]["storage"]["committed"] = sorted(
+            [*data["server2"]["storage"]["committed"], others[0]], key=lambda item: item[1]
+        )
+    summary["storage_server"] = others[0][2] + 1
+    (folder / "final_states.json").write_text(json.dumps(data))
+    report = check_run(folder)
+    assert any("compaction summary holds value" in v.message for v in report.violations), [
+        v.message for v in report.violations
+    ]

@@ -6,8 +6,23 @@ from the core, so that a wrong grant or a wrong death is caught.
 
 from __future__ import annotations
 
+import pytest
+
 from harness.protocol.conflict import ConflictPolicy
-from harness.protocol.messages import Abort, Commit, Message, NokCode, Outcome, Prepare, Resolve, Status, TxState, Vote
+from harness.protocol.messages import (
+    FORGOTTEN,
+    Abort,
+    Commit,
+    Error,
+    Message,
+    NokCode,
+    Outcome,
+    Prepare,
+    Resolve,
+    Status,
+    TxState,
+    Vote,
+)
 from harness.protocol.participant import Action, ParticipantCore, Persist, Reply, TxRecord
 
 ME = "127.0.0.1:8886"
@@ -158,11 +173,16 @@ def test_a_crash_forgets_the_queue() -> None:
     assert isinstance(vote, Vote) and not vote.yes
 
 
-def test_a_peer_decision_releasing_the_lock_grants_the_waiter() -> None:
+@pytest.mark.parametrize(
+    "answer",
+    [Outcome(txid=HOLDER, state=TxState.ABORTED), Error(code=FORGOTTEN, txid=HOLDER, detail="")],
+    ids=["aborted", "forgotten"],
+)
+def test_a_peer_decision_releasing_the_lock_grants_the_waiter(answer: Message) -> None:
     c = held(core())
     c.on_request(2, prepare(OLD))
     c.on_timeout(HOLDER)  # asks P2
-    actions = c.on_peer_reply(P2, Outcome(txid=HOLDER, state=TxState.ABORTED))
+    actions = c.on_peer_reply(P2, answer)
     assert (2, Vote(txid=OLD, yes=True)) in replies(actions) and c.lock == OLD
 
 

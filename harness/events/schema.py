@@ -180,6 +180,17 @@ FORGOTTEN = EventKind(
         _f("version", INT, "the version the summary holds"),
     ),
 )
+COMPACTED = EventKind(
+    "compacted",
+    Role.PARTICIPANT,
+    "at a start, what compaction left in the store besides its records: its clients' high-water marks and "
+    "the summary's version (a record durable before the start and missing after it, decided, and at or "
+    "below its client's mark was forgotten, even if the 'forgotten' line was lost with the process)",
+    (
+        _f("marks", LIST, "client:seq, every high-water mark"),
+        _f("version", INT, "the version the summary holds"),
+    ),
+)
 BAD_INPUT = EventKind(
     "bad-input",
     Role.PARTICIPANT,
@@ -344,6 +355,7 @@ KINDS: dict[str, EventKind] = {
         RECOVERED,
         DURABLE,
         FORGOTTEN,
+        COMPACTED,
         CHECKPOINT,
         BAD_INPUT,
         FATAL,

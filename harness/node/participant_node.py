@@ -40,6 +40,7 @@ from harness.events.log import EventLog, log_record
 from harness.events.schema import (
     BAD_INPUT,
     CHECKPOINT,
+    COMPACTED,
     DISCONNECT,
     LISTENING,
     OVERLOAD,
@@ -206,6 +207,14 @@ class ParticipantNode:
         self._timers = Deadlines(loop, self.resolve_after, self._timeout)
         c = self.core
         self._durable_version = c.version  # restored from durable records (and what compaction left)
+        if summary is not None or marks:
+            # Before the records (and the "listening" line): which txids this store forgot, even if the
+            # process died before it could log them (harness.verify.checker reads it at the restart).
+            self.log.write(
+                COMPACTED,
+                marks=",".join(f"{client}:{seq}" for client, seq in sorted(marks.items())),
+                version=summary.version if summary is not None else 0,
+            )
         if records:
             # Every durable record, once per restart: a record made durable just
             # before a SIGKILL may have missed its "durable" line, and the

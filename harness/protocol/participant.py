@@ -475,7 +475,8 @@ class ParticipantCore:
                 return []
             if record is None or record.state is not TxState.PREPARED or peer not in record.participants:
                 return []
-            return self._decide(record, TxState.ABORTED, f"peer {peer} forgot it: it never committed")
+            # The lock is free again: the oldest waiter (wait-die) is granted at once, as after any decision.
+            return self._decide(record, TxState.ABORTED, f"peer {peer} forgot it: it never committed") + self._grant()
         if not isinstance(msg, Outcome):
             return []  # an ERROR or stray reply: the timer will ask again
         if self.cluster is not None and peer not in self.cluster:

@@ -35,9 +35,10 @@ from sys import intern
 from typing import Any
 
 from harness.events.log import typed_fields
-from harness.events.schema import FAULT, FORGOTTEN, HEAL, EventKind
+from harness.events.schema import COMPACTED, FAULT, FORGOTTEN, HEAL, EventKind
 from harness.protocol.messages import FORGOTTEN as FORGOTTEN_REASON
 from harness.protocol.messages import NokCode
+from harness.protocol.participant import parse_txid
 from harness.verify.databases import check_database, postmaster_restarts, resolver_decisions
 from harness.verify.interrupted import excuse_interrupted
 from harness.verify.model import CheckError, CheckReport, ClientStats, ReplicaStats, Violation, ViolationKind
@@ -267,8 +268,17 @@ class _Checker:
         log = self.reader.log(node)
         if log is None:
             return
+        marks: dict[str, int] = {}  # this start's compaction marks ("compacted", before "listening")
         for what, at, txid, claim, o in self.reader.participant_lines(log):
+            if what == COMPACTED.name:
+                for mark in filter(None, txid.split(",")):
+                    client, _, seq = mark.rpartition(":")
+                    marks[client] = int(seq) if seq.isdigit() else -1
+                continue
             if what == "listening":  # a start
+                if marks:
+                    self._forgotten_unlogged(node, durable, restored, marks)
+                    marks = {}
                 stats.restarts += 1
                 if stats.restarts > 1:
                     self._check_restart(node, durable, restored, log, at)
@@ -285,7 +295,7 @@ class _Checker:
                 restored = {}
                 continue
             if what == FORGOTTEN.name:  # compaction (--compact): records dropped, decided ones only
-                for t in txid.split(","):
+                for t in filter(None, txid.split(",")):  # none: a rejoin's marks alone
                     gone = durable.pop(t, None)
                     if gone is None or gone.state == "prepared":
                         how = "while prepared on it" if gone else "with no durable record of it"
@@ -350,6 +360,20 @@ class _Checker:
             if o.why.startswith(_BY_PEERS_PREFIXES):
                 self.resolved_by_peers.add(txid)
         stats.restarts = max(0, stats.restarts - 1)
+
+    def _forgotten_unlogged(
+        self, node: str, durable: dict[str, Observation], restored: dict[str, Observation], marks: dict[str, int]
+    ) -> None:
+        """At a start: a record durable before it, decided, missing from the
+        store now and at or below its client's mark was forgotten, though the
+        process died before its "forgotten" line (the store's write comes
+        first). Anything else missing stays for _check_restart to judge."""
+        for t, o in list(durable.items()):
+            if t in restored or o.state == "prepared" or (parsed := parse_txid(t)) is None:
+                continue
+            if parsed[1] <= marks.get(parsed[0], -1):
+                del durable[t]
+                self.forgotten[node].add(intern(t))
 
     def _observe(self, node: str, tracks: dict[str, _Track], txid: str, o: Observation) -> None:
         """Stability, as the observations of ``txid`` at ``node`` come in:
@@ -595,6 +619,7 @@ class _Checker:
 
     def check_replicas(self) -> None:
         sequences: dict[str, list[tuple[str, int, int]]] = {}
+        summaries: dict[str, tuple[int, int]] = {}  # node -> (version, value) its compaction's summary holds
         for node, _ in self.participants:
             entry = self.final.get(node) or {}
             status = entry.get("status") if isinstance(entry, dict) else None
@@ -605,6 +630,8 @@ class _Checker:
             seq, prepared, (base, base_value) = stored_records
             self.stored[node] = seq
             sequences[node] = seq
+            if base:
+                summaries[node] = (base, base_value)
             # Without compaction the store holds every commit: versions 1..N.
             # With it, the commits it has not forgotten, at distinct versions.
             expected = count(1) if not base else iter(sorted({v for _, v, _ in seq}))
@@ -691,6 +718,19 @@ class _Checker:
                         f"{node} logged {txid} at version {o.version} value {o.value}, "
                         f"storage says version {stored[txid][0]} value {stored[txid][1]}",
                         o.cite(),
+                    )
+        # A compacting replica's summary holds the value of its version: any replica
+        # that kept that version's commit must hold the same value there.
+        for node, (v, val) in summaries.items():
+            for other, seq in sequences.items():
+                kept = next((item for item in seq if item[1] == v), None)
+                if kept is not None and kept[2] != val:
+                    self.flag(
+                        ViolationKind.REPLICAS,
+                        kept[0],
+                        f"{node}'s compaction summary holds value {val} at version {v}, "
+                        f"{other}'s store holds {kept[0]} with value {kept[2]} there",
+                        *self._cite_commit(other, kept[0]),
                     )
         if sequences:
             # By version: a compacting replica keeps only the commits after its

@@ -17,6 +17,7 @@ from sys import intern
 
 from harness.events.schema import (
     BEGIN,
+    COMPACTED,
     DURABLE,
     EVENTS,
     FAULT,
@@ -151,7 +152,7 @@ PARTICIPANT_LOG = LogKind(
     rf"(?: code=[a-z]++)?(?: reason=(?P<vote_reason>[^=\n]*+))?{_END})",
     # a sent OUTCOME and the state it claims
     rf"(?P<outcome>send peer={_WORD}++ msg=OUTCOME txid=(?P<outcome_txid>{_WORD}++) state=(?P<claim>{_WORD}*+){_END})",
-    wanted=(DURABLE.name, RESTORED.name, SEND.name, LISTENING.name, FORGOTTEN.name),
+    wanted=(DURABLE.name, RESTORED.name, SEND.name, LISTENING.name, FORGOTTEN.name, COMPACTED.name),
 )
 CLIENT_LOG = LogKind(BEGIN_SHAPE.pattern, OUTCOME_SHAPE.pattern, wanted=(BEGIN.name, OUTCOME.name))
 NEMESIS_LOG = LogKind(wanted=(FAULT.name, HEAL.name))
@@ -366,8 +367,9 @@ class LogReader:
         log the checker reads, in log order: a sent "VOTE" or "OUTCOME" and the
         state it claims ("forgotten" for the NOK of a txid compaction forgot,
         which claims no record); a "durable" or "restored" record and its
-        observation; "listening" (a start); or "forgotten" (compaction), with
-        the txids it dropped, comma-separated, in place of one txid."""
+        observation; "listening" (a start); "forgotten" (compaction), with
+        the txids it dropped, comma-separated, in place of one txid; or
+        "compacted" (a start's marks, client:seq comma-separated, in its place)."""
         listed: dict[str, tuple[str, ...]] = {}  # participants field -> tuple: one per distinct list
         for at, m in self.lines_of(log, PARTICIPANT_LOG):
             shape = m.lastgroup
@@ -399,6 +401,9 @@ class LogReader:
                     continue
                 if event == FORGOTTEN.name:
                     yield FORGOTTEN.name, at, f.get("txids", ""), "", None
+                    continue
+                if event == COMPACTED.name:
+                    yield COMPACTED.name, at, f.get("marks", ""), "", None
                     continue
                 try:
                     txid, state, value, version = f["txid"], f["state"], int(f["value"]), int(f["version"])
