@@ -102,6 +102,11 @@ async def gather_marks(addresses: list[tuple[str, int]], ssl_context: ssl.SSLCon
     return merged
 
 
+def _seen(state: State | str) -> tuple[int, int, str | None] | None:
+    """What a peer's STATE says of its decided state and its lock (None: no answer)."""
+    return (state.storage_server, state.version, state.lock) if isinstance(state, State) else None
+
+
 async def learn_from_peers(node: RejoiningNode) -> None:
     """Ask every peer's STATE until all answer and agree; then record that
     state, settle what they hold prepared from this participant's own log
@@ -118,6 +123,14 @@ async def learn_from_peers(node: RejoiningNode) -> None:
         locks = {s.lock for s in answered if s.lock is not None}
         in_flight = in_flight_from_log(node.log.path, locks) if locks else []
         marks = await gather_marks(addresses, ssl_context) if len(answered) == len(peers) and agree else None
+        if marks is not None:
+            # The marks came after the states: a peer that prepared a transaction in
+            # between raised its mark without it being in flight here, so this node
+            # would call it forgotten though its old self may have voted yes on it.
+            # The states must be the same again, or ask afresh.
+            again = await query_all(addresses, timeout=CONNECT_TIMEOUT, ssl=ssl_context)
+            if [_seen(s) for s in again] != [_seen(s) for s in states]:
+                marks = None
         if len(answered) == len(peers) and agree and in_flight is not None and marks is not None:
             value, version = (answered[0].storage_server, answered[0].version) if answered else (0, 0)
             node.apply(node.core.rejoined(value, version, in_flight, marks))
