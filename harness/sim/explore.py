@@ -12,6 +12,11 @@ schedule (write held records, restart the crashed, deliver what is in flight,
 start the clients, fire the timers) must reach a quiet state that passes
 check_quiescent; each state records its healing successor, so this costs one
 pass over the states.
+
+Two cores (``workers=2``): the search goes level by level, and a forked worker
+expands the tail of each large level while this process expands the head,
+then merges the tail in order; the store, and so every figure and trace, is
+the serial one (harness.sim.parallel says why).
 """
 
 from __future__ import annotations

@@ -78,6 +78,7 @@ class Interned:
         self._canon_nodes: dict[tuple[int, ...], tuple[tuple[int, ...], list[int]]] = {}
         self._net_ren: dict[tuple[int, int], int] = {}
         self._eren: dict[int, list[int]] = {}  # entry id -> its id under each renaming
+        self._tables_now: list[list[Any] | dict[Any, Any]] | None = None  # see checkpoint
         if self.sym is not None:
             self._cperms = len(self.sym.cperms)
             # Per client renaming, the old client that lands in each new position.
@@ -144,11 +145,14 @@ class Interned:
                 out[core[0]] = None
         return list(out)
 
-    def checkpoint(self) -> tuple[int, ...]:
+    def checkpoint(self) -> list[int]:
         """A point to roll back to (see rollback)."""
-        return tuple(len(t) for t in self._tables())
+        tables = self._tables_now
+        if tables is None:
+            tables = self._tables_now = self._tables()  # the same objects for good: listed once
+        return [len(t) for t in tables]
 
-    def rollback(self, point: tuple[int, ...]) -> None:
+    def rollback(self, point: list[int]) -> None:
         """Forget every id given and every memo made since ``point``. Dicts
         keep insertion order, so what came since is their tail."""
         tables = self._tables()

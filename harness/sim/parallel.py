@@ -1,34 +1,39 @@
-"""A second core for the explorer: one breadth-first level expanded by a forked worker, merged as if serial.
+"""A second core for the explorer: the tail of each large breadth-first level expanded by a forked worker.
 
 Theory of operation. The explorer (harness.sim.explore) expands the states of
 one BFS level in their order, and for each successor finds its class's
-packed representative in the store, adding it if new. Expanding a state
-(its steps, their successors, their canonical forms) is the costly part and
-reads the store not at all; it only reads and extends the interned tables
-(harness.sim.interned), whose ids are given in order of first use. So a
-forked worker, a copy of the explorer as the level began, expands the
-level's last states while the explorer expands the first ones, and writes,
+packed representative in the store, adding it if new. Expanding a state (its
+steps, their successors, their canonical forms) is the costly part and reads
+the store not at all: only the interned tables (harness.sim.interned), whose
+ids are given in order of first use. So a worker process, forked once at the
+first level of at least MIN_LEVEL states, is sent the packed states of each
+such level's tail while the explorer expands its head itself; it sends back,
 per state, each successor's packed representative, its class size and its
-healing rank (:func:`expand`). The explorer then merges those into the store
-in order, exactly as if it had computed them itself.
+healing rank (:func:`expand`), which the explorer merges into the store in
+order, exactly as if it had computed them. The head's share follows the two
+sides' measured speeds, so that both finish together; it changes no result.
 
 Why the merged result is the serial one (same states in the same order, so
-the same counts, depths, violations and traces): a state whose expansion
-gives no new id (snapshot, entry, blurred key) reads only ids the explorer
-had when it forked, and every computation on them is a pure function of
-their contents, memoised or not; the explorer, which by then holds more ids
-but the same ones below, computes the same. A state whose expansion needs a
-new id (a few tens per level, out of tens of thousands) would give it a
-number the explorer might give to something else, so the worker rolls its
-tables back to before that state (Interned.rollback) and leaves the state
-to the explorer, which expands it itself when merging reaches it: the ids
-are then given in the serial order. So is a state with a violation (the
-explorer rebuilds the trace from its own tables).
+the same counts, depths, violations and traces): the worker's tables are
+always a prefix of the explorer's. With each batch, the explorer sends the
+snapshots, entries and blurred keys it gave ids since the last one
+(Interned.ids_since), and the worker gives them the same ids, in the same
+order (Interned.adopt). A state whose expansion gives no new id reads only
+ids both hold, and every computation on them is a pure function of their
+contents, memoised or not: the explorer would compute the same. A state whose
+expansion needs a new id (tens per level, out of tens of thousands) might
+number it differently, so the worker rolls its tables back to before that
+state (Interned.rollback) and leaves it to the explorer, which expands it
+itself when the merge reaches it: ids are then given in the serial order. So
+is a state with a violation (the explorer rebuilds the trace from its own
+tables).
 
-The worker is a child process made with os.fork (its tables are copied on
-write, nothing is pickled on the way in); it writes its results with marshal
-to an unnamed temporary file and exits; the explorer waits for it by its
-pid, and kills it by that pid if it stops first (a violation, max_states).
+What crosses the pipe: states as packed bytes (marshal); new snapshots and
+entries pickled, except core classes, which go by their number in the list
+of classes both processes held at the fork (a broken variant's class is made
+at run time and cannot be pickled by name). A class first met after the fork
+must be importable; if not, pickling fails and the explorer goes on alone.
+The explorer kills the worker by its pid when it stops and reaps it.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ from harness.sim.transitions import Transitions
 # representative, the size of its class, and its healing rank.
 Expanded = tuple[int, list[tuple[bytes, int, int]]] | None
 
-MIN_LEVEL = 1_000  # a smaller level is expanded serially: the fork would cost more than it saves
+MIN_LEVEL = 4_000  # a smaller level is expanded by the explorer alone: sharing it would cost more than it saves
 
 
 def expand(ex: Transitions, order: list[bytes], lo: int, hi: int) -> list[Expanded]:
