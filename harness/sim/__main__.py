@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -112,6 +113,14 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="store every state, not one per class of states equal up to renaming clients and participants: "
         "slower, same verdicts, and the state count the reduced search computes from the classes' sizes",
+    )
+    ex.add_argument(
+        "--workers",
+        type=_positive,
+        choices=(1, 2),
+        default=min(os.cpu_count() or 1, 2),
+        help="processes: 2 expands each large breadth-first level on two cores (a forked worker), with the same "
+        "result as 1",
     )
     ex.add_argument(
         "--no-strangers",
@@ -265,6 +274,7 @@ def explore(args: argparse.Namespace, out: TextIO) -> int:
         symmetry=not args.no_symmetry,
         strangers=not args.no_strangers,
         progress=progress,
+        workers=args.workers,
     )
     result: ExploreResult = explorer.run()
     if err is not None:

@@ -12,17 +12,26 @@ schedule (write held records, restart the crashed, deliver what is in flight,
 start the clients, fire the timers) must reach a quiet state that passes
 check_quiescent; each state records its healing successor, so this costs one
 pass over the states.
+
+Two cores (``workers=2``): the search goes level by level, and a forked worker
+expands the tail of each large level while this process expands the head,
+then merges the tail in order; the store, and so every figure and trace, is
+the serial one (harness.sim.parallel says why).
 """
 
 from __future__ import annotations
 
 import gc
+import os
+import pickle
 import time
 from array import array
 from dataclasses import dataclass, field
+from typing import Any
 
 from harness.sim.invariants import LIVENESS
 from harness.sim.model import PropertyViolation, effect_text
+from harness.sim.parallel import MIN_LEVEL, Expanded, Worker
 from harness.sim.states import Bounds, State, Step, StepKind
 from harness.sim.transitions import NO_RANK, Transitions
 
@@ -45,7 +54,7 @@ class ExploreResult:
     # sizes (group size / stabiliser, see Transitions.canonical), counted
     # rather than explored; without it, ``states``.
     full_states: int = 0
-    cpu_seconds: float = 0.0  # this process's CPU time (the machine may be shared)
+    cpu_seconds: float = 0.0  # CPU time, this process's and its workers' (the machine may be shared)
 
     @property
     def ok(self) -> bool:
@@ -57,7 +66,14 @@ class ExploreResult:
 
 
 class Explorer(Transitions):
-    """Explores every state of the system of :class:`Transitions` (same arguments)."""
+    """Explores every state of the system of :class:`Transitions` (same
+    arguments); ``workers``: 2 expands each level of at least ``split_at``
+    states on two cores (harness.sim.parallel), with the same result."""
+
+    def __init__(self, *args: Any, workers: int = 1, split_at: int = MIN_LEVEL, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.workers = workers
+        self.split_at = max(split_at, 2)
 
     # ------------------------------------------------------------ search
 
@@ -76,9 +92,12 @@ class Explorer(Transitions):
                 gc.enable()
 
     def _run(self) -> ExploreResult:
-        cpu0 = time.process_time()
+        # CPU time: this process's and its workers' (reaped children count in os.times).
+        t = os.times()
+        cpu0 = t.user + t.system + t.children_user + t.children_system
         result = self._search()
-        result.cpu_seconds = time.process_time() - cpu0
+        t = os.times()
+        result.cpu_seconds = t.user + t.system + t.children_user + t.children_system - cpu0
         return result
 
     def _search(self) -> ExploreResult:
@@ -97,12 +116,14 @@ class Explorer(Transitions):
         heal = array("l", [-1])
         transitions = 0
         complete = True
-        i = 0
-        next_report = 50_000
         steps, successor, heal_rank = self.steps, self.successor, self.heal_rank
-        while i < len(order):
+
+        def expand(i: int) -> tuple[int, int, ExploreResult | None]:
+            """Expand state ``i`` here: the transitions, the states without
+            reduction added, and the result if a transition breaks a property."""
             state = unpack(order[i])
             best_rank, best = NO_RANK, -1
+            transitions = added = 0
             for step in steps(state):
                 nxt, violations = successor(state, step)
                 transitions += 1
@@ -111,7 +132,7 @@ class Explorer(Transitions):
                 key = pack(canonical(nxt))
                 j = index.get(key)
                 if j is None:
-                    full += group // self.stabiliser
+                    added += group // self.stabiliser
                     j = index[key] = len(order)
                     order.append(key)
                     parent.append(i)
@@ -121,28 +142,94 @@ class Explorer(Transitions):
                     path = self._path(parent, i)
                     trace, last = self._replay(order, path)
                     lines, violations = self._violating_step(last, key)
-                    return ExploreResult(
-                        states=len(order),
-                        transitions=transitions,
-                        depth=depth[i] + 1,
-                        seconds=time.perf_counter() - t0,
-                        complete=False,
-                        violations=violations,
-                        trace=trace + lines,
-                        symmetry=self.sym is not None,
-                        full_states=full,
+                    return (
+                        transitions,
+                        added,
+                        ExploreResult(
+                            states=len(order),
+                            transitions=0,
+                            depth=depth[i] + 1,
+                            seconds=time.perf_counter() - t0,
+                            complete=False,
+                            violations=violations,
+                            trace=trace + lines,
+                            symmetry=self.sym is not None,
+                        ),
                     )
                 rank = heal_rank(step)
                 if rank < best_rank and j != i:
                     best_rank, best = rank, j
             heal[i] = best
-            i += 1
-            if self.progress is not None and i >= next_report:
-                next_report += 50_000
-                self.progress(i, len(order), depth[i - 1], time.perf_counter() - t0)
-            if self.max_states and len(order) >= self.max_states:
-                complete = False
-                break
+            return transitions, added, None
+
+        def merge(i: int, expanded: tuple[int, list[tuple[bytes, int, int]]]) -> int:
+            """Store what a worker found from state ``i`` (harness.sim.parallel); the states without reduction added."""
+            best_rank, best = NO_RANK, -1
+            added = 0
+            for key, size, rank in expanded[1]:
+                j = index.get(key)
+                if j is None:
+                    added += size
+                    j = index[key] = len(order)
+                    order.append(key)
+                    parent.append(i)
+                    depth.append(depth[i] + 1)
+                    heal.append(-1)
+                if rank < best_rank and j != i:
+                    best_rank, best = rank, j
+            heal[i] = best
+            return added
+
+        # Level by level: order[i:len(order)] is the next level whole. A large
+        # one is split: a forked worker expands its tail while this process
+        # expands its head, then merges the tail in order (harness.sim.parallel).
+        i = 0
+        next_report = 50_000
+        worker: Worker | None = None
+        head_share = 0.5  # of a split level, the part this process expands itself (it merges the rest)
+        try:
+            while i < len(order) and complete:
+                end = split = len(order)
+                if self.workers > 1 and end - i >= self.split_at:
+                    worker = worker or Worker(self)
+                    lo, split = i, i + round((end - i) * head_share)
+                    head_start = time.perf_counter()
+                    try:
+                        worker.start(order, split, end)
+                    except pickle.PicklingError:
+                        # A core class made after the fork (see harness.sim.parallel): on alone.
+                        worker.stop()
+                        worker, split, self.workers = None, end, 1
+                results: list[Expanded] = []
+                while i < end:
+                    if i == split:
+                        assert worker is not None
+                        head = (time.perf_counter() - head_start) / max(split - lo, 1)  # seconds per state
+                        results, tail = worker.collect()
+                        tail /= end - split
+                        # The next level's split: both sides busy as long (the merge is cheap next to either).
+                        head_share = min(max(tail / (head + tail), 0.2), 0.8) if head + tail > 0 else 0.5
+                    hit = results[i - split] if i >= split else None
+                    if hit is None:
+                        n, added, found = expand(i)
+                        if found is not None:
+                            found.transitions = transitions + n
+                            found.full_states = full + added
+                            return found
+                    else:
+                        n, added = hit[0], merge(i, hit)
+                    transitions += n
+                    full += added
+                    i += 1
+                    if self.progress is not None and i >= next_report:
+                        next_report += 50_000
+                        self.progress(i, len(order), depth[i - 1], time.perf_counter() - t0)
+                    if self.max_states and len(order) >= self.max_states:
+                        complete = False
+                        break
+        finally:
+            if worker is not None:
+                worker.stop()
         result = ExploreResult(
             states=len(order),
             transitions=transitions,

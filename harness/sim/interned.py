@@ -35,6 +35,9 @@ from harness.sim.states import (
 )
 from harness.sim.symmetry import Renaming, Symmetry
 
+# What adopt needs: snapshots, entries and blurred keys, each in id order.
+Since = tuple[list[PSnap | CSnap], list[Entry], list[PSnap | CSnap]]
+
 # tuple.__new__ builds a NamedTuple from its fields at C speed (its own
 # __new__ is a Python function).
 _new: Any = tuple.__new__
@@ -75,10 +78,93 @@ class Interned:
         self._canon_nodes: dict[tuple[int, ...], tuple[tuple[int, ...], list[int]]] = {}
         self._net_ren: dict[tuple[int, int], int] = {}
         self._eren: dict[int, list[int]] = {}  # entry id -> its id under each renaming
+        self._tables_now: list[list[Any] | dict[Any, Any]] | None = None  # see checkpoint
         if self.sym is not None:
             self._cperms = len(self.sym.cperms)
             # Per client renaming, the old client that lands in each new position.
             self._client_from = [tuple(c.index(j) for j in range(clients)) for c in self.sym.cperms]
+
+    # ------------------------------------------------------------ checkpoints
+
+    def _tables(self) -> list[list[Any] | dict[Any, Any]]:
+        """Every table that grows as states are explored: the interned ids
+        and what is derived from each, and the memos (a subclass adds its own).
+        Each grows only by appending (lists) or inserting a key on a miss
+        (dicts), so its length marks a point in its history."""
+        return [
+            self._snaps,
+            self._sid,
+            self._durable_state,
+            self._up,
+            self._accepts,
+            self._active,
+            self._startable,
+            self._holds,
+            self._entries,
+            self._eid,
+            self._ren,
+            self._blur,
+            self._blur_ids,
+            self._canon_nodes,
+            self._net_ren,
+            self._eren,
+        ]
+
+    def ids_given(self) -> tuple[int, int, int]:
+        """How many snapshot, entry and blurred-key ids have been given: the
+        only numbers that depend on the order of exploration (harness.sim.parallel)."""
+        return len(self._snaps), len(self._entries), len(self._blur_ids)
+
+    def ids_since(self, given: tuple[int, int, int]) -> Since:
+        """The snapshots, entries and blurred keys given ids since ``given``
+        (an ids_given), in id order: what adopt needs to catch up."""
+        ns, ne, nb = given
+        blurred = list(itertools.islice(self._blur_ids, nb, None))
+        return self._snaps[ns:], self._entries[ne:], blurred
+
+    def adopt(self, given: tuple[int, int, int], since: Since) -> None:
+        """Give the ids another explorer gave since ``given`` (its ids_since,
+        unpickled), in the same order, so that both number everything alike."""
+        assert self.ids_given() == given, "adopt needs the same ids up to there"
+        snaps, entries, blurred = since
+        for snap in snaps:
+            if isinstance(snap, CSnap) and snap.core == FINISHED:
+                snap = snap._replace(core=FINISHED)  # the marker is told by identity; pickling made a copy
+            self._intern(snap)
+        for entry in entries:
+            self._entry(entry)
+        for key in blurred:
+            self._blur_ids.setdefault(key, len(self._blur_ids))
+
+    def core_classes(self) -> list[type]:
+        """The classes of the cores in the snapshots interned so far."""
+        out: dict[type, None] = {}
+        for snap in self._snaps:
+            core = snap.core
+            if isinstance(core, tuple) and len(core) == 2 and isinstance(core[0], type):
+                out[core[0]] = None
+        return list(out)
+
+    def checkpoint(self) -> list[int]:
+        """A point to roll back to (see rollback)."""
+        tables = self._tables_now
+        if tables is None:
+            tables = self._tables_now = self._tables()  # the same objects for good: listed once
+        return [len(t) for t in tables]
+
+    def rollback(self, point: list[int]) -> None:
+        """Forget every id given and every memo made since ``point``. Dicts
+        keep insertion order, so what came since is their tail."""
+        tables = self._tables()
+        entries = next(n for table, n in zip(tables, point, strict=True) if table is self._entries)
+        for eid in range(entries, len(self._entries)):
+            self._to_node[self._entries[eid].dst] &= ~(1 << eid)
+        for table, n in zip(tables, point, strict=True):
+            if isinstance(table, list):
+                del table[n:]
+            else:
+                while len(table) > n:
+                    table.popitem()
 
     # ------------------------------------------------------------ interning
 

@@ -251,6 +251,9 @@ class Transitions(Interned):
         self._heeds: dict[tuple[int, int], tuple[int, ...]] = {}
         self._all_open = [int(Conn.OPEN)] * participants
 
+    def _tables(self) -> list[list[Any] | dict[Any, Any]]:
+        return [*super()._tables(), self._waits, self._verdicts, self._calls, self._heeds]
+
     def initial_state(self) -> State:
         h = self.history
         parts = []
