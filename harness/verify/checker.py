@@ -29,7 +29,6 @@ import gc
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from itertools import count
 from pathlib import Path
 from sys import intern
 from typing import Any
@@ -39,10 +38,11 @@ from harness.events.schema import COMPACTED, FAULT, FORGOTTEN, HEAL, EventKind
 from harness.protocol.messages import FORGOTTEN as FORGOTTEN_REASON
 from harness.protocol.messages import NokCode
 from harness.protocol.participant import parse_txid
-from harness.verify.databases import check_database, postmaster_restarts, resolver_decisions
+from harness.verify.databases import postmaster_restarts, resolver_decisions
 from harness.verify.interrupted import excuse_interrupted
 from harness.verify.model import CheckError, CheckReport, ClientStats, ReplicaStats, Violation, ViolationKind
 from harness.verify.reader import CLIENT_LOG, NEMESIS_LOG, Log, LogReader, Observation
+from harness.verify.stores import check_replicas, parse_storage
 
 # States a participant's record may move through, as the logs spell them.
 _NEXT: dict[str | None, set[str]] = {
@@ -138,27 +138,6 @@ def check_run(folder: Path) -> CheckReport:
     return excuse_interrupted(report, str(interrupted)) if interrupted else report
 
 
-def _parse_storage(entry: Any) -> tuple[list[tuple[str, int, int]], list[str], tuple[int, int]] | str | None:
-    """A participant's entry of final_states.json as _Checker._storage returns
-    it; None when it has no storage records, or what is wrong with them. Its
-    committed list leaves the entry: read once, held once (a long run's
-    stores hold hundreds of thousands, and the JSON form is twice the size)."""
-    storage = entry.get("storage") if isinstance(entry, dict) else None
-    if not isinstance(storage, dict) or "committed" not in storage:
-        return None
-    try:
-        seq = [(intern(str(t)), int(v), int(val)) for t, v, val in storage.pop("committed")]
-        raw_prepared = storage.get("prepared", [])
-        if not isinstance(raw_prepared, list):
-            raise TypeError("prepared is not a list")
-        prepared = [str(t) for t in raw_prepared]
-        forgotten = storage.get("forgotten")
-        base = (int(forgotten["version"]), int(forgotten["storage_server"])) if forgotten is not None else (0, 0)
-    except (TypeError, ValueError, KeyError):
-        return "are malformed"
-    return seq, prepared, base
-
-
 class _Checker:
     def __init__(
         self, folder: Path, participants: list[tuple[str, str]], clients: list[str], final: dict[str, Any]
@@ -170,7 +149,7 @@ class _Checker:
         self.client_names = clients
         self.final = final
         # Each store's records, parsed before the logs are read (their JSON form is freed).
-        self._stores = {node: _parse_storage(final.get(node)) for node, _ in participants}
+        self.parsed_stores = {node: parse_storage(final.get(node)) for node, _ in participants}
         self.violations: list[Violation] = []
         self.reader = LogReader(folder, self.violations)
         # participant node -> txid -> what the rules need of its observations
@@ -468,7 +447,7 @@ class _Checker:
             for node in self.databases & set(self.replicas):
                 self.replicas[node].restarts = postmaster_restarts(self.faults, node)
         self.check_records()
-        self.check_replicas()
+        check_replicas(self)
         abandoned = self.check_clients()
         return CheckReport(
             self.folder,
@@ -578,192 +557,15 @@ class _Checker:
                 commit.cite(),
             )
 
-    def _storage(self, node: str) -> tuple[list[tuple[str, int, int]], list[str], tuple[int, int]] | None:
-        """The node's committed (txid, version, value) list, prepared txids, and
-        the (version, value) its compaction's summary holds ((0, 0) without
-        compaction: its committed list then starts at version 1) from
-        final_states.json, or None (flagged) when they are missing or malformed."""
-        parsed = self._stores.get(node)
-        if parsed is None:
-            self.flag(ViolationKind.MISSING_FINAL_STATE, None, f"final_states.json has no storage records for {node}")
-            return None
-        if isinstance(parsed, str):
-            self.flag(ViolationKind.MISSING_FINAL_STATE, None, f"final_states.json: {node}'s storage records {parsed}")
-            return None
-        return parsed
-
-    def _check_forgotten_count(self, node: str, gone: set[str]) -> None:
-        """The store's compaction summary counts as many commits as the log's
-        "forgotten" lines dropped committed records."""
-        entry = self.final.get(node)
-        summary = entry.get("storage", {}).get("forgotten") if isinstance(entry, dict) else None
-        tracks = self.tracks[node]
-        logged = sum(1 for t in gone if (track := tracks.get(t)) is not None and track.state == "committed")
-        stored = summary.get("committed", 0) if isinstance(summary, dict) else 0
-        if logged != stored:
-            self.flag(
-                ViolationKind.LOG_STORAGE,
-                None,
-                f"{node}'s log shows {logged} committed records forgotten, its store's summary counts {stored}",
-            )
-
-    def _cite_record(self, node: str, txid: str | None) -> list[str]:
+    def cite_record(self, node: str, txid: str | None) -> list[str]:
         """The log line that shows ``node``'s last record of ``txid``, if any."""
         track = self.tracks[node].get(txid) if txid else None
         return [track.last.cite()] if track is not None else []
 
-    def _cite_commit(self, node: str, txid: str | None) -> list[str]:
+    def cite_commit(self, node: str, txid: str | None) -> list[str]:
         """The log line where ``node`` made ``txid`` committed, if any."""
         track = self.tracks[node].get(txid) if txid else None
         return [track.committed.cite()] if track is not None and track.committed is not None else []
-
-    def check_replicas(self) -> None:
-        sequences: dict[str, list[tuple[str, int, int]]] = {}
-        summaries: dict[str, tuple[int, int]] = {}  # node -> (version, value) its compaction's summary holds
-        for node, _ in self.participants:
-            entry = self.final.get(node) or {}
-            status = entry.get("status") if isinstance(entry, dict) else None
-            stats = self.replicas[node]
-            stored_records = self._storage(node)
-            if stored_records is None:
-                continue
-            seq, prepared, (base, base_value) = stored_records
-            self.stored[node] = seq
-            sequences[node] = seq
-            if base:
-                summaries[node] = (base, base_value)
-            # Without compaction the store holds every commit: versions 1..N.
-            # With it, the commits it has not forgotten, at distinct versions.
-            expected = count(1) if not base else iter(sorted({v for _, v, _ in seq}))
-            for (txid, version, _), want in zip(seq, expected, strict=False):
-                if version != want:
-                    rule = f"run 1..{len(seq)} without gaps" if not base else "be distinct"
-                    self.flag(
-                        ViolationKind.REPLICAS,
-                        txid,
-                        f"{node}'s commit of {txid} has version {version}, not {want}: versions must {rule}",
-                        *self._cite_commit(node, txid),
-                    )
-                    break
-            value, version = (seq[-1][2], seq[-1][1]) if seq and seq[-1][1] > base else (base_value, base)
-            last_txid = seq[-1][0] if seq else None
-            stats.storage_server, stats.version = value, version
-            if not isinstance(status, dict):
-                self.flag(
-                    ViolationKind.LOCK_HELD,
-                    None,
-                    f"{node} did not answer STATUS at the end: "
-                    f"{entry.get('status_error', 'no status') if isinstance(entry, dict) else 'no entry'}",
-                )
-            else:
-                stats.lock = status.get("lock")
-                if (status.get("storage_server"), status.get("version")) != (value, version):
-                    self.flag(
-                        ViolationKind.REPLICAS,
-                        last_txid,
-                        f"{node} answered storage_server={status.get('storage_server')} "
-                        f"version={status.get('version')} but its storage holds {value} (version {version})",
-                        *self._cite_commit(node, last_txid),
-                    )
-                if status.get("lock"):
-                    lock = str(status["lock"])
-                    self.flag(
-                        ViolationKind.LOCK_HELD,
-                        lock,
-                        f"{node} still holds its lock for {lock}",
-                        *self._cite_record(node, lock),
-                    )
-            if node in self.databases:
-                stats.commits = len(seq)
-                check_database(self, node, seq, prepared)
-                continue
-            for txid in prepared:
-                self.flag(
-                    ViolationKind.UNDECIDED,
-                    txid,
-                    f"{txid} is still prepared at {node} at the end",
-                    *self._cite_record(node, txid),
-                )
-            # the logs and the storage must tell the same story
-            gone = self.forgotten[node]  # compaction dropped them from the store, and its log says so
-            self._check_forgotten_count(node, gone)
-            logged = {
-                txid: t.last
-                for txid, t in self.tracks[node].items()
-                if t.last.state == "committed" and txid not in gone
-            }
-            stored = {t: (v, val) for t, v, val in seq}
-            for txid in sorted(set(logged) ^ set(stored)):
-                if txid in logged:
-                    o = logged[txid]
-                    self.flag(
-                        ViolationKind.LOG_STORAGE,
-                        txid,
-                        f"{node}'s log says {txid} committed, its storage does not",
-                        o.cite(),
-                    )
-                else:
-                    self.flag(
-                        ViolationKind.LOG_STORAGE,
-                        txid,
-                        f"{node}'s storage holds {txid} committed at version {stored[txid][0]}, its log never says so",
-                        *self._cite_record(node, txid),
-                    )
-            for txid in set(logged) & set(stored):
-                o = logged[txid]
-                if (o.version, o.value) != stored[txid]:
-                    self.flag(
-                        ViolationKind.LOG_STORAGE,
-                        txid,
-                        f"{node} logged {txid} at version {o.version} value {o.value}, "
-                        f"storage says version {stored[txid][0]} value {stored[txid][1]}",
-                        o.cite(),
-                    )
-        # A compacting replica's summary holds the value of its version: any replica
-        # that kept that version's commit must hold the same value there.
-        for node, (v, val) in summaries.items():
-            for other, seq in sequences.items():
-                kept = next((item for item in seq if item[1] == v), None)
-                if kept is not None and kept[2] != val:
-                    self.flag(
-                        ViolationKind.REPLICAS,
-                        kept[0],
-                        f"{node}'s compaction summary holds value {val} at version {v}, "
-                        f"{other}'s store holds {kept[0]} with value {kept[2]} there",
-                        *self._cite_commit(other, kept[0]),
-                    )
-        if sequences:
-            # By version: a compacting replica keeps only the commits after its
-            # summary, so two replicas are compared where both hold a version,
-            # and on their last one (which version each was at, every log says).
-            reference_node, reference = next(iter(sequences.items()))
-            theirs_at = {item[1]: item for item in reference}
-            last_ref = self.replicas[reference_node].version or 0
-            for node, seq in sequences.items():
-                if seq == reference:
-                    continue
-                mine_at = {item[1]: item for item in seq}
-                last = self.replicas[node].version or 0
-                differ = [v for v in sorted(mine_at.keys() & theirs_at.keys()) if mine_at[v] != theirs_at[v]]
-                if differ:
-                    at = differ[0] - 1
-                elif last != last_ref:
-                    at = min(last, last_ref)
-                else:
-                    continue
-                mine, theirs = mine_at.get(at + 1), theirs_at.get(at + 1)
-
-                def show(item: tuple[str, int, int] | None) -> str:
-                    return f"{item[0]} (value {item[2]})" if item else "nothing"
-
-                self.flag(
-                    ViolationKind.REPLICAS,
-                    (mine or theirs or ("?",))[0],
-                    f"{node} and {reference_node} differ at version {at + 1}: {show(mine)} vs {show(theirs)} "
-                    f"(they are at versions {last} and {last_ref})",
-                    *(self._cite_commit(node, mine[0]) if mine else []),
-                    *(self._cite_commit(reference_node, theirs[0]) if theirs else []),
-                )
 
     def check_clients(self) -> int:
         """Clients told the truth; returns how many transactions were abandoned
