@@ -25,6 +25,7 @@ import multiprocessing.connection
 import os
 import random
 import re
+import ssl
 import statistics
 import subprocess
 import sys
@@ -184,50 +185,60 @@ class Attack:
             writer.close()
 
     async def _member_lines(self) -> None:
-        port = self.rng.choice(self.ports)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=self.member)
-        try:
-            for _ in range(20):
-                line = self.rng.choice(self._legit_lines())
-                data = self._mutate(line) if self.rng.random() < 0.7 else f"{line}\n".encode()
-                if data.startswith((b"RESOLVE", b"STATUS")):
-                    continue  # a member may ask these: not an attack
-                writer.write(data)
-                self.sent += 1
-                answer = await asyncio.wait_for(reader.readline(), 3)
-                if not answer:
-                    return  # refused and closed: the next connection
-                if not answer.startswith(b"ERROR "):
-                    self.unexpected.append(f"member certificate sent {data[:60]!r}, got {answer[:80]!r}")
-        finally:
-            writer.close()
+        # A member's certificate: it may RESOLVE and ask STATUS, nothing else.
+        await self._authenticated(
+            self.member,
+            lambda: self.rng.choice(self._legit_lines()),
+            mutated=0.7,
+            allowed=(b"RESOLVE", b"STATUS"),
+            who="member certificate",
+        )
 
     async def _client_lines(self) -> None:
         # An authenticated client, sending lines about the legitimate client's
         # txids (their owner is LEGIT, not it): every one is refused.
+        def line() -> str:
+            t = f"{LEGIT}-{self.rng.randrange(16**12):012x}-{self.rng.randrange(1, 1000)}"
+            return self.rng.choice(
+                [
+                    f"PREPARE txid={t} value=666 participants={self.names}",
+                    f"COMMIT txid={t}",
+                    f"ABORT txid={t}",
+                    f"RESOLVE txid={t}",
+                ]
+            )
+
+        await self._authenticated(
+            self.mallory, line, mutated=0.3, allowed=(b"STATUS",), who="another client's certificate"
+        )
+
+    async def _authenticated(
+        self,
+        context: ssl.SSLContext,
+        line: Callable[[], str],
+        *,
+        mutated: float,
+        allowed: tuple[bytes, ...],
+        who: str,
+    ) -> None:
+        """Twenty lines on one connection made with ``context``'s certificate, a
+        share of them mutated; each must be answered with an ERROR (or close
+        the connection), except the requests the certificate is ``allowed``."""
         port = self.rng.choice(self.ports)
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=self.mallory)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
         try:
             for _ in range(20):
-                t = f"{LEGIT}-{self.rng.randrange(16**12):012x}-{self.rng.randrange(1, 1000)}"
-                line = self.rng.choice(
-                    [
-                        f"PREPARE txid={t} value=666 participants={self.names}",
-                        f"COMMIT txid={t}",
-                        f"ABORT txid={t}",
-                        f"RESOLVE txid={t}",
-                    ]
-                )
-                data = self._mutate(line) if self.rng.random() < 0.3 else f"{line}\n".encode()
-                if data.startswith(b"STATUS"):
-                    continue
+                text = line()
+                data = self._mutate(text) if self.rng.random() < mutated else f"{text}\n".encode()
+                if data.startswith(allowed):
+                    continue  # what this certificate may ask: not an attack
                 writer.write(data)
                 self.sent += 1
                 answer = await asyncio.wait_for(reader.readline(), 3)
                 if not answer:
                     return  # refused and closed: the next connection
                 if not answer.startswith(b"ERROR "):
-                    self.unexpected.append(f"another client's certificate sent {data[:60]!r}, got {answer[:80]!r}")
+                    self.unexpected.append(f"{who} sent {data[:60]!r}, got {answer[:80]!r}")
         finally:
             writer.close()
 
