@@ -17,9 +17,10 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, child_env
 
-from harness.bench.suite import BenchConfig
+from harness.bench.suite import Bench, BenchConfig
 from harness.bench.synth import synthesize_run
-from harness.bench.table import build_rows
+from harness.bench.table import build_rows, render
+from harness.experiment.processes import RunError
 from harness.verify.checker import check_run
 
 TINY = [
@@ -145,3 +146,25 @@ def test_state_section_samples_a_compacting_cluster(tmp_path: Path) -> None:
     assert out["committed"] == 120 and len(out["samples"]) == 6
     assert out["records_end"] <= 3  # compacted: the last transactions only, not 120 records
     assert out["participant_mib_end"] > 0 and out["client_mib_end"] > 0
+
+
+def test_a_failed_section_is_reported_and_the_others_still_measured(tmp_path: Path) -> None:
+    bench = Bench(BenchConfig(), tmp_path)
+    bench.results["failed_sections"] = {}
+
+    def half_then_fail() -> None:
+        bench.results["state"] = {"transactions": 10}  # half measured when the run fails
+        raise RunError("the state client exited (code -9)")
+
+    def measured() -> None:
+        bench.results["startup"] = {"participants_ready_s": 0.1, "all_ready_s": 0.2}
+
+    bench.measure_section("state", half_then_fail)
+    bench.measure_section("startup", measured)
+    assert "state" not in bench.results  # no half-measured section reaches the table
+    assert bench.results["failed_sections"] == {"state": "the state client exited (code -9)"}
+    assert bench.results["startup"]["all_ready_s"] == 0.2
+    machine = {"cpus": 2, "python": "3.11", "workdir": "w", "workdir_filesystem": "ext4"}
+    results = {**bench.results, "machine": {**machine, "load_at_start": [0.0] * 3, "load_at_end": [0.0] * 3}}
+    text = render(results, bench.config, [])
+    assert "FAILED: section state, not measured: the state client exited (code -9)" in text

@@ -66,7 +66,8 @@ in a {STARVATION_RUN:g} s run; start-up < {TARGET_STARTUP} s; checker >= {TARGET
 RSS within {TARGET_FLAT_MIB:g} MiB of their start after 1,000,000 transactions (the slope, extrapolated).
 
 exit status: 0 measured (read the table for unmet targets), 1 a run or the checker's
-folder was inconsistent, 2 a usage or infrastructure error.
+folder was inconsistent, 2 a usage or infrastructure error (a section that failed is
+named under the table; the sections after it are still measured).
 """
 
 
@@ -254,7 +255,9 @@ def main(argv: list[str] | None = None) -> int:
         f"\nfigures: {json_path}   ({results['elapsed_s']:.0f} s)"
         + (f"; run folders kept in {workdir}" if config.keep else "")
     )
-    return 1 if results["inconsistent_runs"] else 0
+    if results["inconsistent_runs"]:
+        return 1
+    return 2 if results["failed_sections"] else 0
 
 
 if __name__ == "__main__":

@@ -64,11 +64,12 @@ from harness.bench.state import state
 from harness.bench.stats import median, pct, say
 from harness.bench.synth import check_peak_mib, line_shapes, synthesize_run, time_check, time_floor
 from harness.experiment.config import RunConfig
-from harness.experiment.processes import Processes
+from harness.experiment.processes import Processes, RunError
 from harness.experiment.workload import RetryMode
 from harness.node import event_loop
 from harness.node.event_loop import LoopKind
 from harness.protocol.conflict import ConflictPolicy
+from harness.verify.model import CheckError
 
 CHECKER_SMALL = 4  # the linearity folder is this many times smaller
 
@@ -216,14 +217,30 @@ class Bench:
             ("state", self.state),
         ]
         self.results["section_s"] = {}
+        self.results["failed_sections"] = {}
         for name, step in steps:
             if name == "floor" or name in c.sections:
                 t = time.monotonic()
-                step()
+                if name == "floor":
+                    step()  # every other figure is a ratio to it: its failure ends the bench
+                else:
+                    self.measure_section(name, step)
                 self.results["section_s"][name] = time.monotonic() - t
         self.results["machine"]["load_at_end"] = list(os.getloadavg())
         self.results["inconsistent_runs"] = self.runs.inconsistent
         return self.results
+
+    def measure_section(self, name: str, step: Callable[[], None]) -> None:
+        """Measure one section; a run that fails there (a child that would not start,
+        a check that could not read its folder) is reported, and the others still run."""
+        before = set(self.results)
+        try:
+            step()
+        except (RunError, CheckError) as e:
+            for key in set(self.results) - before:  # no half-measured section in the table
+                del self.results[key]
+            self.results["failed_sections"][name] = str(e)
+            say(f"{name}: failed, the other sections go on: {e}")
 
     def floor_and_one_client(self) -> None:
         """Floor repetitions interleaved with the one-client runs, so that both

@@ -453,4 +453,6 @@ def render(results: dict[str, Any], config: BenchConfig, rows: list[Row]) -> str
         )
     for bad in results.get("inconsistent_runs", []):
         tail.append(f"INCONSISTENT: {bad}")
+    for name, error in results.get("failed_sections", {}).items():
+        tail.append(f"FAILED: section {name}, not measured: {error}")
     return "\n".join([*head, table, *tail])
