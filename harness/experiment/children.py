@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.experiment import workload
-from harness.experiment.processes import READY_TIMEOUT, RunError
+from harness.experiment.processes import READY_TIMEOUT, RunError, await_ready
+from harness.experiment.progress import Progress
 from harness.node import event_loop
 from harness.node.client_node import ConnectError, TxResult
 from harness.node.serve import ParticipantConfig, StartError, serve
@@ -108,3 +109,43 @@ def judge_client_exit(
         return
     if code != 0:
         raise RunError(f"{client.name} exited with code {code}; see {folder / (client.name + '.log')}")
+
+
+def receive(
+    client: ClientProcess,
+    clients: list[ClientProcess],
+    retry: workload.RetryMode,
+    progress: Progress,
+    exited: Callable[[ClientProcess], None],
+) -> None:
+    """Read what a client whose pipe is ready sent (any backend's runner): a
+    result moves its finished operations and the progress line on; the end of
+    the pipe means the process ended, which ``exited`` judges."""
+    try:
+        kind, payload = client.conn.recv()
+    except EOFError:
+        exited(client)
+        return
+    if kind == "result":
+        op, _attempt, result = payload
+        if result != "aborted" or retry is workload.RetryMode.NONE:
+            client.done_ops = max(client.done_ops, op)  # may be retried otherwise: not done yet
+        progress.add(result, sum(c.done_ops for c in clients))
+
+
+def restart(
+    c: ClientProcess,
+    fork: Callable[[Any], tuple[BaseProcess, multiprocessing.connection.Connection]],
+    duration: float | None,
+    transactions: int,
+    clients_until: float,
+) -> bool:
+    """Start a killed client again as a new process (new txids), going on with
+    the operations it had not finished. False if nothing is left to do."""
+    config = resumed_config(c, duration, transactions, clients_until)
+    if config is None:
+        return False
+    c.proc, c.conn = fork(config)
+    await_ready(c.name, c.proc, c.conn, time.monotonic() + 2 * READY_TIMEOUT)
+    c.running, c.killed = True, False
+    return True

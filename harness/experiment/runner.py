@@ -41,7 +41,8 @@ from harness.experiment.children import (
     client_child,
     judge_client_exit,
     participant_child,
-    resumed_config,
+    receive,
+    restart,
 )
 from harness.experiment.config import Backend, RunConfig, client_values, default_folder, repeat_command
 from harness.experiment.faults import FaultKind, parse_crashes
@@ -50,7 +51,7 @@ from harness.experiment.placement import for_run
 from harness.experiment.processes import MP, READY_TIMEOUT, Processes, RunError, await_ready
 from harness.experiment.progress import Progress, Watch
 from harness.experiment.proxy import ProxyHandle
-from harness.experiment.workload import ClientConfig, RetryMode
+from harness.experiment.workload import ClientConfig
 from harness.node import event_loop
 from harness.node.query import query_all
 from harness.node.serve import ParticipantConfig
@@ -383,16 +384,7 @@ class Run:
                     self._participant_exited(ready)
                     continue
                 client = next(c for c in self.clients if c.conn is ready)
-                try:
-                    kind, payload = client.conn.recv()
-                except EOFError:
-                    self._client_exited(client)
-                    continue
-                if kind == "result":
-                    op, _attempt, result = payload
-                    if result != "aborted" or self.config.retry is RetryMode.NONE:
-                        client.done_ops = max(client.done_ops, op)  # may be retried otherwise: not done yet
-                    progress.add(result, sum(c.done_ops for c in self.clients))
+                receive(client, self.clients, self.config.retry, progress, self._client_exited)
             if self.nemesis is not None:
                 self.nemesis.step()
             if self.watch is not None:
@@ -412,13 +404,7 @@ class Run:
     def restart_client(self, c: ClientProcess) -> bool:
         """Start a killed client again as a new process (new txids), going on
         with the operations it had not finished. False if nothing is left to do."""
-        config = resumed_config(c, self.config.duration, self.config.transactions, self.clients_until)
-        if config is None:
-            return False
-        c.proc, c.conn = self._fork_client(config)
-        await_ready(c.name, c.proc, c.conn, time.monotonic() + 2 * READY_TIMEOUT)
-        c.running, c.killed = True, False
-        return True
+        return restart(c, self._fork_client, self.config.duration, self.config.transactions, self.clients_until)
 
     def _client_exited(self, client: ClientProcess) -> None:
         nemesis = self.nemesis

@@ -29,11 +29,10 @@ from typing import Any
 import psycopg
 
 from harness.events.log import EventLog
-from harness.experiment.children import ClientProcess, judge_client_exit, resumed_config
+from harness.experiment.children import ClientProcess, judge_client_exit, receive, restart
 from harness.experiment.config import RunConfig, client_values, repeat_command
 from harness.experiment.faults import FaultKind, parse_crashes
 from harness.experiment.processes import MP, READY_TIMEOUT, Processes, RunError, await_ready
-from harness.experiment.workload import RetryMode
 from harness.node import event_loop
 from harness.postgres import schema
 from harness.postgres.children import PgClientConfig, pg_client_child, resolver_child
@@ -161,29 +160,14 @@ class PostgresRun:
             timeout = 0.25 if self.nemesis is None else max(0.0, min(0.25, self.nemesis.next_due()))
             for ready in multiprocessing.connection.wait([cp.conn for cp in self.clients if cp.running], timeout):
                 client = next(cp for cp in self.clients if cp.conn is ready)
-                try:
-                    kind, payload = client.conn.recv()
-                except EOFError:
-                    self._client_exited(client)
-                    continue
-                if kind == "result":
-                    op, _attempt, result = payload
-                    if result != "aborted" or self.config.retry is RetryMode.NONE:
-                        client.done_ops = max(client.done_ops, op)
-                    self.progress.add(result, sum(cp.done_ops for cp in self.clients))
+                receive(client, self.clients, self.config.retry, self.progress, self._client_exited)
             if self.nemesis is not None:
                 self.nemesis.step()
             self.progress.show()
         self.progress.end()
 
     def restart_client(self, c: ClientProcess) -> bool:
-        config = resumed_config(c, self.config.duration, self.config.transactions, self.clients_until)
-        if config is None:
-            return False
-        c.proc, c.conn = self._fork_client(config)
-        await_ready(c.name, c.proc, c.conn, time.monotonic() + 2 * READY_TIMEOUT)
-        c.running, c.killed = True, False
-        return True
+        return restart(c, self._fork_client, self.config.duration, self.config.transactions, self.clients_until)
 
     def _client_exited(self, client: ClientProcess) -> None:
         nemesis = self.nemesis
