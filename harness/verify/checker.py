@@ -21,6 +21,14 @@ It then checks (docs/architecture.md lists each rule):
 * termination (AC5): nothing left prepared and no lock held at the end.
 
 Every violation names its transaction and the log lines that prove it.
+
+Each participant's log is read in order by harness.verify.records (the rules
+that need the order: stability, durability before saying, the lock,
+restarts), each client's here; the stores are judged by
+harness.verify.stores. What is remembered of every transaction until the
+cross-checks lives in typed columns over txid numbers
+(harness.verify.columns): a long run has hundreds of thousands, and as
+objects they were most of the checker's memory.
 """
 
 from __future__ import annotations
@@ -98,8 +106,9 @@ def check_run(folder: Path) -> CheckReport:
     # Remote hosts stamp their logs with clocks of their own (docs/hosts.md):
     # then no timestamp is compared across nodes.
     checker.shared_clock = run.get("clock", "shared") == "shared"
-    # The checker builds millions of small objects and frees none until the
-    # end: the cyclic garbage collector would only rescan them (20-35% of the time).
+    # The checker builds millions of small objects (a match, its fields, an
+    # observation per line read) and none makes a cycle: the cyclic garbage
+    # collector would only scan them again.
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -165,7 +174,7 @@ class _Checker:
             return
         ids, index, begins, results = self.ids, self.ids.index, self.begins, self.results
         begun = begins.at  # 0: not begun (yet)
-        # Outcomes.append, four columns at a time, without calls: a client's log has one outcome per transaction.
+        # The outcome columns, appended to without calls: a client's log has one outcome per transaction.
         out_id, out_result = self.outcomes.ids.append, self.outcomes.result.append
         out_log, out_at = self.outcomes.log.append, self.outcomes.at.append
         li = len(begins.logs)
