@@ -81,6 +81,12 @@ def test_bench_quick_measures_every_section_and_writes_json(tmp_path: Path) -> N
     assert checker["large"]["lines"] >= 8000 and checker["small"]["lines"] >= 2000
     assert checker["shapes"]["synthetic_not_in_real"] == []
     assert checker["large"]["peak_mib"] >= checker["large"]["floor_peak_mib"] > 0
+    # the peak against 100 MB both ways: the whole process's, and above importing the checker
+    peaks = {r["figure"]: r for r in results["rows"] if r["section"] == "checker" and r["unit"] == "MiB"}
+    above = peaks.pop("peak memory above importing the checker")
+    [whole] = peaks.values()
+    assert whole["value"] - whole["floor"] == pytest.approx(above["value"])
+    assert whole["target"] == above["target"] == "<= 95.4 MiB (100 MB)"
     # every figure of the table has its row in the JSON, with its ratio to the floor where it has one
     assert {r["section"] for r in results["rows"]} >= {
         "floor",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 
 
@@ -12,7 +13,7 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
-def pct(values: list[float], q: int) -> float:
+def pct(values: Sequence[float], q: int) -> float:
     """The q-th percentile (1-99), inclusive method; the value itself for one sample."""
     if not values:
         return math.nan

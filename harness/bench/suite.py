@@ -105,7 +105,9 @@ TARGET_STARTUP = 0.5  # seconds until three participants and five clients are re
 
 
 TARGET_CHECKER = 200_000  # log lines per second
-TARGET_CHECKER_MIB = 100.0  # peak resident memory checking a 1-million-line folder
+# Peak resident memory checking a 1-million-line folder: 100 MB (issue 16), read as
+# the whole process's peak (the stricter reading), in MiB as the table prints it.
+TARGET_CHECKER_MIB = 100e6 / 2**20
 
 
 TARGET_PARTICIPANT_MIB = 40.0

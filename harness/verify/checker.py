@@ -21,68 +21,48 @@ It then checks (docs/architecture.md lists each rule):
 * termination (AC5): nothing left prepared and no lock held at the end.
 
 Every violation names its transaction and the log lines that prove it.
+
+Each participant's log is read in order by harness.verify.records (the rules
+that need the order: stability, durability before saying, the lock,
+restarts), each client's here; the stores are judged by
+harness.verify.stores. What is remembered of every transaction until the
+cross-checks lives in typed columns over txid numbers
+(harness.verify.columns): a long run has hundreds of thousands, and as
+objects they were most of the checker's memory.
 """
 
 from __future__ import annotations
 
 import gc
 import json
-from collections import defaultdict
-from dataclasses import dataclass, field
+from array import array
+from itertools import chain
 from pathlib import Path
-from sys import intern
 from typing import Any
 
 from harness.events.log import typed_fields
-from harness.events.schema import COMPACTED, FAULT, FORGOTTEN, HEAL, EventKind
-from harness.protocol.messages import FORGOTTEN as FORGOTTEN_REASON
+from harness.events.schema import FAULT, HEAL, EventKind
 from harness.protocol.messages import NokCode
-from harness.protocol.participant import parse_txid
+from harness.verify.columns import (
+    ABORTED,
+    COMMITTED,
+    INT_MARK,
+    STATES,
+    Begins,
+    Codes,
+    Committed,
+    Outcomes,
+    Tracks,
+    TxIds,
+)
 from harness.verify.databases import postmaster_restarts, resolver_decisions
 from harness.verify.interrupted import excuse_interrupted
 from harness.verify.model import CheckError, CheckReport, ClientStats, ReplicaStats, Violation, ViolationKind
-from harness.verify.reader import CLIENT_LOG, NEMESIS_LOG, Log, LogReader, Observation
+from harness.verify.reader import CLIENT_LOG, NEMESIS_LOG, LogReader
+from harness.verify.records import read_participant
 from harness.verify.stores import check_replicas, parse_storage
 
-# States a participant's record may move through, as the logs spell them.
-_NEXT: dict[str | None, set[str]] = {
-    None: {"prepared", "aborted"},
-    "prepared": {"committed", "aborted"},
-    "committed": set(),
-    "aborted": set(),
-}
-# A state's bit in _Track.seen, and the states whose record makes a claim true:
-# "prepared" may be said once committed (a late duplicate PREPARE), and
-# "committed" once prepared (a lazy commit: the votes decided it).
-_STATE_BIT = {"prepared": 1, "committed": 2, "aborted": 4}
-_SAYS = {"prepared": 1 | 2, "committed": 2 | 1, "aborted": 4}
-
-
-@dataclass(slots=True)
-class _Track:
-    """What the rules need of one transaction's observations at one participant
-    (not all of them: a long run has hundreds of thousands)."""
-
-    first: Observation  # the first observation of its current state
-    last: Observation = field(init=False)  # the latest observation
-    state: str = field(init=False)
-    # Of the first prepared observation, only where it is (in first.log) and
-    # when: a whole Observation per transaction and participant would be a
-    # fifth of the checker's memory on a long run.
-    prepared_at: int = -1
-    prepared_ts: int = -1
-    committed: Observation | None = None  # the first committed observation
-    seen: int = 0  # every state it has been durable in (_STATE_BIT)
-
-    def __post_init__(self) -> None:
-        self.last, self.state = self.first, self.first.state
-
-    def prepared_cite(self) -> str:
-        return self.first.log.cite(self.prepared_at)
-
-
-# The "why" of a decision a participant reached with its peers, not its client.
-_BY_PEERS_PREFIXES = ("every participant voted yes", "peer ")
+_RESULTS = ("committed", "aborted", "unknown")  # what a client may be told (codes in Outcomes.result)
 
 
 def _typed(kind: EventKind, fields: dict[str, str]) -> dict[str, object]:
@@ -126,8 +106,9 @@ def check_run(folder: Path) -> CheckReport:
     # Remote hosts stamp their logs with clocks of their own (docs/hosts.md):
     # then no timestamp is compared across nodes.
     checker.shared_clock = run.get("clock", "shared") == "shared"
-    # The checker builds millions of small objects and frees none until the
-    # end: the cyclic garbage collector would only rescan them (20-35% of the time).
+    # The checker builds millions of small objects (a match, its fields, an
+    # observation per line read) and none makes a cycle: the cyclic garbage
+    # collector would only scan them again.
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -148,23 +129,28 @@ class _Checker:
         self.node_of = {address: node for node, address in participants}
         self.client_names = clients
         self.final = final
+        # Every txid numbered once; what is kept of each is in columns over these numbers.
+        self.ids = TxIds()
+        self.states = Codes(*STATES)
+        self.results = Codes(*_RESULTS)
+        self.parts: list[tuple[str, ...]] = []  # each distinct participants list, once
+        self.parts_index: dict[tuple[str, ...], int] = {}
+        self._listed_cache: dict[int, tuple[tuple[str, ...], bool, list[str]]] = {}
         # Each store's records, parsed before the logs are read (their JSON form is freed).
-        self.parsed_stores = {node: parse_storage(final.get(node)) for node, _ in participants}
+        self.parsed_stores = {node: parse_storage(final.get(node), self.ids) for node, _ in participants}
         self.violations: list[Violation] = []
         self.reader = LogReader(folder, self.violations)
-        # participant node -> txid -> what the rules need of its observations
-        self.tracks: dict[str, dict[str, _Track]] = {node: {} for node, _ in participants}
-        self._stability: list[Violation] = []  # found while reading, reported with the other record rules
+        # participant node -> what the rules need of its observations, per txid
+        self.tracks: dict[str, Tracks] = {node: Tracks() for node, _ in participants}
+        self.stability: list[Violation] = []  # found while reading, reported with the other record rules
         self.replicas = {node: ReplicaStats(node=node, address=address) for node, address in participants}
-        self.begins: dict[str, tuple[int, Log, int]] = {}  # txid -> (value, the line: log, at)
-        self.outcomes: list[tuple[str, str, Log, int]] = []  # (txid, result, the line: log, at)
+        self.begins = Begins(self.ids)
+        self.outcomes = Outcomes()
         self.clients = {name: ClientStats(name=name) for name in clients}
         self.longest_lock: tuple[float, str | None, str | None] = (0.0, None, None)
         self.resolved_by_peers: set[str] = set()
         self.faults: list[dict[str, Any]] = []
-        self.stored: dict[str, list[tuple[str, int, int]]] = {}  # node -> committed (txid, version, value)
-        # node -> the txids its compaction dropped (its "forgotten" lines): its store no longer holds them
-        self.forgotten: dict[str, set[str]] = {node: set() for node, _ in participants}
+        self.stored: dict[str, Committed] = {}  # node -> its store's committed records
         # Participants that are databases (--backend postgres): no event log of
         # their own; their records are what final_states.json read from them.
         self.databases = {n for n, e in final.items() if isinstance(e, dict) and e.get("backend") == "postgres"}
@@ -177,242 +163,68 @@ class _Checker:
     def read(self) -> None:
         for node, _ in self.participants:
             if node not in self.databases:
-                self._read_participant(node)
+                read_participant(self, node)
         for name in self.client_names:
-            cstats = self.clients[name]
-            log = self.reader.log(name)
-            if log is None:
-                continue
-            last_outcome = None
-            for event, f, at, ts in self.reader.events(log, CLIENT_LOG):
-                try:
-                    txid = intern(f["txid"])  # one copy, shared with the participants' tracks
-                    if event == "begin":
-                        if cstats.first_begin is None:
-                            cstats.first_begin = ts
-                        if txid in self.begins:
-                            _, first, first_at = self.begins[txid]
-                            self.flag(
-                                ViolationKind.TXID_REUSED,
-                                txid,
-                                f"txid {txid} was begun twice",
-                                first.cite(first_at),
-                                log.cite(at),
-                            )
-                        self.begins[txid] = (int(f["value"]), log, at)
-                        continue
-                    result = intern(f["result"])
-                    last_outcome = ts
-                    self.outcomes.append((txid, result, log, at))
-                    cstats.attempted += 1
-                    if int(f.get("attempt", "1")) > 1:
-                        cstats.retries += 1
-                    if "latency_ms" in f:
-                        cstats.latencies_ms.append(float(f["latency_ms"]))
-                    if result == "committed":
-                        cstats.committed += 1
-                    elif result == "unknown":
-                        cstats.unknown += 1
-                    else:
-                        cause = f.get("cause", "other")
-                        if cause == "no-vote":
-                            # the NOK's code (harness.protocol.messages.NokCode), not its prose
-                            cause = "no vote: locked" if f.get("nok") == NokCode.LOCKED.value else "no vote: other"
-                        cstats.aborted[cause] = cstats.aborted.get(cause, 0) + 1
-                except (KeyError, ValueError):
-                    self.reader.lacks_field(log, at, event, f.get("txid"))
-            if last_outcome is not None:
-                cstats.last_outcome = last_outcome
+            self._read_client(name)
 
-    def _read_participant(self, node: str) -> None:
-        """Observations of every record, vote counts and restarts, and the
-        rules that need the log's order at one participant:
-
-        * a yes vote, a NOK or an OUTCOME is sent only once what it says is
-          durable (docs/protocol.md, and the Cornus argument: an abort
-          recorded for RESOLVE must survive a crash); but "committed" may be
-          said once the yes vote is durable (a lazy commit: the votes decided
-          it, and a restart learns it again from the peers);
-        * one lock: no second transaction prepared while another is;
-        * at each restart, every record made durable before it is restored,
-          the same or further along its path (nothing durable, and so maybe
-          acknowledged, is ever lost or changed).
-        """
-        stats = self.replicas[node]
-        tracks = self.tracks[node]
-        durable: dict[str, Observation] = {}  # txid -> its last observation before this start
-        restored: dict[str, Observation] = {}  # this start's dump of its storage
-        locked: dict[str, Observation] = {}  # txid -> its prepared observation, while undecided
-        prepared_ts: dict[str, int] = {}  # txid -> when it was prepared (micros)
-        log = self.reader.log(node)
+    def _read_client(self, name: str) -> None:
+        cstats = self.clients[name]
+        log = self.reader.log(name)
         if log is None:
             return
-        marks: dict[str, int] = {}  # this start's compaction marks ("compacted", before "listening")
-        for what, at, txid, claim, o in self.reader.participant_lines(log):
-            if what == COMPACTED.name:
-                for mark in filter(None, txid.split(",")):
-                    client, _, seq = mark.rpartition(":")
-                    marks[client] = int(seq) if seq.isdigit() else -1
-                continue
-            if what == "listening":  # a start
-                if marks:
-                    self._forgotten_unlogged(node, durable, restored, marks)
-                    marks = {}
-                stats.restarts += 1
-                if stats.restarts > 1:
-                    self._check_restart(node, durable, restored, log, at)
-                durable.update(restored)
-                locked = {t: o for t, o in durable.items() if o.state == "prepared"}
-                if len(locked) > 1:
-                    self.flag(
-                        ViolationKind.LOCK,
-                        next(iter(locked)),
-                        f"{node} restarted holding its lock for "
-                        f"{len(locked)} transactions: {', '.join(sorted(locked))}",
-                        *[o.cite() for o in locked.values()],
-                    )
-                restored = {}
-                continue
-            if what == FORGOTTEN.name:  # compaction (--compact): records dropped, decided ones only
-                for t in filter(None, txid.split(",")):  # none: a rejoin's marks alone
-                    gone = durable.pop(t, None)
-                    if gone is None or gone.state == "prepared":
-                        how = "while prepared on it" if gone else "with no durable record of it"
-                        self.flag(ViolationKind.LOST, t, f"{node} forgot {t} {how}", log.cite(at))
-                    self.forgotten[node].add(intern(t))
-                continue
-            if claim == FORGOTTEN_REASON:  # a NOK for a forgotten txid claims no record, but none may be held
-                stats.no_votes += 1
-                if txid in durable:
-                    self.flag(
-                        ViolationKind.DURABILITY,
-                        txid,
-                        f"{node} said it forgot {txid} while it holds a record of it",
-                        durable[txid].cite(),
-                        log.cite(at),
-                    )
-                continue
-            if o is None:
-                # What a participant says of a record must have been durable first
-                # (a yes vote, a NOK, an OUTCOME), or a crash could unsay it.
-                if what == "VOTE":
-                    if claim == "prepared":
-                        stats.yes_votes += 1
-                    else:
-                        stats.no_votes += 1
-                track = tracks.get(txid)
-                states = track.seen if track is not None else 0
-                if not states & _SAYS.get(claim, 0):
-                    said = {"prepared": "a yes vote", "aborted": "an abort"}.get(claim, f"state {claim}")
-                    self.flag(
-                        ViolationKind.DURABILITY,
-                        txid or None,
-                        f"{node} sent {said} on {txid} before making it durable",
-                        log.cite(at),
-                    )
-                continue
-            self._observe(node, tracks, txid, o)
-            if what == "restored":
-                restored[txid] = o
-                continue
-            durable[txid] = o
-            if o.state == "prepared":
-                holders = [(t, h) for t, h in locked.items() if t != txid] if locked else []
-                if holders:
-                    holder, h = holders[0]
-                    self.flag(
-                        ViolationKind.LOCK,
-                        txid,
-                        f"{node} prepared {txid} while {holder} held its lock",
-                        h.cite(),
-                        o.cite(),
-                    )
-                locked[txid] = o
-                prepared_ts.setdefault(txid, o.ts)
-                continue
-            locked.pop(txid, None)
-            if txid in prepared_ts:
-                since = prepared_ts.pop(txid)
-                held = (o.ts - since) / 1e6 if since >= 0 and o.ts >= 0 else 0.0
-                if held > self.longest_lock[0]:
-                    self.longest_lock = (held, node, txid)
-            if o.why.startswith(_BY_PEERS_PREFIXES):
-                self.resolved_by_peers.add(txid)
-        stats.restarts = max(0, stats.restarts - 1)
-
-    def _forgotten_unlogged(
-        self, node: str, durable: dict[str, Observation], restored: dict[str, Observation], marks: dict[str, int]
-    ) -> None:
-        """At a start: a record durable before it, decided, missing from the
-        store now and at or below its client's mark was forgotten, though the
-        process died before its "forgotten" line (the store's write comes
-        first). Anything else missing stays for _check_restart to judge."""
-        for t, o in list(durable.items()):
-            if t in restored or o.state == "prepared" or (parsed := parse_txid(t)) is None:
-                continue
-            if parsed[1] <= marks.get(parsed[0], -1):
-                del durable[t]
-                self.forgotten[node].add(intern(t))
-
-    def _observe(self, node: str, tracks: dict[str, _Track], txid: str, o: Observation) -> None:
-        """Stability, as the observations of ``txid`` at ``node`` come in:
-        its record only moves forward (none -> prepared -> committed | aborted)."""
-        track = tracks.get(txid)
-        if track is None:
-            if o.state not in _NEXT[None]:
-                self._stability.append(
-                    Violation(
-                        ViolationKind.STABILITY, txid, f"{node} moved {txid} from no record to {o.state}", (o.cite(),)
-                    )
-                )
-            # One copy of each txid for every node's tracks and the clients' lines.
-            track = tracks[intern(txid)] = _Track(o)
-        else:
-            track.last = o
-            if o.state != track.state:
-                if o.state not in _NEXT.get(track.state, set()):
-                    self._stability.append(
-                        Violation(
-                            ViolationKind.STABILITY,
+        ids, index, begins, results = self.ids, self.ids.index, self.begins, self.results
+        begun = begins.at  # 0: not begun (yet)
+        # The outcome columns, appended to without calls: a client's log has one outcome per transaction.
+        out_id, out_result = self.outcomes.ids.append, self.outcomes.result.append
+        out_log, out_at = self.outcomes.log.append, self.outcomes.at.append
+        li = len(begins.logs)
+        begins.logs.append(log)
+        latencies = array("d")
+        last_outcome = None
+        for event, f, at, ts in self.reader.events(log, CLIENT_LOG):
+            try:
+                txid = f["txid"]
+                i = found if (found := index.get(txid)) is not None else ids.id(txid)
+                if event == "begin":
+                    if cstats.first_begin is None:
+                        cstats.first_begin = ts
+                    if i < len(begun) and begun[i]:
+                        _, first, first_at = begins.line(i)
+                        self.flag(
+                            ViolationKind.TXID_REUSED,
                             txid,
-                            f"{node} moved {txid} from {track.state} to {o.state}",
-                            (track.first.cite(), o.cite()),
+                            f"txid {txid} was begun twice",
+                            first.cite(first_at),
+                            log.cite(at),
                         )
-                    )
-                track.state, track.first = o.state, o
-        track.seen |= _STATE_BIT.get(o.state, 0)
-        if o.state == "prepared" and track.prepared_at < 0:
-            track.prepared_at, track.prepared_ts = o.at, o.ts
-        elif o.state == "committed" and track.committed is None:
-            track.committed = o
-
-    def _check_restart(
-        self, node: str, durable: dict[str, Observation], restored: dict[str, Observation], log: Log, at: int
-    ) -> None:
-        """Every record made durable before the start logged at ``at`` is restored
-        by it, as it was or further along its path."""
-        for txid, o in durable.items():
-            r = restored.get(txid)
-            # A record may have moved forward after its last "durable" line (a
-            # SIGKILL can fall between the fsync and the log line), never back.
-            if r is None or (r.state != o.state and r.state not in _NEXT[o.state]):
-                now = f"as {r.state}" if r is not None else "without it"
-                self.flag(
-                    ViolationKind.LOST,
-                    txid,
-                    f"{node} restarted {now}, after making {txid} durable as {o.state}",
-                    o.cite(),
-                    log.cite(at),
-                )
-            elif r.state == o.state and (r.value, r.version) != (o.value, o.version):
-                self.flag(
-                    ViolationKind.STABILITY,
-                    txid,
-                    f"{node} restored {txid} ({r.state}) with value {r.value} version "
-                    f"{r.version}, having made it durable with value {o.value} version {o.version}",
-                    o.cite(),
-                    r.cite(),
-                )
+                    begins.put(i, int(f["value"]), li, at)
+                    continue
+                result = f["result"]
+                last_outcome = ts
+                out_id(i)
+                out_result(results.index.get(result) or results.code(result))
+                out_log(li)
+                out_at(at)
+                cstats.attempted += 1
+                if int(f.get("attempt", "1")) > 1:
+                    cstats.retries += 1
+                if "latency_ms" in f:
+                    latencies.append(float(f["latency_ms"]))
+                if result == "committed":
+                    cstats.committed += 1
+                elif result == "unknown":
+                    cstats.unknown += 1
+                else:
+                    cause = f.get("cause", "other")
+                    if cause == "no-vote":
+                        # the NOK's code (harness.protocol.messages.NokCode), not its prose
+                        cause = "no vote: locked" if f.get("nok") == NokCode.LOCKED.value else "no vote: other"
+                    cstats.aborted[cause] = cstats.aborted.get(cause, 0) + 1
+            except (KeyError, ValueError):
+                self.reader.lacks_field(log, at, event, f.get("txid"))
+        cstats.latencies_ms = latencies
+        if last_outcome is not None:
+            cstats.last_outcome = last_outcome
 
     def _read_faults(self) -> None:
         path = self.folder / "nemesis.log"
@@ -466,160 +278,188 @@ class _Checker:
         """Stability per participant (found while reading), then agreement and
         validity per txid, one transaction at a time (a long run has hundreds
         of thousands: nothing per transaction is built for all of them at once)."""
-        self.violations += self._stability
+        self.violations += self.stability
         for node, tracks in self.tracks.items():
             stats = self.replicas[node]
-            for track in tracks.values():
-                if track.state == "committed":
-                    stats.commits += 1
-                elif track.state == "aborted":
-                    stats.aborts += 1
-        seen: set[str] = set()
+            stats.commits += tracks.state.count(COMMITTED)
+            stats.aborts += tracks.state.count(ABORTED)
+        seen = bytearray(len(self.ids))
+        # (node, its tracks, their state column, its size) for each participant: read in place, without calls
+        everywhere = [(n, t, t.state, t.size) for n, t in self.tracks.items()]
         for tracks in self.tracks.values():
-            for txid in tracks:
-                if txid in seen:
+            for i in tracks.order:
+                if seen[i]:
                     continue
-                seen.add(txid)
-                by_node = self._final(txid)
-                committed = {n: o for n, o in by_node.items() if o.state == "committed"}
-                aborted = {n: o for n, o in by_node.items() if o.state == "aborted"}
-                if committed and aborted:
-                    c_node, c = next(iter(committed.items()))
-                    a_node, a = next(iter(aborted.items()))
+                seen[i] = 1
+                committed: list[tuple[str, Tracks]] = []
+                aborted: tuple[str, Tracks] | None = None
+                for n, at_n, state, size in everywhere:
+                    if i < size:
+                        code = state[i]
+                        if code == COMMITTED:
+                            committed.append((n, at_n))
+                        elif code == ABORTED and aborted is None:
+                            aborted = (n, at_n)
+                if not committed:
+                    continue
+                txid = self.ids.names[i]
+                if aborted is not None:
+                    (c_node, c), (a_node, a) = committed[0], aborted
                     self.flag(
                         ViolationKind.AGREEMENT,
                         txid,
                         f"{txid} committed at {c_node} but aborted at {a_node}",
-                        c.cite(),
-                        a.cite(),
+                        c.cite(c.first_at[i]),
+                        a.cite(a.first_at[i]),
                     )
-                if committed:
-                    prepared = {
-                        n: t
-                        for n, tracks_at in self.tracks.items()
-                        if (t := tracks_at.get(txid)) is not None and t.prepared_at >= 0
-                    }
-                    for node, o in committed.items():
-                        self._check_validity(txid, node, o, prepared)
+                prepared = {n: t for n, t, state, size in everywhere if i < size and state[i] and t.prepared_at[i]}
+                for node, at_node in committed:
+                    self._check_validity(txid, i, node, at_node, prepared)
 
-    def _final(self, txid: str) -> dict[str, Observation]:
-        """node -> the first observation of ``txid``'s final state there, for every node that knows it."""
-        return {n: t.first for n, tracks in self.tracks.items() if (t := tracks.get(txid)) is not None}
-
-    def _check_validity(self, txid: str, node: str, commit: Observation, prepared: dict[str, _Track]) -> None:
-        """``prepared``: node -> the track of ``txid`` there, for the nodes where it was prepared."""
-        listed = commit.participants
-        unknown = [a for a in listed if a not in self.node_of]
-        if unknown or not listed:
+    def _check_validity(self, txid: str, i: int, node: str, tracks: Tracks, prepared: dict[str, Tracks]) -> None:
+        """``tracks``: ``node``'s, where txid ``i`` is committed (its first committed
+        observation is the commit); ``prepared``: node -> its tracks, for the nodes
+        where it was prepared."""
+        listed, known, nodes = self._listed(tracks.first_parts[i])
+        if not known:
             self.flag(
                 ViolationKind.VALIDITY,
                 txid,
                 f"{node} committed {txid} for participants {','.join(listed) or '(none)'}, not the run's participants",
-                commit.cite(),
+                tracks.cite(tracks.first_at[i]),
             )
-        missing = [self.node_of[a] for a in listed if a in self.node_of and self.node_of[a] not in prepared]
+        missing = [n for n in nodes if n not in prepared]
         if missing:
             self.flag(
                 ViolationKind.VALIDITY,
                 txid,
                 f"{node} committed {txid} but {', '.join(missing)} never voted yes on it",
-                commit.cite(),
+                tracks.cite(tracks.first_at[i]),
             )
         # Order, not only existence: the commit point is the last yes vote, so a
         # commit logged before some participant's durable yes came too early.
         # One clock serves every process of a run, and causality orders these
         # lines: a vote is logged durable before it is sent, a commit after.
         # With a clock per host, only a node's own lines compare.
-        early = [
-            (q, p)
-            for q, p in prepared.items()
-            if p.prepared_ts >= 0
-            and commit.ts >= 0
-            and p.prepared_ts > commit.ts
-            and q in {self.node_of.get(a) for a in listed}
-            and (self.shared_clock or q == node)
-        ]
-        for q, p in early:
-            self.flag(
-                ViolationKind.VALIDITY,
-                txid,
-                f"{node} committed {txid} before {q} voted yes on it",
-                commit.cite(),
-                p.prepared_cite(),
-            )
-        begin = self.begins.get(txid)
-        if begin is not None and begin[0] != commit.value:
-            self.flag(
-                ViolationKind.VALIDITY,
-                txid,
-                f"{node} committed {txid} with value {commit.value}, but its client proposed {begin[0]}",
-                begin[1].cite(begin[2]),
-                commit.cite(),
-            )
+        commit_ts = tracks.first_ts.data[i]
+        if commit_ts == INT_MARK:
+            commit_ts = tracks.first_ts.get(i)
+        if commit_ts >= 0:
+            for q, p in prepared.items():
+                if (voted_ts := p.prepared_ts.data[i]) == INT_MARK:
+                    voted_ts = p.prepared_ts.get(i)
+                if voted_ts > commit_ts and q in nodes and (self.shared_clock or q == node):
+                    self.flag(
+                        ViolationKind.VALIDITY,
+                        txid,
+                        f"{node} committed {txid} before {q} voted yes on it",
+                        tracks.cite(tracks.first_at[i]),
+                        p.cite(p.prepared_at[i]),
+                    )
+        begins = self.begins
+        if i < len(begins.at) and begins.at[i]:
+            if begins.value.data[i] == tracks.first_value.data[i] != INT_MARK:
+                return
+            proposed, log, at = begins.line(i)
+            value = tracks.first_value.get(i)
+            if proposed != value:
+                self.flag(
+                    ViolationKind.VALIDITY,
+                    txid,
+                    f"{node} committed {txid} with value {value}, but its client proposed {proposed}",
+                    log.cite(at),
+                    tracks.cite(tracks.first_at[i]),
+                )
+
+    def _listed(self, p: int) -> tuple[tuple[str, ...], bool, list[str]]:
+        """A commit's participants list (self.parts[p]); whether it is not empty and
+        names only the run's participants; the nodes it names, in its order (once per list)."""
+        if (found := self._listed_cache.get(p)) is None:
+            listed = self.parts[p]
+            known = bool(listed) and all(a in self.node_of for a in listed)
+            found = self._listed_cache[p] = (listed, known, [self.node_of[a] for a in listed if a in self.node_of])
+        return found
 
     def cite_record(self, node: str, txid: str | None) -> list[str]:
         """The log line that shows ``node``'s last record of ``txid``, if any."""
-        track = self.tracks[node].get(txid) if txid else None
-        return [track.last.cite()] if track is not None else []
+        tracks, i = self.tracks[node], self.ids.get(txid) if txid else None
+        return [tracks.cite(tracks.last_at[i])] if i is not None and tracks.code(i) else []
 
     def cite_commit(self, node: str, txid: str | None) -> list[str]:
         """The log line where ``node`` made ``txid`` committed, if any."""
-        track = self.tracks[node].get(txid) if txid else None
-        return [track.committed.cite()] if track is not None and track.committed is not None else []
+        tracks, i = self.tracks[node], self.ids.get(txid) if txid else None
+        if i is None or not tracks.code(i) or not tracks.committed_at[i]:
+            return []
+        return [tracks.cite(tracks.committed_at[i])]
 
     def check_clients(self) -> int:
         """Clients told the truth; returns how many transactions were abandoned
         (begun by a client that died before it could report)."""
-        committed_at: dict[str, set[str]] = defaultdict(set)
-        for node, seq in self.stored.items():
-            for txid, _, _ in seq:
-                committed_at[txid].add(node)
+        # Where each txid is committed, a bit per participant whose storage could
+        # be read (the others are flagged already): judge only by those.
+        nodes = list(self.stored)
+        n = len(self.ids)
+        here: array[int] | list[int] = array("Q", bytes(8 * n)) if len(nodes) <= 64 else [0] * n
+        for b, (node, seq) in enumerate(self.stored.items()):
+            bit = 1 << b
+            for i in seq.ids:
+                here[i] |= bit
             # What compaction dropped from the store, its log shows committed
             # (and check_replicas holds the store's count of them to the log's).
             tracks = self.tracks[node]
-            for txid in self.forgotten[node]:
-                if (track := tracks.get(txid)) is not None and track.state == "committed":
-                    committed_at[txid].add(node)
-        # Judge only by the participants whose storage could be read (the others are flagged already).
-        everyone = set(self.stored)
-        reported = {txid for txid, _, _, _ in self.outcomes}
+            if tracks.forgot.count(1):
+                for i, gone in enumerate(tracks.forgot):
+                    if gone and tracks.state[i] == COMMITTED:
+                        here[i] |= bit
+        everyone = (1 << len(nodes)) - 1
+        outcomes, begins = self.outcomes, self.begins
+        reported = bytearray(n)
+        for i in outcomes.ids:
+            reported[i] = 1
         # A client that died mid-transaction told nobody anything: like UNKNOWN,
         # the transaction may go either way, but atomically.
-        abandoned = [(txid, "unknown", log, at) for txid, (_, log, at) in self.begins.items() if txid not in reported]
-        for _, _, log, _ in abandoned:
-            client = self.clients.get(log.node)
+        abandoned = [i for i in begins.order if not reported[i]]
+        for i in abandoned:
+            client = self.clients.get(begins.logs[begins.log[i]].node)
             if client is not None:
                 client.abandoned += 1
-        for txid, result, log, at in [*self.outcomes, *abandoned]:
-            here = committed_at.get(txid, set())
-            if result == "committed" and here != everyone:
-                missing = ", ".join(sorted(everyone - here))
-                self.flag(
-                    ViolationKind.CLIENT_TRUTH,
-                    txid,
-                    f"client was told {txid} committed, but it is not committed at {missing}",
-                    log.cite(at),
-                    *self._evidence(txid),
+        unknown = self.results.code("unknown")
+        judged = zip(outcomes.ids, outcomes.result, outcomes.log, outcomes.at, strict=True)
+        lines = ((i, unknown, begins.log[i], begins.at[i]) for i in abandoned)
+        committed, aborted = self.results.index["committed"], self.results.index["aborted"]
+        for i, result, li, at in chain(judged, lines):
+            mask = here[i]
+            if result == committed:
+                if mask == everyone:
+                    continue
+                log = begins.logs[li]
+                txid = self.ids.names[i]
+                missing = ", ".join(sorted(nd for b, nd in enumerate(nodes) if not mask >> b & 1))
+                message = f"client was told {txid} committed, but it is not committed at {missing}"
+            elif result in (aborted, unknown):
+                if not mask or (result == unknown and mask == everyone):
+                    continue
+                log = begins.logs[li]
+                txid = self.ids.names[i]
+                where = ", ".join(sorted(nd for b, nd in enumerate(nodes) if mask >> b & 1))
+                message = (
+                    f"client was told {txid} aborted, but it is committed at {where}"
+                    if result == aborted
+                    else f"{txid} (outcome unknown to its client) is committed at {where} only"
                 )
-            elif result == "aborted" and here:
+            else:
+                log = begins.logs[li]
+                txid = self.ids.names[i]
                 self.flag(
-                    ViolationKind.CLIENT_TRUTH,
+                    ViolationKind.BAD_LOG_LINE,
                     txid,
-                    f"client was told {txid} aborted, but it is committed at {', '.join(sorted(here))}",
+                    f"{log.where(at)}: unknown result {self.results.names[result]!r}",
                     log.cite(at),
-                    *self._evidence(txid),
                 )
-            elif result == "unknown" and here and here != everyone:
-                self.flag(
-                    ViolationKind.CLIENT_TRUTH,
-                    txid,
-                    f"{txid} (outcome unknown to its client) is committed at {', '.join(sorted(here))} only",
-                    log.cite(at),
-                    *self._evidence(txid),
-                )
-            elif result not in ("committed", "aborted", "unknown"):
-                self.flag(ViolationKind.BAD_LOG_LINE, txid, f"{log.where(at)}: unknown result {result!r}", log.cite(at))
+                continue
+            self.flag(ViolationKind.CLIENT_TRUTH, txid, message, log.cite(at), *self._evidence(i))
         return len(abandoned)
 
-    def _evidence(self, txid: str) -> list[str]:
-        return [o.cite() for o in self._final(txid).values()]
+    def _evidence(self, i: int) -> list[str]:
+        """The first observation of txid ``i``'s final state at every participant that knows it."""
+        return [tracks.cite(tracks.first_at[i]) for tracks in self.tracks.values() if tracks.code(i)]

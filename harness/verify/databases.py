@@ -12,6 +12,7 @@ databases as for our participants, by harness.verify.checker.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,13 +21,20 @@ from harness.verify.model import ViolationKind
 from harness.verify.reader import Log
 
 
+class _Begins(Protocol):
+    def get(self, txid: str) -> tuple[int, Log, int] | None: ...  # (value, the begin line: log, at)
+
+
 class _Checker(Protocol):
-    begins: dict[str, tuple[int, Log, int]]
+    @property
+    def begins(self) -> _Begins: ...
 
     def flag(self, kind: ViolationKind, txid: str | None, message: str, *evidence: str) -> None: ...
 
 
-def check_database(checker: _Checker, node: str, committed: list[tuple[str, int, int]], prepared: list[str]) -> None:
+def check_database(
+    checker: _Checker, node: str, committed: Iterable[tuple[str, int, int]], prepared: list[str]
+) -> None:
     """Flag what ``node``'s final state shows wrong."""
     for txid in prepared:
         checker.flag(

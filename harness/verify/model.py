@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import enum
 import statistics
+from array import array
+from collections.abc import MutableSequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +58,7 @@ class ClientStats:
     unknown: int = 0
     abandoned: int = 0  # begun, then the client died before it could report
     retries: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
+    latencies_ms: MutableSequence[float] = field(default_factory=lambda: array("d"))  # compact: a long run has many
     first_begin: str | None = None  # the UTC timestamp of its first begin line (throughput)
     last_outcome: str | None = None  # the UTC timestamp of its last outcome line
 

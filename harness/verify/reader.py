@@ -122,17 +122,20 @@ class Shape:
         parts.append(rf"{_END})")
         self.pattern = "".join(parts)
         self.groups = tuple(groups)
+        # values' plan: each field's name and where its value is in m.group(*self.groups)
+        # (a TEXT field's quoted form right after it), worked out once, not per line.
+        self._plan = tuple((f.name, groups.index(f"{prefix}_{f.name}"), f.type is FieldType.TEXT) for f in fields)
 
     def values(self, m: re.Match[str]) -> dict[str, str]:
         """The fields present in a line this shape matched, as split_fields returns them."""
+        found = m.group(*self.groups)
         out = {}
-        for f in self.fields:
-            g = f"{self.prefix}_{f.name}"
-            raw = m[g]
-            if raw is None and f.type is FieldType.TEXT and (q := m[f"{g}_q"]) is not None:
+        for name, k, text in self._plan:
+            raw = found[k]
+            if raw is None and text and (q := found[k + 1]) is not None:
                 raw = _unquote(q)
             if raw is not None:
-                out[f.name] = raw
+                out[name] = raw
         return out
 
 
@@ -413,6 +416,7 @@ class LogReader:
                 parts, why = f.get("participants", ""), f.get("why", "")
             if (participants := listed.get(parts)) is None:
                 participants = listed[parts] = tuple(parts.split(",")) if parts else ()
-            # Strings the checker keeps, one copy each: most records say the same few things.
-            state, why = intern(state), intern(why) if why else ""
-            yield event, at, txid, "", Observation(state, value, version, participants, log, at, why, micros(ts))
+            # One copy of each state (a few): the checker's tables look them up. A why is
+            # only looked at (often unique: "vote no: locked by <txid>"), never kept.
+            state = intern(state)
+            yield event, at, txid, "", Observation(state, value, version, participants, log, at, why or "", micros(ts))

@@ -15,23 +15,15 @@ ours: its store is judged by harness.verify.databases.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from itertools import count
-from sys import intern
+from array import array
+from itertools import compress, count
 from typing import Any, Protocol
 
+from harness.verify.columns import COMMITTED, Begins, Committed, Tracks, TxIds
 from harness.verify.databases import check_database
 from harness.verify.model import ReplicaStats, ViolationKind
-from harness.verify.reader import Log, Observation
 
-
-class TrackView(Protocol):
-    """What these rules read of the checker's track of one transaction at one participant."""
-
-    @property
-    def state(self) -> str: ...
-    @property
-    def last(self) -> Observation: ...
+Parsed = tuple[Committed, list[str], tuple[int, int]]
 
 
 class StoreChecker(Protocol):
@@ -39,31 +31,34 @@ class StoreChecker(Protocol):
 
     participants: list[tuple[str, str]]
     final: dict[str, Any]
-    parsed_stores: dict[str, tuple[list[tuple[str, int, int]], list[str], tuple[int, int]] | str | None]
+    ids: TxIds
+    parsed_stores: dict[str, Parsed | str | None]
     replicas: dict[str, ReplicaStats]
-    stored: dict[str, list[tuple[str, int, int]]]
+    stored: dict[str, Committed]
     databases: set[str]
-    forgotten: dict[str, set[str]]
-    begins: dict[str, tuple[int, Log, int]]
+    tracks: dict[str, Tracks]
 
     @property
-    def tracks(self) -> Mapping[str, Mapping[str, TrackView]]: ...
+    def begins(self) -> Begins: ...
 
     def flag(self, kind: ViolationKind, txid: str | None, message: str, *evidence: str) -> None: ...
     def cite_record(self, node: str, txid: str | None) -> list[str]: ...
     def cite_commit(self, node: str, txid: str | None) -> list[str]: ...
 
 
-def parse_storage(entry: Any) -> tuple[list[tuple[str, int, int]], list[str], tuple[int, int]] | str | None:
-    """A participant's entry of final_states.json as _Checker._storage returns
-    it; None when it has no storage records, or what is wrong with them. Its
-    committed list leaves the entry: read once, held once (a long run's
-    stores hold hundreds of thousands, and the JSON form is twice the size)."""
+def parse_storage(entry: Any, ids: TxIds) -> Parsed | str | None:
+    """A participant's entry of final_states.json as _storage returns it; None
+    when it has no storage records, or what is wrong with them. Its committed
+    list leaves the entry: read once, held once, as columns over the txids'
+    numbers (``ids``; a long run's stores hold hundreds of thousands)."""
     storage = entry.get("storage") if isinstance(entry, dict) else None
     if not isinstance(storage, dict) or "committed" not in storage:
         return None
     try:
-        seq = [(intern(str(t)), int(v), int(val)) for t, v, val in storage.pop("committed")]
+        rows = storage.pop("committed")
+        seq = Committed(ids.names)
+        seq.extend([ids.id(str(t)) for t, _, _ in rows], [int(v) for _, v, _ in rows], [int(v) for _, _, v in rows])
+        del rows
         raw_prepared = storage.get("prepared", [])
         if not isinstance(raw_prepared, list):
             raise TypeError("prepared is not a list")
@@ -75,8 +70,8 @@ def parse_storage(entry: Any) -> tuple[list[tuple[str, int, int]], list[str], tu
     return seq, prepared, base
 
 
-def _storage(c: StoreChecker, node: str) -> tuple[list[tuple[str, int, int]], list[str], tuple[int, int]] | None:
-    """The node's committed (txid, version, value) list, prepared txids, and
+def _storage(c: StoreChecker, node: str) -> Parsed | None:
+    """The node's committed (txid, version, value) records, prepared txids, and
     the (version, value) its compaction's summary holds ((0, 0) without
     compaction: its committed list then starts at version 1) from
     final_states.json, or None (flagged) when they are missing or malformed."""
@@ -90,13 +85,19 @@ def _storage(c: StoreChecker, node: str) -> tuple[list[tuple[str, int, int]], li
     return parsed
 
 
-def _check_forgotten_count(c: StoreChecker, node: str, gone: set[str]) -> None:
+def _forgotten_committed(tracks: Tracks) -> list[int]:
+    """The txids whose committed record this participant's compaction dropped (its log says so)."""
+    if not tracks.forgot.count(1):
+        return []
+    return [i for i, gone in enumerate(tracks.forgot) if gone and tracks.state[i] == COMMITTED]
+
+
+def _check_forgotten_count(c: StoreChecker, node: str) -> None:
     """The store's compaction summary counts as many commits as the log's
     "forgotten" lines dropped committed records."""
     entry = c.final.get(node)
     summary = entry.get("storage", {}).get("forgotten") if isinstance(entry, dict) else None
-    tracks = c.tracks[node]
-    logged = sum(1 for t in gone if (track := tracks.get(t)) is not None and track.state == "committed")
+    logged = len(_forgotten_committed(c.tracks[node]))
     stored = summary.get("committed", 0) if isinstance(summary, dict) else 0
     if logged != stored:
         c.flag(
@@ -106,8 +107,69 @@ def _check_forgotten_count(c: StoreChecker, node: str, gone: set[str]) -> None:
         )
 
 
+def _check_log_storage(c: StoreChecker, node: str, seq: Committed) -> None:
+    """The participant's log and its store tell the same story: the same txids
+    committed (less what compaction dropped), at the same versions and values.
+    (In C where it can: map, compress and sets iterate without bytecode, and a
+    long run's store holds hundreds of thousands.)"""
+    tracks, names = c.tracks[node], c.ids.names
+    state, forgot = tracks.state, tracks.forgot
+    logged = list(compress(tracks.order, map(COMMITTED.__eq__, map(state.__getitem__, tracks.order))))
+    if forgot.count(1):
+        logged = [i for i in logged if not forgot[i]]
+    only = set(logged).symmetric_difference(seq.ids)
+    if not only and not _differ(tracks, logged, seq):
+        return  # the same txids, each at the same version and value (every consistent run)
+    where = array("Q", bytes(8 * len(c.ids)))  # txid -> 1 + its row in the store (the last, as a dict keeps)
+    for k, i in enumerate(seq.ids, 1):
+        where[i] = k
+    for i in sorted(only, key=names.__getitem__):
+        txid = names[i]
+        if not where[i]:
+            c.flag(
+                ViolationKind.LOG_STORAGE,
+                txid,
+                f"{node}'s log says {txid} committed, its storage does not",
+                tracks.cite(tracks.last_at[i]),
+            )
+        else:
+            c.flag(
+                ViolationKind.LOG_STORAGE,
+                txid,
+                f"{node}'s storage holds {txid} committed at version {seq.versions.get(where[i] - 1)}, "
+                "its log never says so",
+                *c.cite_record(node, txid),
+            )
+    for i in logged:
+        k = where[i] - 1
+        if k < 0:
+            continue
+        version, value = tracks.last_version.get(i), tracks.last_value.get(i)
+        if (version, value) != (seq.versions.get(k), seq.values.get(k)):
+            c.flag(
+                ViolationKind.LOG_STORAGE,
+                names[i],
+                f"{node} logged {names[i]} at version {version} value {value}, "
+                f"storage says version {seq.versions.get(k)} value {seq.values.get(k)}",
+                tracks.cite(tracks.last_at[i]),
+            )
+
+
+def _differ(tracks: Tracks, logged: list[int], seq: Committed) -> bool:
+    """Whether some txid the log and the store both hold committed may be at another
+    version or value in each (False: certainly not). Compared row by row in the
+    store's order; where it is in doubt (a txid twice in the store, a value kept
+    aside), the caller compares exactly."""
+    if len(logged) != len(seq) or len(set(seq.ids)) != len(seq):
+        return True
+    columns = ((tracks.last_version, seq.versions), (tracks.last_value, seq.values))
+    if any(mine.big or store.big for mine, store in columns):
+        return True
+    return any(array("Q", map(mine.data.__getitem__, seq.ids)) != store.data for mine, store in columns)
+
+
 def check_replicas(c: StoreChecker) -> None:
-    sequences: dict[str, list[tuple[str, int, int]]] = {}
+    sequences: dict[str, Committed] = {}
     summaries: dict[str, tuple[int, int]] = {}  # node -> (version, value) its compaction's summary holds
     for node, _ in c.participants:
         entry = c.final.get(node) or {}
@@ -123,9 +185,10 @@ def check_replicas(c: StoreChecker) -> None:
             summaries[node] = (base, base_value)
         # Without compaction the store holds every commit: versions 1..N.
         # With it, the commits it has not forgotten, at distinct versions.
-        expected = count(1) if not base else iter(sorted({v for _, v, _ in seq}))
-        for (txid, version, _), want in zip(seq, expected, strict=False):
+        expected = count(1) if not base else iter(sorted(set(seq.versions)))
+        for k, (version, want) in enumerate(zip(seq.versions, expected, strict=False)):
             if version != want:
+                txid = seq.item(k)[0]
                 rule = f"run 1..{len(seq)} without gaps" if not base else "be distinct"
                 c.flag(
                     ViolationKind.REPLICAS,
@@ -134,8 +197,9 @@ def check_replicas(c: StoreChecker) -> None:
                     *c.cite_commit(node, txid),
                 )
                 break
-        value, version = (seq[-1][2], seq[-1][1]) if seq and seq[-1][1] > base else (base_value, base)
-        last_txid = seq[-1][0] if seq else None
+        top = seq.item(-1) if len(seq) else None
+        value, version = (top[2], top[1]) if top and top[1] > base else (base_value, base)
+        last_txid = top[0] if top else None
         stats.storage_server, stats.version = value, version
         if not isinstance(status, dict):
             c.flag(
@@ -174,43 +238,13 @@ def check_replicas(c: StoreChecker) -> None:
                 *c.cite_record(node, txid),
             )
         # the logs and the storage must tell the same story
-        gone = c.forgotten[node]  # compaction dropped them from the store, and its log says so
-        _check_forgotten_count(c, node, gone)
-        logged = {
-            txid: t.last for txid, t in c.tracks[node].items() if t.last.state == "committed" and txid not in gone
-        }
-        stored = {t: (v, val) for t, v, val in seq}
-        for txid in sorted(set(logged) ^ set(stored)):
-            if txid in logged:
-                o = logged[txid]
-                c.flag(
-                    ViolationKind.LOG_STORAGE,
-                    txid,
-                    f"{node}'s log says {txid} committed, its storage does not",
-                    o.cite(),
-                )
-            else:
-                c.flag(
-                    ViolationKind.LOG_STORAGE,
-                    txid,
-                    f"{node}'s storage holds {txid} committed at version {stored[txid][0]}, its log never says so",
-                    *c.cite_record(node, txid),
-                )
-        for txid in set(logged) & set(stored):
-            o = logged[txid]
-            if (o.version, o.value) != stored[txid]:
-                c.flag(
-                    ViolationKind.LOG_STORAGE,
-                    txid,
-                    f"{node} logged {txid} at version {o.version} value {o.value}, "
-                    f"storage says version {stored[txid][0]} value {stored[txid][1]}",
-                    o.cite(),
-                )
+        _check_forgotten_count(c, node)
+        _check_log_storage(c, node, seq)
     # A compacting replica's summary holds the value of its version: any replica
     # that kept that version's commit must hold the same value there.
     for node, (v, val) in summaries.items():
         for other, seq in sequences.items():
-            kept = next((item for item in seq if item[1] == v), None)
+            kept = next((seq.item(k) for k, version in enumerate(seq.versions) if version == v), None)
             if kept is not None and kept[2] != val:
                 c.flag(
                     ViolationKind.REPLICAS,
@@ -224,11 +258,12 @@ def check_replicas(c: StoreChecker) -> None:
         # summary, so two replicas are compared where both hold a version,
         # and on their last one (which version each was at, every log says).
         reference_node, reference = next(iter(sequences.items()))
-        theirs_at = {item[1]: item for item in reference}
+        theirs_at: dict[int, tuple[str, int, int]] = {}  # built only if some replica differs
         last_ref = c.replicas[reference_node].version or 0
         for node, seq in sequences.items():
-            if seq == reference:
+            if seq.same(reference):
                 continue
+            theirs_at = theirs_at or {item[1]: item for item in reference}
             mine_at = {item[1]: item for item in seq}
             last = c.replicas[node].version or 0
             differ = [v for v in sorted(mine_at.keys() & theirs_at.keys()) if mine_at[v] != theirs_at[v]]
