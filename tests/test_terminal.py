@@ -143,6 +143,12 @@ def test_jain_index_and_uneven_flag() -> None:
     )
     line = fairness.fairness_line(report)
     assert line is not None and "fewest commits 40 (client1), most 768 (client2)" in line and "UNEVEN" in line
+    # the remedy named is a flag the run did not have already
+    assert line.endswith("try --retry backoff")
+    report.run = {"config": {"retry": "backoff", "conflict": "nok"}}
+    assert (fairness.fairness_line(report) or "").endswith("(the oldest operation waits instead of losing)")
+    report.run = {"config": {"retry": "backoff", "conflict": "wait-die"}}
+    assert (fairness.fairness_line(report) or "").endswith("some clients starved")
 
 
 LOG = [

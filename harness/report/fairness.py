@@ -120,5 +120,15 @@ def fairness_line(report: CheckReport) -> str | None:
         f"Jain's index {f.jain:.2f}"
     )
     if f.uneven:
-        line += f" - UNEVEN (below {UNEVEN_BELOW}): some clients starved; try --retry backoff"
+        line += f" - UNEVEN (below {UNEVEN_BELOW}): some clients starved" + _remedy(report)
     return line
+
+
+def _remedy(report: CheckReport) -> str:
+    """What the run could add against starvation: a flag it did not have already."""
+    config = report.run.get("config", {})
+    if config.get("retry") != "backoff":
+        return "; try --retry backoff"
+    if config.get("conflict") != "wait-die":
+        return "; try --conflict wait-die (the oldest operation waits instead of losing)"
+    return ""
