@@ -293,10 +293,10 @@ class Interned:
 
     def _candidates(self, state: State) -> list[int]:
         """The renamings among which the representative is chosen: every client
-        renaming; once no crash is left, each combined with the participant
-        renamings that sort the participants by their blurred keys (all orders
-        of equal keys). The set is the same for every state of a class, renamed,
-        so the least candidate is a class invariant."""
+        renaming, each combined with the participant renamings that sort the
+        participants by their blurred keys (all orders of equal keys). The set
+        is the same for every state of a class, renamed, so the least candidate
+        is a class invariant."""
         sym = self.sym
         assert sym is not None
         out: list[int] = []
@@ -310,8 +310,8 @@ class Interned:
         least: tuple[tuple[int, ...], ...] | None = None
         chosen: list[tuple[int, list[tuple[int, int]]]] = []
         for hi, from_old in enumerate(self._client_from):
-            keys = sorted((blurred(nodes[i], hi), i) for i in range(first, np))
-            key = (tuple(k for k, _ in keys), tuple([blurred(nodes[np + o], hi) for o in from_old]))
+            keys = sorted([(blurred(nodes[i], hi), i) for i in range(first, np)])
+            key = (tuple([k for k, _ in keys]), tuple([blurred(nodes[np + o], hi) for o in from_old]))
             if least is None or key < least:
                 least, chosen = key, [(hi, keys)]
             elif key == least:
@@ -348,22 +348,7 @@ class Interned:
         sym = self.sym
         if sym is None or self._group_size == 1:
             return state
-        nodes = state.nodes
-        hit = self._canon_nodes.get(nodes)
-        if hit is None:
-            node_from = sym.node_from
-            ren = self._renamed_sid
-            best: tuple[int, ...] | None = None
-            ties: list[int] = []
-            for gi in self._candidates(state):
-                cand = tuple([ren(nodes[o], gi) for o in node_from[gi]])
-                if best is None or cand < best:
-                    best, ties = cand, [gi]
-                elif cand == best:
-                    ties.append(gi)
-            assert best is not None
-            hit = self._canon_nodes[nodes] = (best, ties)
-        best, ties = hit
+        best, ties = self.least_nodes(state)
         if len(ties) == 1 and not ties[0]:
             self.stabiliser = 1
             return state
@@ -382,6 +367,29 @@ class Interned:
         assert best_rest is not None
         self.stabiliser = count
         return cast(State, _new(State, (best, *best_rest, state.crashes, state.losses, state.duplicates, state.early)))
+
+    def least_nodes(self, state: State) -> tuple[tuple[int, ...], list[int]]:
+        """The least renaming of ``state.nodes`` among the candidates (with
+        symmetry), and the renamings that give it (memoised per node vector:
+        it reads nothing else of ``state``)."""
+        sym = self.sym
+        assert sym is not None
+        nodes = state.nodes
+        hit = self._canon_nodes.get(nodes)
+        if hit is None:
+            node_from = sym.node_from
+            ren = self._renamed_sid
+            best: tuple[int, ...] | None = None
+            ties: list[int] = []
+            for gi in self._candidates(state):
+                cand = tuple([ren(nodes[o], gi) for o in node_from[gi]])
+                if best is None or cand < best:
+                    best, ties = cand, [gi]
+                elif cand == best:
+                    ties.append(gi)
+            assert best is not None
+            hit = self._canon_nodes[nodes] = (best, ties)
+        return hit
 
     def _renamed_net(self, net: int, gi: int) -> int:
         key = (net, gi)
