@@ -74,6 +74,7 @@ class Interned:
         self._ren: dict[int, int] = {}  # snapshot id * group size + renaming -> renamed snapshot id
         self._blur: dict[int, int] = {}  # snapshot id * client renamings + client renaming -> blurred key
         self._blur_ids: dict[PSnap | CSnap, int] = {}
+        self._blur_rows: dict[int, tuple[int, ...]] = {}  # snapshot id -> _blurred under each client renaming
         # Memoised canonicalisation: per node vector, the least renamed vector and the renamings that give it.
         self._canon_nodes: dict[tuple[int, ...], tuple[tuple[int, ...], list[int]]] = {}
         self._net_ren: dict[tuple[int, int], int] = {}
@@ -105,6 +106,7 @@ class Interned:
             self._ren,
             self._blur,
             self._blur_ids,
+            self._blur_rows,
             self._canon_nodes,
             self._net_ren,
             self._eren,
@@ -279,6 +281,13 @@ class Interned:
             out = self._blur[key] = self._blur_ids.setdefault(snap, len(self._blur_ids))
         return out
 
+    def _blur_row(self, sid: int) -> tuple[int, ...]:
+        """Snapshot ``sid``'s blurred key under each client renaming (memoised)."""
+        row = self._blur_rows.get(sid)
+        if row is None:
+            row = self._blur_rows[sid] = tuple([self._blurred(sid, hi) for hi in range(self._cperms)])
+        return row
+
     def _renamed_entries(self, eid: int) -> list[int]:
         ren = self._eren.get(eid)
         if ren is None:
@@ -302,7 +311,8 @@ class Interned:
         out: list[int] = []
         nodes, np = state.nodes, self.np
         first = 1 if sym.fixed_first else 0
-        blurred = self._blurred
+        get, row = self._blur_rows.get, self._blur_row
+        rows = [get(sid) or row(sid) for sid in nodes]
         # First the client renamings whose renamed state has the least blurred
         # keys (participants' sorted, then clients' in their new order): a
         # function of the renamed state, so the choice is a class invariant
@@ -310,8 +320,8 @@ class Interned:
         least: tuple[tuple[int, ...], ...] | None = None
         chosen: list[tuple[int, list[tuple[int, int]]]] = []
         for hi, from_old in enumerate(self._client_from):
-            keys = sorted([(blurred(nodes[i], hi), i) for i in range(first, np)])
-            key = (tuple([k for k, _ in keys]), tuple([blurred(nodes[np + o], hi) for o in from_old]))
+            keys = sorted([(rows[i][hi], i) for i in range(first, np)])
+            key = (tuple([k for k, _ in keys]), tuple([rows[np + o][hi] for o in from_old]))
             if least is None or key < least:
                 least, chosen = key, [(hi, keys)]
             elif key == least:
@@ -378,11 +388,19 @@ class Interned:
         hit = self._canon_nodes.get(nodes)
         if hit is None:
             node_from = sym.node_from
-            ren = self._renamed_sid
+            size, ren, get = self._group_size, self._renamed_sid, self._ren.get
             best: tuple[int, ...] | None = None
             ties: list[int] = []
             for gi in self._candidates(state):
-                cand = tuple([ren(nodes[o], gi) for o in node_from[gi]])
+                if gi:
+                    renamed = []
+                    for o in node_from[gi]:
+                        sid = nodes[o]
+                        r = get(sid * size + gi)
+                        renamed.append(ren(sid, gi) if r is None else r)
+                    cand = tuple(renamed)
+                else:
+                    cand = nodes
                 if best is None or cand < best:
                     best, ties = cand, [gi]
                 elif cand == best:

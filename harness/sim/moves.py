@@ -41,10 +41,19 @@ rebuilds the counterexample from the steps themselves.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from harness.sim.states import State, Step, StepKind
 from harness.sim.transitions import Transitions
+
+# tuple.__new__ builds a NamedTuple from its fields at C speed.
+_new: Any = tuple.__new__
+
+
+def _empty(state: State) -> State:
+    """``state`` with nothing in flight."""
+    return cast(State, _new(State, (state.nodes, state.conns, 0, *state[3:])))
+
 
 # Keys of the moves that name no entry, beside entry ids (which are >= 0).
 _START, _QUIET, _BUSY = -1, -2, -3
@@ -86,9 +95,11 @@ class Moves(Transitions):
         at = self._net_at
         head = data[:at]
         net = int.from_bytes(data[at:], "little")
+        state: State | None = None  # unpacked at the first miss
         first = self._starts.get(head)
         if first is None:
-            first = self._plan_starts(data)
+            state = self.packer.unpack(data)
+            first = self._plan_starts(state, head)
         down, starts = first
         moves = self._moves
         to_node = self._to_node
@@ -100,7 +111,8 @@ class Moves(Transitions):
             key = (head, low.bit_length() - 1)
             ms = moves.get(key)
             if ms is None:
-                ms = self._plan(data, key)
+                state = state or self.packer.unpack(data)
+                ms = self._plan(state, key)
             groups.append(ms)
         deliverable = net
         for p in down:
@@ -108,7 +120,7 @@ class Moves(Transitions):
         key = (head, _BUSY if deliverable else _QUIET)
         ms = moves.get(key)
         if ms is None:
-            ms = self._plan(data, key)
+            ms = self._plan(state or self.packer.unpack(data), key)
         groups.append(ms)
         group = self.group_size
         renamed = self._renamed_net
@@ -139,19 +151,13 @@ class Moves(Transitions):
 
     # ------------------------------------------------------------ misses
 
-    def _plan_starts(self, data: bytes) -> tuple[tuple[int, ...], tuple[Move, ...]]:
-        state = self.packer.unpack(data)
+    def _plan_starts(self, state: State, head: bytes) -> tuple[tuple[int, ...], tuple[Move, ...]]:
         down = tuple(p for p in range(self.np) if not self._up[state.nodes[p]])
-        empty = state._replace(net=0)
-        hit = self._starts[data[: self._net_at]] = (
-            down,
-            tuple(self._move(empty, st, None) for st in self.start_steps(state)),
-        )
+        empty = _empty(state)
+        hit = self._starts[head] = (down, tuple(self._move(empty, st, None) for st in self.start_steps(state)))
         return hit
 
-    def _plan(self, data: bytes, key: tuple[bytes, int]) -> tuple[Move, ...]:
-        state = self.packer.unpack(data)
-        empty = state._replace(net=0)
+    def _plan(self, state: State, key: tuple[bytes, int]) -> tuple[Move, ...]:
         code = key[1]
         if code >= 0:
             dst = self._entries[code].dst
@@ -160,6 +166,7 @@ class Moves(Transitions):
         else:
             steps = self.other_steps(state, code == _QUIET)
             crowded = code == _BUSY
+        empty = _empty(state)
         hit = self._moves[key] = tuple(self._move(empty, st, crowded) for st in steps)
         return hit
 
@@ -171,13 +178,12 @@ class Moves(Transitions):
         forget = tuple(c for c in range(np, np + self.nc) if accepts[empty.nodes[c]] and not accepts[nxt.nodes[c]])
         clear = 1 << step.entry if step.kind is StepKind.DELIVER or step.kind is StepKind.LOSE else 0
         gis: tuple[int, ...] = (0,)
-        if self.sym is None or self.group_size == 1:
-            least = nxt
-        else:
+        least = nxt
+        if self.sym is not None and self.group_size > 1:
             best, ties = self.least_nodes(nxt)
             conn_from = self.sym.conn_from
             rows = [(tuple([nxt.conns[o] for o in conn_from[g]]) if g else nxt.conns, g) for g in ties]
-            conns = min(r for r, _ in rows)
-            gis = tuple(g for r, g in rows if r == conns)
-            least = nxt._replace(nodes=best, conns=conns)
+            conns = min(r for r, _ in rows) if len(rows) > 1 else rows[0][0]
+            gis = tuple([g for r, g in rows if r == conns])
+            least = _new(State, (best, conns, 0, *nxt[3:]))
         return Move(self.packer.head(least), clear, nxt.net, forget, gis, self.heal_rank(step), bool(violations))
