@@ -75,6 +75,8 @@ class Interned:
         self._blur: dict[int, int] = {}  # snapshot id * client renamings + client renaming -> blurred key
         self._blur_ids: dict[PSnap | CSnap, int] = {}
         self._blur_rows: dict[int, tuple[int, ...]] = {}  # snapshot id -> _blurred under each client renaming
+        self._pkeys: dict[tuple[int, ...], list[tuple[tuple[int, ...], list[tuple[int, int]]]]] = {}
+        self._ckeys: dict[tuple[int, ...], list[tuple[int, ...]]] = {}  # see _participant_keys, _client_keys
         # Memoised canonicalisation: per node vector, the least renamed vector and the renamings that give it.
         self._canon_nodes: dict[tuple[int, ...], tuple[tuple[int, ...], list[int]]] = {}
         self._net_ren: dict[tuple[int, int], int] = {}
@@ -107,6 +109,8 @@ class Interned:
             self._blur,
             self._blur_ids,
             self._blur_rows,
+            self._pkeys,
+            self._ckeys,
             self._canon_nodes,
             self._net_ren,
             self._eren,
@@ -281,6 +285,26 @@ class Interned:
             out = self._blur[key] = self._blur_ids.setdefault(snap, len(self._blur_ids))
         return out
 
+    def _participant_keys(self, sids: tuple[int, ...]) -> list[tuple[tuple[int, ...], list[tuple[int, int]]]]:
+        """Per client renaming, the blurred keys of the participants ``sids``
+        (those that may be renamed), sorted, alone and with each one's index (memoised)."""
+        assert self.sym is not None
+        rows = [self._blur_row(sid) for sid in sids]
+        first = 1 if self.sym.fixed_first else 0
+        out = []
+        for hi in range(self._cperms):
+            keys = sorted([(rows[i][hi], i) for i in range(first, len(sids))])
+            out.append((tuple([k for k, _ in keys]), keys))
+        self._pkeys[sids] = out
+        return out
+
+    def _client_keys(self, sids: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """Per client renaming, the blurred keys of the clients ``sids`` in their new order (memoised)."""
+        rows = [self._blur_row(sid) for sid in sids]
+        out = [tuple([rows[o][hi] for o in from_old]) for hi, from_old in enumerate(self._client_from)]
+        self._ckeys[sids] = out
+        return out
+
     def _blur_row(self, sid: int) -> tuple[int, ...]:
         """Snapshot ``sid``'s blurred key under each client renaming (memoised)."""
         row = self._blur_rows.get(sid)
@@ -311,17 +335,16 @@ class Interned:
         out: list[int] = []
         nodes, np = state.nodes, self.np
         first = 1 if sym.fixed_first else 0
-        get, row = self._blur_rows.get, self._blur_row
-        rows = [get(sid) or row(sid) for sid in nodes]
+        parts = self._pkeys.get(nodes[:np]) or self._participant_keys(nodes[:np])
+        clients = self._ckeys.get(nodes[np:]) or self._client_keys(nodes[np:])
         # First the client renamings whose renamed state has the least blurred
         # keys (participants' sorted, then clients' in their new order): a
         # function of the renamed state, so the choice is a class invariant
         # too, and every renaming that gives the representative passes it.
         least: tuple[tuple[int, ...], ...] | None = None
         chosen: list[tuple[int, list[tuple[int, int]]]] = []
-        for hi, from_old in enumerate(self._client_from):
-            keys = sorted([(rows[i][hi], i) for i in range(first, np)])
-            key = (tuple([k for k, _ in keys]), tuple([rows[np + o][hi] for o in from_old]))
+        for hi, (sorted_keys, keys) in enumerate(parts):
+            key = (sorted_keys, clients[hi])
             if least is None or key < least:
                 least, chosen = key, [(hi, keys)]
             elif key == least:
