@@ -17,9 +17,11 @@ again). So, with ``x`` the network before the step, the network after it is
 
 where ``clear`` is the entry delivered or lost, ``add`` the network after the
 same step from the same head with nothing in flight, and the forgotten
-clients those that heeded messages before the step and do not after it (the
-entries to a client are looked up when the move is used: entries interned
-later count too). The head after the step, the properties the step breaks,
+clients those that heeded messages before the step and do not after it (one
+that heeded none before has nothing in flight to it: what was, went when it
+stopped, and nothing is sent to it since; the entries to a client are looked
+up when the move is used, so entries interned later count too). The head
+after the step, the properties the step breaks (they read nodes and budgets),
 its healing rank and the node-and-connection part of its successor's
 canonical form (Interned.least_nodes, then the least renamed connections)
 depend on the head alone.
@@ -36,7 +38,9 @@ The rule this module keeps: the moves are an exact memo of
 Transitions.steps and successor plus Interned.canonical and Packer.pack,
 in steps() order (tests/test_explore_moves.py compares them state by state);
 a step that breaks a property is left to the explorer's own path, which
-rebuilds the counterexample from the steps themselves.
+rebuilds the counterexample from the steps themselves. Its tables are
+listed in _tables, so a worker (harness.sim.parallel) rolls them back with
+the ids they name.
 """
 
 from __future__ import annotations
@@ -55,8 +59,9 @@ def _empty(state: State) -> State:
     return cast(State, _new(State, (state.nodes, state.conns, 0, *state[3:])))
 
 
-# Keys of the moves that name no entry, beside entry ids (which are >= 0).
-_START, _QUIET, _BUSY = -1, -2, -3
+# Keys of the moves that name no entry, beside entry ids (which are >= 0):
+# the steps after the entries', with nothing deliverable in flight or not.
+_QUIET, _BUSY = -2, -3
 
 # Per step, in steps() order: its successor's class, packed; the class's
 # size (states without reduction); the step's healing rank.
