@@ -11,8 +11,10 @@ identical replicas once faults stop).
 * :mod:`harness.sim.explore`: every reachable state of a small configuration,
   breadth-first, with a shortest counterexample; the system it searches is
   :mod:`harness.sim.transitions`, its vocabulary :mod:`harness.sim.states`,
-  its store :mod:`harness.sim.interned`, and :mod:`harness.sim.symmetry`
-  stores one state per class up to renaming;
+  its store :mod:`harness.sim.interned`, :mod:`harness.sim.symmetry`
+  stores one state per class up to renaming, :mod:`harness.sim.moves`
+  memoises each step per state without its network, and
+  :mod:`harness.sim.parallel` shares each level with a second core;
 * :mod:`harness.sim.simulate`: seeded random runs with a virtual clock, loss,
   duplication, reordering, delay, crashes and restarts; one seed, one run.
 

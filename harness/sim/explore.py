@@ -31,9 +31,10 @@ from typing import Any
 
 from harness.sim.invariants import LIVENESS
 from harness.sim.model import PropertyViolation, effect_text
+from harness.sim.moves import Moves
 from harness.sim.parallel import MIN_LEVEL, Expanded, Worker
 from harness.sim.states import Bounds, State, Step, StepKind
-from harness.sim.transitions import NO_RANK, Transitions
+from harness.sim.transitions import NO_RANK
 
 __all__ = ["Bounds", "ExploreResult", "Explorer", "State", "Step", "StepKind"]
 
@@ -65,10 +66,11 @@ class ExploreResult:
         return self.states / self.seconds if self.seconds > 0 else float("inf")
 
 
-class Explorer(Transitions):
+class Explorer(Moves):
     """Explores every state of the system of :class:`Transitions` (same
-    arguments); ``workers``: 2 expands each level of at least ``split_at``
-    states on two cores (harness.sim.parallel), with the same result."""
+    arguments), by its memoised successors (harness.sim.moves); ``workers``:
+    2 expands each level of at least ``split_at`` states on two cores
+    (harness.sim.parallel), with the same result."""
 
     def __init__(self, *args: Any, workers: int = 1, split_at: int = MIN_LEVEL, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -116,10 +118,11 @@ class Explorer(Transitions):
         heal = array("l", [-1])
         transitions = 0
         complete = True
-        steps, successor, heal_rank = self.steps, self.successor, self.heal_rank
+        steps, successor, heal_rank, successors = self.steps, self.successor, self.heal_rank, self.successors
 
         def expand(i: int) -> tuple[int, int, ExploreResult | None]:
-            """Expand state ``i`` here: the transitions, the states without
+            """Expand state ``i`` here, step by step (a step breaks a property:
+            successors gives up): the transitions, the states without
             reduction added, and the result if a transition breaks a property."""
             state = unpack(order[i])
             best_rank, best = NO_RANK, -1
@@ -163,7 +166,8 @@ class Explorer(Transitions):
             return transitions, added, None
 
         def merge(i: int, expanded: tuple[int, list[tuple[bytes, int, int]]]) -> int:
-            """Store what a worker found from state ``i`` (harness.sim.parallel); the states without reduction added."""
+            """Store the successors of state ``i`` (found by successors, here or
+            in a worker: harness.sim.parallel); the states without reduction added."""
             best_rank, best = NO_RANK, -1
             added = 0
             for key, size, rank in expanded[1]:
@@ -210,6 +214,8 @@ class Explorer(Transitions):
                         # The next level's split: both sides busy as long (the merge is cheap next to either).
                         head_share = min(max(tail / (head + tail), 0.2), 0.8) if head + tail > 0 else 0.5
                     hit = results[i - split] if i >= split else None
+                    if hit is None:
+                        hit = successors(order[i])
                     if hit is None:
                         n, added, found = expand(i)
                         if found is not None:

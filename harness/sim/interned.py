@@ -74,6 +74,9 @@ class Interned:
         self._ren: dict[int, int] = {}  # snapshot id * group size + renaming -> renamed snapshot id
         self._blur: dict[int, int] = {}  # snapshot id * client renamings + client renaming -> blurred key
         self._blur_ids: dict[PSnap | CSnap, int] = {}
+        self._blur_rows: dict[int, tuple[int, ...]] = {}  # snapshot id -> _blurred under each client renaming
+        self._pkeys: dict[tuple[int, ...], list[tuple[tuple[int, ...], list[tuple[int, int]]]]] = {}
+        self._ckeys: dict[tuple[int, ...], list[tuple[int, ...]]] = {}  # see _participant_keys, _client_keys
         # Memoised canonicalisation: per node vector, the least renamed vector and the renamings that give it.
         self._canon_nodes: dict[tuple[int, ...], tuple[tuple[int, ...], list[int]]] = {}
         self._net_ren: dict[tuple[int, int], int] = {}
@@ -105,6 +108,9 @@ class Interned:
             self._ren,
             self._blur,
             self._blur_ids,
+            self._blur_rows,
+            self._pkeys,
+            self._ckeys,
             self._canon_nodes,
             self._net_ren,
             self._eren,
@@ -279,6 +285,33 @@ class Interned:
             out = self._blur[key] = self._blur_ids.setdefault(snap, len(self._blur_ids))
         return out
 
+    def _participant_keys(self, sids: tuple[int, ...]) -> list[tuple[tuple[int, ...], list[tuple[int, int]]]]:
+        """Per client renaming, the blurred keys of the participants ``sids``
+        (those that may be renamed), sorted, alone and with each one's index (memoised)."""
+        assert self.sym is not None
+        rows = [self._blur_row(sid) for sid in sids]
+        first = 1 if self.sym.fixed_first else 0
+        out = []
+        for hi in range(self._cperms):
+            keys = sorted([(rows[i][hi], i) for i in range(first, len(sids))])
+            out.append((tuple([k for k, _ in keys]), keys))
+        self._pkeys[sids] = out
+        return out
+
+    def _client_keys(self, sids: tuple[int, ...]) -> list[tuple[int, ...]]:
+        """Per client renaming, the blurred keys of the clients ``sids`` in their new order (memoised)."""
+        rows = [self._blur_row(sid) for sid in sids]
+        out = [tuple([rows[o][hi] for o in from_old]) for hi, from_old in enumerate(self._client_from)]
+        self._ckeys[sids] = out
+        return out
+
+    def _blur_row(self, sid: int) -> tuple[int, ...]:
+        """Snapshot ``sid``'s blurred key under each client renaming (memoised)."""
+        row = self._blur_rows.get(sid)
+        if row is None:
+            row = self._blur_rows[sid] = tuple([self._blurred(sid, hi) for hi in range(self._cperms)])
+        return row
+
     def _renamed_entries(self, eid: int) -> list[int]:
         ren = self._eren.get(eid)
         if ren is None:
@@ -293,25 +326,25 @@ class Interned:
 
     def _candidates(self, state: State) -> list[int]:
         """The renamings among which the representative is chosen: every client
-        renaming; once no crash is left, each combined with the participant
-        renamings that sort the participants by their blurred keys (all orders
-        of equal keys). The set is the same for every state of a class, renamed,
-        so the least candidate is a class invariant."""
+        renaming, each combined with the participant renamings that sort the
+        participants by their blurred keys (all orders of equal keys). The set
+        is the same for every state of a class, renamed, so the least candidate
+        is a class invariant."""
         sym = self.sym
         assert sym is not None
         out: list[int] = []
         nodes, np = state.nodes, self.np
         first = 1 if sym.fixed_first else 0
-        blurred = self._blurred
+        parts = self._pkeys.get(nodes[:np]) or self._participant_keys(nodes[:np])
+        clients = self._ckeys.get(nodes[np:]) or self._client_keys(nodes[np:])
         # First the client renamings whose renamed state has the least blurred
         # keys (participants' sorted, then clients' in their new order): a
         # function of the renamed state, so the choice is a class invariant
         # too, and every renaming that gives the representative passes it.
         least: tuple[tuple[int, ...], ...] | None = None
         chosen: list[tuple[int, list[tuple[int, int]]]] = []
-        for hi, from_old in enumerate(self._client_from):
-            keys = sorted((blurred(nodes[i], hi), i) for i in range(first, np))
-            key = (tuple(k for k, _ in keys), tuple([blurred(nodes[np + o], hi) for o in from_old]))
+        for hi, (sorted_keys, keys) in enumerate(parts):
+            key = (sorted_keys, clients[hi])
             if least is None or key < least:
                 least, chosen = key, [(hi, keys)]
             elif key == least:
@@ -348,22 +381,7 @@ class Interned:
         sym = self.sym
         if sym is None or self._group_size == 1:
             return state
-        nodes = state.nodes
-        hit = self._canon_nodes.get(nodes)
-        if hit is None:
-            node_from = sym.node_from
-            ren = self._renamed_sid
-            best: tuple[int, ...] | None = None
-            ties: list[int] = []
-            for gi in self._candidates(state):
-                cand = tuple([ren(nodes[o], gi) for o in node_from[gi]])
-                if best is None or cand < best:
-                    best, ties = cand, [gi]
-                elif cand == best:
-                    ties.append(gi)
-            assert best is not None
-            hit = self._canon_nodes[nodes] = (best, ties)
-        best, ties = hit
+        best, ties = self.least_nodes(state)
         if len(ties) == 1 and not ties[0]:
             self.stabiliser = 1
             return state
@@ -382,6 +400,37 @@ class Interned:
         assert best_rest is not None
         self.stabiliser = count
         return cast(State, _new(State, (best, *best_rest, state.crashes, state.losses, state.duplicates, state.early)))
+
+    def least_nodes(self, state: State) -> tuple[tuple[int, ...], list[int]]:
+        """The least renaming of ``state.nodes`` among the candidates (with
+        symmetry), and the renamings that give it (memoised per node vector:
+        it reads nothing else of ``state``)."""
+        sym = self.sym
+        assert sym is not None
+        nodes = state.nodes
+        hit = self._canon_nodes.get(nodes)
+        if hit is None:
+            node_from = sym.node_from
+            size, ren, get = self._group_size, self._renamed_sid, self._ren.get
+            best: tuple[int, ...] | None = None
+            ties: list[int] = []
+            for gi in self._candidates(state):
+                if gi:
+                    renamed = []
+                    for o in node_from[gi]:
+                        sid = nodes[o]
+                        r = get(sid * size + gi)
+                        renamed.append(ren(sid, gi) if r is None else r)
+                    cand = tuple(renamed)
+                else:
+                    cand = nodes
+                if best is None or cand < best:
+                    best, ties = cand, [gi]
+                elif cand == best:
+                    ties.append(gi)
+            assert best is not None
+            hit = self._canon_nodes[nodes] = (best, ties)
+        return hit
 
     def _renamed_net(self, net: int, gi: int) -> int:
         key = (net, gi)

@@ -49,7 +49,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import IO
 
-from harness.sim.transitions import Transitions
+from harness.sim.moves import Moves
 
 # Per state: None (the explorer expands it itself), or the number of
 # transitions and, per successor that is not the state itself, its packed
@@ -59,33 +59,18 @@ Expanded = tuple[int, list[tuple[bytes, int, int]]] | None
 MIN_LEVEL = 4_000  # a smaller level is expanded by the explorer alone: sharing it would cost more than it saves
 
 
-def expand(ex: Transitions, order: list[bytes], lo: int, hi: int) -> list[Expanded]:
+def expand(ex: Moves, order: list[bytes], lo: int, hi: int) -> list[Expanded]:
     """Expand the states ``order[lo:hi]`` with no new id given (see the module docstring)."""
-    pack, unpack, canonical = ex.packer.pack, ex.packer.unpack, ex.canonical
-    steps, successor, heal_rank, ids_given = ex.steps, ex.successor, ex.heal_rank, ex.ids_given
-    group = ex.group_size
+    successors, ids_given, checkpoint = ex.successors, ex.ids_given, ex.checkpoint
     out: list[Expanded] = []
     for i in range(lo, hi):
-        point = ex.checkpoint()
+        point = checkpoint()
         ids = ids_given()
-        state = unpack(order[i])
-        items: list[tuple[bytes, int, int]] = []
-        transitions = 0
-        clean = True
-        for step in steps(state):
-            nxt, violations = successor(state, step)
-            transitions += 1
-            if violations:
-                clean = False
-                break
-            if nxt is state:
-                continue
-            key = pack(canonical(nxt))
-            items.append((key, group // ex.stabiliser, heal_rank(step)))
+        found = successors(order[i])  # None: a step breaks a property
         if ids_given() != ids:
             ex.rollback(point)
-            clean = False
-        out.append((transitions, items) if clean else None)
+            found = None
+        out.append(found)
     return out
 
 
@@ -96,7 +81,7 @@ class Worker:
     the child gives in the same order (Interned.adopt): the child's tables
     are always a prefix of the explorer's, as :func:`expand` requires."""
 
-    def __init__(self, ex: Transitions) -> None:
+    def __init__(self, ex: Moves) -> None:
         self._ex = ex
         self._given = ex.ids_given()
         # Frozen cores hold their class, which may not be importable (a broken

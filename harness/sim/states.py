@@ -118,6 +118,16 @@ class Packer:
         self._net0 = self._budget0 + 4
         self._head = struct.Struct(f"={nodes}I{conns + 4}B").pack
 
+    @property
+    def net_at(self) -> int:
+        """Where the network starts in a packed state: what comes before is its head (see head)."""
+        return self._net0
+
+    def head(self, state: State) -> bytes:
+        """``state`` packed without its network: pack(state) is head(state) and then the network."""
+        nodes, conns, _, *budgets = state
+        return self._head(*nodes, *conns, *budgets)
+
     def pack(self, state: State) -> bytes:
         nodes, conns, net, *budgets = state
         return self._head(*nodes, *conns, *budgets) + net.to_bytes((net.bit_length() + 7) >> 3, "little")

@@ -402,49 +402,73 @@ class Transitions(Interned):
     # ------------------------------------------------------------ steps
 
     def steps(self, state: State) -> list[Step]:
-        """Every step enabled in ``state``, in a fixed order."""
-        np, nc = self.np, self.nc
-        nodes = state.nodes
-        crashes, losses, dups = state.crashes, state.losses, state.duplicates
-        snaps, up, call = self._snaps, self._up, self._call
+        """Every step enabled in ``state``, in a fixed order: the clients'
+        starts, then each entry in flight's steps (in id order), then the rest."""
         deliverable = self._deliverable(state)
-        quiet = deliverable == 0
-        out: list[Step] = []
-        START, DELIVER, LOSE = StepKind.START, StepKind.DELIVER, StepKind.LOSE
-        for node in range(np, np + nc):
-            if self._startable[nodes[node]]:
-                out.append(_new(Step, (START, node, -1, None, None, None)))
-                if crashes:
-                    cuts = call(node, nodes[node], START, self._age(nodes), None).cuts
-                    out.extend(_new(Step, (START, node, -1, None, k, None)) for k in cuts)
+        out = self.start_steps(state)
         m = state.net
         while m:
             low = m & -m
             m ^= low
-            eid = low.bit_length() - 1
-            entry = self._entries[eid]
-            dst = entry.dst
-            if not low & deliverable:
-                if losses and entry.wire <= Wire.REPLY:
-                    out.append(_new(Step, (LOSE, -1, eid, None, None, None)))
-                continue
-            for k in (None, *call(dst, nodes[dst], DELIVER, eid, None).cuts) if crashes else (None,):
-                out.append(_new(Step, (DELIVER, -1, eid, None, k, None)))
-                reply = call(dst, nodes[dst], DELIVER, eid, k).reply
-                client = self._entries[reply].dst if reply >= 0 else -1
-                if client >= 0 and self._accepts[nodes[client]]:
-                    # The reply's fates other than arriving: lost, duplicated, or its client crashes handling it.
-                    if losses:
-                        out.append(_new(Step, (DELIVER, -1, eid, None, k, Fate.LOST)))
-                    if dups:
-                        out.append(_new(Step, (DELIVER, -1, eid, None, k, Fate.DUPLICATED)))
-                    if crashes > (k is not None):
-                        cuts = call(client, nodes[client], DELIVER, reply, None).cuts
-                        out.extend(_new(Step, (DELIVER, -1, eid, None, k, j)) for j in cuts)
-            if dups:
-                out.append(_new(Step, (StepKind.DUPLICATE, -1, eid, None, None, None)))
+            out += self.entry_steps(state, low.bit_length() - 1, bool(low & deliverable))
+        return out + self.other_steps(state, deliverable == 0)
+
+    def start_steps(self, state: State) -> list[Step]:
+        """The clients' starts enabled in ``state`` (the first of steps())."""
+        np, nc = self.np, self.nc
+        nodes = state.nodes
+        out: list[Step] = []
+        START = StepKind.START
+        for node in range(np, np + nc):
+            if self._startable[nodes[node]]:
+                out.append(_new(Step, (START, node, -1, None, None, None)))
+                if state.crashes:
+                    cuts = self._call(node, nodes[node], START, self._age(nodes), None).cuts
+                    out.extend(_new(Step, (START, node, -1, None, k, None)) for k in cuts)
+        return out
+
+    def entry_steps(self, state: State, eid: int, deliverable: bool) -> list[Step]:
+        """The steps of entry ``eid``, in flight in ``state`` (its destination
+        up: ``deliverable``): read nothing else of the network."""
+        nodes = state.nodes
+        crashes, losses, dups = state.crashes, state.losses, state.duplicates
+        call = self._call
+        out: list[Step] = []
+        DELIVER, LOSE = StepKind.DELIVER, StepKind.LOSE
+        entry = self._entries[eid]
+        dst = entry.dst
+        if not deliverable:
             if losses and entry.wire <= Wire.REPLY:
                 out.append(_new(Step, (LOSE, -1, eid, None, None, None)))
+            return out
+        for k in (None, *call(dst, nodes[dst], DELIVER, eid, None).cuts) if crashes else (None,):
+            out.append(_new(Step, (DELIVER, -1, eid, None, k, None)))
+            reply = call(dst, nodes[dst], DELIVER, eid, k).reply
+            client = self._entries[reply].dst if reply >= 0 else -1
+            if client >= 0 and self._accepts[nodes[client]]:
+                # The reply's fates other than arriving: lost, duplicated, or its client crashes handling it.
+                if losses:
+                    out.append(_new(Step, (DELIVER, -1, eid, None, k, Fate.LOST)))
+                if dups:
+                    out.append(_new(Step, (DELIVER, -1, eid, None, k, Fate.DUPLICATED)))
+                if crashes > (k is not None):
+                    cuts = call(client, nodes[client], DELIVER, reply, None).cuts
+                    out.extend(_new(Step, (DELIVER, -1, eid, None, k, j)) for j in cuts)
+        if dups:
+            out.append(_new(Step, (StepKind.DUPLICATE, -1, eid, None, None, None)))
+        if losses and entry.wire <= Wire.REPLY:
+            out.append(_new(Step, (LOSE, -1, eid, None, None, None)))
+        return out
+
+    def other_steps(self, state: State, quiet: bool) -> list[Step]:
+        """The steps of ``state`` after its entries': timers and restarts
+        (when ``quiet``: nothing deliverable in flight; or early), strangers,
+        writes, crashes. Reads nothing of the network but ``quiet``."""
+        np, nc = self.np, self.nc
+        nodes = state.nodes
+        crashes = state.crashes
+        snaps, up, call = self._snaps, self._up, self._call
+        out: list[Step] = []
         if quiet or state.early:
             for node in range(np + nc):
                 timers = snaps[nodes[node]].timers
@@ -498,12 +522,16 @@ class Transitions(Interned):
         new, violations = self._apply(state, step, effects)
         return new, effects, violations
 
-    def successor(self, state: State, step: Step) -> tuple[State, list[PropertyViolation]]:
-        """The state after ``step`` and the properties it breaks (apply without the effects: the search's path)."""
-        return self._apply(state, step, None)
+    def successor(self, state: State, step: Step, crowded: bool | None = None) -> tuple[State, list[PropertyViolation]]:
+        """The state after ``step`` and the properties it breaks (apply without
+        the effects: the search's path). ``crowded``: whether a deliverable
+        message is in flight (a timer or restart then spends ``early``), if not
+        to be read from ``state.net`` (harness.sim.moves steps a state with an
+        empty network)."""
+        return self._apply(state, step, None, crowded)
 
     def _apply(
-        self, state: State, step: Step, effects: list[tuple[int, Effect]] | None
+        self, state: State, step: Step, effects: list[tuple[int, Effect]] | None, crowded: bool | None = None
     ) -> tuple[State, list[PropertyViolation]]:
         s = list(state.nodes)
         conns = list(state.conns)
@@ -531,7 +559,7 @@ class Transitions(Interned):
             net &= ~(1 << step.entry)
             budget.losses -= 1
         elif kind is StepKind.TIMER or kind is StepKind.RESTART:
-            if self._deliverable(state):
+            if self._deliverable(state) if crowded is None else crowded:
                 budget.early -= 1
             net = self._node_step(
                 state,
