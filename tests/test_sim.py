@@ -21,6 +21,7 @@ from harness.protocol.messages import Error, Message, Outcome, Prepare, TxState,
 from harness.protocol.participant import Action, ParticipantCore, Persist, Reply, StartTimer, TxRecord
 from harness.sim import __main__ as cli
 from harness.sim import variants
+from harness.sim.cuts import mid_step_cuts
 from harness.sim.explore import Bounds, Explorer
 from harness.sim.invariants import (
     AC1,
@@ -43,7 +44,6 @@ from harness.sim.invariants import (
 from harness.sim.model import Cut, Fx, PropertyViolation, WireCodec, ordered_coordinator
 from harness.sim.simulate import SimParams, random_runs, simulate
 from harness.sim.states import PSnap, Step, StepKind
-from harness.sim.transitions import mid_step_cuts
 
 # ====================================================================== broken variants
 

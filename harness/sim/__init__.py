@@ -10,7 +10,9 @@ identical replicas once faults stop).
 
 * :mod:`harness.sim.explore`: every reachable state of a small configuration,
   breadth-first, with a shortest counterexample; the system it searches is
-  :mod:`harness.sim.transitions`, its vocabulary :mod:`harness.sim.states`,
+  :mod:`harness.sim.transitions` (a crash inside a step:
+  :mod:`harness.sim.cuts`; its judgements and words for a trace:
+  :mod:`harness.sim.judgement`), its vocabulary :mod:`harness.sim.states`,
   its store :mod:`harness.sim.interned`, :mod:`harness.sim.symmetry`
   stores one state per class up to renaming, :mod:`harness.sim.moves`
   memoises each step per state without its network, and

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from harness.protocol import coordinator as co
 from harness.protocol.messages import Message
 from harness.protocol.participant import Summary, TxRecord
-from harness.sim.model import Cut, Wire
+from harness.sim.model import Cut, Effect, Wire
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,3 +231,30 @@ def thaw_core(frozen: FrozenCore) -> Any:
     core = cls.__new__(cls)
     core.__dict__.update((k, thaw_value(v)) for k, v in items)
     return core
+
+
+class Op(NamedTuple):
+    """What a memoised node step leaves for the global level (network routing, judging)."""
+
+    what: int  # one of the _OP_* codes below
+    node: int = -1  # SEND: the destination; CSEND: the participant
+    entry: int = -1  # SEND, CSEND: the entry to put in flight
+    refused: int = -1  # CSEND: the entry for a refused connection
+    record: TxRecord | None = None  # PERSIST
+    result: co.Result | None = None  # REPORT
+    problem: str = ""  # CODEC: the message did not survive the codec
+
+
+OP_SEND, OP_CSEND, OP_PERSIST, OP_REPORT, OP_CRASH, OP_CODEC = range(6)
+
+
+class Call(NamedTuple):
+    """One node step, memoised: the node's new snapshot id, the routing
+    operations, where a crash may cut the step (mid_step_cuts), the effects,
+    and the entry of a participant's reply to a client (-1: none)."""
+
+    sid: int
+    ops: tuple[Op, ...]
+    cuts: tuple[Cut, ...]
+    effects: tuple[Effect, ...]
+    reply: int

@@ -29,7 +29,7 @@ exceptions, both about *order*, and the group is restricted to match:
 1. Order of actions inside one step. The cores send in name order (sorted
    peers, sorted silent participants) and in participant-list order (PREPARE).
    Order is invisible in a complete step (the network is a set), and a crash
-   inside a step (harness.sim.transitions.mid_step_cuts) may leave any subset
+   inside a step (harness.sim.cuts.mid_step_cuts) may leave any subset
    of a run of consecutive sends unsent, not a prefix of the list: the cuts
    of a step are the same set whatever the names, so renaming commutes with
    them, crash left or not. (With prefixes only, it did not: participants

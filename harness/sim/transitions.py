@@ -51,26 +51,20 @@ The model, and why each choice:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 from harness.protocol import coordinator as co
 from harness.protocol.messages import Message, Prepare, TxState
-from harness.protocol.participant import CancelTimer, Close, ParticipantCore, Reply, SendPeer, StartTimer, TxRecord
-from harness.sim.interned import Interned
+from harness.protocol.participant import TxRecord
+from harness.sim.cuts import mid_step_cuts
 from harness.sim.invariants import (
     CODEC,
-    LIVENESS,
     Wait,
-    check_lock,
     check_nontrivial,
-    check_persist,
-    check_quiescent,
-    check_report,
     check_stranger,
-    check_waits,
-    waits_of,
 )
+from harness.sim.judgement import Budget, Judgement
 from harness.sim.model import (
     CNode,
     CoordinatorFactory,
@@ -89,12 +83,20 @@ from harness.sim.model import (
     uses_ages,
 )
 from harness.sim.states import (
+    OP_CODEC,
+    OP_CRASH,
+    OP_CSEND,
+    OP_PERSIST,
+    OP_REPORT,
+    OP_SEND,
     Bounds,
+    Call,
     Conn,
     CSnap,
     Entry,
     Fate,
     History,
+    Op,
     Packer,
     PSnap,
     State,
@@ -109,89 +111,7 @@ NO_RANK = 99
 _new: Any = tuple.__new__
 
 
-class _Op(NamedTuple):
-    """What a memoised node step leaves for the global level (network routing, judging)."""
-
-    what: int  # one of the _OP_* codes below
-    node: int = -1  # SEND: the destination; CSEND: the participant
-    entry: int = -1  # SEND, CSEND: the entry to put in flight
-    refused: int = -1  # CSEND: the entry for a refused connection
-    record: TxRecord | None = None  # PERSIST
-    result: co.Result | None = None  # REPORT
-    problem: str = ""  # CODEC: the message did not survive the codec
-
-
-_OP_SEND, _OP_CSEND, _OP_PERSIST, _OP_REPORT, _OP_CRASH, _OP_CODEC = range(6)
-
-
-class _Call(NamedTuple):
-    """One node step, memoised: the node's new snapshot id, the routing
-    operations, where a crash may cut the step (mid_step_cuts), the effects,
-    and the entry of a participant's reply to a client (-1: none)."""
-
-    sid: int
-    ops: tuple[_Op, ...]
-    cuts: tuple[Cut, ...]
-    effects: tuple[Effect, ...]
-    reply: int
-
-
-_SENDS = (Reply, SendPeer, co.Send)
-# Actions a crash right after makes moot: timers die with the node, a finished
-# coordinator and a crashed one are alike to everyone else.
-_MOOT = (StartTimer, CancelTimer, Close, co.SetTimer, co.Finished)
-
-
-def mid_step_cuts(actions: Sequence[object]) -> tuple[Cut, ...]:
-    """Every distinct way a crash may cut a step that returned ``actions``.
-
-    The node performs its actions in order and may crash between any two, as
-    in the random simulator; and besides, any of the sends of a run of
-    consecutive sends just before the crash may not have left (the driver
-    writes them to different connections, which nothing orders). Two cuts
-    that leave the same actions done, moot ones aside, are one; so is a cut
-    that leaves nothing done (a crash before the step, a CRASH step) or
-    everything (the step, then a CRASH step)."""
-    n = len(actions)
-    send = [isinstance(a, _SENDS) for a in actions]
-    matters = 0
-    for i, a in enumerate(actions):
-        if not isinstance(a, _MOOT):
-            matters |= 1 << i
-    seen = {0, matters}
-    out: list[Cut] = []
-    for reached in range(1, n + 1):
-        start = reached
-        while start > 0 and send[start - 1]:
-            start -= 1
-        run = range(start, reached)  # the sends just before the crash
-        for chosen in range(1 << len(run)):
-            unsent = 0
-            for b, i in enumerate(run):
-                if chosen >> b & 1:
-                    unsent |= 1 << i
-            done = ((1 << reached) - 1) & ~unsent & matters
-            if done not in seen:
-                seen.add(done)
-                out.append(Cut(reached, unsent))
-    return tuple(out)
-
-
-class _Budget:
-    """The fault budgets left, mutable while a step is applied."""
-
-    __slots__ = ("crashes", "duplicates", "early", "losses")
-
-    def __init__(self, state: State) -> None:
-        self.crashes, self.losses, self.duplicates, self.early = (
-            state.crashes,
-            state.losses,
-            state.duplicates,
-            state.early,
-        )
-
-
-class Transitions(Interned):
+class Transitions(Judgement):
     """The system of ``participants`` participants and ``clients`` clients
     (one transaction each) within ``bounds``.
 
@@ -241,7 +161,7 @@ class Transitions(Interned):
         )
         self._client_of_txid = {t: participants + i for i, t in enumerate(self.txids)}
         self._verdicts: dict[tuple[Any, ...], list[PropertyViolation]] = {}  # check_persist is pure: memoised
-        self._calls: dict[tuple[Any, ...], _Call] = {}
+        self._calls: dict[tuple[Any, ...], Call] = {}
         self.codec = codec or WireCodec()
         self.packer = Packer(participants + clients, participants * clients)
         # A stranger's PREPAREs, per participant (see stranger_entries), and
@@ -274,7 +194,7 @@ class Transitions(Interned):
 
     # ------------------------------------------------------------ one node, memoised
 
-    def _call(self, node: int, sid: int, kind: StepKind, arg: Any, k: Cut | None) -> _Call:
+    def _call(self, node: int, sid: int, kind: StepKind, arg: Any, k: Cut | None) -> Call:
         """Feed one input to one node. ``arg`` is an entry id or a timer key."""
         key = (node, sid, kind, arg, k)
         hit = self._calls.get(key)
@@ -312,36 +232,36 @@ class Transitions(Interned):
                 i = node - self.np
                 effects = c.start(self.cfactory, self.txids[i], i + 1, k, prio=arg)
             new, actions = self._intern_client(c), c.actions
-        ops: list[_Op] = []
+        ops: list[Op] = []
         for effect in effects:
             what = effect[0]
             if what is Fx.SEND or what is Fx.CSEND:
                 # What goes on the wire arrives as the codec decodes it (model.WireCodec).
                 arrived, problem = self.codec.carry(cast(Message, effect[-1]))
                 if arrived is None or problem:
-                    ops.append(_Op(_OP_CODEC, problem=problem))
+                    ops.append(Op(OP_CODEC, problem=problem))
                     continue
             if what is Fx.SEND:
                 dst = cast(int, effect[1])
                 if 0 <= dst < self.np + self.nc:
                     entry = self._entry(Entry(cast(Wire, effect[2]), node, dst, arrived))
-                    ops.append(_Op(_OP_SEND, node=dst, entry=entry))
+                    ops.append(Op(OP_SEND, node=dst, entry=entry))
             elif what is Fx.CSEND:
                 p_ = cast(int, effect[1])
                 if 0 <= p_ < self.np:
                     request = self._entry(Entry(Wire.REQUEST, node, p_, arrived))
                     refused = self._entry(Entry(Wire.REFUSED, p_, node, None))
-                    ops.append(_Op(_OP_CSEND, node=p_, entry=request, refused=refused))
+                    ops.append(Op(OP_CSEND, node=p_, entry=request, refused=refused))
             elif what is Fx.PERSIST:
-                ops.append(_Op(_OP_PERSIST, record=cast(TxRecord, effect[1])))
+                ops.append(Op(OP_PERSIST, record=cast(TxRecord, effect[1])))
             elif what is Fx.REPORT:
-                ops.append(_Op(_OP_REPORT, result=cast(co.Result, effect[1])))
+                ops.append(Op(OP_REPORT, result=cast(co.Result, effect[1])))
             elif what is Fx.CRASH:
-                ops.append(_Op(_OP_CRASH))
+                ops.append(Op(OP_CRASH))
         reply = -1
         if node < self.np:
-            reply = next((op.entry for op in ops if op.what == _OP_SEND and op.node >= self.np), -1)
-        result = _Call(new, tuple(ops), mid_step_cuts(actions) if k is None else (), tuple(effects), reply)
+            reply = next((op.entry for op in ops if op.what == OP_SEND and op.node >= self.np), -1)
+        result = Call(new, tuple(ops), mid_step_cuts(actions) if k is None else (), tuple(effects), reply)
         self._calls[key] = result
         return result
 
@@ -383,28 +303,12 @@ class Transitions(Interned):
             )
         return hit
 
-    def _stranger_changes(self, before: int, call: _Call) -> list[str]:
-        """What a participant did on a stranger's PREPARE, besides answering it."""
-        a, b = self.psnap(before), self.psnap(call.sid)
-        changes = []
-        if a.durable != b.durable or a.held != b.held:
-            changes.append("its records changed")
-        if a.core != b.core:
-            changes.append("its state changed (lock, value, version or what it remembers)")
-        if a.timers != b.timers:
-            changes.append("its timers changed")
-        for op in call.ops:
-            if op.what == _OP_SEND:
-                msg = self._entries[op.entry].msg
-                changes.append(f"it sent {self.topo.display[op.node]} {message_text(msg) if msg else '?'}")
-        return changes
-
     # ------------------------------------------------------------ steps
 
     def steps(self, state: State) -> list[Step]:
         """Every step enabled in ``state``, in a fixed order: the clients'
         starts, then each entry in flight's steps (in id order), then the rest."""
-        deliverable = self._deliverable(state)
+        deliverable = self.deliverable(state)
         out = self.start_steps(state)
         m = state.net
         while m:
@@ -423,7 +327,7 @@ class Transitions(Interned):
             if self._startable[nodes[node]]:
                 out.append(_new(Step, (START, node, -1, None, None, None)))
                 if state.crashes:
-                    cuts = self._call(node, nodes[node], START, self._age(nodes), None).cuts
+                    cuts = self._call(node, nodes[node], START, self.age(nodes), None).cuts
                     out.extend(_new(Step, (START, node, -1, None, k, None)) for k in cuts)
         return out
 
@@ -536,7 +440,7 @@ class Transitions(Interned):
         s = list(state.nodes)
         conns = list(state.conns)
         net = state.net
-        budget = _Budget(state)
+        budget = Budget(state)
         kind = step.kind
         violations: list[PropertyViolation] = []
         replies: list[int] = []
@@ -559,7 +463,7 @@ class Transitions(Interned):
             net &= ~(1 << step.entry)
             budget.losses -= 1
         elif kind is StepKind.TIMER or kind is StepKind.RESTART:
-            if self._deliverable(state) if crowded is None else crowded:
+            if self.deliverable(state) if crowded is None else crowded:
                 budget.early -= 1
             net = self._node_step(
                 state,
@@ -583,11 +487,11 @@ class Transitions(Interned):
             msg = self._entries[step.entry].msg
             assert msg is not None
             violations += check_stranger(
-                self.topo.display[node], message_text(msg), self._stranger_changes(s[node], call)
+                self.topo.display[node], message_text(msg), self.stranger_changes(s[node], call)
             )
             s[node] = call.sid
         elif kind is StepKind.START or kind is StepKind.WRITE:
-            arg = self._age(state.nodes) if kind is StepKind.START else None
+            arg = self.age(state.nodes) if kind is StepKind.START else None
             net = self._node_step(
                 state, s, conns, step.node, kind, arg, step.crash_after, net, budget, effects, violations, replies
             )
@@ -636,7 +540,7 @@ class Transitions(Interned):
                         state, s, conns, p, StepKind.WRITE, None, None, net, budget, effects, violations, []
                     )
         if self.ages:
-            violations += self._judge_waits(s)
+            violations += self.judge_waits(s)
         new = _new(State, (tuple(s), tuple(conns), net, budget.crashes, budget.losses, budget.duplicates, budget.early))
         return new, violations
 
@@ -650,7 +554,7 @@ class Transitions(Interned):
         arg: Any,
         k: Cut | None,
         net: int,
-        budget: _Budget,
+        budget: Budget,
         effects: list[tuple[int, Effect]] | None,
         violations: list[PropertyViolation],
         replies: list[int],
@@ -662,14 +566,14 @@ class Transitions(Interned):
             effects.extend((node, e) for e in call.effects)
         for op in call.ops:
             what = op.what
-            if what == _OP_SEND:
+            if what == OP_SEND:
                 dst = op.node
                 if self._accepts[s[dst]]:
                     if dst >= self.np:
                         replies.append(op.entry)
                     else:
                         net |= 1 << op.entry
-            elif what == _OP_CSEND:
+            elif what == OP_CSEND:
                 p = op.node
                 ci = (node - self.np) * self.np + p
                 conn = conns[ci]
@@ -682,19 +586,19 @@ class Transitions(Interned):
                     else:
                         net |= 1 << op.refused
                 # BROKEN: written into a dead connection; the LOST entry is on its way
-            elif what == _OP_PERSIST:
+            elif what == OP_PERSIST:
                 assert op.record is not None
-                violations += self._judge_persist(before, s, node, op.record)
+                violations += self.judge_persist(before, s, node, op.record)
                 if op.record.state is TxState.PREPARED:
-                    violations += self._judge_lock(s[node], node)
-            elif what == _OP_REPORT:
+                    violations += self.judge_lock(s[node], node)
+            elif what == OP_REPORT:
                 assert op.result is not None
-                violations += self._judge_report(s, node, op.result)
-                if self._no_fault_no_conflict(s, node, budget):
+                violations += self.judge_report(s, node, op.result)
+                if self.no_fault_no_conflict(s, node, budget):
                     violations += check_nontrivial(self.txids[node - self.np], op.result, self.topo.display[node])
-            elif what == _OP_CODEC:
+            elif what == OP_CODEC:
                 violations.append(PropertyViolation(rule=CODEC, detail=op.problem))
-            else:  # _OP_CRASH: the node crashed between two of its actions
+            else:  # OP_CRASH: the node crashed between two of its actions
                 budget.crashes -= 1
                 net = self._crash_links(node, s, conns, net)
         if node >= self.np and not self._accepts[s[node]]:
@@ -726,148 +630,3 @@ class Transitions(Interned):
                 conns[ci] = Conn.BROKEN
                 net |= 1 << self._entry(Entry(Wire.LOST, node, client, None))
         return net
-
-    def _deliverable(self, state: State) -> int:
-        """The entries in flight whose destination is up."""
-        net = state.net
-        for p in range(self.np):
-            if not self._up[state.nodes[p]]:
-                net &= ~self._to_node[p]
-        return net
-
-    def _view(self, s: tuple[int, ...] | list[int], txid: str) -> tuple[TxState | None, ...]:
-        return tuple(self._durable_state[s[j]].get(txid) for j in range(self.np))
-
-    def _judge_persist(self, before_state: State, s: list[int], node: int, record: TxRecord) -> list[PropertyViolation]:
-        # The others' durable states as they are now; this node's as it was before the step.
-        txid = record.txid
-        view = [self._durable_state[s[j]].get(txid) for j in range(self.np)]
-        view[node] = self._durable_state[before_state.nodes[node]].get(txid)
-        before = tuple(view)
-        client = self._client_of_txid.get(txid)
-        reported = self.csnap(s[client]).reported if client is not None else None
-        key = (txid, before, node, record.state, reported)
-        verdict = self._verdicts.get(key)
-        if verdict is None:
-            verdict = self._verdicts[key] = check_persist(
-                txid, self.topo.display[: self.np], before, node, record.state, reported
-            )
-        return verdict
-
-    def _age(self, nodes: tuple[int, ...] | list[int]) -> int | None:
-        """The age a client starting now gets (wait-die): 1 + how many clients started before it."""
-        if not self.ages:
-            return None
-        return 1 + sum(not self._startable[nodes[n]] for n in range(self.np, self.np + self.nc))
-
-    def _judge_waits(self, s: list[int]) -> list[PropertyViolation]:
-        waits: list[Wait] = []
-        for j in range(self.np):
-            sid = s[j]
-            mine = self._waits.get(sid)
-            if mine is None:
-                p = self._pnode(j, sid)
-                mine = self._waits[sid] = waits_of(self.topo.display[j], p.core) if p.core is not None else []
-            waits += mine
-        return check_waits(waits) if len(waits) > 1 else []
-
-    def _judge_lock(self, sid: int, node: int) -> list[PropertyViolation]:
-        prepared = [t for t, st in self._durable_state[sid].items() if st is TxState.PREPARED]
-        return check_lock(self.topo.display[node], prepared) if len(prepared) > 1 else []
-
-    def _no_fault_no_conflict(self, s: list[int], client: int, budget: _Budget) -> bool:
-        """AC4 applies to a client's report when no fault happened yet in the
-        whole run (every budget untouched) and no other client has started;
-        and not after a history that left a participant down or prepared (a
-        conflict from before the run)."""
-        if self._history_conflicts:
-            return False
-        b = self.bounds
-        if (budget.crashes, budget.losses, budget.duplicates, budget.early) != (
-            b.crashes,
-            b.losses,
-            b.duplicates,
-            b.early,
-        ):
-            return False
-        return all(self._startable[s[n]] for n in range(self.np, self.np + self.nc) if n != client)
-
-    def _judge_report(self, s: list[int], node: int, result: co.Result) -> list[PropertyViolation]:
-        txid = self.txids[node - self.np]
-        return check_report(txid, self.topo.display[: self.np], self._view(s, txid), result, self.topo.display[node])
-
-    # ------------------------------------------------------------ quiet states
-
-    def quiescent_violations(self, state: State) -> list[PropertyViolation]:
-        """check_quiescent on a state where the healing schedule has nothing left to do."""
-        cores: list[ParticipantCore] = []
-        stores: list[dict[str, TxRecord]] = []
-        for j in range(self.np):
-            p = self._pnode(j, state.nodes[j])
-            if p.core is None:
-                return [PropertyViolation(rule=LIVENESS, detail=f"{self.topo.display[j]} is down")]
-            cores.append(p.core)
-            stores.append(p.history)
-        reports: dict[str, co.Result] = {}
-        waiting: list[str] = []
-        for i in range(self.nc):
-            node = self.np + i
-            reported = self.csnap(state.nodes[node]).reported
-            if reported is not None:
-                reports[self.txids[i]] = reported
-            if self._active[state.nodes[node]]:
-                waiting.append(self.topo.display[node])
-        return check_quiescent(self.topo.display[: self.np], cores, stores, reports, waiting)
-
-    def describe(self, state: State, step: Step) -> str:
-        """One step in the protocol's words."""
-        d = self.topo.display
-        kind = step.kind
-
-        def crash_note(k: Cut | None, who: str = "and") -> str:
-            if k is None:
-                return ""
-            unsent = [str(i + 1) for i in range(k.reached) if k.unsent >> i & 1]
-            lost = f", its send(s) number {','.join(unsent)} never having left" if unsent else ""
-            return f"  [{who} crashes after {k.reached} of its actions{lost}]"
-
-        if kind is StepKind.START:
-            i = step.node - self.np
-            age = f", age={self._age(state.nodes)}" if self.ages else ""
-            return f"{d[step.node]} begins {self.txids[i]} (value={i + 1}{age}){crash_note(step.crash_after)}"
-        if kind is StepKind.STRANGER:
-            msg = self._entries[step.entry].msg
-            assert msg is not None
-            return f"a stranger -> {d[step.node]}: {message_text(msg)}"
-        if kind in (StepKind.DELIVER, StepKind.DUPLICATE, StepKind.LOSE):
-            wire, src, dst, msg = self._entries[step.entry]
-            if wire is Wire.REFUSED:
-                text = f"{d[dst]} cannot connect to {d[src]}: connection refused"
-            elif wire is Wire.LOST:
-                text = f"{d[dst]} sees its connection to {d[src]} closed"
-            else:
-                assert msg is not None
-                text = f"{d[src]} -> {d[dst]}: {message_text(msg)}"
-            if kind is StepKind.LOSE:
-                return f"the network loses {text}"
-            if kind is StepKind.DUPLICATE:
-                return f"{text}  [duplicated: a copy stays in flight]"
-            fate = step.fate
-            if fate is Fate.LOST:
-                text += "  [its reply is lost]"
-            elif fate is Fate.DUPLICATED:
-                text += "  [its reply arrives twice]"
-            elif fate is not None:
-                text += crash_note(fate, "its client, handling the reply,")
-            return text + crash_note(step.crash_after)
-        early = "  [early: messages still in flight]" if self._deliverable(state) else ""
-        if kind is StepKind.TIMER:
-            key = step.timer
-            what = f"{key.value} timer" if isinstance(key, co.Timer) else f"timer for {key}"
-            return f"{d[step.node]} {what} fires{crash_note(step.crash_after)}{early}"
-        if kind is StepKind.CRASH:
-            return f"{d[step.node]} crashes"
-        if kind is StepKind.WRITE:
-            return f"{d[step.node]} writes the commit record(s) it held"
-        records = len(self.psnap(state.nodes[step.node]).durable)
-        return f"{d[step.node]} restarts from {records} durable record(s){crash_note(step.crash_after)}{early}"
