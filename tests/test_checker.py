@@ -462,6 +462,19 @@ def test_restarted_participant_with_restored_records_is_not_flagged(tmp_path: Pa
     assert {s.node: s.version for s in report.replicas} == {s: 3 for s in SERVERS}
 
 
+def test_a_durable_state_of_no_path_before_a_restart_is_flagged_not_a_crash(tmp_path: Path) -> None:
+    # a hand-edited store line: a state the protocol has no path from
+    r = consistent_run(stop=False)
+    line = next(
+        i for i, t in enumerate(r.logs["server2"]) if all(n in t for n in (" durable ", COMMITTED_2, "committed"))
+    )
+    r.logs["server2"][line] = r.logs["server2"][line].replace("state=committed", "state=weird")
+    r.start("server2")
+    r.stop()
+    _, report = check(r, tmp_path)
+    assert not report.consistent and found(report, "stability", COMMITTED_2), show(report)
+
+
 def test_restart_may_find_a_record_further_on_than_its_last_durable_line(tmp_path: Path) -> None:
     # SIGKILL fell between the fsync of COMMITTED_2's commit and its "durable" line
     r = consistent_run(stop=False)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from harness.bench.synth import synthesize_run
 from harness.verify.checker import check_run
-from harness.verify.columns import Committed, Durable, Ints, TxIds
+from harness.verify.columns import INT_MARK, Committed, Durable, Ints, TxIds
 
 HUGE = 2**70  # beyond int64: kept aside
 ODD = [0, 1, 2**63 - 1, 2**63, 2**64 - 2, 2**64 - 1, 2**64, HUGE, -1, -(2**63), -(2**70)]
@@ -78,6 +78,26 @@ def test_committed_iterates_and_compares_as_its_records() -> None:
     assert seq.same(other)
     other.values.put(2, HUGE + 2**64)
     assert not seq.same(other)
+    # the mark itself is a value like any other (it goes aside, as put() puts it)
+    marked = Committed(ids.names)
+    marked.extend([ids.id("c-1"), ids.id("c-2")], [1, 2], [INT_MARK, 7])
+    assert list(marked) == [("c-1", 1, INT_MARK), ("c-2", 2, 7)] and marked.item(0) == ("c-1", 1, INT_MARK)
+
+
+def test_durable_rows_stay_in_order_when_nearly_every_record_is_popped() -> None:
+    # a compacting participant: each transaction put, then popped, one or two left
+    durable, model = Durable(), {}
+    durable.grow(3000)
+    for i in range(3000):
+        durable.put(i, 1, i + 1, i, 0)
+        model[i] = (1, i + 1, i, 0)
+        if i >= 2:
+            assert durable.pop(i - 2) == model.pop(i - 2)
+        if i % 500 == 499:
+            assert durable.rows() == list(model) and len(durable.seq) <= 2 * len(model)
+    durable.put(0, 2, 9, 9, 9)  # popped long ago: a new insertion goes last, as in a dict
+    model[0] = (2, 9, 9, 9)
+    assert durable.rows() == list(model) == [2998, 2999, 0]
 
 
 # ---------------------------------------------------------------- whole folders

@@ -149,6 +149,8 @@ def test_jain_index_and_uneven_flag() -> None:
     assert (fairness.fairness_line(report) or "").endswith("(the oldest operation waits instead of losing)")
     report.run = {"config": {"retry": "backoff", "conflict": "wait-die"}}
     assert (fairness.fairness_line(report) or "").endswith("some clients starved")
+    report.run = {"config": {"retry": "backoff", "conflict": "nok", "backend": "postgres"}}  # not our participants
+    assert (fairness.fairness_line(report) or "").endswith("some clients starved")
 
 
 LOG = [

@@ -129,6 +129,6 @@ def _remedy(report: CheckReport) -> str:
     config = report.run.get("config", {})
     if config.get("retry") != "backoff":
         return "; try --retry backoff"
-    if config.get("conflict") != "wait-die":
+    if config.get("conflict") != "wait-die" and config.get("backend") != "postgres":  # our participants' policy
         return "; try --conflict wait-die (the oldest operation waits instead of losing)"
     return ""

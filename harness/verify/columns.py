@@ -183,8 +183,18 @@ class Durable:
 
     def rows(self) -> list[int]:
         """The rows held, in the order a dict would give them."""
-        pos = self.pos
-        return [i for k, i in enumerate(self.seq, 1) if pos[i] == k]
+        pos, seq = self.pos, self.seq
+        live = [i for k, i in enumerate(seq, 1) if pos[i] == k]
+        if 2 * len(live) < len(seq):
+            # Mostly rows popped since (a compacting participant forgets nearly
+            # every record): keep only the live ones, in place (the reader holds
+            # this array), so that a restart late in a long run reads its few
+            # records, not every insertion of the run.
+            del seq[:]
+            seq.extend(live)
+            for k, i in enumerate(live, 1):
+                pos[i] = k
+        return live
 
 
 class Tracks:
@@ -328,8 +338,12 @@ class Committed:
         self.ids.extend(ids)
         for column, new in ((self.versions, versions), (self.values, values)):
             try:
-                column.data.extend(array("Q", new))
+                block = array("Q", new)
             except OverflowError:  # some negative, or beyond: one at a time
+                block = None
+            if block is not None and INT_MARK not in block:
+                column.data.extend(block)
+            else:  # INT_MARK itself is a value too: it goes aside, as put() does
                 for v in new:
                     column.append(v)
 

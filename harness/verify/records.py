@@ -286,8 +286,9 @@ def _check_restart(c: RecordChecker, node: str, tracks: Tracks, restored: dict[s
         state = c.states.names[code]
         r = restored.get(txid)
         # A record may have moved forward after its last "durable" line (a
-        # SIGKILL can fall between the fsync and the log line), never back.
-        if r is None or (r.state != state and r.state not in NEXT[state]):
+        # SIGKILL can fall between the fsync and the log line), never back. A
+        # state of no path moves nowhere (its line is flagged where it was read).
+        if r is None or (r.state != state and r.state not in NEXT.get(state, ())):
             now = f"as {r.state}" if r is not None else "without it"
             c.flag(
                 ViolationKind.LOST,
