@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import multiprocessing.connection
 import os
 import resource
 import time
@@ -123,6 +124,21 @@ def startup(runs: Runs) -> dict[str, float]:
     return {"participants_ready_s": max(participants) - t0, "all_ready_s": max(clients) - t0}
 
 
+def next_result(parent: multiprocessing.connection.Connection, client: BaseProcess, section: str) -> str:
+    """The next transaction's result (committed, aborted, unknown) that a client
+    forked by the bench reports on its pipe (harness.experiment.children);
+    RunError if it reports none in RESULT_WAIT seconds or exits."""
+    while True:
+        if not parent.poll(RESULT_WAIT):
+            raise RunError(f"the {section} client finished no transaction in {RESULT_WAIT}s")
+        try:
+            kind, payload = parent.recv()
+        except EOFError:
+            raise RunError(f"the {section} client exited (code {client.exitcode})") from None
+        if kind == "result":
+            return str(payload[2])
+
+
 def proc_status(pid: int, key: str) -> float:
     """A /proc/<pid>/status size (VmRSS, VmHWM) in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -206,14 +222,8 @@ def memory(workdir: Path, transactions: int) -> dict[str, Any]:
         done = 0
         for target in (transactions // 2, transactions):
             while done < target:
-                if not parent.poll(RESULT_WAIT):
-                    raise RunError(f"the memory client finished no transaction in {RESULT_WAIT}s")
-                try:
-                    kind, _ = parent.recv()
-                except EOFError:
-                    raise RunError(f"the memory client exited (code {client.exitcode})") from None
-                if kind == "result":
-                    done += 1
+                next_result(parent, client, "memory")
+                done += 1
             samples[target] = sample()
         parent.close()
         procs.stop([client])  # first: no transaction is in flight when the participants stop

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.bench.measure import RESULT_WAIT, proc_status, start_participants
+from harness.bench.measure import next_result, proc_status, start_participants
 from harness.experiment.children import client_child
 from harness.experiment.processes import MP, READY_TIMEOUT, Processes, RunError, await_ready
 from harness.experiment.workload import ClientConfig
@@ -86,16 +86,8 @@ def state(workdir: Path, transactions: int, every: int) -> dict[str, Any]:
         go.set()
         done = committed = 0
         while done < transactions:
-            if not parent.poll(RESULT_WAIT):
-                raise RunError(f"the state client finished no transaction in {RESULT_WAIT}s")
-            try:
-                kind, payload = parent.recv()
-            except EOFError:
-                raise RunError(f"the state client exited (code {client.exitcode})") from None
-            if kind != "result":
-                continue
+            committed += next_result(parent, client, "state") == "committed"
             done += 1
-            committed += payload[2] == "committed"
             if done % every == 0:
                 assert client.pid is not None
                 pids = [p.pid for p in participants if p.pid is not None]

@@ -212,39 +212,30 @@ def build_rows(results: dict[str, Any], config: BenchConfig) -> list[Row]:
     if flat:
         per = "per 100k tx"
         million = 10  # 100k steps in a million transactions: the target extrapolates the slope
+        roles = (("participant", " (compacting)"), ("client", ""))
         rows += [
             Row(
                 "state",
-                f"participant RSS growth {per} (compacting)",
-                flat["participant_mib_per_100k"],
+                f"{role} RSS growth {per}{note}",
+                flat[f"{role}_mib_per_100k"],
                 "MiB",
                 target=f"x{million} < {TARGET_FLAT_MIB:g}",
-                met=abs(flat["participant_mib_per_100k"]) * million < TARGET_FLAT_MIB,
-            ),
+                met=abs(flat[f"{role}_mib_per_100k"]) * million < TARGET_FLAT_MIB,
+            )
+            for role, note in roles
+        ]
+        rows += [
             Row(
                 "state",
-                f"client RSS growth {per}",
-                flat["client_mib_per_100k"],
+                f"{role} RSS after {flat['transactions']:,} tx",
+                flat[f"{role}_mib_end"],
                 "MiB",
-                target=f"x{million} < {TARGET_FLAT_MIB:g}",
-                met=abs(flat["client_mib_per_100k"]) * million < TARGET_FLAT_MIB,
-            ),
-            Row(
-                "state",
-                f"participant RSS after {flat['transactions']:,} tx",
-                flat["participant_mib_end"],
-                "MiB",
-                flat["participant_mib_start"],
+                flat[f"{role}_mib_start"],
                 f"at {flat['start_at']:,} tx",
-            ),
-            Row(
-                "state",
-                f"client RSS after {flat['transactions']:,} tx",
-                flat["client_mib_end"],
-                "MiB",
-                flat["client_mib_start"],
-                f"at {flat['start_at']:,} tx",
-            ),
+            )
+            for role, _ in roles
+        ]
+        rows += [
             Row("state", f"store size growth {per}", flat["store_kib_per_100k"], "KiB"),
             Row("state", f"restart (load + restore) growth {per}", flat["restart_ms_per_100k"], "ms"),
             Row("state", f"records left after {flat['transactions']:,} tx", flat["records_end"], "records"),
